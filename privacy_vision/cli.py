@@ -1,0 +1,102 @@
+"""`privacy-vision` command: run the graph, create keys and pins, fit the floor homography."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    from privacy_vision.runner import NODES
+
+    overrides: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        node, dot, name = key.partition(".")
+        if not separator or not dot or node not in NODES or not name:
+            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODES)}; got {item!r}")
+        overrides.setdefault(node, {})[name] = value
+    return overrides
+
+
+def _default_source() -> str:
+    for candidate in DEMO_VIDEO_CANDIDATES:
+        if candidate.is_file():
+            return str(candidate)
+    raise SystemExit("no --source given and the demo video is missing: run 'make setup' (it fetches vtest.avi) or pass --source")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from privacy_vision.runner import GraphOptions, GraphRunner
+
+    overrides = _parse_overrides(args.set)
+    if args.fps is not None:
+        overrides.setdefault("camera", {})["fps"] = str(float(args.fps))
+    if args.max_frames:
+        overrides.setdefault("camera", {})["max_frames"] = str(args.max_frames)
+    options = GraphOptions(source=args.source or _default_source(), config_dir=Path(args.config_dir), var_dir=Path(args.var_dir),
+                           overrides=overrides, domain_id=args.domain_id, duration_s=args.duration, quiet=args.quiet)
+    print(f"privacy_vision: source {options.source}", flush=True)
+    return GraphRunner(options).run()
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from privacy_vision.core.pki import create_pki
+
+    hosts = tuple(args.hostname) or ("localhost",)
+    primary, backup = create_pki(args.out, hostnames=hosts, ips=tuple(args.ip) or ("127.0.0.1", "::1"))
+    print(f"wrote CA, server certificate and key, backup key and device HMAC key to {args.out}")
+    print("put these pins in the uplink's 'pins' parameter (primary, backup):")
+    print(f"  pins: [\"{primary}\", \"{backup}\"]")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from privacy_vision.core.calibration import calibrate_from_mot
+    from privacy_vision.core.geometry import ConfigError
+
+    try:
+        report = calibrate_from_mot(args.gt, args.out)
+    except ConfigError as error:
+        print(f"calibrate: {error}", file=sys.stderr)
+        return 2
+    print(f"homography written to {args.out} from {report['pairs']} foot-point pairs; reprojection error "
+          f"median {report['median_error_m']} m, p90 {report['p90_error_m']} m")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="privacy-vision", description="privacy_vision: anonymous spatial analytics on ROS 2")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole graph (six nodes + local ingest) on a video, folder or camera")
+    run.add_argument("--source", help="video file, image folder, /dev/videoN, camera index or URL (default: the demo video)")
+    run.add_argument("--config-dir", default="config", help="folder with params.yaml, zones.yaml, fastdds.xml")
+    run.add_argument("--var-dir", default="var", help="state folder: keys, outbox, ledger, ingest database, logs")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter (repeatable)")
+    run.add_argument("--fps", type=float, help="camera rate limit (0 = the file's own rate)")
+    run.add_argument("--max-frames", type=int, default=0, help="stop after this many frames")
+    run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = at end of stream)")
+    run.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the graph (default: random, isolates parallel runs)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.set_defaults(handler=cmd_run)
+
+    pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins")
+    pki.add_argument("--out", default="var/pki", help="output folder")
+    pki.add_argument("--hostname", action="append", default=[], help="DNS name of the ingest (repeatable)")
+    pki.add_argument("--ip", action="append", default=[], help="IP address of the ingest (repeatable)")
+    pki.set_defaults(handler=cmd_pki)
+
+    calibrate = sub.add_parser("calibrate", help="fit the image->floor homography from MOT ground truth with ground-plane columns")
+    calibrate.add_argument("--gt", default="../shared/data/mot15/PETS09-S2L1/gt/gt.txt", help="MOT gt.txt with world x, y columns")
+    calibrate.add_argument("--out", default="config/homography_pets.yaml", help="YAML to write")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Certificates, keys and SPKI pins for the uplink↔ingest link (all with `cryptography`)."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True)
+class PkiPaths:
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.root / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server.key"
+
+    @property
+    def backup_key(self) -> Path:
+        return self.root / "backup-server.key"
+
+    @property
+    def device_key(self) -> Path:
+        return self.root / "device.key"
+
+    @property
+    def pins(self) -> Path:
+        return self.root / "pins.txt"
+
+    def complete(self) -> bool:
+        return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.device_key, self.pins))
+
+
+def spki_pin(public_key) -> str:
+    """RFC 7469 pin: base64 SHA-256 of the DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def spki_pin_of_certificate_der(certificate_der: bytes) -> str:
+    return spki_pin(x509.load_der_x509_certificate(certificate_der).public_key())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(b"")
+    os.chmod(path, 0o600)
+    path.write_bytes(data)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1", "::1"), days: int = 825) -> tuple[str, str]:
+    """CA, server certificate, an offline backup server key and a device HMAC key; returns (primary, backup) pins."""
+    paths = PkiPaths(Path(root))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privacy_vision ingest CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    backup_key = ec.generate_private_key(ec.SECP256R1())
+    alt_names = [x509.DNSName(h) for h in hostnames] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths.server_key, _pem_key(server_key))
+    _write_private(paths.backup_key, _pem_key(backup_key))
+    _write_private(paths.device_key, (secrets.token_bytes(32).hex() + "\n").encode())
+    primary, backup = spki_pin(server_key.public_key()), spki_pin(backup_key.public_key())
+    paths.pins.write_text(f"{primary}\n{backup}\n")
+    return primary, backup
+
+
+def read_pins(paths: PkiPaths) -> list[str]:
+    return [line.strip() for line in paths.pins.read_text().splitlines() if line.strip()]

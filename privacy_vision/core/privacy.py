@@ -1,0 +1,114 @@
+"""Differential privacy mechanisms (OpenDP) and the persistent daily privacy-budget ledger."""
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import opendp.prelude as dp
+
+dp.enable_features("contrib")
+
+MECHANISMS = ("discrete_laplace", "discrete_gaussian")
+
+
+class IntegerNoise:
+    """Exact integer noise for counts and histograms from OpenDP's samplers.
+
+    discrete_laplace: pure ε-DP for an L1 sensitivity of 1 at scale 1/ε.
+    discrete_gaussian: ρ-zCDP for an L2 sensitivity of 1 at scale 1/sqrt(2ρ), reported as (ε, δ) via
+    the standard conversion ε = ρ + 2·sqrt(ρ·ln(1/δ)).
+    """
+
+    def __init__(self, mechanism: str, epsilon: float, delta: float = 0.0) -> None:
+        if mechanism not in MECHANISMS:
+            raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+        if not epsilon > 0 or not math.isfinite(epsilon):
+            raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
+        self.mechanism = mechanism
+        self.epsilon = epsilon
+        if mechanism == "discrete_laplace":
+            if delta != 0:
+                raise ValueError("the discrete Laplace mechanism is pure DP: set delta to 0")
+            self.delta = 0.0
+            self.scale = 1.0 / epsilon
+            self._scalar = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=self.scale)
+            self._vector = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=self.scale)
+        else:
+            if not 0 < delta < 1:
+                raise ValueError("the discrete Gaussian mechanism needs 0 < delta < 1")
+            self.delta = delta
+            self.rho = zcdp_rho_for(epsilon, delta)
+            self.scale = 1.0 / math.sqrt(2.0 * self.rho)
+            self._scalar = dp.m.make_gaussian(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=self.scale)
+            self._vector = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=self.scale)
+
+    def count(self, value: int) -> int:
+        return int(self._scalar(int(value)))
+
+    def histogram(self, values: Sequence[int]) -> list[int]:
+        return [int(v) for v in self._vector([int(v) for v in values])]
+
+
+def zcdp_rho_for(epsilon: float, delta: float) -> float:
+    """Largest ρ whose zCDP→(ε, δ) conversion ε = ρ + 2·sqrt(ρ·ln(1/δ)) stays within epsilon."""
+    log_term = math.log(1.0 / delta)
+    root = -math.sqrt(log_term) + math.sqrt(log_term + epsilon)
+    return root * root
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    granted: bool
+    spent_today: float
+    cap: float
+
+
+class PrivacyLedger:
+    """Daily ε spend, persisted in SQLite so a restart cannot reset the cap.
+
+    Composition is basic (sequential): every release charges its full ε to the day, which bounds
+    what one person who is present in every zone for the whole day can cost.
+    """
+
+    def __init__(self, path: str | Path, daily_epsilon_cap: float) -> None:
+        if not daily_epsilon_cap > 0:
+            raise ValueError("daily_epsilon_cap must be > 0")
+        self.daily_epsilon_cap = daily_epsilon_cap
+        self._lock = threading.Lock()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spend (release_id TEXT PRIMARY KEY, day TEXT NOT NULL,"
+            " epsilon REAL NOT NULL, delta REAL NOT NULL, recorded_at REAL NOT NULL)"
+        )
+
+    def spent(self, day: str) -> float:
+        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+        return float(row[0])
+
+    def try_spend(self, day: str, release_id: str, epsilon: float, delta: float, now_s: float) -> BudgetDecision:
+        """Charge epsilon atomically unless that would pass the cap; a refused charge spends nothing."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                spent = self.spent(day)
+                if spent + epsilon > self.daily_epsilon_cap + 1e-12:
+                    self._db.execute("ROLLBACK")
+                    return BudgetDecision(False, spent, self.daily_epsilon_cap)
+                self._db.execute(
+                    "INSERT INTO spend VALUES (?, ?, ?, ?, ?)", (release_id, day, epsilon, delta, now_s)
+                )
+                self._db.execute("COMMIT")
+                return BudgetDecision(True, spent + epsilon, self.daily_epsilon_cap)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._db.close()

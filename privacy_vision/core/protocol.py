@@ -1,0 +1,110 @@
+"""Uplink wire protocol: canonical release bytes and HMAC-signed requests with replay protection."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER_DEVICE = "X-PV-Device"
+HEADER_TIMESTAMP = "X-PV-Timestamp"
+HEADER_NONCE = "X-PV-Nonce"
+HEADER_SEQUENCE = "X-PV-Sequence"
+HEADER_BODY_SHA256 = "X-PV-Content-SHA256"
+HEADER_SIGNATURE = "X-PV-Signature"
+MAX_CLOCK_SKEW_S = 300
+
+
+class KeyFileError(RuntimeError):
+    """The HMAC key file is missing, malformed or readable by others."""
+
+
+def canonical_release_bytes(release: dict) -> bytes:
+    """Serialise once, at release time; retries resend exactly these bytes."""
+    return json.dumps(release, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    device_id: str
+    timestamp: int
+    nonce: str
+    sequence: int
+    body_sha256: str
+    signature: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            HEADER_DEVICE: self.device_id,
+            HEADER_TIMESTAMP: str(self.timestamp),
+            HEADER_NONCE: self.nonce,
+            HEADER_SEQUENCE: str(self.sequence),
+            HEADER_BODY_SHA256: self.body_sha256,
+            HEADER_SIGNATURE: self.signature,
+        }
+
+
+def canonical_request(method: str, path: str, device_id: str, timestamp: int, nonce: str, sequence: int, body_sha256: str) -> bytes:
+    return "\n".join([method.upper(), path, device_id, str(timestamp), nonce, str(sequence), body_sha256]).encode()
+
+
+def sign_request(key: bytes, method: str, path: str, device_id: str, body: bytes, timestamp: int, sequence: int, nonce: str | None = None) -> SignedHeaders:
+    nonce = nonce or os.urandom(16).hex()
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    message = canonical_request(method, path, device_id, timestamp, nonce, sequence, body_sha256)
+    signature = hmac.new(key, message, hashlib.sha256).hexdigest()
+    return SignedHeaders(device_id, timestamp, nonce, sequence, body_sha256, signature)
+
+
+class RequestRejected(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def verify_request(key: bytes, method: str, path: str, headers: dict[str, str], body: bytes, now_s: float) -> SignedHeaders:
+    """Check body hash, signature (constant time) and clock skew; replay state is the caller's."""
+    try:
+        signed = SignedHeaders(
+            device_id=headers[HEADER_DEVICE],
+            timestamp=int(headers[HEADER_TIMESTAMP]),
+            nonce=headers[HEADER_NONCE],
+            sequence=int(headers[HEADER_SEQUENCE]),
+            body_sha256=headers[HEADER_BODY_SHA256],
+            signature=headers[HEADER_SIGNATURE],
+        )
+    except (KeyError, ValueError):
+        raise RequestRejected(400, "missing or malformed signature headers") from None
+    if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), signed.body_sha256):
+        raise RequestRejected(400, "body does not match its signed SHA-256 (tampered in transit?)")
+    expected = hmac.new(
+        key,
+        canonical_request(method, path, signed.device_id, signed.timestamp, signed.nonce, signed.sequence, signed.body_sha256),
+        hashlib.sha256,
+    ).hexdigest()
+    if not hmac.compare_digest(expected, signed.signature):
+        raise RequestRejected(401, "bad signature")
+    if abs(now_s - signed.timestamp) > MAX_CLOCK_SKEW_S:
+        raise RequestRejected(408, f"timestamp outside ±{MAX_CLOCK_SKEW_S} s of the server clock")
+    return signed
+
+
+def load_key_file(path: str | Path) -> bytes:
+    """A hex HMAC key of ≥ 32 bytes in a file that neither group nor others may read."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"key file {path} not found; create it with 'privacy-vision pki'")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"key file {path} is accessible by group/others (mode {oct(mode & 0o777)}); run: chmod 600 {path}")
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise KeyFileError(f"key file {path} must hold the key as hex") from None
+    if len(key) < 32:
+        raise KeyFileError(f"key file {path} holds {len(key)} bytes; at least 32 are required")
+    return key

@@ -1,0 +1,222 @@
+"""Motion-only multi-object tracking (ByteTrack association) with floor-plane positions.
+
+Written here rather than taken from Ultralytics or supervision: their ByteTrack classes take their own
+result objects, drop tentative tracks from the output and give no velocity, while downstream needs
+explicit tentative/confirmed/lost states and floor velocity in m/s. The parts that libraries do
+well are used: scipy's Hungarian solver for assignment, OpenCV for the homography. No appearance
+features are computed anywhere (they would be biometric).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from privacy_vision.core.geometry import Homography
+
+
+class TrackState(IntEnum):
+    TENTATIVE = 0
+    CONFIRMED = 1
+    LOST = 2
+
+
+@dataclass
+class TrackerSettings:
+    track_thresh: float = 0.5  # detections at or above this score are "high" (first association)
+    low_thresh: float = 0.1  # detections below this are ignored entirely
+    new_track_thresh: float = 0.6  # a high detection left unmatched starts a track above this score
+    match_iou: float = 0.2  # minimum IoU for the first association
+    low_match_iou: float = 0.5  # minimum IoU for the second (low-score) association
+    min_hits: int = 2  # consecutive matches before a track is confirmed
+    track_buffer_s: float = 3.0  # how long a lost track is kept for re-association
+    velocity_window_s: float = 1.0  # floor velocity is the slope of positions over this window
+
+    def validate(self) -> None:
+        if not 0 <= self.low_thresh <= self.track_thresh <= 1:
+            raise ValueError("need 0 ≤ low_thresh ≤ track_thresh ≤ 1")
+        if not 0 < self.match_iou < 1 or not 0 < self.low_match_iou < 1:
+            raise ValueError("IoU thresholds must lie in (0, 1)")
+        if self.min_hits < 1:
+            raise ValueError("min_hits must be ≥ 1")
+        if self.track_buffer_s < 0 or self.velocity_window_s <= 0:
+            raise ValueError("track_buffer_s must be ≥ 0 and velocity_window_s > 0")
+
+
+class _KalmanXYAH:
+    """Constant-velocity Kalman filter on (cx, cy, aspect, height), as in SORT/ByteTrack."""
+
+    _std_position = 1.0 / 20
+    _std_velocity = 1.0 / 160
+
+    def __init__(self, measurement: np.ndarray) -> None:
+        self.motion = np.eye(8)
+        self.motion[:4, 4:] = np.eye(4)
+        self.observation = np.eye(4, 8)
+        self.mean = np.concatenate([measurement, np.zeros(4)])
+        h = measurement[3]
+        std = [2 * self._std_position * h, 2 * self._std_position * h, 1e-2, 2 * self._std_position * h,
+               10 * self._std_velocity * h, 10 * self._std_velocity * h, 1e-5, 10 * self._std_velocity * h]
+        self.covariance = np.diag(np.square(std))
+
+    def predict(self) -> None:
+        h = self.mean[3]
+        std = [self._std_position * h, self._std_position * h, 1e-2, self._std_position * h,
+               self._std_velocity * h, self._std_velocity * h, 1e-5, self._std_velocity * h]
+        self.mean = self.motion @ self.mean
+        self.covariance = self.motion @ self.covariance @ self.motion.T + np.diag(np.square(std))
+
+    def update(self, measurement: np.ndarray) -> None:
+        h = self.mean[3]
+        std = [self._std_position * h, self._std_position * h, 1e-1, self._std_position * h]
+        projected_cov = self.observation @ self.covariance @ self.observation.T + np.diag(np.square(std))
+        gain = np.linalg.solve(projected_cov, self.observation @ self.covariance).T
+        self.mean = self.mean + gain @ (measurement - self.observation @ self.mean)
+        self.covariance = self.covariance - gain @ projected_cov @ gain.T
+
+    def box(self) -> np.ndarray:
+        cx, cy, aspect, h = self.mean[:4]
+        w = aspect * h
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _xyah(box: np.ndarray) -> np.ndarray:
+    w, h = box[2] - box[0], box[3] - box[1]
+    return np.array([box[0] + w / 2, box[1] + h / 2, w / max(h, 1e-6), h])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-9)
+
+
+def _assign(tracks: list["Track"], boxes: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Hungarian assignment on IoU; returns matches (track idx, box idx) and the unmatched of each."""
+    if not tracks or len(boxes) == 0:
+        return [], list(range(len(tracks))), list(range(len(boxes)))
+    iou = iou_matrix(np.array([t.kalman.box() for t in tracks]), boxes)
+    rows, cols = linear_sum_assignment(-iou)
+    matches = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
+    matched_rows = {r for r, _ in matches}
+    matched_cols = {c for _, c in matches}
+    return (matches, [i for i in range(len(tracks)) if i not in matched_rows],
+            [j for j in range(len(boxes)) if j not in matched_cols])
+
+
+@dataclass
+class Track:
+    track_id: int
+    kalman: _KalmanXYAH
+    score: float
+    state: TrackState = TrackState.TENTATIVE
+    hits: int = 1
+    age_frames: int = 1
+    last_update_s: float = 0.0
+    floor_history: deque = field(default_factory=lambda: deque(maxlen=64))
+    floor_xy: tuple[float, float] = (0.0, 0.0)
+    floor_velocity: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.kalman.box()
+
+
+class ByteTracker:
+    def __init__(self, settings: TrackerSettings, homography: Homography) -> None:
+        settings.validate()
+        self.settings = settings
+        self.homography = homography
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, stamp_s: float, boxes: np.ndarray, scores: np.ndarray) -> list[Track]:
+        """Advance one frame; boxes are (N, 4) x_min, y_min, x_max, y_max pixels."""
+        s = self.settings
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        high = scores >= s.track_thresh
+        low = (scores >= s.low_thresh) & ~high
+        high_boxes, high_scores = boxes[high], scores[high]
+        low_boxes, low_scores = boxes[low], scores[low]
+
+        for track in self.tracks:
+            track.kalman.predict()
+            track.age_frames += 1
+
+        active = [t for t in self.tracks if t.state != TrackState.TENTATIVE]
+        tentative = [t for t in self.tracks if t.state == TrackState.TENTATIVE]
+
+        matches, unmatched_active, unmatched_high = _assign(active, high_boxes, s.match_iou)
+        for ti, di in matches:
+            self._hit(active[ti], high_boxes[di], high_scores[di], stamp_s)
+
+        # Second association: still-tracked (not lost) tracks take the low-score boxes (occlusions).
+        remaining = [active[i] for i in unmatched_active if active[i].state == TrackState.CONFIRMED]
+        matches_low, unmatched_remaining, _ = _assign(remaining, low_boxes, s.low_match_iou)
+        for ti, di in matches_low:
+            self._hit(remaining[ti], low_boxes[di], low_scores[di], stamp_s)
+        for i in unmatched_remaining:
+            remaining[i].state = TrackState.LOST
+
+        leftover_boxes = high_boxes[unmatched_high]
+        leftover_scores = high_scores[unmatched_high]
+        matches_new, unmatched_tentative, unmatched_left = _assign(tentative, leftover_boxes, s.match_iou)
+        for ti, di in matches_new:
+            self._hit(tentative[ti], leftover_boxes[di], leftover_scores[di], stamp_s)
+        dropped = {id(tentative[i]) for i in unmatched_tentative}
+
+        self.tracks = [
+            t for t in self.tracks
+            if id(t) not in dropped and not (t.state == TrackState.LOST and stamp_s - t.last_update_s > s.track_buffer_s)
+        ]
+        for di in unmatched_left:
+            if leftover_scores[di] >= s.new_track_thresh:
+                self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
+        return list(self.tracks)
+
+    def reset(self) -> None:
+        """Forget every track (data-subject erasure)."""
+        self.tracks = []
+
+    def _start(self, box: np.ndarray, score: float, stamp_s: float) -> None:
+        track = Track(self._next_id, _KalmanXYAH(_xyah(box)), float(score), last_update_s=stamp_s)
+        self._next_id += 1
+        if self.settings.min_hits <= 1:
+            track.state = TrackState.CONFIRMED
+        self._update_floor(track, stamp_s)
+        self.tracks.append(track)
+
+    def _hit(self, track: Track, box: np.ndarray, score: float, stamp_s: float) -> None:
+        track.kalman.update(_xyah(box))
+        track.score = float(score)
+        track.hits += 1
+        track.last_update_s = stamp_s
+        if track.state == TrackState.LOST or (track.state == TrackState.TENTATIVE and track.hits >= self.settings.min_hits):
+            track.state = TrackState.CONFIRMED
+        self._update_floor(track, stamp_s)
+
+    def _update_floor(self, track: Track, stamp_s: float) -> None:
+        x_min, _, x_max, y_max = track.box
+        foot = self.homography.project(np.array([[(x_min + x_max) / 2, y_max]]))[0]
+        track.floor_xy = (float(foot[0]), float(foot[1]))
+        history = track.floor_history
+        history.append((stamp_s, foot[0], foot[1]))
+        while history and stamp_s - history[0][0] > self.settings.velocity_window_s:
+            history.popleft()
+        if len(history) >= 2:
+            samples = np.array(history)
+            times = samples[:, 0] - samples[:, 0].mean()
+            spread = float(np.dot(times, times))
+            if spread > 0:
+                vx = float(np.dot(times, samples[:, 1] - samples[:, 1].mean()) / spread)
+                vy = float(np.dot(times, samples[:, 2] - samples[:, 2].mean()) / spread)
+                track.floor_velocity = (vx, vy)

@@ -1,0 +1,100 @@
+"""Aggregator node: per-zone window statistics with k-anonymity and OpenDP noise under a daily ledger."""
+from __future__ import annotations
+
+from typing import Any
+
+from privacy_vision.core.aggregator import DIRECTION_LABELS, DWELL_LABELS, AggregatorSettings, Release, ZoneWindowAggregator
+from privacy_vision.core.anonymizer import AnonymizedRecord
+from privacy_vision.core.geometry import ConfigError, load_zones
+from privacy_vision.core.privacy import MECHANISMS, PrivacyLedger
+from privacy_vision_msgs.msg import AnonymizedTracks, PrivacyParameters, ZoneAnalytics
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
+                                         StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
+
+RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m")
+
+
+class AggregatorNode(PrivacyVisionNode):
+    def __init__(self) -> None:
+        super().__init__("aggregator")
+        d = AggregatorSettings()
+        zones_file = self.declare("zones_file", "", "YAML with zone polygons in floor metres", read_only=True)
+        ledger_path = self.declare("ledger_path", "var/privacy_ledger.sqlite", "SQLite file of the daily privacy-budget ledger", read_only=True)
+        settings = AggregatorSettings(
+            window_s=self.declare("window_s", d.window_s, "length of a release window in seconds", minimum=1.0, maximum=86400.0),
+            k=self.declare("k", d.k, "k-anonymity: minimum distinct people for a zone-window to be released", minimum=1, maximum=1000),
+            epsilon=self.declare("epsilon", d.epsilon, "DP epsilon per zone-window release, split across its metrics", minimum=0.001, maximum=100.0),
+            delta=self.declare("delta", d.delta, "DP delta per release (0 for discrete_laplace)", minimum=0.0, maximum=0.001),
+            mechanism=self.declare("mechanism", d.mechanism, f"noise mechanism: one of {MECHANISMS}"),
+            daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "releases stop for the day when this total epsilon is reached", minimum=0.001, maximum=1e6),
+            privacy_unit=self.declare("privacy_unit", d.privacy_unit, "what one DP neighbour differs in", read_only=True),
+            dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(d.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
+            boundary_hysteresis_m=self.declare("boundary_hysteresis_m", d.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
+        )
+        try:
+            zones = load_zones(zones_file) if zones_file else None
+            if zones is None:
+                raise ConfigError("parameter 'zones_file' is empty: point it at a zones YAML (see config/zones.yaml)")
+            self.aggregator = ZoneWindowAggregator(zones, settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap))
+        except (ConfigError, ValueError) as error:
+            raise StartupError(self.get_name(), str(error)) from None
+        self.publisher = self.create_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.create_subscription(AnonymizedTracks, ANONYMIZED_TOPIC, self._on_tracks, RELIABLE_QOS)
+        self.released = 0
+        self.suppressed = 0
+        self._cap_logged_day: str | None = None
+        self.create_timer(1.0, self._report)
+        self.get_logger().info(f"{len(zones)} zones, window {settings.window_s:g} s, k={settings.k}, epsilon={settings.epsilon:g} ({settings.mechanism})")
+
+    def validate_parameters(self, updates: dict[str, Any]) -> None:
+        changes = {k: v for k, v in updates.items() if k in RUNTIME_SETTINGS}
+        if not changes:
+            return
+        if "dwell_thresholds_s" in changes:
+            changes["dwell_thresholds_s"] = tuple(changes["dwell_thresholds_s"])
+        self.aggregator.reconfigure(AggregatorSettings(**{**self.aggregator.settings.__dict__, **changes}))
+        self.get_logger().info(f"privacy parameters updated: {changes}")
+
+    def _on_tracks(self, message: AnonymizedTracks) -> None:
+        records = [AnonymizedRecord(t.privacy_id, t.cell_x_m, t.cell_y_m, t.size_category, t.direction) for t in message.tracks]
+        self._publish(self.aggregator.observe(stamp_to_seconds(message.header.stamp), records))
+
+    def _publish(self, releases: list[Release]) -> None:
+        for release in releases:
+            message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, suppressed=release.suppressed,
+                                    occupancy=release.occupancy, entries=release.entries, exits=release.exits,
+                                    direction_labels=list(DIRECTION_LABELS),
+                                    direction_counts=[release.direction_counts[label] for label in DIRECTION_LABELS],
+                                    dwell_labels=list(DWELL_LABELS), dwell_counts=[release.dwell_counts[label] for label in DWELL_LABELS])
+            message.header.frame_id = "floor"
+            message.header.stamp = self.get_clock().now().to_msg()
+            seconds_to_stamp(release.window_start_s, message.window_start)
+            seconds_to_stamp(release.window_end_s, message.window_end)
+            message.privacy = PrivacyParameters(mechanism=release.mechanism, epsilon=release.epsilon, delta=release.delta, k=release.k,
+                                                privacy_unit=release.privacy_unit, window_s=release.window_s,
+                                                epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap)
+            self.publisher.publish(message)
+            self.released += 1
+            self.suppressed += release.suppressed
+        day = self.aggregator.cap_reached_day
+        if day and day != self._cap_logged_day:
+            self._cap_logged_day = day
+            self.get_logger().error(f"daily epsilon cap {self.aggregator.settings.daily_epsilon_cap:g} reached for {day}: no more releases today")
+            self.publish_diagnostic(ERROR, "daily privacy budget exhausted", {"day": day})
+
+    def _report(self) -> None:
+        level = ERROR if self.aggregator.cap_reached_day else OK
+        self.publish_diagnostic(level, "aggregating", {"releases": self.released, "suppressed": self.suppressed,
+                                                       "window_start": self.aggregator.window_start_s})
+
+    def on_shutdown(self) -> None:
+        """Release the open (partial) window so no observed data is lost at shutdown."""
+        self._publish(self.aggregator.close_window())
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(AggregatorNode, args)
+
+
+if __name__ == "__main__":
+    main()

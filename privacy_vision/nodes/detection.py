@@ -1,0 +1,105 @@
+"""Detection node: people boxes from frames; every frame buffer is zeroed right after inference."""
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image
+
+from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector
+from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr
+from privacy_vision_msgs.msg import Detection, Detections
+from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN,
+                                         PrivacyVisionNode, StartupError, run_node)
+
+
+class DetectionNode(PrivacyVisionNode):
+    def __init__(self) -> None:
+        super().__init__("detection")
+        defaults = DetectorSettings()
+        self.settings = DetectorSettings(
+            backend=self.declare("backend", defaults.backend, f"detector backend: one of {BACKENDS}; auto picks the best available", read_only=True),
+            model=self.declare("model", defaults.model, "Ultralytics weights (.pt) or model YAML (random weights, tests only)", read_only=True),
+            tflite_model=self.declare("tflite_model", defaults.tflite_model, "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)", read_only=True),
+            conf=self.declare("conf", defaults.conf, "lowest detection score published (the tracker splits high/low itself)", minimum=0.01, maximum=1.0),
+            iou=self.declare("iou", defaults.iou, "NMS IoU threshold (ultralytics)", minimum=0.05, maximum=0.95),
+            imgsz=self.declare("imgsz", defaults.imgsz, "inference size in pixels (ultralytics)", minimum=32, maximum=4096, read_only=True),
+            device=self.declare("device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True),
+            max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
+            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the tflite backend", minimum=1, maximum=64, read_only=True),
+        )
+        self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
+        try:
+            self.detector, skipped = create_detector(self.settings)
+        except DetectorError as error:
+            raise StartupError(self.get_name(), str(error)) from None
+        for reason in skipped:
+            self.get_logger().info(f"backend skipped: {reason}")
+        self.get_logger().info(f"using detector backend '{self.detector.name}'")
+        self._retained: collections.deque[np.ndarray] = collections.deque()
+        self.last_buffer: np.ndarray | None = None  # the most recent raw buffer, for the zeroing test
+        self.publisher = self.create_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
+        self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
+        self.frames = 0
+        self.rejected = 0
+        self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
+        self.create_timer(1.0, self._report)
+
+    def validate_parameters(self, updates: dict[str, Any]) -> None:
+        for name in ("conf", "iou", "max_det"):
+            if name in updates:
+                setattr(self.settings, name, updates[name])
+        if "retention_frames" in updates:
+            self.retention_frames = int(updates["retention_frames"])
+            self._destroy_retained()
+
+    def _on_image(self, message: Image) -> None:
+        try:
+            image, raw = buffer_as_bgr(message.height, message.width, message.encoding, message.step, message.data)
+        except ImageFormatError as error:
+            self.rejected += 1
+            self.get_logger().error(f"dropped a malformed frame ({error}); {self.rejected} dropped so far")
+            return
+        try:
+            started = time.perf_counter()
+            boxes, scores = self.detector.detect(image)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+        finally:
+            self._retain_or_zero(raw)
+        self.inference_ms.append(elapsed_ms)
+        self.frames += 1
+        out = Detections(header=message.header, image_width=message.width, image_height=message.height,
+                         backend=self.detector.name, inference_ms=float(elapsed_ms))
+        out.detections = [Detection(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]), confidence=float(s))
+                          for b, s in zip(boxes, scores)]
+        self.publisher.publish(out)
+
+    def _retain_or_zero(self, raw: np.ndarray) -> None:
+        self.last_buffer = raw
+        self._retained.append(raw)
+        self._destroy_retained()
+
+    def _destroy_retained(self) -> None:
+        while len(self._retained) > self.retention_frames:
+            self._retained.popleft().fill(0)
+
+    def _report(self) -> None:
+        median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
+        level = WARN if self.rejected else OK
+        self.publish_diagnostic(level, f"backend {self.detector.name}", {
+            "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
+            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
+
+    def on_shutdown(self) -> None:
+        self.retention_frames = 0
+        self._destroy_retained()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(DetectionNode, args)
+
+
+if __name__ == "__main__":
+    main()

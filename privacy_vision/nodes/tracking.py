@@ -1,0 +1,80 @@
+"""Tracking node: motion-only ByteTrack association, foot points projected to floor metres."""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from privacy_vision.core.geometry import ConfigError, Homography, load_homography
+from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
+from privacy_vision_msgs.msg import Detections, Track, Tracks
+from privacy_vision.nodes.common import DETECTIONS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError, run_node, stamp_to_seconds
+
+TRACKER_PARAMETERS = {
+    "track_thresh": ("detections at or above this score are matched first (ByteTrack high set)", 0.05, 1.0),
+    "low_thresh": ("detections below this score are ignored", 0.0, 1.0),
+    "new_track_thresh": ("an unmatched detection starts a track at or above this score", 0.05, 1.0),
+    "match_iou": ("minimum IoU of the first association", 0.01, 0.99),
+    "low_match_iou": ("minimum IoU of the low-score association", 0.01, 0.99),
+    "min_hits": ("matches before a track is confirmed (tentative tracks are never counted)", 1, 100),
+    "track_buffer_s": ("seconds a lost track is kept for re-association", 0.0, 60.0),
+    "velocity_window_s": ("floor velocity is fitted over this many seconds of positions", 0.1, 10.0),
+}
+
+
+class TrackingNode(PrivacyVisionNode):
+    def __init__(self) -> None:
+        super().__init__("tracking")
+        homography_file = self.declare("homography_file", "", "YAML with 'homography' (3x3 image->floor) or 'pairs' [u, v, x_m, y_m]", read_only=True)
+        homography_values = self.declare("homography", [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                                         "3x3 image->floor matrix, used when homography_file is empty", read_only=True)
+        try:
+            homography = load_homography(homography_file) if homography_file else Homography.from_values(homography_values)
+        except ConfigError as error:
+            raise StartupError(self.get_name(), str(error)) from None
+        defaults = TrackerSettings()
+        values = {f.name: self.declare(f.name, getattr(defaults, f.name), *TRACKER_PARAMETERS[f.name]) for f in fields(TrackerSettings)}
+        try:
+            self.tracker = ByteTracker(TrackerSettings(**values), homography)
+        except ValueError as error:
+            raise StartupError(self.get_name(), str(error)) from None
+        self.publisher = self.create_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
+        self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
+        self.frames = 0
+        self.create_timer(1.0, self._report)
+
+    def validate_parameters(self, updates: dict[str, Any]) -> None:
+        known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
+        if not known:
+            return
+        candidate = TrackerSettings(**{**self.tracker.settings.__dict__, **known})
+        candidate.validate()
+        self.tracker.settings = candidate
+
+    def _on_detections(self, message: Detections) -> None:
+        boxes = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in message.detections]).reshape(-1, 4)
+        scores = np.array([d.confidence for d in message.detections])
+        tracks = self.tracker.update(stamp_to_seconds(message.header.stamp), boxes, scores)
+        self.frames += 1
+        out = Tracks(header=message.header, image_width=message.image_width, image_height=message.image_height)
+        out.tracks = [
+            Track(track_id=t.track_id, state=int(t.state), x_m=t.floor_xy[0], y_m=t.floor_xy[1],
+                  vx_mps=t.floor_velocity[0], vy_mps=t.floor_velocity[1],
+                  box=[float(v) for v in t.box], age_frames=t.age_frames)
+            for t in tracks
+        ]
+        self.publisher.publish(out)
+
+    def _report(self) -> None:
+        confirmed = sum(t.state == TrackState.CONFIRMED for t in self.tracker.tracks)
+        self.publish_diagnostic(OK, "tracking", {"frames": self.frames, "confirmed_tracks": confirmed,
+                                                 "all_tracks": len(self.tracker.tracks)})
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(TrackingNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The project's own graph runner: starts the ingest and the six nodes as processes, shows progress,
+shuts down in pipeline order, and prints a per-zone summary. For machines without `ros2 launch`;
+launch/privacy_vision.launch.py starts the same graph from the same config files."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+SHUTDOWN_ORDER = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+_PR_SET_PDEATHSIG = 1
+
+
+class RunError(RuntimeError):
+    """The graph could not be started as configured."""
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if the runner dies, so nothing is left orphaned."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def graph_environment(config_dir: Path, domain_id: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_DEFAULT_PROFILES_FILE": str((config_dir / "fastdds.xml").resolve()),
+        "ROS_DOMAIN_ID": str(domain_id),
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    })
+    return env
+
+
+@dataclass
+class GraphOptions:
+    source: str
+    config_dir: Path = Path("config")
+    var_dir: Path = Path("var")
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> name -> YAML value
+    domain_id: int | None = None
+    duration_s: float = 0.0
+    quiet: bool = False
+
+
+class ManagedProcess:
+    """A child whose output goes to a log file; warnings and errors are echoed to the console."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path, echo) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "w", buffering=1)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True, preexec_fn=_die_with_parent)
+        self.first_lines: list[str] = []
+        self._echo = echo
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._log.write(line)
+            if len(self.first_lines) < 5:
+                self.first_lines.append(line.rstrip())
+            if re.search(r"\b(ERROR|WARN(ING)?|Traceback)\b", line):
+                self._echo(f"[{self.name}] {line.rstrip()}")
+        self._log.close()
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, timeout_s: float) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._echo(f"[runner] {self.name} did not stop within {timeout_s:.0f} s; killing it")
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=2.0)
+        return self.process.returncode
+
+
+class Console:
+    """One updating progress line on a terminal; periodic plain lines otherwise (CI logs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty()
+        self._lock = threading.Lock()
+        self._last_plain = 0.0
+        self._line_shown = False
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            if self._line_shown:
+                sys.stdout.write("\r\033[K")
+                self._line_shown = False
+            print(text, flush=True)
+
+    def progress(self, text: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if self.tty:
+                sys.stdout.write("\r\033[K" + text)
+                sys.stdout.flush()
+                self._line_shown = True
+            elif time.monotonic() - self._last_plain >= 5.0:
+                self._last_plain = time.monotonic()
+                print(text, flush=True)
+
+
+class GraphRunner:
+    def __init__(self, options: GraphOptions) -> None:
+        self.options = options
+        self.console = Console(options.quiet)
+        self.processes: dict[str, ManagedProcess] = {}
+        self.ingest: ManagedProcess | None = None
+        self.ingest_db = (options.var_dir / "ingest.sqlite").resolve()
+        self.domain_id = options.domain_id if options.domain_id is not None else random.randint(1, 101)
+        self.log_dir = options.var_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
+        self.started_wall = 0.0
+        self.monitor = None
+
+    # -- start-up ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+
+        config = self.options.config_dir
+        for required in ("params.yaml", "zones.yaml", "fastdds.xml"):
+            if not (config / required).is_file():
+                raise RunError(f"{config / required} not found; pass --config-dir pointing at the project's config/ folder")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        pki = PkiPaths(self.options.var_dir / "pki")
+        if not pki.complete():
+            primary, backup = create_pki(pki.root)
+            self.console.message(f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})")
+        env = graph_environment(config, self.domain_id)
+        self.started_wall = time.time()
+        self.ingest = ManagedProcess("ingest", [
+            sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert), "--key", str(pki.server_key),
+            "--db", str(self.ingest_db), "--device-key", f"{self._device_id()}={pki.device_key}"],
+            env, self.log_dir / "ingest.log", self.console.message)
+        port = self._wait_for_ingest_port()
+        pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
+        uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
+                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key)}
+        forced = {"camera": {"source": self.options.source}, "uplink": uplink}
+        for node in NODES:
+            parameters = {**forced.get(node, {}), **self.options.overrides.get(node, {})}
+            command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
+                       "--params-file", str(config / "params.yaml")]
+            for name, value in parameters.items():
+                command += ["-p", f"{name}:={value}"]
+            self.processes[node] = ManagedProcess(node, command, env, self.log_dir / f"{node}.log", self.console.message)
+        self.console.message(f"graph started: ingest + {len(NODES)} nodes on ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
+
+    def _device_id(self) -> str:
+        return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
+
+    def _wait_for_ingest_port(self, timeout_s: float = 20.0) -> int:
+        assert self.ingest is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.ingest.first_lines:
+                match = re.search(r"listening on https://[^:]+:(\d+)/", line)
+                if match:
+                    return int(match.group(1))
+            if self.ingest.poll() is not None:
+                raise RunError(f"the ingest server exited at start-up: {' | '.join(self.ingest.first_lines)}")
+            time.sleep(0.05)
+        raise RunError(f"the ingest server did not start within {timeout_s:.0f} s (see {self.ingest.log_path})")
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self) -> int:
+        from privacy_vision.monitor import GraphMonitor
+
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        exit_code = 0
+        try:
+            self.start()
+            self.monitor = GraphMonitor(self.domain_id, self.options.config_dir)
+            while True:
+                self.console.progress(self.monitor.progress_line())
+                camera_code = self.processes["camera"].poll()
+                failed = {n: p.poll() for n, p in self.processes.items() if n != "camera" and p.poll() not in (None, 0)}
+                if interrupted.is_set():
+                    self.console.message("[runner] interrupted: stopping the graph in pipeline order")
+                    break
+                if failed:
+                    exit_code = 1
+                    for name, code in failed.items():
+                        self.console.message(f"[runner] node '{name}' exited with code {code}; see {self.processes[name].log_path}")
+                    break
+                if camera_code is not None:
+                    if camera_code != 0:
+                        exit_code = 1
+                        self.console.message(f"[runner] camera failed (code {camera_code}): {self._last_error('camera')}")
+                    break
+                if self.options.duration_s and time.time() - self.started_wall >= self.options.duration_s:
+                    break
+                time.sleep(0.25)
+            self.monitor.wait_until_quiet(timeout_s=5.0)
+        except RunError as error:
+            self.console.message(f"[runner] {error}")
+            exit_code = 2
+        finally:
+            signal.signal(signal.SIGINT, lambda *_: self.console.message("[runner] still stopping; please wait"))
+            self.shutdown()
+            signal.signal(signal.SIGINT, previous)
+        if exit_code != 2:
+            self.console.message(self.summary())
+        return exit_code
+
+    def _last_error(self, name: str) -> str:
+        lines = self.processes[name].log_path.read_text().splitlines() if self.processes[name].log_path.exists() else []
+        errors = [line for line in lines if "ERROR" in line]
+        return errors[-1] if errors else (lines[-1] if lines else "no output")
+
+    def shutdown(self) -> None:
+        for name in SHUTDOWN_ORDER:
+            process = self.processes.get(name)
+            if process is None:
+                continue
+            code = process.stop(timeout_s=30.0 if name == "uplink" else 10.0)
+            if code not in (0, None, -signal.SIGINT):
+                self.console.message(f"[runner] {name} stopped with code {code}")
+            if self.monitor is not None and name in ("tracking", "anonymizer", "aggregator"):
+                self.monitor.spin_for(0.3)
+        if self.monitor is not None:
+            self.monitor.spin_for(0.3)
+            self.console.progress(self.monitor.progress_line())
+            self.monitor.close()
+            self.monitor = None
+        if self.ingest is not None:
+            self.ingest.stop(timeout_s=10.0)
+
+    # -- results ----------------------------------------------------------------------------
+    def stored_releases(self) -> list[dict]:
+        if not self.ingest_db.exists():
+            return []
+        with sqlite3.connect(str(self.ingest_db)) as db:
+            rows = db.execute("SELECT body FROM releases WHERE received_at >= ? ORDER BY window_start, zone_id",
+                              (self.started_wall,)).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def summary(self) -> str:
+        releases = self.stored_releases()
+        return format_summary(releases, self.ingest_db)
+
+
+def format_summary(releases: list[dict], store: Path) -> str:
+    header = f"{'zone':<16}{'windows':>8}{'released':>9}{'suppr.':>7}{'mean occ.':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'ε/release':>10}"
+    lines = ["", "Per-zone analytics received by the ingest (DP values as released):", header, "-" * len(header)]
+    zones = sorted({r["zone_id"] for r in releases})
+    for zone in zones:
+        rows = [r for r in releases if r["zone_id"] == zone]
+        released = [r for r in rows if not r["suppressed"]]
+        mean_occupancy = sum(r["occupancy"] for r in released) / len(released) if released else float("nan")
+        directions: dict[str, int] = {}
+        for r in released:
+            for label, count in r["direction_counts"].items():
+                directions[label] = directions.get(label, 0) + count
+        top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
+        lines.append(f"{zone:<16}{len(rows):>8}{len(released):>9}{len(rows) - len(released):>7}{mean_occupancy:>10.1f}"
+                     f"{sum(r['entries'] for r in released):>8}{sum(r['exits'] for r in released):>6}  {top:<14}{rows[0]['epsilon']:>10g}")
+    if not zones:
+        lines.append("(no releases reached the ingest)")
+    if releases:
+        p = releases[0]
+        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon']:g} per zone-window, δ={p['delta']:g}, k={p['k']}, "
+                     f"unit {p['privacy_unit']}, window {p['window_s']:g} s; ε spent today {max(r['epsilon_spent_today'] for r in releases):g}"
+                     f" of {p['daily_epsilon_cap']:g}")
+    lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
+    return "\n".join(lines)

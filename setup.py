@@ -1,0 +1,30 @@
+"""ament_python package privacy_vision (the interfaces live in msg/, package privacy_vision_msgs)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "privacy_vision"
+NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    python_requires=">=3.10",
+    maintainer="privacy_vision developers",
+    maintainer_email="dev@privacy-vision.invalid",
+    description="Anonymous spatial analytics on ROS 2 with k-anonymity, differential privacy and a pinned, signed uplink.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [f"{node}_node = {PACKAGE}.nodes.{node}:main" for node in NODES]
+        + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.ingest:main"],
+    },
+)
