@@ -8,15 +8,25 @@ from pathlib import Path
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
 
-def _parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
+    """NODE.PARAM=VALUE pairs checked against params.yaml; an integer given for a float parameter
+    is passed as a float, because ROS parameters are strictly typed."""
+    import yaml
+
     from privacy_vision.runner import NODES
 
+    defaults = yaml.safe_load(params_file.read_text()) if params_file.is_file() else {}
     overrides: dict[str, dict[str, str]] = {}
     for item in items:
         key, separator, value = item.partition("=")
         node, dot, name = key.partition(".")
         if not separator or not dot or node not in NODES or not name:
             raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODES)}; got {item!r}")
+        known = (defaults.get(node) or {}).get("ros__parameters", {})
+        if name not in known:
+            raise SystemExit(f"--set: node '{node}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
+        if isinstance(known[name], float) and isinstance(yaml.safe_load(value), int):
+            value = f"{value}.0"
         overrides.setdefault(node, {})[name] = value
     return overrides
 
@@ -31,7 +41,7 @@ def _default_source() -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from privacy_vision.runner import GraphOptions, GraphRunner
 
-    overrides = _parse_overrides(args.set)
+    overrides = _parse_overrides(args.set, Path(args.config_dir) / "params.yaml")
     if args.fps is not None:
         overrides.setdefault("camera", {})["fps"] = str(float(args.fps))
     if args.max_frames:

@@ -135,6 +135,7 @@ class GraphRunner:
         self.log_dir = options.var_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
         self.started_wall = 0.0
         self.monitor = None
+        self.interrupted = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,14 +161,37 @@ class GraphRunner:
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
                   "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key)}
         forced = {"camera": {"source": self.options.source}, "uplink": uplink}
+        self._commands = {}
         for node in NODES:
             parameters = {**forced.get(node, {}), **self.options.overrides.get(node, {})}
             command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
                        "--params-file", str(config / "params.yaml")]
             for name, value in parameters.items():
                 command += ["-p", f"{name}:={value}"]
-            self.processes[node] = ManagedProcess(node, command, env, self.log_dir / f"{node}.log", self.console.message)
+            self._commands[node] = command
+        # Everything downstream first; the camera only once they are up, so no frame is lost at start.
+        for node in NODES[1:]:
+            self._spawn(node, env)
+        from privacy_vision.monitor import GraphMonitor
+
+        self.monitor = GraphMonitor(self.domain_id, config)
+        self._wait_for_nodes(NODES[1:], timeout_s=90.0)
+        self._spawn("camera", env)
         self.console.message(f"graph started: ingest + {len(NODES)} nodes on ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
+
+    def _spawn(self, node: str, env: dict[str, str]) -> None:
+        self.processes[node] = ManagedProcess(node, self._commands[node], env, self.log_dir / f"{node}.log", self.console.message)
+
+    def _wait_for_nodes(self, nodes: tuple[str, ...], timeout_s: float) -> None:
+        """Until each node has published a diagnostic (it is up) or has exited (reported later)."""
+        assert self.monitor is not None
+        deadline = time.monotonic() + timeout_s
+        pending = set(nodes)
+        while pending and time.monotonic() < deadline and not self.interrupted.is_set():
+            self.monitor.spin_for(0.1)
+            pending = {n for n in pending if n not in self.monitor.values and self.processes[n].poll() is None}
+        if pending:
+            self.console.message(f"[runner] still waiting for {', '.join(sorted(pending))} after {timeout_s:.0f} s; starting the camera anyway")
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
@@ -187,25 +211,26 @@ class GraphRunner:
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> int:
-        from privacy_vision.monitor import GraphMonitor
-
-        interrupted = threading.Event()
+        interrupted = self.interrupted
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
         exit_code = 0
         try:
             self.start()
-            self.monitor = GraphMonitor(self.domain_id, self.options.config_dir)
+            assert self.monitor is not None
+            reported: set[str] = set()
             while True:
                 self.console.progress(self.monitor.progress_line())
+                for name, process in self.processes.items():
+                    code = process.poll()
+                    if name != "camera" and code not in (None, 0) and name not in reported:
+                        # Like a launch file without respawn: report loudly, keep the rest running.
+                        reported.add(name)
+                        exit_code = 1
+                        self.console.message(f"[runner] node '{name}' exited with code {code}: {self._last_error(name)} "
+                                             f"(other nodes keep running; log: {process.log_path})")
                 camera_code = self.processes["camera"].poll()
-                failed = {n: p.poll() for n, p in self.processes.items() if n != "camera" and p.poll() not in (None, 0)}
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
-                    break
-                if failed:
-                    exit_code = 1
-                    for name, code in failed.items():
-                        self.console.message(f"[runner] node '{name}' exited with code {code}; see {self.processes[name].log_path}")
                     break
                 if camera_code is not None:
                     if camera_code != 0:

@@ -47,6 +47,7 @@ class HogDetector:
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self._conf = settings.conf
+        self._iou = settings.iou
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rects, weights = self._hog.detectMultiScale(image_bgr, winStride=(8, 8), padding=(8, 8), scale=1.05)
@@ -57,7 +58,7 @@ class HogDetector:
         scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float64).reshape(-1)))
         boxes = np.column_stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]])
         keep = scores >= self._conf
-        return boxes[keep], scores[keep]
+        return non_max_suppression(boxes[keep], scores[keep], self._iou)
 
 
 class TfliteDetector:
@@ -78,6 +79,7 @@ class TfliteDetector:
         self._height, self._width = self._input["shape"][1:3]
         self._min_score = settings.conf
         self._max_det = settings.max_det
+        self._iou = settings.iou
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb = cv2.cvtColor(cv2.resize(image_bgr, (self._width, self._height)), cv2.COLOR_BGR2RGB)
@@ -89,7 +91,7 @@ class TfliteDetector:
         boxes, scores = boxes[keep][: self._max_det], scores[keep][: self._max_det]
         h, w = image_bgr.shape[:2]
         pixel_boxes = np.column_stack([boxes[:, 1] * w, boxes[:, 0] * h, boxes[:, 3] * w, boxes[:, 2] * h])
-        return pixel_boxes.astype(np.float64), scores.astype(np.float64)
+        return non_max_suppression(pixel_boxes.astype(np.float64), scores.astype(np.float64), self._iou)
 
 
 class UltralyticsDetector:
@@ -116,6 +118,15 @@ class UltralyticsDetector:
                                      device=s.device, max_det=s.max_det, verbose=False)[0]
         boxes = result.boxes
         return boxes.xyxy.cpu().numpy().astype(np.float64), boxes.conf.cpu().numpy().astype(np.float64)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV NMS; SSD and HOG both emit nested duplicates of one person that would start extra tracks."""
+    if len(boxes) == 0:
+        return boxes, scores
+    xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, [float(s) for s in scores], 0.0, iou), dtype=int).reshape(-1)
+    return boxes[keep], scores[keep]
 
 
 def resolve_tflite_model(configured: str) -> Path:

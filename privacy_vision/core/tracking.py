@@ -149,6 +149,8 @@ class ByteTracker:
         low_boxes, low_scores = boxes[low], scores[low]
 
         for track in self.tracks:
+            if track.state == TrackState.LOST:
+                track.kalman.mean[7] = 0.0  # as ByteTrack: a lost box keeps its size instead of shrinking away
             track.kalman.predict()
             track.age_frames += 1
 

@@ -44,6 +44,7 @@ class AggregatorNode(PrivacyVisionNode):
         self.suppressed = 0
         self._cap_logged_day: str | None = None
         self.create_timer(1.0, self._report)
+        self.accept_parameter_updates()
         self.get_logger().info(f"{len(zones)} zones, window {settings.window_s:g} s, k={settings.k}, epsilon={settings.epsilon:g} ({settings.mechanism})")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:

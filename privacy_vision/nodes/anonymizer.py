@@ -32,6 +32,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self.create_service(Forget, "~/forget", self._on_forget)
         self.frames = 0
         self.create_timer(1.0, self._report)
+        self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         changes = dict(updates)

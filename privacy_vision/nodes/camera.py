@@ -23,6 +23,7 @@ class CameraNode(PrivacyVisionNode):
         self.max_frames = self.declare("max_frames", 0, "stop after this many frames (0 = no limit)", minimum=0, maximum=2**31 - 1)
         self.resize_width = self.declare("resize_width", 0, "resize frames to this width keeping aspect (0 = native)", minimum=0, maximum=7680, read_only=True)
         self.frame_id = self.declare("frame_id", "camera", "frame_id of published images", read_only=True)
+        self.wait_for_subscriber_s = self.declare("wait_for_subscriber_s", 10.0, "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)", minimum=0.0, maximum=600.0, read_only=True)
         if not self.source_uri:
             raise StartupError(self.get_name(), "parameter 'source' is empty: set it to a video file, image folder, device or URL")
         try:
@@ -36,6 +37,7 @@ class CameraNode(PrivacyVisionNode):
         self._thread.start()
         self.create_timer(1.0, self._report)
         self._started = time.monotonic()
+        self.accept_parameter_updates()
         self.get_logger().info(f"publishing {self.source.kind} source on /{IMAGE_TOPIC} (source fps {self.source.source_fps:.1f})")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -51,7 +53,20 @@ class CameraNode(PrivacyVisionNode):
         rate = self.fps or (0.0 if self.source.is_live else self.source.source_fps)
         return 1.0 / rate if rate > 0 else 0.0
 
+    def _wait_for_subscriber(self) -> None:
+        """A recorded source would otherwise lose its first frames while discovery completes."""
+        if self.source.is_live or not self.wait_for_subscriber_s:
+            return
+        deadline = time.monotonic() + self.wait_for_subscriber_s
+        while self.publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+        if self.publisher.get_subscription_count() == 0:
+            self.get_logger().warning(f"no subscriber on /{IMAGE_TOPIC} after {self.wait_for_subscriber_s:g} s; publishing anyway")
+        else:
+            time.sleep(0.2)  # let the matched reader finish its own side of the handshake
+
     def _publish_loop(self) -> None:
+        self._wait_for_subscriber()
         attempt = 0
         while not self._stop.is_set():
             try:

@@ -37,6 +37,9 @@ class PrivacyVisionNode(Node):
         self.exit_code = 0
         self.finished = threading.Event()
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+
+    def accept_parameter_updates(self) -> None:
+        """Call at the end of __init__: from then on updates go through validate_parameters()."""
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def declare(self, name: str, default: Any, description: str, *, read_only: bool = False,

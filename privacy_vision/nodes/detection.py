@@ -24,7 +24,7 @@ class DetectionNode(PrivacyVisionNode):
             model=self.declare("model", defaults.model, "Ultralytics weights (.pt) or model YAML (random weights, tests only)", read_only=True),
             tflite_model=self.declare("tflite_model", defaults.tflite_model, "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)", read_only=True),
             conf=self.declare("conf", defaults.conf, "lowest detection score published (the tracker splits high/low itself)", minimum=0.01, maximum=1.0),
-            iou=self.declare("iou", defaults.iou, "NMS IoU threshold (ultralytics)", minimum=0.05, maximum=0.95),
+            iou=self.declare("iou", defaults.iou, "NMS IoU threshold (all backends)", minimum=0.05, maximum=0.95),
             imgsz=self.declare("imgsz", defaults.imgsz, "inference size in pixels (ultralytics)", minimum=32, maximum=4096, read_only=True),
             device=self.declare("device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
@@ -46,6 +46,7 @@ class DetectionNode(PrivacyVisionNode):
         self.rejected = 0
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
         self.create_timer(1.0, self._report)
+        self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         for name in ("conf", "iou", "max_det"):

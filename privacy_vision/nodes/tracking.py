@@ -34,7 +34,10 @@ class TrackingNode(PrivacyVisionNode):
         except ConfigError as error:
             raise StartupError(self.get_name(), str(error)) from None
         defaults = TrackerSettings()
-        values = {f.name: self.declare(f.name, getattr(defaults, f.name), *TRACKER_PARAMETERS[f.name]) for f in fields(TrackerSettings)}
+        values = {}
+        for f in fields(TrackerSettings):
+            description, minimum, maximum = TRACKER_PARAMETERS[f.name]
+            values[f.name] = self.declare(f.name, getattr(defaults, f.name), description, minimum=minimum, maximum=maximum)
         try:
             self.tracker = ByteTracker(TrackerSettings(**values), homography)
         except ValueError as error:
@@ -43,6 +46,7 @@ class TrackingNode(PrivacyVisionNode):
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
         self.frames = 0
         self.create_timer(1.0, self._report)
+        self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}

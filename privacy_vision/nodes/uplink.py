@@ -51,7 +51,8 @@ class UplinkNode(PrivacyVisionNode):
         self._thread = threading.Thread(target=self._send_loop, name="uplink-sender", daemon=True)
         self._thread.start()
         self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
-        self.create_timer(1.0, self._report)
+        self._report_timer = self.create_timer(1.0, self._report)
+        self.accept_parameter_updates()
         self.get_logger().info(f"sending to {url} as {device_id}; {self.outbox.size()} releases waiting in the outbox")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -91,6 +92,7 @@ class UplinkNode(PrivacyVisionNode):
                                                   "last_error": self.sender.last_error})
 
     def on_shutdown(self) -> None:
+        self.destroy_timer(self._report_timer)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=15.0)

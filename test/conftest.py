@@ -1,0 +1,41 @@
+"""Shared fixtures: paths to the real test data in ../shared (skipped with a reason when absent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not available (../shared is not beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vtest_video() -> Path:
+    local = REPO / "data" / "vtest.avi"
+    return local if local.is_file() else _require(SHARED / "data/video/vtest.avi")
+
+
+@pytest.fixture(scope="session")
+def pets_gt() -> Path:
+    return _require(SHARED / "data/mot15/PETS09-S2L1/gt/gt.txt")
+
+
+@pytest.fixture(scope="session")
+def tflite_model() -> Path:
+    return _require(SHARED / "models/ssd_mobilenet_v1_coco_quant/detect.tflite")
+
+
+@pytest.fixture(scope="session")
+def vtest_frames(vtest_video):
+    from privacy_vision.core.sources import FrameSource
+
+    source = FrameSource(str(vtest_video))
+    frames = [frame.image.copy() for frame, _ in zip(source.frames(), range(30))]
+    source.close()
+    return frames

@@ -1,0 +1,129 @@
+"""The whole graph as separate processes: analytics reach the ingest over TLS, pixels stay on one link."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rosutil import REPO, RosProbe, free_domain_id, pixel_like_fields
+
+pytestmark = pytest.mark.graph
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+
+
+def run_graph(tmp: Path, source: str, extra: list[str], probe_domain: int | None = None):
+    """Run `privacy-vision run` in a subprocess, watching its topics from this process meanwhile."""
+    domain = probe_domain or free_domain_id()
+    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", source, "--var-dir", str(tmp / "var"),
+               "--domain-id", str(domain), "--quiet", *extra]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    probe = RosProbe(domain)
+    try:
+        while process.poll() is None:
+            probe.watch_topics()
+            probe.spin_for(0.2)
+        output = process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        probe.close()
+    return process.returncode, output, probe
+
+
+def stored_releases(var: Path) -> list[dict]:
+    with sqlite3.connect(str(var / "ingest.sqlite")) as db:
+        return [json.loads(row[0]) for row in db.execute("SELECT body FROM releases")]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, vtest_video):
+    tmp = tmp_path_factory.mktemp("graph")
+    code, output, probe = run_graph(tmp, str(vtest_video), [
+        "--max-frames", "100", "--fps", "20", "--set", "aggregator.window_s=4", "--set", "aggregator.k=1"])
+    return code, output, probe, tmp / "var"
+
+
+def test_analytics_reach_the_ingest_over_tls(demo_run):
+    code, output, _, var = demo_run
+    assert code == 0, output
+    releases = stored_releases(var)
+    assert releases, output
+    zones = {r["zone_id"] for r in releases}
+    assert zones <= {"plaza_west", "plaza_centre", "plaza_east"} and len(zones) == 3
+    for release in releases:
+        assert release["mechanism"] == "discrete_laplace" and release["epsilon"] == 1.0 and release["k"] == 1
+        assert release["privacy_unit"] == "person-window" and release["window_s"] == 4.0
+    assert "Per-zone analytics received by the ingest" in output
+    assert "analytics stored in" in output
+    # k=1: in a 10-second walk with several people, some zone-window must have been released.
+    assert any(not r["suppressed"] and r["occupancy"] > 0 for r in releases), releases
+    uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
+    assert "sending to https://127.0.0.1:" in uplink_log
+
+
+def test_only_the_camera_topic_carries_images(demo_run):
+    _, output, probe, _ = demo_run
+    image_topics = {topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types}
+    assert image_topics == {"/camera/image_raw"}, probe.topic_types
+    for topic in ("/detections", "/tracks", "/anonymized_tracks", "/zone_analytics", "/diagnostics"):
+        assert topic in probe.topic_types, (topic, sorted(probe.topic_types))
+
+
+def test_no_message_after_detection_holds_pixel_data(demo_run):
+    _, _, probe, _ = demo_run
+    checked = 0
+    for topic, messages in probe.received.items():
+        for message in messages:
+            assert not pixel_like_fields(message), (topic, pixel_like_fields(message))
+            checked += 1
+    assert len(probe.received.get("/detections", [])) > 10
+    assert len(probe.received.get("/anonymized_tracks", [])) > 10
+    assert checked > 50
+
+
+def test_anonymized_topic_carries_no_tracker_ids_or_speed(demo_run):
+    _, _, probe, _ = demo_run
+    tracks = [t for m in probe.received["/anonymized_tracks"] for t in m.tracks]
+    assert tracks
+    for track in tracks:
+        assert set(track.get_fields_and_field_types()) == {"privacy_id", "cell_x_m", "cell_y_m", "size_category", "direction"}
+        assert len(track.privacy_id) == 32
+        assert (track.cell_x_m / 0.25) % 2 == pytest.approx(1.0)  # a 0.5 m cell centre
+    for message in probe.received["/anonymized_tracks"]:
+        assert message.header.stamp.nanosec == 0 and message.header.stamp.sec % 5 == 0  # rounded to 5 s
+
+
+def test_missing_video_is_a_clear_error(tmp_path):
+    code, output, _ = run_graph(tmp_path, str(tmp_path / "no-such-video.avi"), ["--max-frames", "10"])
+    assert code != 0
+    assert "neither an existing file or folder" in output
+    assert "Traceback" not in output
+
+
+def test_unreadable_video_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI this is not a video")
+    code, output, _ = run_graph(tmp_path, str(broken), ["--max-frames", "10"])
+    assert code != 0
+    assert "broken.avi" in output and ("cannot open" in output or "cannot read" in output)
+    assert "Traceback" not in output
+
+
+def test_empty_zones_file_stops_only_the_aggregator(tmp_path, vtest_video):
+    config = tmp_path / "config"
+    config.mkdir()
+    for name in ("params.yaml", "fastdds.xml", "homography_pets.yaml"):
+        (config / name).write_text((REPO / "config" / name).read_text())
+    (config / "zones.yaml").write_text("zones: []\n")
+    code, output, probe = run_graph(tmp_path, str(vtest_video), [
+        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"aggregator.zones_file={config / 'zones.yaml'}"])
+    assert code == 1
+    assert "node 'aggregator' exited with code 2" in output
+    assert "no zones defined" in output
+    # Upstream nodes kept working after the aggregator stopped.
+    counts = {topic: len(messages) for topic, messages in probe.received.items()}
+    assert counts.get("/anonymized_tracks", 0) > 20, (counts, output)
