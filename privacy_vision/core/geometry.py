@@ -91,11 +91,13 @@ def load_zones(path: str | Path) -> list[Zone]:
         if not isinstance(entry, dict) or "id" not in entry or "polygon" not in entry:
             raise ConfigError(f"{path}: zone #{index} needs 'id' and 'polygon'")
         points = entry["polygon"]
+        if not isinstance(points, list) or len(points) < 3:
+            raise ConfigError(f"{path}: zone '{entry['id']}' is not a valid polygon: it needs at least 3 [x, y] points")
         try:
             polygon = Polygon([(float(x), float(y)) for x, y in points])
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{path}: zone '{entry['id']}' polygon must be a list of [x, y] numbers ({error})") from None
-        if len(points) < 3 or not polygon.is_valid or polygon.area <= 0:
+        if not polygon.is_valid or polygon.area <= 0:
             raise ConfigError(f"{path}: zone '{entry['id']}' is not a valid polygon (≥3 points, no self-intersection, non-zero area)")
         zones.append(Zone(str(entry["id"]), polygon))
     ids = [zone.zone_id for zone in zones]

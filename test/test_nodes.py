@@ -1,0 +1,174 @@
+"""Single nodes as real processes: parameter services, bad frames, bad sources; frame zeroing in-process."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from privacy_vision.core.imaging import frame_to_fields
+from privacy_vision_msgs.msg import Detections
+from rosutil import REPO, RosProbe, free_domain_id, start_node, stop
+
+pytestmark = pytest.mark.graph
+
+
+def _value(python_value) -> ParameterValue:
+    if isinstance(python_value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=python_value)
+    if isinstance(python_value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=python_value)
+    if isinstance(python_value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=python_value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=python_value)
+
+
+class ParameterClient:
+    """What `ros2 param set/get` does: the node's rcl_interfaces parameter services."""
+
+    def __init__(self, probe: RosProbe, node: str) -> None:
+        self.probe = probe
+        self.set_client = probe.node.create_client(SetParameters, f"/{node}/set_parameters")
+        self.get_client = probe.node.create_client(GetParameters, f"/{node}/get_parameters")
+        assert probe.spin_until(lambda: self.set_client.service_is_ready() and self.get_client.service_is_ready(), 60.0), \
+            f"parameter services of /{node} did not appear"
+
+    def _call(self, client, request):
+        future = client.call_async(request)
+        assert self.probe.spin_until(future.done, 10.0)
+        return future.result()
+
+    def set(self, name: str, value):
+        result = self._call(self.set_client, SetParameters.Request(parameters=[Parameter(name=name, value=_value(value))]))
+        return result.results[0]
+
+    def get(self, name: str):
+        value = self._call(self.get_client, GetParameters.Request(names=[name])).values[0]
+        return {ParameterType.PARAMETER_DOUBLE: value.double_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
+                ParameterType.PARAMETER_STRING: value.string_value}[value.type]
+
+
+@pytest.fixture
+def probe():
+    domain = free_domain_id()
+    probe = RosProbe(domain)
+    probe.domain = domain
+    yield probe
+    probe.close()
+
+
+def test_aggregator_parameter_updates_are_validated(probe, tmp_path):
+    process = start_node("aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log")
+    try:
+        params = ParameterClient(probe, "aggregator")
+        assert params.set("epsilon", 0.5).successful
+        assert params.get("epsilon") == 0.5
+        for name, value, why in [("epsilon", -1.0, "range"), ("epsilon", 0.0, "range"), ("k", 0, "range"),
+                                 ("mechanism", "gaussian_please", "mechanism must be one of"),
+                                 ("mechanism", "discrete_gaussian", "needs 0 < delta < 1"),
+                                 ("daily_epsilon_cap", 0.1, "daily_epsilon_cap must be ≥ epsilon"),
+                                 ("zones_file", "/tmp/other.yaml", "read-only")]:
+            result = params.set(name, value)
+            assert not result.successful, (name, value)
+            assert why in result.reason, (name, value, result.reason)
+        assert params.get("epsilon") == 0.5 and params.get("k") == 5 and params.get("mechanism") == "discrete_laplace"
+        assert params.set("k", 10).successful and params.get("k") == 10
+    finally:
+        assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
+    log = (tmp_path / "aggregator.log").read_text()
+    assert "rejected parameter update ['mechanism']" in log
+
+
+def test_anonymizer_rejects_bad_grid_and_sectors(probe, tmp_path):
+    process = start_node("anonymizer", probe.domain, {}, tmp_path / "anonymizer.log")
+    try:
+        params = ParameterClient(probe, "anonymizer")
+        result = params.set("grid_size_m", -0.5)
+        assert not result.successful and "range" in result.reason
+        result = params.set("direction_sectors", 6)
+        assert not result.successful and "4 or 8" in result.reason
+        assert params.get("grid_size_m") == 0.5 and params.get("direction_sectors") == 8
+        assert params.set("grid_size_m", 1.0).successful and params.get("grid_size_m") == 1.0
+    finally:
+        stop(process)
+
+
+def test_detection_survives_a_malformed_frame(probe, tmp_path, vtest_frames):
+    process = start_node("detection", probe.domain, {"backend": "hog"}, tmp_path / "detection.log")
+    received: list[Detections] = []
+    try:
+        publisher = probe.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        probe.node.create_subscription(Detections, "detections", received.append, 10)
+        assert probe.spin_until(lambda: publisher.get_subscription_count() > 0, 60.0), (tmp_path / "detection.log").read_text()
+        probe.spin_for(0.5)
+        broken = Image(height=576, width=768, encoding="bgr8", step=768 * 3, data=bytes(1000))
+        broken.header.frame_id = "broken"
+        publisher.publish(broken)
+        probe.spin_for(0.5)
+        good = Image(**frame_to_fields(vtest_frames[0]))
+        good.header.frame_id = "good"
+        publisher.publish(good)
+        assert probe.spin_until(lambda: any(m.header.frame_id == "good" for m in received), 20.0)
+        assert all(m.header.frame_id != "broken" for m in received)
+        assert process.poll() is None
+    finally:
+        stop(process)
+    log = (tmp_path / "detection.log").read_text()
+    assert "dropped a malformed frame" in log and "expected step*height" in log
+
+
+def test_camera_skips_a_corrupt_image_in_a_folder(probe, tmp_path):
+    frames_dir = REPO.parent / "shared/data/mot15/PETS09-S2L1/img1"
+    if not frames_dir.is_dir():
+        pytest.skip("../shared PETS frames not available")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in (1, 2, 4):
+        shutil.copy(frames_dir / f"{index:06d}.jpg", folder / f"{index:06d}.jpg")
+    (folder / "000003.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    received: list[Image] = []
+    probe.node.create_subscription(Image, "camera/image_raw", received.append, qos_profile_sensor_data)
+    process = start_node("camera", probe.domain, {"source": str(folder), "fps": 5.0}, tmp_path / "camera.log")
+    try:
+        assert probe.spin_until(lambda: process.poll() is not None, 60.0)
+        probe.spin_for(0.5)
+    finally:
+        stop(process)
+    log = (tmp_path / "camera.log").read_text()
+    assert process.returncode == 0, log
+    assert len(received) == 3, log
+    assert "skipped an unreadable image" in log and "1 unreadable images skipped" in log
+
+
+def test_camera_with_missing_source_fails_clearly(tmp_path):
+    process = start_node("camera", free_domain_id(), {"source": str(tmp_path / "missing.mp4")}, tmp_path / "camera.log")
+    assert process.wait(timeout=60) == 2
+    log = (tmp_path / "camera.log").read_text()
+    assert "missing.mp4" in log and "neither an existing file or folder" in log and "Traceback" not in log
+
+
+def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames):
+    from privacy_vision.nodes.detection import DetectionNode
+
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1"])
+    try:
+        node = DetectionNode()
+        messages = [Image(**frame_to_fields(frame)) for frame in vtest_frames[:3]]
+        assert np.frombuffer(messages[0].data, np.uint8).any()
+        node._on_image(messages[0])
+        assert np.frombuffer(messages[0].data, np.uint8).any()  # retained: one frame allowed
+        node._on_image(messages[1])
+        assert not np.frombuffer(messages[0].data, np.uint8).any()
+        node.set_parameters([rclpy.parameter.Parameter("retention_frames", value=0)])
+        assert not np.frombuffer(messages[1].data, np.uint8).any()
+        node._on_image(messages[2])
+        assert not np.frombuffer(messages[2].data, np.uint8).any()
+        assert node.last_buffer is not None and not node.last_buffer.any()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
