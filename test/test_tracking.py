@@ -1,0 +1,72 @@
+"""ByteTrack-class tracker: states, ID stability, floor positions and velocity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privacy_vision.core.geometry import Homography
+from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
+
+PIXELS_PER_METRE = 100.0
+HOMOGRAPHY = Homography(np.diag([1 / PIXELS_PER_METRE, 1 / PIXELS_PER_METRE, 1.0]))
+
+
+def box_at(x: float, y: float) -> list[float]:
+    return [x - 20, y - 80, x + 20, y]  # foot point at (x, y)
+
+
+def test_a_walking_person_keeps_one_id_and_gets_floor_velocity():
+    tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    states = []
+    for frame in range(30):
+        tracks = tracker.update(frame * 0.1, np.array([box_at(100 + 10 * frame, 300)]), np.array([0.9]))
+        states.append(tracks[0].state)
+    assert {t.track_id for t in tracker.tracks} == {1}
+    assert states[0] == TrackState.TENTATIVE and states[1] == TrackState.CONFIRMED
+    (track,) = tracker.tracks
+    assert track.floor_xy == pytest.approx((3.9, 3.0), abs=0.05)
+    assert track.floor_velocity == pytest.approx((1.0, 0.0), abs=0.05)  # 10 px/frame at 10 fps = 1 m/s
+
+
+def test_a_single_flash_never_becomes_confirmed():
+    tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    tracker.update(0.0, np.array([box_at(100, 300)]), np.array([0.9]))
+    assert tracker.update(0.1, np.zeros((0, 4)), np.zeros(0)) == []
+
+
+def test_low_score_boxes_keep_a_track_alive_through_occlusion():
+    tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    for frame in range(5):
+        tracker.update(frame * 0.1, np.array([box_at(100 + 5 * frame, 300)]), np.array([0.9]))
+    for frame in range(5, 10):  # partially occluded: the detector is unsure
+        tracks = tracker.update(frame * 0.1, np.array([box_at(100 + 5 * frame, 300)]), np.array([0.3]))
+        assert tracks[0].state == TrackState.CONFIRMED and tracks[0].track_id == 1
+
+
+def test_a_lost_track_is_recovered_then_dropped_after_its_buffer():
+    tracker = ByteTracker(TrackerSettings(track_buffer_s=1.0), HOMOGRAPHY)
+    for frame in range(5):
+        tracker.update(frame * 0.1, np.array([box_at(200, 300)]), np.array([0.9]))
+    tracker.update(0.5, np.zeros((0, 4)), np.zeros(0))
+    assert tracker.tracks[0].state == TrackState.LOST
+    tracks = tracker.update(0.6, np.array([box_at(201, 300)]), np.array([0.9]))
+    assert tracks[0].track_id == 1 and tracks[0].state == TrackState.CONFIRMED
+    for frame in range(7, 30):
+        tracker.update(frame * 0.1, np.zeros((0, 4)), np.zeros(0))
+    assert tracker.tracks == []
+
+
+def test_two_people_crossing_apart_keep_distinct_ids():
+    tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    for frame in range(20):
+        boxes = np.array([box_at(100 + 8 * frame, 300), box_at(600 - 8 * frame, 500)])
+        tracker.update(frame * 0.1, boxes, np.array([0.9, 0.8]))
+    assert sorted(t.track_id for t in tracker.tracks) == [1, 2]
+    velocities = sorted(t.floor_velocity[0] for t in tracker.tracks)
+    assert velocities == pytest.approx([-0.8, 0.8], abs=0.05)
+
+
+@pytest.mark.parametrize("changes", [{"track_thresh": 0.05, "low_thresh": 0.1}, {"min_hits": 0}, {"match_iou": 1.5}])
+def test_bad_settings_are_rejected(changes):
+    with pytest.raises(ValueError):
+        ByteTracker(TrackerSettings(**changes), HOMOGRAPHY)
