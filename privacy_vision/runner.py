@@ -231,6 +231,7 @@ class GraphRunner:
                 camera_code = self.processes["camera"].poll()
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
+                    exit_code = 130
                     break
                 if camera_code is not None:
                     if camera_code != 0:
