@@ -1,80 +1,24 @@
-"""Cloud-side ingest: verifies signed releases over TLS, rejects replays, stores idempotently (SQLite)."""
+"""Cloud-side ingest: verifies signed releases over TLS, rejects replays, stores idempotently
+(SQLite or PostgreSQL), applies retention, and serves a JSON read API and a dashboard."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import signal
-import sqlite3
 import ssl
 import sys
 import time
-from pathlib import Path
+from importlib import resources
 
 from aiohttp import web
 
 from privacy_vision.core.protocol import RequestRejected, load_key_file, verify_request
+from privacy_vision.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
+DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").read_text()
 MAX_BODY_BYTES = 64 * 1024
-
-
-class ReleaseStore:
-    """SQLite store: releases keyed by release id, and the per-device replay state."""
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # One connection; readers in other threads (tests, admin tools) are fine in WAL mode.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS releases (
-                release_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, zone_id TEXT NOT NULL,
-                window_start REAL NOT NULL, window_end REAL NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL);
-            CREATE INDEX IF NOT EXISTS releases_zone_window ON releases (zone_id, window_start);
-            CREATE TABLE IF NOT EXISTS nonces (device_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_at REAL NOT NULL,
-                PRIMARY KEY (device_id, nonce));
-            CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence INTEGER NOT NULL);
-            """
-        )
-
-    def accept(self, device_id: str, nonce: str, sequence: int, release: dict, body: str, now_s: float) -> str:
-        """Atomically check replay state and store; returns 'stored' or 'duplicate'."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            if self._db.execute("SELECT 1 FROM nonces WHERE device_id = ? AND nonce = ?", (device_id, nonce)).fetchone():
-                raise RequestRejected(409, "replayed request: nonce already used")
-            row = self._db.execute("SELECT last_sequence FROM sequences WHERE device_id = ?", (device_id,)).fetchone()
-            if row and sequence <= row[0]:
-                raise RequestRejected(409, f"replayed request: sequence {sequence} is not above {row[0]}")
-            self._db.execute("INSERT INTO nonces VALUES (?, ?, ?)", (device_id, nonce, now_s))
-            self._db.execute("INSERT OR REPLACE INTO sequences VALUES (?, ?)", (device_id, sequence))
-            # Nonces older than the clock-skew window can never be replayed successfully.
-            self._db.execute("DELETE FROM nonces WHERE seen_at < ?", (now_s - 900,))
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO releases VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (release["release_id"], device_id, release["zone_id"], float(release["window_start_s"]),
-                 float(release["window_end_s"]), body, now_s),
-            )
-            self._db.execute("COMMIT")
-            return "stored" if cursor.rowcount == 1 else "duplicate"
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def releases(self, zone_id: str | None = None, since_s: float = 0.0) -> list[dict]:
-        query = "SELECT body FROM releases WHERE window_start >= ?"
-        args: list = [since_s]
-        if zone_id:
-            query += " AND zone_id = ?"
-            args.append(zone_id)
-        return [json.loads(row[0]) for row in self._db.execute(query + " ORDER BY window_start, zone_id", args)]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "window_start_s": (int, float), "window_end_s": (int, float),
@@ -104,9 +48,9 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
                 release = validate_release(json.loads(body))
             except json.JSONDecodeError:
                 raise RequestRejected(422, "body is not JSON") from None
-            outcome = store.accept(signed.device_id, signed.nonce, signed.sequence, release, body.decode(), now)
+            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, body.decode(), now)
         except RequestRejected as rejected:
-            return web.json_response({"status": "rejected", "reason": rejected.reason}, status=rejected.status)
+            return web.json_response({"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status)
         return web.json_response({"status": outcome, "release_id": release["release_id"]}, status=200)
 
     async def list_releases(request: web.Request) -> web.Response:
@@ -114,7 +58,10 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
             since = float(request.query.get("since", "0"))
         except ValueError:
             return web.json_response({"error": "since must be a number (unix seconds)"}, status=400)
-        return web.json_response(store.releases(request.query.get("zone"), since))
+        return web.json_response(await asyncio.to_thread(store.releases, request.query.get("zone"), since))
+
+    async def dashboard(_: web.Request) -> web.Response:
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -123,6 +70,7 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
     app.router.add_post(RELEASES_PATH, post_release)
     app.router.add_get(RELEASES_PATH, list_releases)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/", dashboard)
     return app
 
 
@@ -143,6 +91,18 @@ def parse_device_keys(specs: list[str]) -> dict[str, bytes]:
     return keys
 
 
+async def _apply_retention(store: ReleaseStore, days: float, stop: asyncio.Event) -> None:
+    """Delete releases older than the retention period now and then hourly."""
+    while not stop.is_set():
+        removed = await asyncio.to_thread(store.purge_older_than, time.time() - days * 86400)
+        if removed:
+            print(f"retention: deleted {removed} releases older than {days:g} days", flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=3600)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def _serve(args: argparse.Namespace) -> None:
     store = ReleaseStore(args.db)
     app = build_app(store, parse_device_keys(args.device_key))
@@ -151,12 +111,15 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, args.host, args.port, ssl_context=server_ssl_context(args.cert, args.key))
     await site.start()
     port = runner.addresses[0][1]
-    print(f"ingest listening on https://{args.host}:{port}{RELEASES_PATH} (store: {store.path})", flush=True)
+    print(f"ingest listening on https://{args.host}:{port}{RELEASES_PATH} (store: {store.description})", flush=True)
     stop = asyncio.Event()
+    retention = asyncio.create_task(_apply_retention(store, args.retention_days, stop)) if args.retention_days > 0 else None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    if retention is not None:
+        await retention
     await runner.cleanup()
     store.close()
 
@@ -167,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port (printed at start)")
     parser.add_argument("--cert", required=True, help="server certificate (PEM)")
     parser.add_argument("--key", required=True, help="server private key (PEM)")
-    parser.add_argument("--db", default="var/ingest.sqlite", help="SQLite database path")
+    parser.add_argument("--db", default="var/ingest.sqlite", help="SQLite path, or a PostgreSQL DSN (postgresql://user@host/db)")
+    parser.add_argument("--retention-days", type=float, default=90.0, help="delete releases older than this (0 = keep forever)")
     parser.add_argument("--device-key", action="append", default=[], metavar="DEVICE_ID=PATH",
                         help="HMAC key file of a device allowed to post (repeatable)")
     args = parser.parse_args(argv)

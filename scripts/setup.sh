@@ -17,6 +17,23 @@ for tool in cmake make g++; do
   command -v "$tool" >/dev/null || { echo "[setup] '$tool' is missing: apt-get install cmake build-essential" >&2; exit 1; }
 done
 
+# System packages the tests use: PostgreSQL (ingest store), Chromium (dashboard test), iproute2 (netns test).
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } \
+      || { echo "[setup] apt-get install ${missing[*]} failed" >&2; exit 1; }
+  else
+    echo "[setup] missing system packages: ${missing[*]} (install them: sudo apt-get install ${missing[*]})" >&2; exit 1
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment in .venv"
   "$PY" -m venv "$VENV"

@@ -39,3 +39,11 @@ def vtest_frames(vtest_video):
     frames = [frame.image.copy() for frame, _ in zip(source.frames(), range(30))]
     source.close()
     return frames
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    from pgutil import postgres_server
+
+    with postgres_server() as dsn:
+        yield dsn

@@ -1,64 +1,19 @@
 """Uplink ↔ ingest over real TLS on loopback: pins, signatures, replays, outbox retries."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 import time
 import uuid
 
 import pytest
-from aiohttp import web
-
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import (KeyFileError, RequestRejected, canonical_release_bytes, load_key_file, sign_request,
                                           verify_request)
 from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
-from privacy_vision.ingest import RELEASES_PATH, ReleaseStore, build_app, server_ssl_context
-
-
-class IngestThread:
-    """The real ingest app on a loopback TLS port, in a thread, counting requests that reach it."""
-
-    def __init__(self, pki: PkiPaths, db_path, device_key: bytes) -> None:
-        self.requests = 0
-        self.store = None
-        self._pki, self._db_path, self._key = pki, db_path, device_key
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.store = ReleaseStore(self._db_path)
-
-        @web.middleware
-        async def count(request, handler):
-            self.requests += 1
-            return await handler(request)
-
-        app = build_app(self.store, {"dev-1": self._key})
-        app.middlewares.append(count)
-        self.runner = web.AppRunner(app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=server_ssl_context(str(self._pki.server_cert), str(self._pki.server_key)))
-        self.loop.run_until_complete(site.start())
-        self.port = self.runner.addresses[0][1]
-        self._ready.set()
-        self.loop.run_forever()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}{RELEASES_PATH}"
-
-    def stop(self) -> None:
-        async def shutdown():
-            await self.runner.cleanup()
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+from privacy_vision.ingest import RELEASES_PATH
+from privacy_vision.ingest_store import ReleaseStore
+from ingestutil import IngestThread
 
 
 @pytest.fixture

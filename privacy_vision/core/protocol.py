@@ -60,10 +60,11 @@ def sign_request(key: bytes, method: str, path: str, device_id: str, body: bytes
 
 
 class RequestRejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, **details: int) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.details = details
 
 
 def verify_request(key: bytes, method: str, path: str, headers: dict[str, str], body: bytes, now_s: float) -> SignedHeaders:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import socket
 import sqlite3
@@ -50,6 +51,8 @@ class Outbox:
             " body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
+                         " reason TEXT NOT NULL, failed_at REAL NOT NULL)")
 
     def put(self, release_id: str, body: bytes) -> bool:
         """Store once; a second put of the same release id is a no-op (returns False)."""
@@ -75,6 +78,22 @@ class Outbox:
     def record_attempt(self, row_id: int) -> None:
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row_id,))
+
+    def dead_letter(self, row_id: int, reason: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
+                             (reason, time.time(), row_id))
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            self._db.execute("COMMIT")
+
+    def dead_letter_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
+
+    def advance_sequence(self, at_least: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)")
+            self._db.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence'", (at_least,))
 
     def next_sequence(self) -> int:
         """Per-device monotonic sequence number, persisted so a restart never reuses one."""
@@ -120,22 +139,41 @@ class PinnedClient:
         self._context = ssl.create_default_context(cafile=ca_file)
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
 
-    def send(self, body: bytes, sequence: int) -> DeliveryResult:
+        self._connection: http.client.HTTPSConnection | None = None
+
+    def _connect(self) -> http.client.HTTPSConnection:
         connection = http.client.HTTPSConnection(self.host, self.port, context=self._context, timeout=self.timeout_s)
         try:
             connection.connect()
-            peer = connection.sock.getpeercert(binary_form=True)
-            pin = spki_pin_of_certificate_der(peer)
+            pin = spki_pin_of_certificate_der(connection.sock.getpeercert(binary_form=True))
             if pin not in self.pins:
                 raise PinMismatch(f"server key pin {pin} matches none of the configured pins; refusing to send")
-            headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(time.time()), sequence).as_dict()
-            headers["Content-Type"] = "application/json"
-            connection.request("POST", self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            detail = response.read(4096).decode(errors="replace")
-            return DeliveryResult(response.status in (200, 201), response.status, detail)
-        finally:
+        except BaseException:
             connection.close()
+            raise
+        return connection
+
+    def send(self, body: bytes, sequence: int) -> DeliveryResult:
+        """POST one release; the connection is kept alive, and every new one is pin-checked first."""
+        if self._connection is None:
+            self._connection = self._connect()
+        headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(time.time()), sequence).as_dict()
+        headers["Content-Type"] = "application/json"
+        try:
+            self._connection.request("POST", self.path, body=body, headers=headers)
+            response = self._connection.getresponse()
+            detail = response.read().decode(errors="replace")
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return DeliveryResult(response.status == 200, response.status, detail)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
@@ -143,8 +181,18 @@ def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
     return random.uniform(0, min(max_s, base_s * (2 ** min(attempt, 20))))
 
 
+# Rejections that retrying the same bytes cannot fix: the release is set aside (never dropped silently).
+PERMANENT_REJECTIONS = {400, 413, 422}
+
+
 class Sender:
-    """Drains the outbox oldest-first; stops at the first failure so order is kept."""
+    """Drains the outbox oldest-first; stops at the first transient failure so order is kept.
+
+    Transient (network, 5xx, 401 wrong key, 408 clock skew): retry later with backoff, same bytes.
+    Permanent (400, 413, 422): moved to the dead-letter table with the reason, loudly.
+    409 on the sequence (the device's counter fell behind, e.g. a restored outbox): jump past the
+    ingest's last sequence and resend.
+    """
 
     def __init__(self, outbox: Outbox, client: PinnedClient, base_delay_s: float = 0.5, max_delay_s: float = 60.0) -> None:
         self.outbox = outbox
@@ -153,6 +201,7 @@ class Sender:
         self.max_delay_s = max_delay_s
         self.delivered = 0
         self.failures = 0
+        self.dead_lettered = 0
         self.last_error = ""
         self._consecutive_failures = 0
 
@@ -169,6 +218,14 @@ class Sender:
                 self.delivered += 1
                 self._consecutive_failures = 0
                 continue
+            if result.status in PERMANENT_REJECTIONS:
+                self.outbox.dead_letter(item.row_id, f"{result.status}: {result.detail[:500]}")
+                self.dead_lettered += 1
+                self.last_error = f"release {item.release_id} rejected for good ({result.status}: {result.detail[:200]}); kept in the dead-letter table"
+                continue
+            if result.status == 409 and (last := _last_sequence(result.detail)) is not None:
+                self.outbox.advance_sequence(last)
+                continue
             self.failures += 1
             self._consecutive_failures += 1
             self.last_error = f"release {item.release_id}: status {result.status}: {result.detail[:200]}"
@@ -176,9 +233,9 @@ class Sender:
         return 0.0
 
 
-def is_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
+def _last_sequence(detail: str) -> int | None:
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+        value = json.loads(detail).get("last_sequence")
+    except (ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) else None

@@ -75,8 +75,12 @@ class UplinkNode(PrivacyVisionNode):
         self._wake.set()
 
     def _send_loop(self) -> None:
+        reported_dead = 0
         while not self._stop.is_set():
             delay = self.sender.drain_once()
+            if self.sender.dead_lettered != reported_dead:
+                reported_dead = self.sender.dead_lettered
+                self.get_logger().error(self.sender.last_error)
             if delay:
                 self.get_logger().warning(f"delivery failed, retrying in {delay:.1f} s: {self.sender.last_error}")
                 self._stop.wait(delay)
@@ -86,9 +90,10 @@ class UplinkNode(PrivacyVisionNode):
 
     def _report(self) -> None:
         queued = self.outbox.size()
-        level = ERROR if self.refused else WARN if self.sender.failures and queued else OK
+        level = ERROR if self.refused or self.sender.dead_lettered else WARN if self.sender.failures and queued else OK
         self.publish_diagnostic(level, "uplink", {"delivered": self.sender.delivered, "queued": queued,
                                                   "failures": self.sender.failures, "refused_outbox_full": self.refused,
+                                                  "dead_lettered": self.sender.dead_lettered,
                                                   "last_error": self.sender.last_error})
 
     def on_shutdown(self) -> None:
@@ -105,6 +110,7 @@ class UplinkNode(PrivacyVisionNode):
         if left:
             self.get_logger().warning(f"{left} releases stay in the outbox and will be sent at the next start")
         self.get_logger().info(f"uplink stopped: {self.sender.delivered} releases delivered")
+        self.sender.client.close()
         self.outbox.close()
 
 

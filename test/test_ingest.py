@@ -1,0 +1,192 @@
+"""The ingest over real TLS: distinct rejections that store nothing, pins checked before any byte,
+SQLite and PostgreSQL stores, retention, and the dashboard in headless Chromium."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+
+from ingestutil import IngestThread
+from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.uplink import PinMismatch, PinnedClient
+from privacy_vision.ingest import RELEASES_PATH, server_ssl_context
+from privacy_vision.ingest_store import ReleaseStore
+
+
+def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
+    return {"release_id": str(uuid.uuid4()), "zone_id": zone, "window_start_s": start, "window_end_s": start + 60.0,
+            "suppressed": False, "occupancy": 7, "epsilon": 1.0, "delta": 0.0, "k": 5, "mechanism": "discrete_laplace",
+            "privacy_unit": "person-window", "window_s": 60.0, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7},
+            "entries": 2, "exits": 1, **extra}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    create_pki(root)
+    return PkiPaths(root)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "ingest.sqlite")
+    dsn = request.getfixturevalue("postgres_dsn")
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:  # a clean schema per test
+        for table in ("releases", "nonces", "sequences"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+    return dsn
+
+
+@pytest.fixture
+def ingest(pki, store_target):
+    server = IngestThread(pki, store_target, load_key_file(pki.device_key))
+    yield server
+    server.stop()
+
+
+def post(server: IngestThread, pki: PkiPaths, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+    connection.request("POST", RELEASES_PATH, body=body, headers={**headers, "Content-Type": "application/json"})
+    response = connection.getresponse()
+    result = response.status, json.loads(response.read())
+    connection.close()
+    return result
+
+
+def signed(pki: PkiPaths, body: bytes, sequence: int, timestamp: float | None = None, key: bytes | None = None) -> dict[str, str]:
+    return sign_request(key or load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body,
+                        int(timestamp if timestamp is not None else time.time()), sequence).as_dict()
+
+
+def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
+    body = canonical_release_bytes(release())
+    cases = [
+        ("tampered body", body.replace(b'"occupancy":7', b'"occupancy":9'), signed(pki, body, 1), 400, "tampered"),
+        ("wrong key", body, signed(pki, body, 2, key=os.urandom(32)), 401, "bad signature"),
+        ("stale timestamp", body, signed(pki, body, 3, timestamp=time.time() - 301), 408, "timestamp"),
+        ("unknown device", body, {**signed(pki, body, 4), "X-PV-Device": "dev-9"}, 401, "unknown device"),
+        ("no signature", body, {}, 401, "unknown device"),
+        ("not a release", b'{"hello": 1}', signed(pki, b'{"hello": 1}', 5), 422, "release_id"),
+    ]
+    for name, payload, headers, status, reason in cases:
+        got_status, answer = post(ingest, pki, payload, headers)
+        assert (got_status, answer["status"]) == (status, "rejected"), name
+        assert reason in answer["reason"], (name, answer)
+    assert ingest.store.count() == 0
+    good = signed(pki, body, 10)
+    assert post(ingest, pki, body, good) == (200, {"status": "stored", "release_id": json.loads(body)["release_id"]})
+    status, answer = post(ingest, pki, body, good)  # the very same request again: a replay
+    assert status == 409 and "nonce" in answer["reason"]
+    status, answer = post(ingest, pki, body, signed(pki, body, 9))  # fresh nonce, old sequence
+    assert status == 409 and answer["last_sequence"] == 10
+    assert ingest.store.count() == 1
+
+
+def test_store_is_idempotent_and_filters(store_target):
+    store = ReleaseStore(store_target)
+    first, second = release("a", 0.0), release("b", 120.0)
+    assert store.accept("dev-1", "n1", 1, first, json.dumps(first), time.time()) == "stored"
+    assert store.accept("dev-1", "n2", 2, first, json.dumps(first), time.time()) == "duplicate"
+    assert store.accept("dev-1", "n3", 3, second, json.dumps(second), time.time()) == "stored"
+    assert [r["zone_id"] for r in store.releases()] == ["a", "b"]
+    assert [r["zone_id"] for r in store.releases(zone_id="b")] == ["b"]
+    assert [r["zone_id"] for r in store.releases(since_s=60.0)] == ["b"]
+    assert store.purge_older_than(100.0) == 1  # retention: "a" ended at 60 s
+    assert store.count() == 1
+    store.close()
+
+
+class RecordingTlsServer:
+    """A TLS server with the ingest's certificate that records every application byte it receives."""
+
+    def __init__(self, pki: PkiPaths) -> None:
+        self.received = bytearray()
+        self.handshakes = 0
+        context = server_ssl_context(str(pki.server_cert), str(pki.server_key))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._context = context
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with self._context.wrap_socket(connection, server_side=True) as tls:
+            self.handshakes += 1
+            tls.settimeout(3)
+            try:
+                while chunk := tls.recv(65536):
+                    self.received += chunk
+            except (OSError, ssl.SSLError):
+                pass
+
+    def join(self) -> None:
+        self._thread.join(5)
+        self._listener.close()
+
+
+def test_wrong_pin_fails_closed_before_any_request_byte(pki):
+    server = RecordingTlsServer(pki)
+    client = PinnedClient(f"https://127.0.0.1:{server.port}{RELEASES_PATH}", ["d3Jvbmcgb2YgY291cnNlIHRoaXMgaXMgbm90IGEgcGlu"],
+                          str(pki.ca_cert), "dev-1", load_key_file(pki.device_key))
+    with pytest.raises(PinMismatch):
+        client.send(canonical_release_bytes(release()), sequence=1)
+    server.join()
+    assert server.handshakes == 1  # the TLS handshake completed ...
+    assert bytes(server.received) == b""  # ... and not one byte of request or payload followed
+
+
+def test_right_pin_sends_through_the_same_recorder(pki):
+    server = RecordingTlsServer(pki)
+    client = PinnedClient(f"https://127.0.0.1:{server.port}{RELEASES_PATH}", read_pins(pki), str(pki.ca_cert), "dev-1",
+                          load_key_file(pki.device_key), timeout_s=1)
+    with pytest.raises((OSError, http.client.HTTPException)):
+        client.send(canonical_release_bytes(release()), sequence=1)  # the recorder never answers
+    server.join()
+    assert bytes(server.received).startswith(b"POST /v1/releases")  # so the empty capture above is meaningful
+
+
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
+    browser = chromium_binary()
+    if browser is None:
+        pytest.fail("chromium is not installed: make setup installs Debian's chromium package")
+    server = IngestThread(pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
+    try:
+        for index, zone in enumerate(["entrance", "entrance", "entrance", "checkout", "checkout"]):
+            item = release(zone, start=1_790_000_000 + 60 * index, suppressed=(index == 1))
+            server.store.accept("dev-1", f"n{index}", index + 1, item, json.dumps(item), time.time())
+        profile = tempfile.mkdtemp(prefix="pv-chromium-")
+        result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                 f"--user-data-dir={profile}", "--ignore-certificate-errors", "--virtual-time-budget=10000",
+                                 "--dump-dom", f"https://127.0.0.1:{server.port}/"], capture_output=True, text=True, timeout=120)
+        shutil.rmtree(profile, ignore_errors=True)
+    finally:
+        server.stop()
+    dom = result.stdout
+    assert 'data-ready="true"' in dom, (result.stderr[-2000:], dom[:2000])
+    assert "5 releases from 2 zones" in dom
+    assert dom.count('class="zone"') == 2 and 'data-zone="entrance"' in dom and 'data-zone="checkout"' in dom
+    assert dom.count('data-points="2"') == 2  # entrance: 3 windows, 1 suppressed; checkout: 2 windows
+    assert dom.count('class="suppressed"') == 1
+    assert dom.count("data-direction=") == 16 and 'data-direction="N" data-count="8"' in dom
+    assert "1 of 3 windows suppressed" in dom
