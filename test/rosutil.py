@@ -119,3 +119,6 @@ def pixel_like_fields(message, path: str = "") -> list[str]:
         elif hasattr(value, "get_fields_and_field_types"):
             found += pixel_like_fields(value, where)
     return found
+
+
+RELIABLE_QOS_FOR_TESTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

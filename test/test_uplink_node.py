@@ -1,0 +1,139 @@
+"""The uplink node as a real process: outages and a kill -9 mid-send lose nothing and store nothing twice."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from ingestutil import IngestThread
+from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.protocol import load_key_file
+from privacy_vision_msgs.msg import ZoneAnalytics
+from rosutil import RELIABLE_QOS_FOR_TESTS, RosProbe, free_domain_id, start_node, stop
+
+pytestmark = pytest.mark.graph
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def analytics(index: int) -> ZoneAnalytics:
+    message = ZoneAnalytics(release_id=str(uuid.uuid4()), zone_id=f"zone-{index:03d}", occupancy=index,
+                            direction_labels=["E"], direction_counts=[index], dwell_labels=["short"], dwell_counts=[index])
+    message.window_start.sec = 1_790_000_000 + 60 * index
+    message.window_end.sec = message.window_start.sec + 60
+    message.privacy.mechanism, message.privacy.epsilon, message.privacy.k = "discrete_laplace", 1.0, 5
+    message.privacy.privacy_unit, message.privacy.window_s = "person-window", 60.0
+    return message
+
+
+class UplinkUnderTest:
+    def __init__(self, tmp_path, port: int) -> None:
+        create_pki(tmp_path / "pki")
+        self.pki = PkiPaths(tmp_path / "pki")
+        self.tmp = tmp_path
+        self.port = port
+        self.domain = free_domain_id()
+        self.probe = RosProbe(self.domain)
+        self.publisher = self.probe.node.create_publisher(ZoneAnalytics, "zone_analytics", RELIABLE_QOS_FOR_TESTS)
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        pins = ",".join(f'"{p}"' for p in read_pins(self.pki))
+        self.starts += 1
+        self.process = start_node("uplink", self.domain, {
+            "ingest_url": f"https://127.0.0.1:{self.port}/v1/releases", "pins": f"[{pins}]", "ca_file": str(self.pki.ca_cert),
+            "key_file": str(self.pki.device_key), "device_id": "dev-1", "outbox_path": str(self.tmp / "outbox.sqlite"),
+            "retry_base_s": 0.05, "retry_max_s": 0.5, "drain_timeout_s": 2.0}, self.tmp / f"uplink-{self.starts}.log")
+        assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, 60.0), self.log()
+
+    def publish(self, messages) -> None:
+        for message in messages:
+            self.publisher.publish(message)
+        self.probe.spin_for(0.5)
+
+    def log(self) -> str:
+        return "\n".join((self.tmp / f"uplink-{i}.log").read_text() for i in range(1, self.starts + 1))
+
+    def close(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+        self.probe.close()
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_releases_wait_out_an_outage_and_arrive_in_order_once(tmp_path):
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    messages = [analytics(i) for i in range(20)]
+    server = None
+    try:
+        uplink.start()
+        uplink.publish(messages)  # the ingest is down: everything waits in the outbox
+        time.sleep(1.5)
+        assert "delivery failed, retrying" in uplink.log()
+        server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+        assert wait_for(lambda: server.store.count() == 20, 30.0), uplink.log()
+        stored = server.store._db.execute("SELECT zone_id FROM releases ORDER BY received_at").fetchall()
+        assert [row[0] for row in stored] == [m.zone_id for m in messages]
+    finally:
+        uplink.close()
+        if server is not None:
+            server.stop()
+
+
+def test_kill_9_mid_send_loses_nothing_and_duplicates_nothing(tmp_path):
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    # The ingest stores each release but answers only after 2 s: a kill in between is "mid-send".
+    server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port,
+                          response_delay_s=2.0)
+    messages = [analytics(i) for i in range(3)]
+    try:
+        uplink.start()
+        uplink.publish(messages)
+        assert wait_for(lambda: server.store.count() == 1, 20.0), uplink.log()
+        uplink.process.send_signal(signal.SIGKILL)
+        uplink.process.wait(10)
+        assert server.store.count() == 1  # the first was stored but never acknowledged; two still queued
+        server._delay = 0.0
+        uplink.start()  # a fresh process resends from the durable outbox
+        assert wait_for(lambda: server.store.count() == 3, 30.0), uplink.log()
+        time.sleep(1.0)
+        assert server.store.count() == 3
+        ids = {row[0] for row in server.store._db.execute("SELECT release_id FROM releases").fetchall()}
+        assert ids == {m.release_id for m in messages}
+        assert "3 releases waiting in the outbox" in uplink.log()
+    finally:
+        uplink.close()
+        server.stop()
+
+
+def test_world_readable_key_file_is_refused(tmp_path):
+    uplink = UplinkUnderTest(tmp_path, free_port())
+    try:
+        uplink.pki.device_key.chmod(0o644)
+        process = start_node("uplink", uplink.domain, {"key_file": str(uplink.pki.device_key),
+                                                       "pins": '["x"]', "outbox_path": str(tmp_path / "o.sqlite")}, tmp_path / "bad.log")
+        assert process.wait(60) == 2
+        log = (tmp_path / "bad.log").read_text()
+        assert "accessible by group/others" in log and "chmod 600" in log
+        assert uplink.pki.device_key.read_text().strip() not in log
+    finally:
+        uplink.close()
