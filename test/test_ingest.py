@@ -190,3 +190,23 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     assert dom.count('class="suppressed"') == 1
     assert dom.count("data-direction=") == 16 and 'data-direction="N" data-count="8"' in dom
     assert "1 of 3 windows suppressed" in dom
+
+
+def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
+    rotated = PkiPaths(tmp_path / "rotated")
+    rotated.root.mkdir()
+    for name in ("ca.crt", "device.key", "pins.txt"):
+        (rotated.root / name).write_bytes((pki.root / name).read_bytes())
+    (rotated.root / "device.key").chmod(0o600)
+    (rotated.root / "server.crt").write_bytes(pki.backup_cert.read_bytes())
+    (rotated.root / "server.key").write_bytes(pki.backup_key.read_bytes())
+    server = IngestThread(rotated, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
+    try:
+        result = PinnedClient(server.url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key)).send(
+            canonical_release_bytes(release()), sequence=1)
+        assert result.delivered
+        with pytest.raises(PinMismatch):  # a device that pinned only the retired key refuses the new one
+            PinnedClient(server.url, read_pins(pki)[:1], str(pki.ca_cert), "dev-1", load_key_file(pki.device_key)).send(
+                canonical_release_bytes(release()), sequence=2)
+    finally:
+        server.stop()

@@ -37,6 +37,10 @@ class PkiPaths:
         return self.root / "backup-server.key"
 
     @property
+    def backup_cert(self) -> Path:
+        return self.root / "backup-server.crt"
+
+    @property
     def device_key(self) -> Path:
         return self.root / "device.key"
 
@@ -45,7 +49,8 @@ class PkiPaths:
         return self.root / "pins.txt"
 
     def complete(self) -> bool:
-        return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.device_key, self.pins))
+        return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.backup_cert,
+                                         self.device_key, self.pins))
 
 
 def spki_pin(public_key) -> str:
@@ -86,20 +91,28 @@ def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ip
     server_key = ec.generate_private_key(ec.SECP256R1())
     backup_key = ec.generate_private_key(ec.SECP256R1())
     alt_names = [x509.DNSName(h) for h in hostnames] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+
+    def server_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+    server_cert = server_certificate(server_key)
+    # The backup pair is certified now so that a rotation needs no CA key: keep it offline, and when
+    # the primary key is retired, install backup-server.{crt,key}; devices already pin it.
+    backup_cert = server_certificate(backup_key)
     paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(paths.server_key, _pem_key(server_key))
     _write_private(paths.backup_key, _pem_key(backup_key))
+    paths.backup_cert.write_bytes(backup_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(paths.device_key, (secrets.token_bytes(32).hex() + "\n").encode())
     primary, backup = spki_pin(server_key.public_key()), spki_pin(backup_key.public_key())
     paths.pins.write_text(f"{primary}\n{backup}\n")
