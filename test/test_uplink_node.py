@@ -46,8 +46,8 @@ class UplinkUnderTest:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> None:
-        pins = ",".join(f'"{p}"' for p in read_pins(self.pki))
+    def start(self, pins_used: int = 2) -> None:
+        pins = ",".join(f'"{p}"' for p in read_pins(self.pki)[:pins_used])
         self.starts += 1
         self.process = start_node("uplink", self.domain, {
             "ingest_url": f"https://127.0.0.1:{self.port}/v1/releases", "pins": f"[{pins}]", "ca_file": str(self.pki.ca_cert),
@@ -137,3 +137,23 @@ def test_world_readable_key_file_is_refused(tmp_path):
         assert uplink.pki.device_key.read_text().strip() not in log
     finally:
         uplink.close()
+
+
+def test_pin_mismatch_is_an_error_and_sends_nothing(tmp_path):
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    # Same CA, different key: the certificate verifies, only the pin can refuse it.
+    served = PkiPaths(tmp_path / "served")
+    served.root.mkdir()
+    (served.root / "server.crt").write_bytes(uplink.pki.backup_cert.read_bytes())
+    (served.root / "server.key").write_bytes(uplink.pki.backup_key.read_bytes())
+    server = IngestThread(served, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+    try:
+        uplink.start(pins_used=1)  # the device pins only the primary key
+        uplink.publish([analytics(1)])
+        assert wait_for(lambda: "TLS pin mismatch, nothing sent" in uplink.log(), 15.0), uplink.log()
+        assert "[ERROR]" in uplink.log() and "check the 'pins'" in uplink.log()
+        assert server.requests == 0 and server.store.count() == 0
+    finally:
+        uplink.close()
+        server.stop()

@@ -202,6 +202,7 @@ class Sender:
         self.delivered = 0
         self.failures = 0
         self.dead_lettered = 0
+        self.tls_rejected = False
         self.last_error = ""
         self._consecutive_failures = 0
 
@@ -211,6 +212,11 @@ class Sender:
             self.outbox.record_attempt(item.row_id)
             try:
                 result = self.client.send(item.body, self.outbox.next_sequence())
+                self.tls_rejected = False
+            except (PinMismatch, ssl.SSLCertVerificationError) as error:
+                self.tls_rejected = True
+                kind = "TLS pin mismatch" if isinstance(error, PinMismatch) else "TLS certificate verification failed"
+                result = DeliveryResult(False, 0, f"{kind}, nothing sent: {error}")
             except (OSError, http.client.HTTPException) as error:
                 result = DeliveryResult(False, 0, f"{type(error).__name__}: {error}")
             if result.delivered:

@@ -81,7 +81,10 @@ class UplinkNode(PrivacyVisionNode):
             if self.sender.dead_lettered != reported_dead:
                 reported_dead = self.sender.dead_lettered
                 self.get_logger().error(self.sender.last_error)
-            if delay:
+            if delay and self.sender.tls_rejected:
+                self.get_logger().error(f"{self.sender.last_error}; check the 'pins' and 'ca_file' parameters; retrying in {delay:.1f} s")
+                self.publish_diagnostic(ERROR, "TLS peer rejected: nothing sent", {"last_error": self.sender.last_error})
+            elif delay:
                 self.get_logger().warning(f"delivery failed, retrying in {delay:.1f} s: {self.sender.last_error}")
                 self._stop.wait(delay)
             else:
@@ -90,7 +93,7 @@ class UplinkNode(PrivacyVisionNode):
 
     def _report(self) -> None:
         queued = self.outbox.size()
-        level = ERROR if self.refused or self.sender.dead_lettered else WARN if self.sender.failures and queued else OK
+        level = ERROR if self.refused or self.sender.dead_lettered or self.sender.tls_rejected else WARN if self.sender.failures and queued else OK
         self.publish_diagnostic(level, "uplink", {"delivered": self.sender.delivered, "queued": queued,
                                                   "failures": self.sender.failures, "refused_outbox_full": self.refused,
                                                   "dead_lettered": self.sender.dead_lettered,
