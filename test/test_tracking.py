@@ -22,7 +22,8 @@ def test_a_walking_person_keeps_one_id_and_gets_floor_velocity():
         tracks = tracker.update(frame * 0.1, np.array([box_at(100 + 10 * frame, 300)]), np.array([0.9]))
         states.append(tracks[0].state)
     assert {t.track_id for t in tracker.tracks} == {1}
-    assert states[0] == TrackState.TENTATIVE and states[1] == TrackState.CONFIRMED
+    hits = TrackerSettings().min_hits
+    assert states[hits - 2] == TrackState.TENTATIVE and states[hits - 1] == TrackState.CONFIRMED
     (track,) = tracker.tracks
     assert track.floor_xy == pytest.approx((3.9, 3.0), abs=0.05)
     assert track.floor_velocity == pytest.approx((1.0, 0.0), abs=0.05)  # 10 px/frame at 10 fps = 1 m/s
@@ -36,24 +37,40 @@ def test_a_single_flash_never_becomes_confirmed():
 
 def test_low_score_boxes_keep_a_track_alive_through_occlusion():
     tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
-    for frame in range(5):
+    for frame in range(6):
         tracker.update(frame * 0.1, np.array([box_at(100 + 5 * frame, 300)]), np.array([0.9]))
-    for frame in range(5, 10):  # partially occluded: the detector is unsure
+    for frame in range(6, 11):  # partially occluded: the detector is unsure
         tracks = tracker.update(frame * 0.1, np.array([box_at(100 + 5 * frame, 300)]), np.array([0.3]))
         assert tracks[0].state == TrackState.CONFIRMED and tracks[0].track_id == 1
 
 
 def test_a_lost_track_is_recovered_then_dropped_after_its_buffer():
     tracker = ByteTracker(TrackerSettings(track_buffer_s=1.0), HOMOGRAPHY)
-    for frame in range(5):
+    for frame in range(6):
         tracker.update(frame * 0.1, np.array([box_at(200, 300)]), np.array([0.9]))
-    tracker.update(0.5, np.zeros((0, 4)), np.zeros(0))
+    tracker.update(0.6, np.zeros((0, 4)), np.zeros(0))
     assert tracker.tracks[0].state == TrackState.LOST
-    tracks = tracker.update(0.6, np.array([box_at(201, 300)]), np.array([0.9]))
+    tracks = tracker.update(0.7, np.array([box_at(201, 300)]), np.array([0.9]))
     assert tracks[0].track_id == 1 and tracks[0].state == TrackState.CONFIRMED
-    for frame in range(7, 30):
+    for frame in range(8, 30):
         tracker.update(frame * 0.1, np.zeros((0, 4)), np.zeros(0))
     assert tracker.tracks == []
+
+
+def test_a_lost_track_is_found_again_on_the_floor_after_a_long_gap():
+    tracker = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    for frame in range(10):  # walking right at 1 m/s
+        tracker.update(frame * 0.1, np.array([box_at(100 + 10 * frame, 300)]), np.array([0.9]))
+    for frame in range(10, 18):  # missed for 0.8 s: IoU with the stale box is zero by then
+        tracker.update(frame * 0.1, np.zeros((0, 4)), np.zeros(0))
+    tracks = tracker.update(1.8, np.array([box_at(100 + 10 * 18, 300)]), np.array([0.9]))
+    assert [t.track_id for t in tracks] == [1] and tracks[0].state == TrackState.CONFIRMED
+    far = ByteTracker(TrackerSettings(), HOMOGRAPHY)
+    for frame in range(10):
+        far.update(frame * 0.1, np.array([box_at(100 + 10 * frame, 300)]), np.array([0.9]))
+    far.update(1.0, np.zeros((0, 4)), np.zeros(0))
+    tracks = far.update(1.1, np.array([box_at(700, 300)]), np.array([0.9]))  # 5 m away: someone else
+    assert {t.track_id for t in tracks} == {1, 2}
 
 
 def test_two_people_crossing_apart_keep_distinct_ids():

@@ -56,7 +56,10 @@ class HogDetector:
         rects = np.asarray(rects, dtype=np.float64)
         # SVM margins are unbounded; squash into (0, 1) so thresholds mean the same as for CNNs.
         scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float64).reshape(-1)))
-        boxes = np.column_stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]])
+        # The 64x128 detection window pads the person by about 15% left/right and 5% top/bottom; trim it so
+        # that boxes (and foot points) fit the person, as the window's training crops did.
+        x, y, w, h = rects[:, 0], rects[:, 1], rects[:, 2], rects[:, 3]
+        boxes = np.column_stack([x + 0.15 * w, y + 0.05 * h, x + 0.85 * w, y + 0.95 * h])
         keep = scores >= self._conf
         return non_max_suppression(boxes[keep], scores[keep], self._iou)
 

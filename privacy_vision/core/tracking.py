@@ -26,14 +26,19 @@ class TrackState(IntEnum):
 
 @dataclass
 class TrackerSettings:
-    track_thresh: float = 0.5  # detections at or above this score are "high" (first association)
+    """Defaults suit the SSD-MobileNet detector's score scale (median person score about 0.66) at
+    10 fps; they were chosen on the PETS 2009 video (see bench/perception.py). A detector with another
+    score scale needs track_thresh near its median person score."""
+
+    track_thresh: float = 0.6  # detections at or above this score are "high" (first association)
     low_thresh: float = 0.1  # detections below this are ignored entirely
-    new_track_thresh: float = 0.6  # a high detection left unmatched starts a track above this score
+    new_track_thresh: float = 0.7  # a high detection left unmatched starts a track above this score
     match_iou: float = 0.2  # minimum IoU for the first association
     low_match_iou: float = 0.5  # minimum IoU for the second (low-score) association
-    min_hits: int = 2  # consecutive matches before a track is confirmed
+    min_hits: int = 5  # consecutive matches before a track is confirmed
     track_buffer_s: float = 3.0  # how long a lost track is kept for re-association
     velocity_window_s: float = 1.0  # floor velocity is the slope of positions over this window
+    reassociation_m: float = 2.0  # a lost track takes an unmatched detection this close on the floor (0 = off)
 
     def validate(self) -> None:
         if not 0 <= self.low_thresh <= self.track_thresh <= 1:
@@ -44,6 +49,8 @@ class TrackerSettings:
             raise ValueError("min_hits must be ≥ 1")
         if self.track_buffer_s < 0 or self.velocity_window_s <= 0:
             raise ValueError("track_buffer_s must be ≥ 0 and velocity_window_s > 0")
+        if self.reassociation_m < 0:
+            raise ValueError("reassociation_m must be ≥ 0")
 
 
 class _KalmanXYAH:
@@ -160,6 +167,8 @@ class ByteTracker:
         matches, unmatched_active, unmatched_high = _assign(active, high_boxes, s.match_iou)
         for ti, di in matches:
             self._hit(active[ti], high_boxes[di], high_scores[di], stamp_s)
+        unmatched_active, unmatched_high = self._reassociate_on_floor(active, unmatched_active, high_boxes, high_scores,
+                                                                      unmatched_high, stamp_s)
 
         # Second association: still-tracked (not lost) tracks take the low-score boxes (occlusions).
         remaining = [active[i] for i in unmatched_active if active[i].state == TrackState.CONFIRMED]
@@ -184,6 +193,36 @@ class ByteTracker:
             if leftover_scores[di] >= s.new_track_thresh:
                 self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
         return list(self.tracks)
+
+    def _reassociate_on_floor(self, active: list[Track], unmatched_active: list[int], boxes: np.ndarray, scores: np.ndarray,
+                              unmatched_boxes: list[int], stamp_s: float) -> tuple[list[int], list[int]]:
+        """Recover lost tracks by where they should be on the floor, when the box moved too far for IoU.
+
+        A missed detection of a few frames otherwise splits one person into two IDs, and distinct-people
+        counts downstream double. Motion only: predicted floor position against the detection's foot point.
+        """
+        lost = [i for i in unmatched_active if active[i].state == TrackState.LOST]
+        if not self.settings.reassociation_m or not lost or not unmatched_boxes:
+            return unmatched_active, unmatched_boxes
+        candidates = boxes[unmatched_boxes]
+        feet = self.homography.project(np.column_stack([(candidates[:, 0] + candidates[:, 2]) / 2, candidates[:, 3]]))
+        cost = np.full((len(lost), len(unmatched_boxes)), np.inf)
+        for row, index in enumerate(lost):
+            track = active[index]
+            gap = max(0.0, stamp_s - track.last_update_s)
+            predicted = np.array(track.floor_xy) + np.array(track.floor_velocity) * gap
+            distances = np.linalg.norm(feet - predicted, axis=1)
+            gate = self.settings.reassociation_m * (1.0 + gap)
+            cost[row] = np.where(distances <= gate, distances, np.inf)
+        finite = np.where(np.isfinite(cost), cost, 1e9)
+        rows, cols = linear_sum_assignment(finite)
+        taken_tracks, taken_boxes = set(), set()
+        for r, c in zip(rows, cols):
+            if np.isfinite(cost[r, c]):
+                self._hit(active[lost[r]], boxes[unmatched_boxes[c]], scores[unmatched_boxes[c]], stamp_s)
+                taken_tracks.add(lost[r])
+                taken_boxes.add(unmatched_boxes[c])
+        return ([i for i in unmatched_active if i not in taken_tracks], [j for j in unmatched_boxes if j not in taken_boxes])
 
     def reset(self) -> None:
         """Forget every track (data-subject erasure)."""

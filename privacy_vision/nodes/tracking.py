@@ -20,6 +20,7 @@ TRACKER_PARAMETERS = {
     "min_hits": ("matches before a track is confirmed (tentative tracks are never counted)", 1, 100),
     "track_buffer_s": ("seconds a lost track is kept for re-association", 0.0, 60.0),
     "velocity_window_s": ("floor velocity is fitted over this many seconds of positions", 0.1, 10.0),
+    "reassociation_m": ("a lost track takes an unmatched detection this close on the floor, metres (0 = off)", 0.0, 10.0),
 }
 
 
