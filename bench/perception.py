@@ -252,6 +252,105 @@ def pets_benchmark(report: list[str], plots: dict) -> None:
     plots["pets_counts"] = curves
 
 
+SPEED_FRAMES = 300
+
+
+def bare_detector_fps(frames: list[np.ndarray], backend: str) -> tuple[float, float]:
+    from privacy_vision.core.detectors import DetectorSettings, create_detector
+
+    detector, _ = create_detector(DetectorSettings(backend=backend))
+    for frame in frames[:10]:
+        detector.detect(frame)  # warm-up
+    timings = []
+    started = time.perf_counter()
+    for frame in frames:
+        t0 = time.perf_counter()
+        detector.detect(frame)
+        timings.append(time.perf_counter() - t0)
+    return len(frames) / (time.perf_counter() - started), 1000 * statistics.median(timings)
+
+
+def graph_run(fps: float, frames: int, backend: str) -> dict:
+    """Run the whole graph; measure /tracks throughput, capture→track latency and per-node CPU/RSS."""
+    import psutil
+
+    from rosutil import RosProbe, free_domain_id
+    from privacy_vision_msgs.msg import Tracks
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    domain = free_domain_id()
+    var = Path(tempfile.mkdtemp(prefix="pv-speed-"))
+    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(pets_video()), "--fps", str(fps),
+               "--max-frames", str(frames), "--var-dir", str(var), "--domain-id", str(domain), "--quiet",
+               "--set", f"detection.backend={backend}"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    probe = RosProbe(domain)
+    arrivals: list[tuple[float, float]] = []
+    probe.node.create_subscription(Tracks, "tracks", lambda m: arrivals.append(
+        (time.time(), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    samples: dict[str, list[tuple[float, float]]] = {}
+    watched: dict[int, tuple[str, psutil.Process]] = {}
+    last_sample = 0.0
+    while process.poll() is None:
+        probe.spin_for(0.05)
+        flowing = bool(arrivals) and time.time() - arrivals[-1][0] < 0.3
+        if flowing and time.monotonic() - last_sample >= 0.5:
+            last_sample = time.monotonic()
+            for child in psutil.Process(process.pid).children(recursive=True):
+                if child.pid not in watched:
+                    name = next((a.split(".")[-1] for a in child.cmdline() if a.startswith("privacy_vision.")), None)
+                    if name:
+                        watched[child.pid] = (name, child)
+                        child.cpu_percent(None)
+                        continue
+                if child.pid in watched:
+                    name, handle = watched[child.pid]
+                    try:
+                        samples.setdefault(name, []).append((handle.cpu_percent(None), handle.memory_info().rss / 2**20))
+                    except psutil.NoSuchProcess:
+                        pass
+    output = process.stdout.read()
+    probe.close()
+    if process.returncode != 0 or len(arrivals) < 10:
+        raise RuntimeError(f"graph run failed ({process.returncode}, {len(arrivals)} track messages):\n{output[-3000:]}")
+    steady = arrivals[5:]
+    span = steady[-1][0] - steady[0][0]
+    latencies = [1000 * (arrived - stamp) for arrived, stamp in steady]
+    return {"fps": (len(steady) - 1) / span if span > 0 else 0.0, "messages": len(arrivals),
+            "latency_median_ms": statistics.median(latencies), "latency_p99_ms": float(np.percentile(latencies, 99)),
+            "nodes": {n: (statistics.median(c for c, _ in v), max(m for _, m in v)) for n, v in samples.items() if v}}
+
+
+def speed_benchmark(report: list[str]) -> None:
+    from privacy_vision.core.sources import FrameSource
+
+    source = FrameSource(str(pets_video()))
+    frames = [f.image.copy() for f, _ in zip(source.frames(), range(SPEED_FRAMES))]
+    source.close()
+    report.append("## 3. Speed (each backend: bare detector and graph on the same frames, in one run)\n")
+    report.append("| backend | bare detector in a loop | full six-node graph (camera offering up to 240 fps) | ratio | latency capture → track at 10 fps, median / p99 |")
+    report.append("|---|---:|---:|---:|---:|")
+    node_tables = []
+    for backend in ("tflite", "hog"):
+        print(f"[speed] {backend}: bare detector vs the six-node graph", flush=True)
+        bare_fps, bare_ms = bare_detector_fps(frames, backend)
+        flat_out = graph_run(240.0, SPEED_FRAMES, backend)
+        realtime = graph_run(10.0, 300, backend)
+        print(f"  bare {bare_fps:.1f} fps, graph {flat_out['fps']:.1f} fps, latency {realtime['latency_median_ms']:.1f} ms", flush=True)
+        report.append(f"| {backend} | {bare_fps:.1f} fps ({bare_ms:.1f} ms/frame) | {flat_out['fps']:.1f} fps | "
+                      f"{flat_out['fps'] / bare_fps:.2f} | {realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms |")
+        node_tables.append((backend, flat_out, realtime))
+    for backend, flat_out, realtime in node_tables:
+        report.append(f"\nPer node, {backend} (median CPU % of one core while the graph ran flat out and at 10 fps; peak resident memory):\n")
+        report.append("| node | CPU % flat out | CPU % at 10 fps | RSS MiB |\n|---|---:|---:|---:|")
+        for name in ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink", "ingest"):
+            if name in flat_out["nodes"]:
+                cpu, rss = flat_out["nodes"][name]
+                slow = realtime["nodes"].get(name, (float("nan"), 0))[0]
+                report.append(f"| {name} | {cpu:.0f} | {slow:.0f} | {rss:.0f} |")
+    report.append("")
+
+
 def write_plot(plots: dict, path: Path) -> None:
     import matplotlib
 
@@ -300,6 +399,8 @@ def main() -> int:
         tracker_benchmark(report, plots)
     if "pets" in parts:
         pets_benchmark(report, plots)
+    if "speed" in parts:
+        speed_benchmark(report)
     write_plot(plots, out / "perception.png")
     (out / "perception.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))

@@ -105,12 +105,12 @@ class CameraNode(PrivacyVisionNode):
                 self.get_logger().warning(f"skipped an unreadable image ({skipped_before} so far)")
             period = self._frame_period()
             if period:
-                next_due += period
                 delay = next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 else:
                     next_due = time.monotonic()
+                next_due += period
             message = Image(**frame_to_fields(frame.image))
             frame.image.fill(0)
             message.header.frame_id = self.frame_id

@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
@@ -109,7 +109,7 @@ def run_node(factory: Callable[[], PrivacyVisionNode], args: list[str] | None = 
     node = None
     try:
         node = factory()
-        executor = SingleThreadedExecutor()
+        executor = EventsExecutor()
         executor.add_node(node)
         while not stop.is_set() and not node.finished.is_set():
             executor.spin_once(timeout_sec=0.1)
