@@ -255,10 +255,15 @@ def pets_benchmark(report: list[str], plots: dict) -> None:
 SPEED_FRAMES = 300
 
 
-def bare_detector_fps(frames: list[np.ndarray], backend: str) -> tuple[float, float]:
+# (label, backend, model): the Ultralytics row runs yolov8n built from its YAML (random weights: the
+# compute per frame is that of real yolov8n, the boxes are meaningless), since weights cannot be fetched here.
+SPEED_BACKENDS = (("tflite", "tflite", ""), ("hog", "hog", ""), ("ultralytics yolov8n (YAML)", "ultralytics", "yolov8n.yaml"))
+
+
+def bare_detector_fps(frames: list[np.ndarray], backend: str, model: str) -> tuple[float, float]:
     from privacy_vision.core.detectors import DetectorSettings, create_detector
 
-    detector, _ = create_detector(DetectorSettings(backend=backend))
+    detector, _ = create_detector(DetectorSettings(backend=backend, model=model or DetectorSettings().model))
     for frame in frames[:10]:
         detector.detect(frame)  # warm-up
     timings = []
@@ -270,7 +275,7 @@ def bare_detector_fps(frames: list[np.ndarray], backend: str) -> tuple[float, fl
     return len(frames) / (time.perf_counter() - started), 1000 * statistics.median(timings)
 
 
-def graph_run(fps: float, frames: int, backend: str) -> dict:
+def graph_run(fps: float, frames: int, backend: str, model: str = "") -> dict:
     """Run the whole graph; measure /tracks throughput, capture→track latency and per-node CPU/RSS."""
     import psutil
 
@@ -282,7 +287,7 @@ def graph_run(fps: float, frames: int, backend: str) -> dict:
     var = Path(tempfile.mkdtemp(prefix="pv-speed-"))
     command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(pets_video()), "--fps", str(fps),
                "--max-frames", str(frames), "--var-dir", str(var), "--domain-id", str(domain), "--quiet",
-               "--set", f"detection.backend={backend}"]
+               "--set", f"detection.backend={backend}", "--set", "camera.loop=true"] + (["--set", f"detection.model={model}"] if model else [])
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = RosProbe(domain)
     arrivals: list[tuple[float, float]] = []
@@ -328,14 +333,17 @@ def speed_benchmark(report: list[str]) -> None:
     frames = [f.image.copy() for f, _ in zip(source.frames(), range(SPEED_FRAMES))]
     source.close()
     report.append("## 3. Speed (each backend: bare detector and graph on the same frames, in one run)\n")
-    report.append("| backend | bare detector in a loop | full six-node graph (camera offering up to 240 fps) | ratio | latency capture → track at 10 fps, median / p99 |")
+    report.append("| backend | bare detector in a loop | full six-node graph (camera offering 2× the bare rate, ≤ 240 fps, ≥ 15 s) | ratio | latency capture → track at 10 fps, median / p99 |")
     report.append("|---|---:|---:|---:|---:|")
     node_tables = []
-    for backend in ("tflite", "hog"):
-        print(f"[speed] {backend}: bare detector vs the six-node graph", flush=True)
-        bare_fps, bare_ms = bare_detector_fps(frames, backend)
-        flat_out = graph_run(240.0, SPEED_FRAMES, backend)
-        realtime = graph_run(10.0, 300, backend)
+    for label, backend, model in SPEED_BACKENDS:
+        print(f"[speed] {label}: bare detector vs the six-node graph", flush=True)
+        bare_fps, bare_ms = bare_detector_fps(frames, backend, model)
+        # Offer twice what the bare detector manages (at most 240 fps) for at least 15 s.
+        offered = min(240.0, 2 * bare_fps)
+        flat_out = graph_run(offered, max(SPEED_FRAMES, int(15 * offered)), backend, model)
+        realtime = graph_run(10.0, 300, backend, model)
+        backend = label
         print(f"  bare {bare_fps:.1f} fps, graph {flat_out['fps']:.1f} fps, latency {realtime['latency_median_ms']:.1f} ms", flush=True)
         report.append(f"| {backend} | {bare_fps:.1f} fps ({bare_ms:.1f} ms/frame) | {flat_out['fps']:.1f} fps | "
                       f"{flat_out['fps'] / bare_fps:.2f} | {realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms |")
