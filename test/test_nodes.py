@@ -172,3 +172,60 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames):
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+class MjpegServer:
+    """An IP-camera stand-in: an MJPEG stream over HTTP on loopback that can be switched off and on."""
+
+    def __init__(self, folder, port: int = 0) -> None:
+        import functools
+        import http.server
+        import socketserver
+        import threading
+
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None
+        socketserver.TCPServer.allow_reuse_address = True
+        self.server = socketserver.TCPServer(("127.0.0.1", port), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path):
+    frames_dir = REPO.parent / "shared/data/mot15/PETS09-S2L1/img1"
+    if not frames_dir.is_dir():
+        pytest.skip("../shared PETS frames not available")
+    stream = tmp_path / "www"
+    stream.mkdir()
+    (stream / "cam.mjpeg").write_bytes(b"".join((frames_dir / f"{i:06d}.jpg").read_bytes() for i in range(1, 11)))
+    server = MjpegServer(stream)
+    received: list[Image] = []
+    probe.node.create_subscription(Image, "camera/image_raw", received.append, qos_profile_sensor_data)
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diagnostics: list = []
+    probe.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(m.status), 50)
+    process = start_node("camera", probe.domain, {"source": f"http://127.0.0.1:{server.port}/cam.mjpeg", "fps": 20.0},
+                         tmp_path / "camera.log")
+    try:
+        # The stream "drops" after 10 frames (end of the clip); the node reconnects and streams again.
+        assert probe.spin_until(lambda: len(received) >= 15, 60.0), (tmp_path / "camera.log").read_text()
+        port = server.port
+        server.stop()  # the camera goes away: reconnect attempts fail and back off
+        probe.spin_for(4.0)
+        count_while_down = len(received)
+        server = MjpegServer(stream, port)  # ... and comes back
+        assert probe.spin_until(lambda: len(received) >= count_while_down + 5, 60.0), (tmp_path / "camera.log").read_text()
+        assert process.poll() is None
+    finally:
+        stop(process)
+        server.stop()
+    log = (tmp_path / "camera.log").read_text()
+    assert "live source dropped; reconnecting in 1.0 s (attempt 1)" in log
+    assert "(attempt 2)" in log and "cannot open stream source" in log
+    assert any(s.name == "privacy_vision/camera" and s.message == "source dropped, reconnecting" for s in diagnostics)
