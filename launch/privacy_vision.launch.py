@@ -35,9 +35,10 @@ def _nodes(context):
         "uplink": {"ingest_url": value("ingest_url"), "pins": pins, "ca_file": value("ca_file") or str(state / "pki" / "ca.crt"),
                    "key_file": str(state / "pki" / "device.key"), "outbox_path": str(state / "outbox.sqlite")},
     }
+    audit = {"audit_dir": str(state / "audit"), "audit_key_file": str(state / "pki" / "audit.key")}
     return [
         Node(package="privacy_vision", executable=f"{name}_node", name=name, output="screen", respawn=True, respawn_delay=2.0,
-             parameters=[str(config / "params.yaml"), overrides.get(name, {})])
+             parameters=[str(config / "params.yaml"), {**audit, **overrides.get(name, {})}])
         for name in NODES
     ]
 

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--out", default="config/homography_pets.yaml", help="YAML to write")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+    from privacy_vision.compliance_cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     return args.handler(args)
 

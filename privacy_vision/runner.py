@@ -161,9 +161,10 @@ class GraphRunner:
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
                   "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key)}
         forced = {"camera": {"source": self.options.source}, "uplink": uplink}
+        audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
         self._commands = {}
         for node in NODES:
-            parameters = {**forced.get(node, {}), **self.options.overrides.get(node, {})}
+            parameters = {**audit, **forced.get(node, {}), **self.options.overrides.get(node, {})}
             command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
                        "--params-file", str(config / "params.yaml")]
             for name, value in parameters.items():

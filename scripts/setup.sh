@@ -69,7 +69,7 @@ else
   say "interfaces up to date"
 fi
 
-if [ ! -f var/pki/pins.txt ]; then
+if [ ! -f var/pki/audit.key ]; then
   say "creating the device key, CA and ingest certificate (var/pki)"
   "$VENV/bin/python" -m privacy_vision.cli pki --out var/pki > /dev/null
 fi

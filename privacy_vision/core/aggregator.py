@@ -206,6 +206,9 @@ class ZoneWindowAggregator:
             daily_epsilon_cap=decision.cap,
         )
 
+    def open_window_people(self) -> dict[str, int]:
+        return {zone_id: len(people) for zone_id, people in self._people.items()}
+
     def purge(self) -> None:
         """Drop all per-person state of the open window (forget request)."""
         self._people = {zone.zone_id: {} for zone in self.zones}

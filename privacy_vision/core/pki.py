@@ -45,12 +45,16 @@ class PkiPaths:
         return self.root / "device.key"
 
     @property
+    def audit_key(self) -> Path:
+        return self.root / "audit.key"
+
+    @property
     def pins(self) -> Path:
         return self.root / "pins.txt"
 
     def complete(self) -> bool:
         return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.backup_cert,
-                                         self.device_key, self.pins))
+                                         self.device_key, self.audit_key, self.pins))
 
 
 def spki_pin(public_key) -> str:
@@ -74,7 +78,8 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1", "::1"), days: int = 825) -> tuple[str, str]:
-    """CA, server certificate, an offline backup server key and a device HMAC key; returns (primary, backup) pins."""
+    """CA, server certificate, an offline backup server key, the device HMAC key and the device audit key;
+    returns the (primary, backup) pins."""
     paths = PkiPaths(Path(root))
     paths.root.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
@@ -114,6 +119,7 @@ def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ip
     _write_private(paths.backup_key, _pem_key(backup_key))
     paths.backup_cert.write_bytes(backup_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(paths.device_key, (secrets.token_bytes(32).hex() + "\n").encode())
+    _write_private(paths.audit_key, (secrets.token_bytes(32).hex() + "\n").encode())  # device audit-log MAC key
     primary, backup = spki_pin(server_key.public_key()), spki_pin(backup_key.public_key())
     paths.pins.write_text(f"{primary}\n{backup}\n")
     return primary, backup

@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -194,7 +195,9 @@ class Sender:
     ingest's last sequence and resend.
     """
 
-    def __init__(self, outbox: Outbox, client: PinnedClient, base_delay_s: float = 0.5, max_delay_s: float = 60.0) -> None:
+    def __init__(self, outbox: Outbox, client: PinnedClient, base_delay_s: float = 0.5, max_delay_s: float = 60.0,
+                 on_delivered: Callable[[OutboxItem], None] | None = None) -> None:
+        self.on_delivered = on_delivered
         self.outbox = outbox
         self.client = client
         self.base_delay_s = base_delay_s
@@ -222,6 +225,8 @@ class Sender:
             if result.delivered:
                 self.outbox.acknowledge(item.row_id)
                 self.delivered += 1
+                if self.on_delivered is not None:
+                    self.on_delivered(item)
                 self._consecutive_failures = 0
                 continue
             if result.status in PERMANENT_REJECTIONS:

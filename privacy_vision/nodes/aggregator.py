@@ -1,14 +1,20 @@
 """Aggregator node: per-zone window statistics with k-anonymity and OpenDP noise under a daily ledger."""
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from privacy_vision.core.aggregator import DIRECTION_LABELS, DWELL_LABELS, AggregatorSettings, Release, ZoneWindowAggregator
 from privacy_vision.core.anonymizer import AnonymizedRecord
 from privacy_vision.core.geometry import ConfigError, load_zones
 from privacy_vision.core.privacy import MECHANISMS, PrivacyLedger
+from diagnostic_msgs.msg import DiagnosticArray
+
+from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision_msgs.msg import AnonymizedTracks, PrivacyParameters, ZoneAnalytics
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
+from privacy_vision_msgs.srv import GenerateDpia
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
 RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m")
@@ -38,6 +44,12 @@ class AggregatorNode(PrivacyVisionNode):
             self.aggregator = ZoneWindowAggregator(zones, settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap))
         except (ConfigError, ValueError) as error:
             raise StartupError(self.get_name(), str(error)) from None
+        self.privacy_parameters = set(RUNTIME_SETTINGS)
+        self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
+        self.offer_personal_data_services()
+        self._live_parameters: dict[str, dict] = {}
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
+        self.create_service(GenerateDpia, "~/generate_dpia", self._on_generate_dpia)
         self.publisher = self.create_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
         self.create_subscription(AnonymizedTracks, ANONYMIZED_TOPIC, self._on_tracks, RELIABLE_QOS)
         self.released = 0
@@ -82,6 +94,43 @@ class AggregatorNode(PrivacyVisionNode):
             self._cap_logged_day = day
             self.get_logger().error(f"daily epsilon cap {self.aggregator.settings.daily_epsilon_cap:g} reached for {day}: no more releases today")
             self.publish_diagnostic(ERROR, "daily privacy budget exhausted", {"day": day})
+            self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=self.aggregator.settings.daily_epsilon_cap)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            values = {kv.key[6:]: json.loads(kv.value) for kv in status.values if kv.key.startswith("param.")}
+            if values:
+                self._live_parameters[status.hardware_id] = values
+
+    def _on_generate_dpia(self, request: GenerateDpia.Request, response: GenerateDpia.Response) -> GenerateDpia.Response:
+        """DPIA from the parameters the nodes report live (their /diagnostics) and this node's own."""
+        fmt = request.format.strip().lower() or "markdown"
+        if fmt not in ("markdown", "json"):
+            response.success, response.message = False, "format must be 'markdown' or 'json'"
+            return response
+        params = {node: dict(values) for node, values in self._live_parameters.items()}
+        params["aggregator"] = {name: self.get_parameter(name).value for name in self.dpia_parameters}
+        topics = {name: list(types) for name, types in self.get_topic_names_and_types()
+                  if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))}
+        facts = system_facts(dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live")
+        dpia = build_dpia(params, facts)
+        missing = sorted({"detection", "tracking", "anonymizer", "uplink"} - set(params))
+        response.success = True
+        response.message = f"nodes not reporting (their settings are missing from the document): {missing}" if missing else "complete"
+        response.document = render_markdown(dpia) if fmt == "markdown" else dpia_json(dpia)
+        self.audit.append("dpia_generated", self.get_name(), format=fmt, risks=len(dpia["risks"]), missing_nodes=missing)
+        return response
+
+    def personal_data_summary(self) -> dict:
+        people = self.aggregator.open_window_people()
+        return {"holds_personal_data": any(people.values()), "people_in_open_window": people,
+                "categories": "per-zone sets of rotating privacy IDs for the open window, dropped when it is released",
+                "open_window_start_s": self.aggregator.window_start_s}
+
+    def erase_personal_data(self) -> dict:
+        people = sum(self.aggregator.open_window_people().values())
+        self.aggregator.purge()
+        return {"window_entries_purged": people}
 
     def _report(self) -> None:
         level = ERROR if self.aggregator.cap_reached_day else OK

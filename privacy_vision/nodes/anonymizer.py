@@ -6,7 +6,6 @@ from typing import Any
 
 from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, round_time
 from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks
-from privacy_vision_msgs.srv import Forget
 from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
                                          run_node, seconds_to_stamp, stamp_to_seconds)
 
@@ -27,9 +26,11 @@ class AnonymizerNode(PrivacyVisionNode):
             self.anonymizer = Anonymizer(settings, time.time())
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
+        self.privacy_parameters = {"grid_size_m", "time_precision_s", "rotation_interval_s", "direction_sectors", "min_speed_mps", "size_thresholds"}
+        self.dpia_parameters = set(self.privacy_parameters)
         self.publisher = self.create_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
-        self.create_service(Forget, "~/forget", self._on_forget)
+        self.offer_personal_data_services()
         self.frames = 0
         self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
@@ -48,6 +49,7 @@ class AnonymizerNode(PrivacyVisionNode):
         now = time.time()
         if self.anonymizer.key.rotate_if_due(now):
             self.get_logger().info(f"privacy key rotated on schedule (epoch {self.anonymizer.key.epoch})")
+            self.audit.append("key_rotated", self.get_name(), reason="schedule", epoch=self.anonymizer.key.epoch)
         height = max(message.image_height, 1)
         out = AnonymizedTracks(key_epoch=self.anonymizer.key.epoch, grid_size_m=float(self.anonymizer.settings.grid_size_m))
         out.header.frame_id = "floor"
@@ -62,13 +64,15 @@ class AnonymizerNode(PrivacyVisionNode):
         self.frames += 1
         self.publisher.publish(out)
 
-    def _on_forget(self, request: Forget.Request, response: Forget.Response) -> Forget.Response:
+    def personal_data_summary(self) -> dict:
+        return {"holds_personal_data": False, "key_epoch": self.anonymizer.key.epoch,
+                "rotation_interval_s": self.anonymizer.settings.rotation_interval_s,
+                "note": "no per-person table is kept: IDs are computed from tracker IDs under an in-memory key that is never stored"}
+
+    def erase_personal_data(self) -> dict:
         epoch = self.anonymizer.forget(time.time())
         self.get_logger().info(f"privacy key rotated on request (epoch {epoch})")
-        response.success = True
-        response.key_epoch = epoch
-        response.message = "key rotated: IDs issued before cannot be linked to IDs issued after"
-        return response
+        return {"key_rotated": True, "key_epoch": epoch}
 
     def _report(self) -> None:
         self.publish_diagnostic(OK, "anonymizing", {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch})

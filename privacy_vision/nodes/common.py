@@ -1,6 +1,7 @@
 """What every node shares: typed parameters with descriptors and validation, diagnostics, clean shutdown."""
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -15,6 +16,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
+
+from privacy_vision.core.audit import AuditLog
+from privacy_vision.core.protocol import KeyFileError
+from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
 IMAGE_TOPIC = "camera/image_raw"
 DETECTIONS_TOPIC = "detections"
@@ -37,6 +42,52 @@ class PrivacyVisionNode(Node):
         self.exit_code = 0
         self.finished = threading.Event()
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        audit_dir = self.declare("audit_dir", "var/audit", "folder of the tamper-evident audit log (shared by all nodes)", read_only=True)
+        audit_key = self.declare("audit_key_file", "var/pki/audit.key", "hex HMAC key of the audit log, mode 600", read_only=True)
+        try:
+            self.audit = AuditLog.from_key_file(audit_dir, audit_key)
+        except KeyFileError as error:
+            raise StartupError(name, f"audit log: {error}") from None
+        self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
+        self.dpia_parameters: set[str] = set()  # reported on /diagnostics for the live DPIA
+
+    def offer_personal_data_services(self) -> None:
+        """~/forget and ~/data_subject_request for a node that holds per-person state in memory."""
+        self.create_service(Forget, "~/forget", self._on_forget)
+        self.create_service(DataSubjectRequest, "~/data_subject_request", self._on_data_subject_request)
+
+    def personal_data_summary(self) -> dict[str, Any]:
+        """What per-person data this node holds right now (counts and categories, never the data)."""
+        raise NotImplementedError
+
+    def erase_personal_data(self) -> dict[str, Any]:
+        """Purge per-person state now; returns what was purged (counts)."""
+        raise NotImplementedError
+
+    def _on_forget(self, request: Forget.Request, response: Forget.Response) -> Forget.Response:
+        purged = self.erase_personal_data()
+        self.audit.append("forget_request", self.get_name(), reason=request.reason[:200], **purged)
+        self.get_logger().info(f"forget request: {purged}")
+        response.success = True
+        response.key_epoch = int(purged.get("key_epoch", 0))
+        response.message = json.dumps(purged)
+        return response
+
+    def _on_data_subject_request(self, request: DataSubjectRequest.Request, response: DataSubjectRequest.Response) -> DataSubjectRequest.Response:
+        kind = request.request_type.strip().lower()
+        if not request.request_id.strip() or kind not in ("access", "erasure"):
+            response.success = False
+            response.message = "request_id must be set and request_type must be 'access' or 'erasure'"
+            return response
+        answer = {"component": self.get_name(), "request_type": kind, **self.personal_data_summary()}
+        if kind == "erasure":
+            answer["purged"] = self.erase_personal_data()
+        self.audit.append("data_subject_request", self.get_name(), request_id=request.request_id[:100], request_type=kind,
+                          holds_personal_data=bool(answer.get("holds_personal_data")), purged=answer.get("purged", {}))
+        response.success = True
+        response.message = "answered from the node's live state"
+        response.response_json = json.dumps(answer, default=str)
+        return response
 
     def accept_parameter_updates(self) -> None:
         """Call at the end of __init__: from then on updates go through validate_parameters()."""
@@ -56,11 +107,15 @@ class PrivacyVisionNode(Node):
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         updates = {p.name: p.value for p in parameters}
+        previous = {name: self.get_parameter(name).value for name in updates if self.has_parameter(name)}
         try:
             self.validate_parameters(updates)
         except (ValueError, TypeError) as error:
             self.get_logger().warning(f"rejected parameter update {sorted(updates)}: {error}")
             return SetParametersResult(successful=False, reason=str(error))
+        for name in sorted(set(updates) & self.privacy_parameters):
+            self.audit.append("parameter_changed", self.get_name(), parameter=name,
+                              old=_plain(previous.get(name)), new=_plain(updates[name]))
         return SetParametersResult(successful=True)
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -70,9 +125,11 @@ class PrivacyVisionNode(Node):
         return updates[name] if name in updates else self.get_parameter(name).value
 
     def publish_diagnostic(self, level: int, message: str, values: dict[str, Any]) -> None:
+        # Privacy-relevant parameters ride along, so the live DPIA can read what is in force.
+        settings = {f"param.{name}": json.dumps(_plain(self.get_parameter(name).value)) for name in sorted(self.dpia_parameters)}
         status = DiagnosticStatus(level=level, name=f"privacy_vision/{self.get_name()}", message=message,
                                   hardware_id=self.get_name(),
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in {**values, **settings}.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
@@ -83,6 +140,11 @@ class PrivacyVisionNode(Node):
 
     def on_shutdown(self) -> None:
         """Flush state before the process exits (runs with the node still able to publish)."""
+
+
+def _plain(value: Any) -> Any:
+    """Parameter values as JSON-friendly scalars or lists for the audit log."""
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, "tolist") else value
 
 
 def stamp_to_seconds(stamp) -> float:

@@ -31,6 +31,10 @@ class DetectionNode(PrivacyVisionNode):
             num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the tflite backend", minimum=1, maximum=64, read_only=True),
         )
         self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
+        audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
+        self.privacy_parameters = {"retention_frames"}
+        self.dpia_parameters = {"retention_frames", "backend"}
+        self._audit_counts = {"frames_processed": 0, "frames_destroyed": 0, "malformed_frames_dropped": 0}
         try:
             self.detector, skipped = create_detector(self.settings)
         except DetectorError as error:
@@ -40,12 +44,14 @@ class DetectionNode(PrivacyVisionNode):
         self.get_logger().info(f"using detector backend '{self.detector.name}'")
         self._retained: collections.deque[np.ndarray] = collections.deque()
         self.last_buffer: np.ndarray | None = None  # the most recent raw buffer, for the zeroing test
+        self.offer_personal_data_services()
         self.publisher = self.create_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
         self.frames = 0
         self.rejected = 0
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
         self.create_timer(1.0, self._report)
+        self.create_timer(audit_interval_s, self._audit_frames)
         self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -61,6 +67,7 @@ class DetectionNode(PrivacyVisionNode):
             image, raw = buffer_as_bgr(message.height, message.width, message.encoding, message.step, message.data)
         except ImageFormatError as error:
             self.rejected += 1
+            self._audit_counts["malformed_frames_dropped"] += 1
             self.get_logger().error(f"dropped a malformed frame ({error}); {self.rejected} dropped so far")
             return
         try:
@@ -71,6 +78,7 @@ class DetectionNode(PrivacyVisionNode):
             self._retain_or_zero(raw)
         self.inference_ms.append(elapsed_ms)
         self.frames += 1
+        self._audit_counts["frames_processed"] += 1
         out = Detections(header=message.header, image_width=message.width, image_height=message.height,
                          backend=self.detector.name, inference_ms=float(elapsed_ms))
         out.detections = [Detection(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]), confidence=float(s))
@@ -85,6 +93,18 @@ class DetectionNode(PrivacyVisionNode):
     def _destroy_retained(self) -> None:
         while len(self._retained) > self.retention_frames:
             self._retained.popleft().fill(0)
+            self._audit_counts["frames_destroyed"] += 1
+
+    def personal_data_summary(self) -> dict:
+        return {"holds_personal_data": bool(self._retained), "frames_in_memory": len(self._retained),
+                "categories": "camera frames, zeroed after inference", "retention_frames": self.retention_frames}
+
+    def erase_personal_data(self) -> dict:
+        count = len(self._retained)
+        while self._retained:
+            self._retained.popleft().fill(0)
+            self._audit_counts["frames_destroyed"] += 1
+        return {"frames_destroyed": count}
 
     def _report(self) -> None:
         median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
@@ -93,9 +113,16 @@ class DetectionNode(PrivacyVisionNode):
             "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
             "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
 
+    def _audit_frames(self) -> None:
+        if any(self._audit_counts.values()):
+            self.audit.append("frames", self.get_name(), backend=self.detector.name, retention_frames=self.retention_frames,
+                              **self._audit_counts)
+            self._audit_counts = dict.fromkeys(self._audit_counts, 0)
+
     def on_shutdown(self) -> None:
         self.retention_frames = 0
         self._destroy_retained()
+        self._audit_frames()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -43,6 +43,8 @@ class TrackingNode(PrivacyVisionNode):
             self.tracker = ByteTracker(TrackerSettings(**values), homography)
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
+        self.dpia_parameters = {"track_buffer_s"}
+        self.offer_personal_data_services()
         self.publisher = self.create_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
         self.frames = 0
@@ -70,6 +72,17 @@ class TrackingNode(PrivacyVisionNode):
             for t in tracks
         ]
         self.publisher.publish(out)
+
+    def personal_data_summary(self) -> dict:
+        states = [TrackState(t.state).name.lower() for t in self.tracker.tracks]
+        return {"holds_personal_data": bool(states), "live_tracks": {s: states.count(s) for s in sorted(set(states))},
+                "categories": "motion-only tracks in memory: box, floor position and velocity; no appearance features",
+                "retention": f"a lost track is dropped after {self.tracker.settings.track_buffer_s} s"}
+
+    def erase_personal_data(self) -> dict:
+        count = len(self.tracker.tracks)
+        self.tracker.reset()
+        return {"tracks_purged": count}
 
     def _report(self) -> None:
         confirmed = sum(t.state == TrackState.CONFIRMED for t in self.tracker.tracks)

@@ -1,6 +1,7 @@
 """Uplink node: zone analytics → durable outbox → pinned, signed HTTPS to the ingest. Nothing else leaves."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -37,6 +38,7 @@ class UplinkNode(PrivacyVisionNode):
         max_outbox = self.declare("max_outbox", 100000, "bound of the outbox; when full new releases are refused loudly", minimum=1, maximum=10_000_000, read_only=True)
         self.retry_base_s = self.declare("retry_base_s", 0.5, "first retry delay; doubles per failure with full jitter", minimum=0.01, maximum=60.0)
         self.retry_max_s = self.declare("retry_max_s", 60.0, "longest retry delay", minimum=0.1, maximum=3600.0)
+        self.declare("ingest_retention_days", 90.0, "retention the ingest applies to releases (its --retention-days), stated in the DPIA", minimum=0.0, maximum=36500.0, read_only=True)
         self.drain_timeout_s = self.declare("drain_timeout_s", 10.0, "at shutdown, keep sending queued releases this long", minimum=0.0, maximum=600.0)
         try:
             key = load_key_file(key_file)
@@ -44,7 +46,9 @@ class UplinkNode(PrivacyVisionNode):
         except (KeyFileError, ValueError, OSError) as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.outbox = Outbox(outbox_path, max_outbox)
-        self.sender = Sender(self.outbox, client, self.retry_base_s, self.retry_max_s)
+        self.dpia_parameters = {"ingest_url", "pins", "device_id", "max_outbox", "ingest_retention_days"}
+        self.sender = Sender(self.outbox, client, self.retry_base_s, self.retry_max_s, on_delivered=self._audit_sent)
+        self._in_outage = False
         self.refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -74,6 +78,16 @@ class UplinkNode(PrivacyVisionNode):
             return
         self._wake.set()
 
+    def _audit_sent(self, item) -> None:
+        release = json.loads(item.body)
+        self.audit.append("release_sent", self.get_name(), release_id=release["release_id"], zone=release["zone_id"],
+                          window_start_s=release["window_start_s"], window_end_s=release["window_end_s"],
+                          suppressed=release["suppressed"], mechanism=release["mechanism"], epsilon=release["epsilon"],
+                          delta=release.get("delta", 0.0), k=release["k"], privacy_unit=release["privacy_unit"])
+        if self._in_outage:
+            self._in_outage = False
+            self.audit.append("uplink_recovered", self.get_name(), queued=self.outbox.size())
+
     def _send_loop(self) -> None:
         reported_dead = 0
         while not self._stop.is_set():
@@ -81,6 +95,9 @@ class UplinkNode(PrivacyVisionNode):
             if self.sender.dead_lettered != reported_dead:
                 reported_dead = self.sender.dead_lettered
                 self.get_logger().error(self.sender.last_error)
+            if delay and not self._in_outage:
+                self._in_outage = True
+                self.audit.append("uplink_failure", self.get_name(), error=self.sender.last_error[:300], queued=self.outbox.size())
             if delay and self.sender.tls_rejected:
                 self.get_logger().error(f"{self.sender.last_error}; check the 'pins' and 'ca_file' parameters; retrying in {delay:.1f} s")
                 self.publish_diagnostic(ERROR, "TLS peer rejected: nothing sent", {"last_error": self.sender.last_error})

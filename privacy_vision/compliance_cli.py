@@ -1,0 +1,225 @@
+"""Compliance commands for machines without the ROS CLI: audit verification, DPIA, data-subject
+requests and forget, talking to the running graph over its ROS services where it is running."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from privacy_vision.core.audit import AuditLog, verify
+from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
+from privacy_vision.core.protocol import KeyFileError, load_key_file
+
+STATE_NODES = ("detection", "tracking", "anonymizer", "aggregator")
+
+
+def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -> dict[str, dict]:
+    data = yaml.safe_load((config_dir / "params.yaml").read_text())
+    params = {node: dict(body["ros__parameters"]) for node, body in data.items()}
+    for node, values in overrides.items():
+        params.setdefault(node, {}).update({k: yaml.safe_load(v) for k, v in values.items()})
+    return params
+
+
+class GraphClient:
+    """A short-lived ROS node on the graph's domain for service and parameter calls."""
+
+    def __init__(self, domain_id: int, config_dir: Path) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        from privacy_vision.runner import graph_environment
+
+        os.environ.update({k: v for k, v in graph_environment(config_dir, domain_id).items()
+                           if k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")})
+        self._rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node(f"privacy_vision_cli_{uuid.uuid4().hex[:6]}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def call(self, service_type, name: str, request, timeout_s: float = 5.0):
+        client = self.node.create_client(service_type, name)
+        deadline = time.monotonic() + timeout_s
+        while not client.service_is_ready() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.1)
+        if not client.service_is_ready():
+            return None
+        future = client.call_async(request)
+        while not future.done() and time.monotonic() < deadline + timeout_s:
+            self.executor.spin_once(timeout_sec=0.1)
+        return future.result() if future.done() else None
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.shutdown(context=self.context)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    try:
+        key = load_key_file(args.key)
+    except KeyFileError as error:
+        print(f"audit verify: {error}", file=sys.stderr)
+        return 2
+    if not Path(args.dir).is_dir():
+        print(f"audit verify: {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    result = verify(args.dir, key)
+    print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_dpia(args: argparse.Namespace) -> int:
+    from privacy_vision.cli import _parse_overrides
+
+    config_dir = Path(args.config_dir)
+    if args.domain_id is not None:
+        from privacy_vision_msgs.srv import GenerateDpia
+
+        client = GraphClient(args.domain_id, config_dir)
+        try:
+            answer = client.call(GenerateDpia, "/aggregator/generate_dpia", GenerateDpia.Request(format=args.format))
+        finally:
+            client.close()
+        if answer is None or not answer.success:
+            print(f"dpia: the running graph on ROS_DOMAIN_ID={args.domain_id} did not answer "
+                  f"({answer.message if answer else 'no /aggregator/generate_dpia service'})", file=sys.stderr)
+            return 2
+        if answer.message != "complete":
+            print(f"dpia: warning: {answer.message}", file=sys.stderr)
+        document = answer.document
+    else:
+        params = _config_parameters(config_dir, _parse_overrides(args.set, config_dir / "params.yaml"))
+        pins_file = Path(args.var_dir) / "pki" / "pins.txt"
+        if not any(params["uplink"].get("pins", [])) and pins_file.is_file():
+            params["uplink"]["pins"] = pins_file.read_text().split()  # what the run command configures
+        environment = {"ROS_AUTOMATIC_DISCOVERY_RANGE": args.discovery_range,
+                       "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir / "fastdds.xml") if args.discovery_range == "LOCALHOST" else ""}
+        facts = system_facts(environment, {}, float(params["uplink"].get("ingest_retention_days", 90.0)), "config files")
+        dpia = build_dpia(params, facts)
+        document = render_markdown(dpia) if args.format == "markdown" else dpia_json(dpia)
+    if args.out:
+        Path(args.out).write_text(document)
+        print(f"DPIA written to {args.out}")
+    else:
+        print(document)
+    return 0
+
+
+def _on_disk_facts(var_dir: Path) -> dict:
+    """Stores on this device and what they hold; none of them is per person."""
+    facts: dict = {}
+    outbox = var_dir / "outbox.sqlite"
+    if outbox.exists():
+        with sqlite3.connect(str(outbox)) as db:
+            facts["outbox"] = {"queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+                               "content": "zone-window aggregates waiting for the ingest (no per-person data)"}
+    ledger = var_dir / "privacy_ledger.sqlite"
+    if ledger.exists():
+        with sqlite3.connect(str(ledger)) as db:
+            facts["privacy_ledger"] = {"days": db.execute("SELECT COUNT(DISTINCT day) FROM spend").fetchone()[0],
+                                       "content": "ε spent per release and day (no per-person data)"}
+    ingest = var_dir / "ingest.sqlite"
+    if ingest.exists():
+        with sqlite3.connect(str(ingest)) as db:
+            facts["ingest_store"] = {"releases": db.execute("SELECT COUNT(*) FROM releases").fetchone()[0],
+                                     "content": "released k-anonymous DP aggregates (no per-person data)"}
+    facts["audit_log"] = {"content": "events and settings; refuses boxes, positions, IDs and pixels by construction"}
+    return facts
+
+
+NOT_ERASABLE = ("Released aggregates (device outbox, ingest store) are k-anonymous, differentially private counts over "
+                "groups of at least k people per zone and window; no record in them refers to a person, so there is "
+                "nothing to single out and erase (GDPR Art. 11 and Recital 26). The audit log holds no personal data.")
+
+
+def cmd_dsr(args: argparse.Namespace) -> int:
+    from privacy_vision_msgs.srv import DataSubjectRequest
+
+    request_id = args.request_id or f"dsr-{uuid.uuid4().hex[:12]}"
+    client = GraphClient(args.domain_id, Path(args.config_dir))
+    components: dict = {}
+    try:
+        for node in STATE_NODES:
+            answer = client.call(DataSubjectRequest, f"/{node}/data_subject_request",
+                                 DataSubjectRequest.Request(request_id=request_id, request_type=args.type))
+            components[node] = json.loads(answer.response_json) if answer and answer.success else {
+                "status": "not running (holds no state while stopped: per-person data lives only in memory)"}
+    finally:
+        client.close()
+    response = {
+        "request_id": request_id, "request_type": args.type, "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "identification": "the system keeps no appearance features and cannot recognise a person; the answer covers "
+                          "all per-person data held at this moment, whoever it belongs to",
+        "live_state": components,
+        "stores": _on_disk_facts(Path(args.var_dir)),
+        "sent_off_device": "only /zone_analytics releases (k-anonymous DP aggregates) to the configured ingest",
+    }
+    if args.type == "erasure":
+        response["not_erasable"] = NOT_ERASABLE
+    try:
+        audit = AuditLog.from_key_file(Path(args.var_dir) / "audit", args.audit_key)
+        audit.append("data_subject_request", "cli", request_id=request_id, request_type=args.type,
+                     components_answering=sorted(n for n, c in components.items() if "status" not in c))
+    except KeyFileError as error:
+        print(f"dsr: warning: not audit-logged: {error}", file=sys.stderr)
+    print(json.dumps(response, indent=2, default=str))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from privacy_vision_msgs.srv import Forget
+
+    client = GraphClient(args.domain_id, Path(args.config_dir))
+    try:
+        results = {node: client.call(Forget, f"/{node}/forget", Forget.Request(reason=args.reason)) for node in STATE_NODES}
+    finally:
+        client.close()
+    for node, result in results.items():
+        print(f"{node}: {result.message if result else 'not running'}")
+    return 0 if all(results.values()) else 1
+
+
+def add_commands(sub) -> None:
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify_parser = audit_sub.add_parser("verify", help="check the chain and MACs; report the first broken entry")
+    verify_parser.add_argument("--dir", default="var/audit")
+    verify_parser.add_argument("--key", default="var/pki/audit.key")
+    verify_parser.set_defaults(handler=cmd_audit_verify)
+
+    dpia = sub.add_parser("dpia", help="Data Protection Impact Assessment from the live graph or the config files")
+    dpia.add_argument("--domain-id", type=int, help="ask the running graph on this ROS_DOMAIN_ID (live values)")
+    dpia.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    dpia.add_argument("--out", help="write to this file instead of standard output")
+    dpia.add_argument("--config-dir", default="config")
+    dpia.add_argument("--var-dir", default="var", help="offline: where the run command keeps keys and pins")
+    dpia.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="offline: override a parameter")
+    dpia.add_argument("--discovery-range", default="LOCALHOST", help="offline: the ROS_AUTOMATIC_DISCOVERY_RANGE deployed")
+    dpia.set_defaults(handler=cmd_dpia)
+
+    dsr = sub.add_parser("dsr", help="answer a data-subject request (GDPR Art. 15/17, CCPA know/delete) from the live state")
+    dsr.add_argument("--type", choices=("access", "erasure"), required=True)
+    dsr.add_argument("--request-id", help="your reference (default: generated)")
+    dsr.add_argument("--domain-id", type=int, required=True, help="ROS_DOMAIN_ID of the running graph")
+    dsr.add_argument("--var-dir", default="var")
+    dsr.add_argument("--config-dir", default="config")
+    dsr.add_argument("--audit-key", default="var/pki/audit.key")
+    dsr.set_defaults(handler=cmd_dsr)
+
+    forget = sub.add_parser("forget", help="rotate the privacy key and purge per-person state in every node now")
+    forget.add_argument("--domain-id", type=int, required=True)
+    forget.add_argument("--reason", default="operator request")
+    forget.add_argument("--config-dir", default="config")
+    forget.set_defaults(handler=cmd_forget)

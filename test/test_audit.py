@@ -1,0 +1,116 @@
+"""Audit log: chain and MACs catch edits, deletions, reordering, truncation; rotation keeps the chain."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privacy_vision.core.audit import AuditFieldError, AuditLog, verify
+
+KEY = b"k" * 32
+
+
+def filled(tmp_path, n: int = 10, max_bytes: int = 10 * 2**20) -> AuditLog:
+    log = AuditLog(tmp_path, KEY, max_bytes)
+    for i in range(n):
+        log.append("release_sent", "uplink", zone="hall", epsilon=1.0, k=5, index=i)
+    return log
+
+
+def lines(log: AuditLog) -> list[bytes]:
+    return [line for path in log.files() for line in path.read_bytes().splitlines()]
+
+
+def test_intact_log_verifies(tmp_path):
+    filled(tmp_path)
+    result = verify(tmp_path, KEY)
+    assert result.ok and result.entries == 10, str(result)
+
+
+def test_editing_one_byte_is_caught_at_that_entry(tmp_path):
+    log = filled(tmp_path)
+    path = log.files()[0]
+    data = bytearray(path.read_bytes())
+    offset = data.index(b'"index":4')
+    data[offset + len(b'"index":')] = ord("7")
+    path.write_bytes(bytes(data))
+    result = verify(tmp_path, KEY)
+    assert not result.ok and result.first_broken.startswith(f"{path.name}:5: HMAC mismatch")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda ls: ls[:3] + ls[4:], ":4: chain broken"),  # delete entry 4
+    (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], ":4: chain broken"),  # swap 4 and 5
+    (lambda ls: ls[:-2], "end of log"),  # cut the last two
+])
+def test_deletion_reordering_and_truncation_are_caught(tmp_path, damage, expected):
+    log = filled(tmp_path)
+    path = log.files()[0]
+    path.write_bytes(b"\n".join(damage(lines(log))) + b"\n")
+    result = verify(tmp_path, KEY)
+    assert not result.ok and expected in result.first_broken, str(result)
+
+
+def test_wrong_key_fails(tmp_path):
+    filled(tmp_path, 2)
+    assert not verify(tmp_path, b"x" * 32).ok
+
+
+def test_rotation_keeps_the_chain_across_files(tmp_path):
+    log = filled(tmp_path, 40, max_bytes=1500)
+    assert len(log.files()) > 3
+    assert verify(tmp_path, KEY).ok
+    second = log.files()[1]
+    second.write_bytes(b"")  # drop a whole middle file
+    result = verify(tmp_path, KEY)
+    assert not result.ok and "chain broken" in result.first_broken
+
+
+@pytest.mark.parametrize("field", ["box", "x_m", "privacy_id", "track_id", "image", "position"])
+def test_per_person_fields_are_refused(tmp_path, field):
+    with pytest.raises(AuditFieldError, match=field):
+        AuditLog(tmp_path, KEY).append("oops", "test", **{field: 1})
+    with pytest.raises(AuditFieldError):
+        AuditLog(tmp_path, KEY).append("oops", "test", nested={"inner": [{field: 1}]})
+
+
+def _writer(directory, count):
+    log = AuditLog(directory, KEY)
+    for i in range(count):
+        log.append("frames", f"proc-{os.getpid()}", processed=i)
+
+
+def test_concurrent_writers_in_separate_processes_keep_one_chain(tmp_path):
+    processes = [multiprocessing.Process(target=_writer, args=(tmp_path, 50)) for _ in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    result = verify(tmp_path, KEY)
+    assert result.ok and result.entries == 200, str(result)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["zone", "epsilon", "k", "note", "count"]),
+                                st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False)), max_size=4),
+                min_size=1, max_size=15), st.data())
+def test_any_single_edit_is_detected(tmp_path_factory, payloads, data):
+    directory = tmp_path_factory.mktemp("audit")
+    log = AuditLog(directory, KEY)
+    for payload in payloads:
+        log.append("event", "test", **payload)
+    path = log.files()[0]
+    raw = bytearray(path.read_bytes())
+    position = data.draw(st.integers(0, len(raw) - 2))
+    if raw[position] == ord("\n"):
+        position += 1
+    original = raw[position]
+    raw[position] = (original + data.draw(st.integers(1, 94))) % 95 + 32 if 32 <= original < 127 else 65
+    if raw[position] == original:
+        return
+    path.write_bytes(bytes(raw))
+    assert not verify(directory, KEY).ok
