@@ -152,10 +152,10 @@ def test_camera_with_missing_source_fails_clearly(tmp_path):
     assert "missing.mp4" in log and "neither an existing file or folder" in log and "Traceback" not in log
 
 
-def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames):
+def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_path):
     from privacy_vision.nodes.detection import DetectionNode
 
-    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1"])
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1", "-p", f"audit_dir:={tmp_path}"])
     try:
         node = DetectionNode()
         messages = [Image(**frame_to_fields(frame)) for frame in vtest_frames[:3]]

@@ -1,0 +1,56 @@
+"""DPIA and records of processing generated from the configuration in force."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from privacy_vision.core.compliance import SystemFacts, build_dpia, render_markdown, risk_flags
+from rosutil import REPO
+
+LOCAL = SystemFacts(discovery_range="LOCALHOST", dds_profile_localhost=True)
+
+
+def default_params() -> dict:
+    data = yaml.safe_load((REPO / "config/params.yaml").read_text())
+    params = {node: dict(body["ros__parameters"]) for node, body in data.items()}
+    params["uplink"]["pins"] = ["primary-pin", "backup-pin"]
+    return params
+
+
+def test_default_configuration_raises_no_flags():
+    assert risk_flags(default_params(), LOCAL) == []
+
+
+def test_weak_configuration_is_flagged_with_reasons():
+    params = default_params()
+    params["aggregator"].update(k=3, epsilon=4.0)
+    params["detection"]["retention_frames"] = 5
+    params["uplink"]["pins"] = ["only-one"]
+    flags = {f.setting: f for f in risk_flags(params, SystemFacts("SUBNET", dds_profile_localhost=False))}
+    assert set(flags) == {"aggregator.k", "aggregator.epsilon", "detection.retention_frames", "uplink.pins",
+                          "ROS_AUTOMATIC_DISCOVERY_RANGE"}
+    assert flags["aggregator.k"].value == 3 and "smaller than 5" in flags["aggregator.k"].reason
+    assert "other hosts" in flags["ROS_AUTOMATIC_DISCOVERY_RANGE"].reason
+
+
+def test_the_document_follows_the_parameters():
+    params = default_params()
+    before = build_dpia(params, LOCAL)
+    params["aggregator"].update(k=8, epsilon=0.5, window_s=30.0)
+    params["anonymizer"]["grid_size_m"] = 1.0
+    after = build_dpia(params, LOCAL)
+    assert before["privacy_guarantee"]["k_anonymity"]["k"] == 5 and after["privacy_guarantee"]["k_anonymity"]["k"] == 8
+    assert after["privacy_guarantee"]["differential_privacy"]["epsilon_per_release"] == 0.5
+    assert after["privacy_guarantee"]["person_present_all_day"]["zone_windows_per_day"] == 2880
+    markdown = render_markdown(after)
+    assert "k = 8" in markdown and "ε = 0.5" in markdown and "1.0 m grid" in markdown and "window 30.0 s" in markdown
+    assert "k = 5" not in markdown
+    json.dumps(after)  # the JSON form serialises
+
+
+def test_markdown_lists_topics_and_which_leave_the_device():
+    markdown = render_markdown(build_dpia(default_params(), LOCAL))
+    assert "| /zone_analytics | per-zone, per-window k-anonymous DP aggregates | yes |" in markdown
+    assert "| /camera/image_raw |" in markdown and "Record of processing (Art. 30 GDPR)" in markdown
+    assert "None: every checked setting" in markdown
