@@ -19,7 +19,7 @@ def record(person: str, x: float, y: float = 5.0, direction: str = "E") -> Anony
 
 
 def make(tmp_path, **changes) -> ZoneWindowAggregator:
-    settings = AggregatorSettings(**{"window_s": 10.0, "k": 2, "epsilon": 50.0, **changes})
+    settings = AggregatorSettings(**{"window_s": 10.0, "k": 2, "epsilon": 50.0, "footfall_epsilon_per_day": 0.0, **changes})
     return ZoneWindowAggregator([ZONE], settings, PrivacyLedger(tmp_path / "ledger.sqlite", settings.daily_epsilon_cap))
 
 
@@ -79,6 +79,18 @@ def test_daily_cap_stops_releases(tmp_path):
     assert len(releases) == 2
     assert aggregator.cap_reached_day == "1970-01-01"
     assert releases[-1].epsilon_spent_today == 2.0
+
+
+def test_daily_footfall_is_a_running_total_charged_once_per_day(tmp_path):
+    aggregator = make(tmp_path, k=1, epsilon=1.0, footfall_epsilon_per_day=1e4, daily_epsilon_cap=1e5)  # huge ε: values checkable
+    releases = []
+    for window in range(6):  # person w enters in window w (from outside to inside)
+        releases += aggregator.observe(window * 10.0 + 1, [record(f"p{window}", -2)])
+        releases += aggregator.observe(window * 10.0 + 5, [record(f"p{window}", 5)])
+    releases += aggregator.close_window()
+    assert [r.cumulative_footfall_today for r in releases] == [1, 2, 3, 4, 5, 6]
+    assert releases[-1].footfall_epsilon_per_day == 1e4
+    assert aggregator.ledger.spent("1970-01-01") == pytest.approx(6 * 1.0 + 1e4)  # six windows + one counter
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
+from privacy_vision.core.continual import BinaryTreeCounter
 from privacy_vision.core.anonymizer import DIRECTIONS_8, NO_DIRECTION, AnonymizedRecord
 from privacy_vision.core.geometry import Zone
 from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger
@@ -31,6 +32,7 @@ class AggregatorSettings:
     privacy_unit: str = "person-window"
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
     boundary_hysteresis_m: float = 0.25
+    footfall_epsilon_per_day: float = 1.0  # ε of each zone's cumulative daily footfall counter (0 = off)
 
     def validate(self) -> None:
         if self.window_s <= 0:
@@ -46,6 +48,8 @@ class AggregatorSettings:
             raise ValueError("dwell_thresholds_s must be two increasing durations > 0")
         if self.boundary_hysteresis_m < 0:
             raise ValueError("boundary_hysteresis_m must be ≥ 0")
+        if self.footfall_epsilon_per_day < 0:
+            raise ValueError("footfall_epsilon_per_day must be ≥ 0 (0 turns the daily footfall counter off)")
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Release:
     window_s: float
     epsilon_spent_today: float
     daily_epsilon_cap: float
+    cumulative_footfall_today: int
+    footfall_epsilon_per_day: float
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -96,6 +102,7 @@ class ZoneWindowAggregator:
         # (zone, privacy id) -> (inside with hysteresis, last stamp seen); pruned at window close
         self._inside: dict[tuple[str, str], tuple[bool, float]] = {}
         self.cap_reached_day: str | None = None
+        self._footfall: dict[tuple[str, str], BinaryTreeCounter] = {}
 
     def reconfigure(self, settings: AggregatorSettings) -> None:
         """Apply new settings (validated first); the open window's people are kept."""
@@ -169,6 +176,7 @@ class ZoneWindowAggregator:
             self.cap_reached_day = day
             return None
         occupancy, directions, dwell, entries, exits = self._true_statistics(zone_id)
+        footfall = self._footfall_today(zone_id, day, entries)
         noisy_occupancy = self.noise.count(occupancy)
         # k-anonymity over distinct people: a group below k is never released, and a group at or
         # above k is released only when its *noisy* count also passes k, so the decision does not
@@ -202,9 +210,27 @@ class ZoneWindowAggregator:
             k=s.k,
             privacy_unit=s.privacy_unit,
             window_s=s.window_s,
-            epsilon_spent_today=decision.spent_today,
+            epsilon_spent_today=self.ledger.spent(day),
             daily_epsilon_cap=decision.cap,
+            cumulative_footfall_today=footfall,
+            footfall_epsilon_per_day=s.footfall_epsilon_per_day,
         )
+
+    def _footfall_today(self, zone_id: str, day: str, entries: int) -> int:
+        """Advance the zone's daily counter by this window's entries; its ε is charged once per day."""
+        epsilon = self.settings.footfall_epsilon_per_day
+        if not epsilon:
+            return 0
+        counter = self._footfall.get((zone_id, day))
+        if counter is None or counter.steps >= counter.horizon:
+            charge = self.ledger.try_spend(day, f"footfall-{zone_id}-{day}-{uuid.uuid4()}", epsilon, 0.0, time.time())
+            if not charge.granted:
+                self.cap_reached_day = day
+                return 0
+            counter = BinaryTreeCounter(math.ceil(86400 / self.settings.window_s), epsilon)
+            self._footfall = {key: value for key, value in self._footfall.items() if key[1] == day}
+            self._footfall[(zone_id, day)] = counter
+        return max(0, counter.add(entries))
 
     def open_window_people(self) -> dict[str, int]:
         return {zone_id: len(people) for zone_id, people in self._people.items()}

@@ -111,6 +111,8 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
                                      "delta_per_release": aggregator.get("delta"), "privacy_unit": aggregator.get("privacy_unit"),
                                      "window_s": window_s, "noise_library": "OpenDP (exact integer samplers)"},
             "daily_epsilon_cap": aggregator.get("daily_epsilon_cap"),
+            "daily_footfall_counter": {"epsilon_per_zone_per_day": aggregator.get("footfall_epsilon_per_day", 0.0),
+                                       "mechanism": "binary-tree continual release, discrete Laplace (OpenDP) per node"},
             "person_present_all_day": {
                 "zone_windows_per_day": windows_per_day,
                 "epsilon_if_in_one_zone_all_day": round(min(epsilon * windows_per_day, float(aggregator.get("daily_epsilon_cap", 0))), 3),
@@ -160,6 +162,8 @@ def render_markdown(dpia: dict) -> str:
         f"- k-anonymity: k = {g['k_anonymity']['k']} over {g['k_anonymity']['over']} ({g['k_anonymity']['decision']})",
         f"- Differential privacy: {dp_['mechanism']}, ε = {dp_['epsilon_per_release']}, δ = {dp_['delta_per_release']} per release; "
         f"privacy unit {dp_['privacy_unit']}; window {dp_['window_s']} s; noise from {dp_['noise_library']}",
+        f"- Cumulative daily footfall per zone: {g['daily_footfall_counter']['mechanism']}, "
+        f"ε = {g['daily_footfall_counter']['epsilon_per_zone_per_day']} per zone and day",
         f"- Daily ε cap: {g['daily_epsilon_cap']}; a person present in one zone all day: ε ≤ "
         f"{g['person_present_all_day']['epsilon_if_in_one_zone_all_day']} ({g['person_present_all_day']['note']})",
         "",

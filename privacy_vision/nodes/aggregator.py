@@ -17,7 +17,8 @@ from privacy_vision_msgs.srv import GenerateDpia
 from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
-RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m")
+RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m",
+                    "footfall_epsilon_per_day")
 
 
 class AggregatorNode(PrivacyVisionNode):
@@ -35,6 +36,7 @@ class AggregatorNode(PrivacyVisionNode):
             daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "releases stop for the day when this total epsilon is reached", minimum=0.001, maximum=1e6),
             privacy_unit=self.declare("privacy_unit", d.privacy_unit, "what one DP neighbour differs in", read_only=True),
             dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(d.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
+            footfall_epsilon_per_day=self.declare("footfall_epsilon_per_day", d.footfall_epsilon_per_day, "ε per day of each zone's cumulative footfall counter (binary tree; 0 = off)", minimum=0.0, maximum=100.0),
             boundary_hysteresis_m=self.declare("boundary_hysteresis_m", d.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
         )
         try:
@@ -76,6 +78,7 @@ class AggregatorNode(PrivacyVisionNode):
         for release in releases:
             message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, suppressed=release.suppressed,
                                     occupancy=release.occupancy, entries=release.entries, exits=release.exits,
+                                    cumulative_footfall_today=release.cumulative_footfall_today,
                                     direction_labels=list(DIRECTION_LABELS),
                                     direction_counts=[release.direction_counts[label] for label in DIRECTION_LABELS],
                                     dwell_labels=list(DWELL_LABELS), dwell_counts=[release.dwell_counts[label] for label in DWELL_LABELS])
@@ -85,7 +88,8 @@ class AggregatorNode(PrivacyVisionNode):
             seconds_to_stamp(release.window_end_s, message.window_end)
             message.privacy = PrivacyParameters(mechanism=release.mechanism, epsilon=release.epsilon, delta=release.delta, k=release.k,
                                                 privacy_unit=release.privacy_unit, window_s=release.window_s,
-                                                epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap)
+                                                epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
+                                                footfall_epsilon_per_day=release.footfall_epsilon_per_day)
             self.publisher.publish(message)
             self.released += 1
             self.suppressed += release.suppressed

@@ -20,9 +20,10 @@ def release_from_message(message: ZoneAnalytics) -> dict:
         "suppressed": message.suppressed, "occupancy": message.occupancy,
         "direction_counts": dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
         "dwell_counts": dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
-        "entries": message.entries, "exits": message.exits,
+        "entries": message.entries, "exits": message.exits, "cumulative_footfall_today": message.cumulative_footfall_today,
         "mechanism": p.mechanism, "epsilon": p.epsilon, "delta": p.delta, "k": p.k, "privacy_unit": p.privacy_unit,
         "window_s": p.window_s, "epsilon_spent_today": p.epsilon_spent_today, "daily_epsilon_cap": p.daily_epsilon_cap,
+        "footfall_epsilon_per_day": p.footfall_epsilon_per_day,
     }
 
 
