@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """Audit log: chain and MACs catch edits, deletions, reordering, truncation; rotation keeps the chain."""
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 

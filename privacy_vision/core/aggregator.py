@@ -77,9 +77,6 @@ class Release:
     cumulative_footfall_today: int
     footfall_epsilon_per_day: float
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class _PersonInZone:

@@ -27,10 +27,6 @@ class BinaryTreeCounter:
         self._noisy = [0] * self.levels  # their noisy versions, drawn once when a block closes
         self.steps = 0
 
-    @property
-    def node_scale(self) -> float:
-        return self._noise.scale
-
     def add(self, count: int) -> int:
         """Feed the next window's count (clipped to ≥ 0); returns the noisy running total so far."""
         if self.steps >= self.horizon:

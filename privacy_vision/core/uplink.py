@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import socket
 import sqlite3
 import ssl
 import threading
@@ -87,9 +86,6 @@ class Outbox:
                              (reason, time.time(), row_id))
             self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
             self._db.execute("COMMIT")
-
-    def dead_letter_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
 
     def advance_sequence(self, at_least: int) -> None:
         with self._lock:
