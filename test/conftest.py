@@ -27,6 +27,11 @@ def pets_gt() -> Path:
 
 
 @pytest.fixture(scope="session")
+def pets_frames_dir() -> Path:
+    return _require(SHARED / "data/mot15/PETS09-S2L1/img1")
+
+
+@pytest.fixture(scope="session")
 def tflite_model() -> Path:
     return _require(SHARED / "models/ssd_mobilenet_v1_coco_quant/detect.tflite")
 

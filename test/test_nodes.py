@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields
 from privacy_vision_msgs.msg import Detections
-from rosutil import REPO, RosProbe, free_domain_id, start_node, stop
+from rosutil import RosProbe, free_domain_id, start_node, stop
 
 pytestmark = pytest.mark.graph
 
@@ -122,10 +122,8 @@ def test_detection_survives_a_malformed_frame(probe, tmp_path, vtest_frames):
     assert "dropped a malformed frame" in log and "expected step*height" in log
 
 
-def test_camera_skips_a_corrupt_image_in_a_folder(probe, tmp_path):
-    frames_dir = REPO.parent / "shared/data/mot15/PETS09-S2L1/img1"
-    if not frames_dir.is_dir():
-        pytest.skip("../shared PETS frames not available")
+def test_camera_skips_a_corrupt_image_in_a_folder(probe, tmp_path, pets_frames_dir):
+    frames_dir = pets_frames_dir
     folder = tmp_path / "frames"
     folder.mkdir()
     for index in (1, 2, 4):
@@ -196,10 +194,8 @@ class MjpegServer:
         self.server.server_close()
 
 
-def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path):
-    frames_dir = REPO.parent / "shared/data/mot15/PETS09-S2L1/img1"
-    if not frames_dir.is_dir():
-        pytest.skip("../shared PETS frames not available")
+def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_frames_dir):
+    frames_dir = pets_frames_dir
     stream = tmp_path / "www"
     stream.mkdir()
     (stream / "cam.mjpeg").write_bytes(b"".join((frames_dir / f"{i:06d}.jpg").read_bytes() for i in range(1, 11)))
