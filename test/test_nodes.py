@@ -225,3 +225,10 @@ def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_f
     assert "live source dropped; reconnecting in 1.0 s (attempt 1)" in log
     assert "(attempt 2)" in log and "cannot open stream source" in log
     assert any(s.name == "privacy_vision/camera" and s.message == "source dropped, reconnecting" for s in diagnostics)
+
+
+def test_out_of_range_parameter_at_start_up_is_a_clear_error(tmp_path):
+    process = start_node("aggregator", free_domain_id(), {"k": "0", "ledger_path": str(tmp_path / "l.sqlite")}, tmp_path / "agg.log")
+    assert process.wait(timeout=60) == 2
+    log = (tmp_path / "agg.log").read_text()
+    assert "invalid parameter at start-up" in log and "Parameter k out of range" in log and "Traceback" not in log

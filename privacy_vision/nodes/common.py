@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable
 
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.experimental import EventsExecutor
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -182,6 +183,10 @@ def run_node(factory: Callable[[], PrivacyVisionNode], args: list[str] | None = 
         exit_code = node.exit_code
     except StartupError as error:
         print(f"[{error.node_name}] ERROR: {error}", file=sys.stderr, flush=True)
+        exit_code = 2
+    except (InvalidParameterValueException, InvalidParameterTypeException) as error:
+        # A params file or -p override outside a parameter's declared type or range.
+        print(f"ERROR: invalid parameter at start-up: {error}; fix config/params.yaml or the override", file=sys.stderr, flush=True)
         exit_code = 2
     finally:
         if node is not None:
