@@ -48,7 +48,7 @@ class GraphClient:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
-    def call(self, service_type, name: str, request, timeout_s: float = 5.0):
+    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
         client = self.node.create_client(service_type, name)
         deadline = time.monotonic() + timeout_s
         while not client.service_is_ready() and time.monotonic() < deadline:

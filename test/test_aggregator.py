@@ -89,6 +89,13 @@ def test_daily_footfall_is_a_running_total_charged_once_per_day(tmp_path):
         releases += aggregator.observe(window * 10.0 + 5, [record(f"p{window}", 5)])
     releases += aggregator.close_window()
     assert [r.cumulative_footfall_today for r in releases] == [1, 2, 3, 4, 5, 6]
+    strict = make(tmp_path / "k3", k=3, epsilon=1.0, footfall_epsilon_per_day=1e4, daily_epsilon_cap=1e5)
+    totals = []
+    for window in range(4):
+        totals += [r.cumulative_footfall_today for r in strict.observe(window * 10.0 + 1, [record(f"p{window}", -2)])]
+        strict.observe(window * 10.0 + 5, [record(f"p{window}", 5)])
+    totals += [r.cumulative_footfall_today for r in strict.close_window()]
+    assert totals == [0, 0, 3, 4]  # below k = 3 people since midnight: not released
     assert releases[-1].footfall_epsilon_per_day == 1e4
     assert aggregator.ledger.spent("1970-01-01") == pytest.approx(6 * 1.0 + 1e4)  # six windows + one counter
 

@@ -100,6 +100,7 @@ class ZoneWindowAggregator:
         self._inside: dict[tuple[str, str], tuple[bool, float]] = {}
         self.cap_reached_day: str | None = None
         self._footfall: dict[tuple[str, str], BinaryTreeCounter] = {}
+        self._footfall_true: dict[tuple[str, str], int] = {}
 
     def reconfigure(self, settings: AggregatorSettings) -> None:
         """Apply new settings (validated first); the open window's people are kept."""
@@ -226,8 +227,12 @@ class ZoneWindowAggregator:
                 return 0
             counter = BinaryTreeCounter(math.ceil(86400 / self.settings.window_s), epsilon)
             self._footfall = {key: value for key, value in self._footfall.items() if key[1] == day}
+            self._footfall_true = {key: value for key, value in self._footfall_true.items() if key[1] == day}
             self._footfall[(zone_id, day)] = counter
-        return max(0, counter.add(entries))
+        noisy = counter.add(entries)
+        true = self._footfall_true[(zone_id, day)] = self._footfall_true.get((zone_id, day), 0) + entries
+        # The same k rule as the windows: a running total of fewer than k people is not released.
+        return noisy if true >= self.settings.k and noisy >= self.settings.k else 0
 
     def open_window_people(self) -> dict[str, int]:
         return {zone_id: len(people) for zone_id, people in self._people.items()}
