@@ -39,10 +39,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-lock_hash=$(hash_of requirements.lock)
+lock_hash=$(hash_of requirements.lock requirements-nodeps.txt)
 if [ "$(cat "$VENV/.requirements.hash" 2>/dev/null)" != "$lock_hash" ]; then
   say "installing pinned Python packages (ROS 2 Kilted wheels, OpenDP, OpenCV, torch, Ultralytics, ...)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$lock_hash" > "$VENV/.requirements.hash"
 else
   say "Python packages up to date"

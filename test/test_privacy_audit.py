@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from privacy_vision.core.aggregator import RELEASED_METRICS
+from privacy_vision.core.aggregator import AggregatorSettings, ReleaseMechanism
 from privacy_vision.core.privacy import IntegerNoise
 
 DRAWS = 200_000
@@ -40,8 +40,9 @@ def epsilon_lower_bound(outputs_d: np.ndarray, outputs_neighbour: np.ndarray) ->
 
 @pytest.mark.parametrize("epsilon_per_release", [1.0, 2.0])
 def test_occupancy_release_respects_its_share_of_epsilon(epsilon_per_release):
-    claimed = epsilon_per_release / RELEASED_METRICS  # the occupancy metric's share, as the aggregator splits it
-    noise = IntegerNoise("discrete_laplace", claimed)
+    mechanism = ReleaseMechanism(AggregatorSettings(epsilon=epsilon_per_release))
+    claimed = mechanism.budgets["occupancy"][0]  # the occupancy metric's share, as the aggregator splits it
+    noise = mechanism.noise["occupancy"]
     occupancy, neighbour = 20, 21  # one person added, far from the k threshold
     outputs_d = np.array(noise.histogram([occupancy] * DRAWS))
     outputs_n = np.array(noise.histogram([neighbour] * DRAWS))

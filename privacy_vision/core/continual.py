@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from privacy_vision.core.privacy import IntegerNoise
 
 
@@ -40,3 +42,20 @@ class BinaryTreeCounter:
             self._noisy[level] = 0
         self._noisy[lowest] = self._noise.count(self._exact[lowest])
         return sum(self._noisy[level] for level in range(self.levels) if (t >> level) & 1)
+
+    def margin_for(self, delta: float) -> int:
+        """Smallest t ≥ 0 such that, over all prefixes of the day, P[any prefix's noise ≥ t] ≤ delta.
+
+        A prefix's noise is a sum of at most L node noises (a sum of more i.i.d. symmetric unimodal terms
+        has the heavier tail, so L terms bound it); a union bound over the horizon covers every step.
+        """
+        support, probabilities = self._noise.distribution
+        total = probabilities
+        for _ in range(self.levels - 1):
+            total = np.convolve(total, probabilities)
+        offset = len(total) // 2
+        tails = np.cumsum(total[::-1])[::-1][offset:]  # tails[t] = P[sum ≥ t], t ≥ 0
+        within = np.nonzero(tails * self.horizon <= delta)[0]
+        if within.size == 0:
+            raise ValueError(f"delta {delta} is below what the counter's noise can reach; raise it")
+        return int(within[0])

@@ -1,6 +1,7 @@
 """Differential privacy mechanisms (OpenDP) and the persistent daily privacy-budget ledger."""
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import threading
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import opendp.prelude as dp
 
 dp.enable_features("contrib")
@@ -51,6 +53,35 @@ class IntegerNoise:
 
     def histogram(self, values: Sequence[int]) -> list[int]:
         return [int(v) for v in self._vector([int(v) for v in values])]
+
+    @functools.cached_property
+    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """Support and probabilities of the noise (both samplers: p(z) ∝ exp(-|z|/s) or exp(-z²/2s²))."""
+        reach = int(math.ceil(60 * self.scale)) + 60
+        support = np.arange(-reach, reach + 1)
+        log_weights = -np.abs(support) / self.scale if self.mechanism == "discrete_laplace" else -(support / self.scale) ** 2 / 2
+        weights = np.exp(log_weights - log_weights.max())
+        return support, weights / weights.sum()
+
+    @property
+    def variance(self) -> float:
+        support, probabilities = self.distribution
+        return float(np.sum(probabilities * support.astype(float) ** 2))
+
+    def tail(self, threshold: int) -> float:
+        """P[noise ≥ threshold]."""
+        support, probabilities = self.distribution
+        return float(probabilities[support >= threshold].sum())
+
+    def margin_for(self, delta: float) -> int:
+        """Smallest t ≥ 0 with P[noise ≥ t] ≤ delta: the extra count a noisy threshold needs so that a
+        group of exactly k passes with probability at most delta."""
+        support, probabilities = self.distribution
+        tails = np.cumsum(probabilities[::-1])[::-1]  # tails[i] = P[noise ≥ support[i]]
+        candidates = support[(support >= 0) & (tails <= delta)]
+        if candidates.size == 0:
+            raise ValueError(f"delta {delta} is below what this noise scale can reach; raise it")
+        return int(candidates.min())
 
 
 def zcdp_rho_for(epsilon: float, delta: float) -> float:

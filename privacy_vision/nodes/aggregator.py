@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any
 
-from privacy_vision.core.aggregator import DIRECTION_LABELS, DWELL_LABELS, AggregatorSettings, Release, ZoneWindowAggregator
+from privacy_vision.core.aggregator import DIRECTION_LABELS, DWELL_LABELS, METRICS, AggregatorSettings, Release, ZoneWindowAggregator
 from privacy_vision.core.anonymizer import AnonymizedRecord
 from privacy_vision.core.geometry import ConfigError, load_zones
 from privacy_vision.core.privacy import MECHANISMS, PrivacyLedger
@@ -18,7 +18,7 @@ from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, DIAG
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
 RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m",
-                    "footfall_epsilon_per_day")
+                    "footfall_epsilon_per_day", "epsilon_split", "suppression_delta")
 
 
 class AggregatorNode(PrivacyVisionNode):
@@ -37,6 +37,8 @@ class AggregatorNode(PrivacyVisionNode):
             privacy_unit=self.declare("privacy_unit", d.privacy_unit, "what one DP neighbour differs in", read_only=True),
             dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(d.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
             footfall_epsilon_per_day=self.declare("footfall_epsilon_per_day", d.footfall_epsilon_per_day, "ε per day of each zone's cumulative footfall counter (binary tree; 0 = off)", minimum=0.0, maximum=100.0),
+            epsilon_split=tuple(self.declare("epsilon_split", list(d.epsilon_split), f"shares of epsilon for {', '.join(METRICS)} (normalised)")),
+            suppression_delta=self.declare("suppression_delta", d.suppression_delta, "chance that a group of exactly k passes the noisy threshold (sets the threshold margin)", minimum=1e-12, maximum=0.01),
             boundary_hysteresis_m=self.declare("boundary_hysteresis_m", d.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
         )
         try:
@@ -59,19 +61,21 @@ class AggregatorNode(PrivacyVisionNode):
         self._cap_logged_day: str | None = None
         self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
-        self.get_logger().info(f"{len(zones)} zones, window {settings.window_s:g} s, k={settings.k}, epsilon={settings.epsilon:g} ({settings.mechanism})")
+        self.get_logger().info(f"{len(zones)} zones, window {settings.window_s:g} s, k={settings.k}, epsilon={settings.epsilon:g} ({settings.mechanism}), "
+                               f"released from a noisy occupancy of {self.aggregator.mechanism.threshold} (delta {self.aggregator.mechanism.delta:g})")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         changes = {k: v for k, v in updates.items() if k in RUNTIME_SETTINGS}
         if not changes:
             return
-        if "dwell_thresholds_s" in changes:
-            changes["dwell_thresholds_s"] = tuple(changes["dwell_thresholds_s"])
+        for name in ("dwell_thresholds_s", "epsilon_split"):
+            if name in changes:
+                changes[name] = tuple(changes[name])
         self.aggregator.reconfigure(AggregatorSettings(**{**self.aggregator.settings.__dict__, **changes}))
         self.get_logger().info(f"privacy parameters updated: {changes}")
 
     def _on_tracks(self, message: AnonymizedTracks) -> None:
-        records = [AnonymizedRecord(t.privacy_id, t.cell_x_m, t.cell_y_m, t.size_category, t.direction) for t in message.tracks]
+        records = [AnonymizedRecord(t.privacy_id, t.cell_x_m, t.cell_y_m, t.size_category, t.direction, t.present_since_s) for t in message.tracks]
         self._publish(self.aggregator.observe(stamp_to_seconds(message.header.stamp), records))
 
     def _publish(self, releases: list[Release]) -> None:
@@ -89,7 +93,11 @@ class AggregatorNode(PrivacyVisionNode):
             message.privacy = PrivacyParameters(mechanism=release.mechanism, epsilon=release.epsilon, delta=release.delta, k=release.k,
                                                 privacy_unit=release.privacy_unit, window_s=release.window_s,
                                                 epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
-                                                footfall_epsilon_per_day=release.footfall_epsilon_per_day)
+                                                footfall_epsilon_per_day=release.footfall_epsilon_per_day,
+                                                metric_names=list(release.epsilon_by_metric),
+                                                metric_epsilons=list(release.epsilon_by_metric.values()),
+                                                suppression_delta=release.suppression_delta,
+                                                release_threshold=release.release_threshold)
             self.publisher.publish(message)
             self.released += 1
             self.suppressed += release.suppressed

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, round_time
+from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
 from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks
 from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
                                          run_node, seconds_to_stamp, stamp_to_seconds)
@@ -54,13 +54,12 @@ class AnonymizerNode(PrivacyVisionNode):
         out = AnonymizedTracks(key_epoch=self.anonymizer.key.epoch, grid_size_m=float(self.anonymizer.settings.grid_size_m))
         out.header.frame_id = "floor"
         seconds_to_stamp(round_time(stamp_to_seconds(message.header.stamp), self.anonymizer.settings.time_precision_s), out.header.stamp)
-        for track in message.tracks:
-            if track.state != Track.STATE_CONFIRMED:
-                continue
-            record = self.anonymizer.anonymize(track.track_id, track.x_m, track.y_m, track.vx_mps, track.vy_mps,
-                                               (track.box[3] - track.box[1]) / height)
+        confirmed = [TrackSample(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, (t.box[3] - t.box[1]) / height)
+                     for t in message.tracks if t.state == Track.STATE_CONFIRMED]
+        for record in self.anonymizer.anonymize_frame(stamp_to_seconds(message.header.stamp), confirmed):
             out.tracks.append(AnonymizedTrack(privacy_id=record.privacy_id, cell_x_m=record.cell_x_m, cell_y_m=record.cell_y_m,
-                                              size_category=record.size_category, direction=record.direction))
+                                              size_category=record.size_category, direction=record.direction,
+                                              present_since_s=record.present_since_s))
         self.frames += 1
         self.publisher.publish(out)
 

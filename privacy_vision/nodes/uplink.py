@@ -24,6 +24,8 @@ def release_from_message(message: ZoneAnalytics) -> dict:
         "mechanism": p.mechanism, "epsilon": p.epsilon, "delta": p.delta, "k": p.k, "privacy_unit": p.privacy_unit,
         "window_s": p.window_s, "epsilon_spent_today": p.epsilon_spent_today, "daily_epsilon_cap": p.daily_epsilon_cap,
         "footfall_epsilon_per_day": p.footfall_epsilon_per_day,
+        "epsilon_by_metric": dict(zip(p.metric_names, p.metric_epsilons)),
+        "suppression_delta": p.suppression_delta, "release_threshold": p.release_threshold,
     }
 
 
