@@ -80,8 +80,10 @@ def test_track_start_survives_key_rotation_and_is_rounded():
     anonymizer = Anonymizer(AnonymizerSettings(time_precision_s=5.0), now_s=0.0)
     sample = TrackSample(track_id=7, x_m=1.0, y_m=1.0, vx_mps=0.0, vy_mps=0.0, box_height_fraction=0.2)
     (first,) = anonymizer.anonymize_frame(103.2, [sample])
-    anonymizer.forget(now_s=200.0)
-    (later,) = anonymizer.anonymize_frame(250.0, [sample])
+    for stamp in (120.0, 140.0):
+        anonymizer.anonymize_frame(stamp, [sample])
+    anonymizer.forget(now_s=150.0)
+    (later,) = anonymizer.anonymize_frame(150.0, [sample])
     assert first.present_since_s == later.present_since_s == 100.0  # floored to 5 s
     assert first.privacy_id != later.privacy_id
     (renewed,) = anonymizer.anonymize_frame(400.0, [sample])  # absent for over a minute: a new stay
