@@ -298,19 +298,20 @@ def format_summary(releases: list[dict], store: Path) -> str:
     for zone in zones:
         rows = [r for r in releases if r["zone_id"] == zone]
         released = [r for r in rows if not r["suppressed"]]
-        mean_occupancy = sum(r["occupancy"] for r in released) / len(released) if released else float("nan")
+        mean_occupancy = f"{sum(r['occupancy'] for r in released) / len(released):.1f}" if released else "-"
         directions: dict[str, int] = {}
         for r in released:
             for label, count in r["direction_counts"].items():
                 directions[label] = directions.get(label, 0) + count
         top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
-        lines.append(f"{zone:<16}{len(rows):>8}{len(released):>9}{len(rows) - len(released):>7}{mean_occupancy:>10.1f}"
+        lines.append(f"{zone:<16}{len(rows):>8}{len(released):>9}{len(rows) - len(released):>7}{mean_occupancy:>10}"
                      f"{sum(r['entries'] for r in released):>8}{sum(r['exits'] for r in released):>6}  {top:<14}{rows[0]['epsilon']:>10g}")
     if not zones:
         lines.append("(no releases reached the ingest)")
     if releases:
         p = releases[0]
-        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon']:g} per zone-window, δ={p['delta']:g}, k={p['k']}, "
+        threshold = f" (released from a noisy count of {p['release_threshold']})" if "release_threshold" in p else ""
+        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon']:g} per zone-window, δ={p['delta']:g}, k={p['k']}{threshold}, "
                      f"unit {p['privacy_unit']}, window {p['window_s']:g} s; ε spent today {max(r['epsilon_spent_today'] for r in releases):g}"
                      f" of {p['daily_epsilon_cap']:g}")
     lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")

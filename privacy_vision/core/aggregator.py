@@ -35,7 +35,7 @@ class AggregatorSettings:
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
     boundary_hysteresis_m: float = 0.25
     footfall_epsilon_per_day: float = 1.0  # ε of each zone's cumulative daily footfall counter (0 = off)
-    epsilon_split: tuple[float, ...] = (0.5, 0.3, 0.1, 0.05, 0.05)  # shares of ε, in METRICS order
+    epsilon_split: tuple[float, ...] = (0.4, 0.4, 0.1, 0.05, 0.05)  # shares of ε, in METRICS order
     suppression_delta: float = 1e-5  # P[a group of exactly k passes the noisy threshold]
 
     def validate(self) -> None:
@@ -213,8 +213,10 @@ class ZoneWindowStatistics:
         key = (zone.zone_id, record.privacy_id)
         inside_now = zone.contains(record.cell_x_m, record.cell_y_m)
         previous = self._inside.get(key, (None, 0.0))[0]
-        far_from_edge = zone.boundary_distance(record.cell_x_m, record.cell_y_m) > self.boundary_hysteresis_m
-        state = inside_now if previous is None or far_from_edge else previous
+        state = inside_now
+        if previous is not None and previous != inside_now:  # a crossing counts only once clear of the edge
+            if zone.boundary_distance(record.cell_x_m, record.cell_y_m) <= self.boundary_hysteresis_m:
+                state = previous
         self._inside[key] = (state, stamp_s)
         people = self._people[zone.zone_id]
         if previous is not None and previous != state:
@@ -225,16 +227,18 @@ class ZoneWindowStatistics:
                 person.exited = True
         if not state:
             self._zone_since.pop(key, None)
-            return
-        if key not in self._zone_since:
+        elif key not in self._zone_since:
             # Seen crossing in: the stay starts now. First seen already inside (a new track, or an ID
             # renewed by key rotation): the stay started when the track did, so rotation does not cut
             # dwell short.
             since = record.present_since_s if previous is None and record.present_since_s is not None else stamp_s
             self._zone_since[key] = min(since, stamp_s)
-        person = people.setdefault(record.privacy_id, _PersonInZone(stamp_s, stamp_s))
-        person.last_seen_s = stamp_s
-        person.directions[record.direction] += 1
+        # Presence (occupancy, heading) is where the person is now; the hysteresis only debounces the
+        # crossings, so someone standing just inside the edge still counts as there.
+        if inside_now:
+            person = people.setdefault(record.privacy_id, _PersonInZone(stamp_s, stamp_s))
+            person.last_seen_s = stamp_s
+            person.directions[record.direction] += 1
 
     def close_window(self) -> tuple[float, float, dict[str, ZoneStatistics]]:
         start = self.window_start_s if self.window_start_s is not None else 0.0

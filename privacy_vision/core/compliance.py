@@ -9,6 +9,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
+from privacy_vision.core.aggregator import METRICS
+
 LEAVES_DEVICE = {"/zone_analytics": "via the uplink (HTTPS, pinned, signed) to the ingest"}
 RAW_TOPICS = {
     "/camera/image_raw": "camera frames (pixels): camera → detection only; zeroed after inference",
@@ -58,6 +60,9 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
         flags.append(RiskFlag("aggregator.epsilon", aggregator.get("epsilon"), "more than ε = 2 per zone-window: each release says much about any one person"))
     if aggregator.get("mechanism") == "discrete_gaussian" and aggregator.get("delta", 0) > 1e-5:
         flags.append(RiskFlag("aggregator.delta", aggregator.get("delta"), "δ above 1e-5 per release allows rare large leaks"))
+    if aggregator.get("suppression_delta", 0) > 1e-4:
+        flags.append(RiskFlag("aggregator.suppression_delta", aggregator.get("suppression_delta"),
+                              "groups of exactly k people pass the noisy threshold more often than 1 in 10,000 windows"))
     if aggregator.get("daily_epsilon_cap", 0) > 5000:
         flags.append(RiskFlag("aggregator.daily_epsilon_cap", aggregator.get("daily_epsilon_cap"), "the daily cap hardly limits what a person present all day costs", "medium"))
     if detection.get("retention_frames", 0) > 0:
@@ -85,6 +90,9 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     window_s = float(aggregator.get("window_s", 60.0))
     epsilon = float(aggregator.get("epsilon", 0.0))
     windows_per_day = 86400.0 / window_s
+    suppression_delta = float(aggregator.get("suppression_delta", 1e-5))
+    split = [float(w) for w in aggregator.get("epsilon_split", [1.0] * len(METRICS))]
+    delta_per_release = float(aggregator.get("delta", 0.0)) + suppression_delta
     topics = facts.topics or {t: [] for t in RAW_TOPICS}
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -106,16 +114,20 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
         },
         "privacy_guarantee": {
             "k_anonymity": {"k": aggregator.get("k"), "over": "distinct people per zone-window",
-                            "decision": "released only if the true and the DP-noised count both reach k"},
+                            "decision": "never below k people; at or above k, released only if the DP-noised count reaches k plus a "
+                                        f"margin that lets a group of exactly k through with probability ≤ {suppression_delta:g} (the δ it costs)"},
             "differential_privacy": {"mechanism": aggregator.get("mechanism"), "epsilon_per_release": epsilon,
-                                     "delta_per_release": aggregator.get("delta"), "privacy_unit": aggregator.get("privacy_unit"),
+                                     "delta_per_release": delta_per_release, "privacy_unit": aggregator.get("privacy_unit"),
+                                     "epsilon_by_metric": {name: round(epsilon * w / sum(split), 4) for name, w in zip(METRICS, split)},
                                      "window_s": window_s, "noise_library": "OpenDP (exact integer samplers)"},
             "daily_epsilon_cap": aggregator.get("daily_epsilon_cap"),
             "daily_footfall_counter": {"epsilon_per_zone_per_day": aggregator.get("footfall_epsilon_per_day", 0.0),
+                                       "delta_per_zone_per_day": suppression_delta,
                                        "mechanism": "binary-tree continual release, discrete Laplace (OpenDP) per node"},
             "person_present_all_day": {
                 "zone_windows_per_day": windows_per_day,
                 "epsilon_if_in_one_zone_all_day": round(min(epsilon * windows_per_day, float(aggregator.get("daily_epsilon_cap", 0))), 3),
+                "delta_if_in_one_zone_all_day": float(f"{delta_per_release * windows_per_day:.3g}"),
                 "note": "basic composition over the day's windows, bounded by the daily cap, which stops all releases once reached",
             },
         },
@@ -161,11 +173,14 @@ def render_markdown(dpia: dict) -> str:
         "## Privacy guarantee of each release",
         f"- k-anonymity: k = {g['k_anonymity']['k']} over {g['k_anonymity']['over']} ({g['k_anonymity']['decision']})",
         f"- Differential privacy: {dp_['mechanism']}, ε = {dp_['epsilon_per_release']}, δ = {dp_['delta_per_release']} per release; "
-        f"privacy unit {dp_['privacy_unit']}; window {dp_['window_s']} s; noise from {dp_['noise_library']}",
+        f"privacy unit {dp_['privacy_unit']}; window {dp_['window_s']} s; noise from {dp_['noise_library']}; ε per metric: "
+        + ", ".join(f"{name} {value:g}" for name, value in dp_["epsilon_by_metric"].items()),
         f"- Cumulative daily footfall per zone: {g['daily_footfall_counter']['mechanism']}, "
-        f"ε = {g['daily_footfall_counter']['epsilon_per_zone_per_day']} per zone and day",
+        f"ε = {g['daily_footfall_counter']['epsilon_per_zone_per_day']}, δ = {g['daily_footfall_counter']['delta_per_zone_per_day']:g} "
+        "per zone and day (a total below k is never released; the same noisy threshold, over every step of the day)",
         f"- Daily ε cap: {g['daily_epsilon_cap']}; a person present in one zone all day: ε ≤ "
-        f"{g['person_present_all_day']['epsilon_if_in_one_zone_all_day']} ({g['person_present_all_day']['note']})",
+        f"{g['person_present_all_day']['epsilon_if_in_one_zone_all_day']}, δ ≤ {g['person_present_all_day']['delta_if_in_one_zone_all_day']} "
+        f"({g['person_present_all_day']['note']})",
         "",
         "## Data flows",
         "| topic | content | leaves the device |",

@@ -72,8 +72,12 @@ class Zone:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_prepared", prep(self.polygon))
+        object.__setattr__(self, "_bounds", self.polygon.bounds)
 
     def contains(self, x_m: float, y_m: float) -> bool:
+        min_x, min_y, max_x, max_y = self._bounds  # type: ignore[attr-defined]
+        if not (min_x <= x_m <= max_x and min_y <= y_m <= max_y):  # cheap rejection: most zones are far away
+            return False
         return self._prepared.contains(Point(x_m, y_m))  # type: ignore[attr-defined]
 
     def boundary_distance(self, x_m: float, y_m: float) -> float:
