@@ -187,6 +187,12 @@ def main() -> None:
     if args.runs < 2:
         parser.error("--runs must be at least 2 for an interval")
 
+    needed = [SHARED / "data/mot15/PETS09-S2L1/gt/gt.txt", SHARED / "data/trajectories/bottleneck_040_c_56_h-.txt"]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        parser.error(f"the real workloads are missing: {', '.join(missing)} (the shared data folder must sit beside the repository)")
+    if args.store_minutes <= 0 or args.store_shoppers < 1:
+        parser.error("--store-minutes must be > 0 and --store-shoppers ≥ 1")
     split = AggregatorSettings().metric_budgets()
     workloads = [pets_workload(), bottleneck_workload(), store_workload(args.store_minutes, args.store_shoppers, args.seed)]
     results: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {}
