@@ -196,7 +196,7 @@ def main() -> None:
     split = AggregatorSettings().metric_budgets()
     workloads = [pets_workload(), bottleneck_workload(), store_workload(args.store_minutes, args.store_shoppers, args.seed)]
     results: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {}
-    lines = [f"Privacy unit person-window; DP rows: discrete Laplace (OpenDP), ε split {', '.join(f'{n} {e / 1.0:.2f}' for n, (e, _) in split.items())} "
+    lines = [f"Privacy unit person-window; DP rows: discrete Laplace (OpenDP), ε split {', '.join(f'{n} {e:.2f}' for n, (e, _) in split.items())} "
              f"of each ε, noisy k threshold with suppression δ = {AggregatorSettings().suppression_delta:g}; {args.runs} independent runs per DP row, "
              "mean ± 95% t-interval. k-only rows are deterministic.", ""]
     for workload in workloads:

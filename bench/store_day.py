@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jupedsim as jps
 import numpy as np
@@ -39,7 +39,6 @@ class Shopper:
     speed_mps: float
     paused_until_s: float | None = None
     leaving: bool = False
-    trail: list[tuple[float, float]] = field(default_factory=list)
 
 
 def walkable() -> Polygon:

@@ -174,6 +174,15 @@ class Release:
 
 
 @dataclass
+class _DailyFootfall:
+    """A zone's counter for one day, with the noisy threshold fixed when its ε and δ were charged."""
+
+    counter: BinaryTreeCounter
+    threshold: int
+    true_total: int = 0
+
+
+@dataclass
 class _PersonInZone:
     first_seen_s: float
     last_seen_s: float
@@ -283,22 +292,19 @@ class ZoneWindowAggregator:
     def __init__(self, zones: list[Zone], settings: AggregatorSettings, ledger: PrivacyLedger) -> None:
         self.zones = zones
         self.ledger = ledger
-        self.reconfigure(settings)
         self.windows = ZoneWindowStatistics(zones, settings.window_s, settings.dwell_thresholds_s, settings.boundary_hysteresis_m)
+        self.reconfigure(settings)
         self.cap_reached_day: str | None = None
-        self._footfall: dict[tuple[str, str], BinaryTreeCounter] = {}
-        self._footfall_true: dict[tuple[str, str], int] = {}
-        self._footfall_margin = 0
+        self._footfall: dict[tuple[str, str], _DailyFootfall] = {}
 
     def reconfigure(self, settings: AggregatorSettings) -> None:
         """Apply new settings (validated first); the open window's people are kept."""
         self.mechanism = ReleaseMechanism(settings)
         self.settings = settings
         self.ledger.daily_epsilon_cap = settings.daily_epsilon_cap
-        if hasattr(self, "windows"):
-            self.windows.window_s = settings.window_s
-            self.windows.dwell_thresholds_s = settings.dwell_thresholds_s
-            self.windows.boundary_hysteresis_m = settings.boundary_hysteresis_m
+        self.windows.window_s = settings.window_s
+        self.windows.dwell_thresholds_s = settings.dwell_thresholds_s
+        self.windows.boundary_hysteresis_m = settings.boundary_hysteresis_m
 
     @property
     def window_start_s(self) -> float | None:
@@ -359,22 +365,21 @@ class ZoneWindowAggregator:
         epsilon = self.settings.footfall_epsilon_per_day
         if not epsilon:
             return 0
-        counter = self._footfall.get((zone_id, day))
-        if counter is None or counter.steps >= counter.horizon:
+        footfall = self._footfall.get((zone_id, day))
+        if footfall is None or footfall.counter.steps >= footfall.counter.horizon:
             charge = self.ledger.try_spend(day, f"footfall-{zone_id}-{day}-{uuid.uuid4()}", epsilon, self.settings.suppression_delta, time.time())
             if not charge.granted:
                 self.cap_reached_day = day
                 return 0
             counter = BinaryTreeCounter(math.ceil(86400 / self.settings.window_s), epsilon)
+            footfall = _DailyFootfall(counter, self.settings.k + counter.margin_for(self.settings.suppression_delta))
             self._footfall = {key: value for key, value in self._footfall.items() if key[1] == day}
-            self._footfall_true = {key: value for key, value in self._footfall_true.items() if key[1] == day}
-            self._footfall[(zone_id, day)] = counter
-            self._footfall_margin = counter.margin_for(self.settings.suppression_delta)
-        noisy = counter.add(entries)
-        true = self._footfall_true[(zone_id, day)] = self._footfall_true.get((zone_id, day), 0) + entries
+            self._footfall[(zone_id, day)] = footfall
+        noisy = footfall.counter.add(entries)
+        footfall.true_total += entries
         # The k rule of the windows with its own noisy threshold: a total below k is never released, and
         # one of exactly k passes at any step of the day with probability ≤ suppression_delta.
-        return noisy if true >= self.settings.k and noisy >= self.settings.k + self._footfall_margin else 0
+        return noisy if footfall.true_total >= self.settings.k and noisy >= footfall.threshold else 0
 
     def open_window_people(self) -> dict[str, int]:
         return self.windows.open_window_people()

@@ -9,7 +9,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from privacy_vision.core.aggregator import METRICS
+from privacy_vision.core.aggregator import METRICS, AggregatorSettings
 
 LEAVES_DEVICE = {"/zone_analytics": "via the uplink (HTTPS, pinned, signed) to the ingest"}
 RAW_TOPICS = {
@@ -90,8 +90,9 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     window_s = float(aggregator.get("window_s", 60.0))
     epsilon = float(aggregator.get("epsilon", 0.0))
     windows_per_day = 86400.0 / window_s
-    suppression_delta = float(aggregator.get("suppression_delta", 1e-5))
-    split = [float(w) for w in aggregator.get("epsilon_split", [1.0] * len(METRICS))]
+    defaults = AggregatorSettings()
+    suppression_delta = float(aggregator.get("suppression_delta", defaults.suppression_delta))
+    split = [float(w) for w in aggregator.get("epsilon_split", defaults.epsilon_split)]
     delta_per_release = float(aggregator.get("delta", 0.0)) + suppression_delta
     topics = facts.topics or {t: [] for t in RAW_TOPICS}
     return {

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from privacy_vision.core.privacy import IntegerNoise
+from privacy_vision.core.privacy import IntegerNoise, smallest_margin
 
 
 class BinaryTreeCounter:
@@ -53,9 +53,5 @@ class BinaryTreeCounter:
         total = probabilities
         for _ in range(self.levels - 1):
             total = np.convolve(total, probabilities)
-        offset = len(total) // 2
-        tails = np.cumsum(total[::-1])[::-1][offset:]  # tails[t] = P[sum ≥ t], t ≥ 0
-        within = np.nonzero(tails * self.horizon <= delta)[0]
-        if within.size == 0:
-            raise ValueError(f"delta {delta} is below what the counter's noise can reach; raise it")
-        return int(within[0])
+        reach = len(total) // 2
+        return smallest_margin(np.arange(-reach, reach + 1), total, delta / self.horizon)

@@ -63,7 +63,7 @@ class IntegerNoise:
         weights = np.exp(log_weights - log_weights.max())
         return support, weights / weights.sum()
 
-    @property
+    @functools.cached_property
     def variance(self) -> float:
         support, probabilities = self.distribution
         return float(np.sum(probabilities * support.astype(float) ** 2))
@@ -76,13 +76,16 @@ class IntegerNoise:
     def margin_for(self, delta: float) -> int:
         """Smallest t ≥ 0 with P[noise ≥ t] ≤ delta: the extra count a noisy threshold needs so that a
         group of exactly k passes with probability at most delta."""
-        support, probabilities = self.distribution
-        tails = np.cumsum(probabilities[::-1])[::-1]  # tails[i] = P[noise ≥ support[i]]
-        candidates = support[(support >= 0) & (tails <= delta)]
-        if candidates.size == 0:
-            raise ValueError(f"delta {delta} is below what this noise scale can reach; raise it")
-        return int(candidates.min())
+        return smallest_margin(*self.distribution, delta)
 
+
+def smallest_margin(support: np.ndarray, probabilities: np.ndarray, delta: float) -> int:
+    """Smallest t ≥ 0 of the support with P[X ≥ t] ≤ delta, for X on `support` (ascending integers)."""
+    tails = np.cumsum(probabilities[::-1])[::-1]  # tails[i] = P[X ≥ support[i]]
+    candidates = support[(support >= 0) & (tails <= delta)]
+    if candidates.size == 0:
+        raise ValueError(f"delta {delta} is below what this noise can reach; raise it")
+    return int(candidates.min())
 
 def zcdp_rho_for(epsilon: float, delta: float) -> float:
     """Largest ρ whose zCDP→(ε, δ) conversion ε = ρ + 2·sqrt(ρ·ln(1/δ)) stays within epsilon."""

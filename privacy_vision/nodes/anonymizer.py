@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
+from privacy_vision.core.anonymizer import TRACK_GONE_AFTER_S, Anonymizer, AnonymizerSettings, TrackSample, round_time
 from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks
 from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
                                          run_node, seconds_to_stamp, stamp_to_seconds)
@@ -66,7 +66,8 @@ class AnonymizerNode(PrivacyVisionNode):
     def personal_data_summary(self) -> dict:
         return {"holds_personal_data": False, "key_epoch": self.anonymizer.key.epoch,
                 "rotation_interval_s": self.anonymizer.settings.rotation_interval_s,
-                "note": "no per-person table is kept: IDs are computed from tracker IDs under an in-memory key that is never stored"}
+                "note": "IDs are computed from tracker IDs under an in-memory key that is never stored; the only per-track state is "
+                        f"each live track's start time (memory only, dropped {TRACK_GONE_AFTER_S:g} s after the track ends)"}
 
     def erase_personal_data(self) -> dict:
         epoch = self.anonymizer.forget(time.time())
