@@ -21,8 +21,9 @@ DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").re
 MAX_BODY_BYTES = 64 * 1024
 
 
-REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "window_start_s": (int, float), "window_end_s": (int, float),
-                   "suppressed": bool, "epsilon": (int, float), "k": int, "mechanism": str, "privacy_unit": str}
+REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "tier": str, "period_start_s": (int, float), "period_end_s": (int, float),
+                   "below_k": bool, "epsilon_cell": (int, float), "epsilon_track_day": (int, float), "k": int, "mechanism": str,
+                   "privacy_unit": str}
 
 
 def validate_release(release: object) -> dict:

@@ -94,8 +94,8 @@ class ReleaseStore:
                 # A nonce older than the accepted clock skew can never be replayed successfully.
                 self._db.execute(self._sql("DELETE FROM nonces WHERE seen_at < ?"), (now_s - 3 * MAX_CLOCK_SKEW_S,))
                 cursor = self._db.execute(self.dialect.insert_release, (
-                    release["release_id"], device_id, release["zone_id"], float(release["window_start_s"]),
-                    float(release["window_end_s"]), body, now_s))
+                    release["release_id"], device_id, release["zone_id"], float(release["period_start_s"]),
+                    float(release["period_end_s"]), body, now_s))
                 self._db.execute("COMMIT")
                 return "stored" if cursor.rowcount == 1 else "duplicate"
             except BaseException:

@@ -26,6 +26,7 @@ IMAGE_TOPIC = "camera/image_raw"
 DETECTIONS_TOPIC = "detections"
 TRACKS_TOPIC = "tracks"
 ANONYMIZED_TOPIC = "anonymized_tracks"
+CELL_TOTALS_TOPIC = "cell_totals"
 ANALYTICS_TOPIC = "zone_analytics"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
