@@ -82,6 +82,7 @@ class _Track:
     day: int
     last_seen_s: float
     admitted: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: {tier: set() for tier in TIERS})
+    earlier: tuple[int, ...] = (0, 0, 0)  # cells counted today before the track's state was retired (TIERS order)
     inside: dict[str, bool] = field(default_factory=dict)  # debounced (hysteresis) state per zone
     stay_since_s: dict[str, float] = field(default_factory=dict)
 
@@ -100,6 +101,9 @@ class ContributionBounder:
         self.settings = settings
         self._tracks: dict[int, _Track] = {}
         self._excluded: tuple[int, set[int]] = (-1, set())  # (day, tracks that were live at a forget request)
+        # Tracks unseen for TRACK_GONE_AFTER_S keep only their cell counts until midnight, so that a track that
+        # does come back cannot start a fresh budget (its open-cell presences still prevent a double count).
+        self._retired: dict[int, tuple[int, tuple[int, ...]]] = {}
         self._open: dict[str, tuple[float, dict[str, dict[int, _Presence]]]] = {}
 
     def reconfigure(self, settings: ContributionSettings) -> None:
@@ -115,13 +119,17 @@ class ContributionBounder:
         day = int(stamp_s // DAY_S)
         if self._excluded[0] != day:
             self._excluded = (day, set())
-        self._tracks = {tid: t for tid, t in self._tracks.items() if stamp_s - t.last_seen_s <= TRACK_GONE_AFTER_S}
+            self._retired = {}
+        for track_id in [tid for tid, t in self._tracks.items() if stamp_s - t.last_seen_s > TRACK_GONE_AFTER_S]:
+            track = self._tracks.pop(track_id)
+            self._retired[track_id] = (track.day, self._counts(track))
         for track_id, record in records:
             if track_id in self._excluded[1]:
                 continue
             track = self._tracks.get(track_id)
             if track is None or track.day != day:
-                track = self._tracks[track_id] = _Track(day, stamp_s)
+                retired_day, earlier = self._retired.pop(track_id, (day, (0, 0, 0)))
+                track = self._tracks[track_id] = _Track(day, stamp_s, earlier=earlier if retired_day == day else (0, 0, 0))
             track.last_seen_s = stamp_s
             in_any_zone = False
             for zone in self.zones:
@@ -168,10 +176,14 @@ class ContributionBounder:
         start, cells = self._open[tier]
         admitted = track.admitted[tier]
         if (zone_id, start) not in admitted:
-            if len(admitted) >= self.settings.bound(tier):
+            if len(admitted) + track.earlier[TIERS.index(tier)] >= self.settings.bound(tier):
                 return None
             admitted.add((zone_id, start))
         return cells[zone_id].setdefault(track_id, _Presence())
+
+    @staticmethod
+    def _counts(track: _Track) -> tuple[int, ...]:
+        return tuple(len(track.admitted[tier]) + earlier for tier, earlier in zip(TIERS, track.earlier))
 
     def _advance(self, stamp_s: float) -> list[CellTotals]:
         closed = []
@@ -206,7 +218,7 @@ class ContributionBounder:
     def forget(self) -> int:
         """Drop all per-track state. Tracks live now may not count again today: forgetting their counts
         must not hand them a fresh budget (only their tracker IDs are kept, until midnight)."""
-        live = set(self._tracks)
+        live = set(self._tracks) | set(self._retired)
         for _, cells in self._open.values():
             for people in cells.values():
                 live |= set(people)
@@ -214,6 +226,7 @@ class ContributionBounder:
         day = int(self._open["day"][0] // DAY_S) if "day" in self._open else self._excluded[0]
         self._excluded = (day, (self._excluded[1] if day == self._excluded[0] else set()) | live)
         self._tracks.clear()
+        self._retired.clear()
         return len(live)
 
     def tracks_held(self) -> int:
