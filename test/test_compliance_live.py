@@ -30,7 +30,7 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
     # The video loops until the test has finished talking to the graph, then Ctrl-C stops it in order.
     graph = subprocess.Popen([sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(vtest_video), "--fps", "10",
                               "--var-dir", str(var), "--domain-id", str(domain), "--quiet", "--duration", "240",
-                              "--set", "aggregator.window_s=10", "--set", "camera.loop=true"],
+                              "--set", "anonymizer.window_s=10", "--set", "camera.loop=true"],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = RosProbe(domain)
     try:
@@ -72,7 +72,7 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
     assert (change["data"]["parameter"], change["data"]["old"], change["data"]["new"]) == ("k", 5, 3)
     assert any(e["event"] == "data_subject_request" and e["data"].get("request_id") == "REQ-ERASE-1" for e in entries)
     sent = [e for e in entries if e["event"] == "release_sent"]
-    assert sent and all({"zone", "mechanism", "epsilon", "delta", "k"} <= set(e["data"]) for e in sent)
+    assert sent and all({"zone", "tier", "mechanism", "epsilon_cell", "epsilon_track_day", "k"} <= set(e["data"]) for e in sent)
 
     def keys(value):
         if isinstance(value, dict):

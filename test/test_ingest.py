@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from ingestutil import IngestThread
+from ingestutil import IngestThread, sample_release
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
@@ -25,10 +25,7 @@ from privacy_vision.ingest_store import ReleaseStore
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
-    return {"release_id": str(uuid.uuid4()), "zone_id": zone, "window_start_s": start, "window_end_s": start + 60.0,
-            "suppressed": False, "occupancy": 7, "epsilon": 1.0, "delta": 0.0, "k": 5, "mechanism": "discrete_laplace",
-            "privacy_unit": "person-window", "window_s": 60.0, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7},
-            "entries": 2, "exits": 1, **extra}
+    return sample_release(zone, start, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +169,7 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     server = IngestThread(pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
     try:
         for index, zone in enumerate(["entrance", "entrance", "entrance", "checkout", "checkout"]):
-            item = release(zone, start=1_790_000_000 + 60 * index, suppressed=(index == 1))
+            item = release(zone, start=1_790_000_000 + 900 * index, below_k=(index == 1))
             server.store.accept("dev-1", f"n{index}", index + 1, item, json.dumps(item), time.time())
         profile = tempfile.mkdtemp(prefix="pv-chromium-")
         result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -186,10 +183,9 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     assert 'data-ready="true"' in dom, (result.stderr[-2000:], dom[:2000])
     assert "5 releases from 2 zones" in dom
     assert dom.count('class="zone"') == 2 and 'data-zone="entrance"' in dom and 'data-zone="checkout"' in dom
-    assert dom.count('data-points="2"') == 2  # entrance: 3 windows, 1 suppressed; checkout: 2 windows
+    assert dom.count('data-points="2"') == 2  # entrance: 3 windows, 1 shown as "< k"; checkout: 2 windows
     assert dom.count('class="suppressed"') == 1
-    assert dom.count("data-direction=") == 16 and 'data-direction="N" data-count="8"' in dom
-    assert "1 of 3 windows suppressed" in dom
+    assert '1 of 3 cells shown as "< k"' in dom and "ε=2.00 per track-day" in dom
 
 
 def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):

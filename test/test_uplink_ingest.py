@@ -13,7 +13,7 @@ from privacy_vision.core.protocol import (KeyFileError, RequestRejected, canonic
 from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
 from privacy_vision.ingest import RELEASES_PATH
 from privacy_vision.ingest_store import ReleaseStore
-from ingestutil import IngestThread
+from ingestutil import IngestThread, sample_release
 
 
 @pytest.fixture
@@ -30,8 +30,7 @@ def ingest(pki, tmp_path):
 
 
 def release(zone: str = "hall") -> dict:
-    return {"release_id": str(uuid.uuid4()), "zone_id": zone, "window_start_s": 0.0, "window_end_s": 60.0, "suppressed": False,
-            "occupancy": 7, "epsilon": 1.0, "k": 5, "mechanism": "discrete_laplace", "privacy_unit": "person-window"}
+    return sample_release(zone)
 
 
 def client_for(server: IngestThread, pki: PkiPaths, pins=None, key=None) -> PinnedClient:

@@ -27,10 +27,11 @@ def free_port() -> int:
 def analytics(index: int) -> ZoneAnalytics:
     message = ZoneAnalytics(release_id=str(uuid.uuid4()), zone_id=f"zone-{index:03d}", occupancy=index,
                             direction_labels=["E"], direction_counts=[index], dwell_labels=["short"], dwell_counts=[index])
-    message.window_start.sec = 1_790_000_000 + 60 * index
-    message.window_end.sec = message.window_start.sec + 60
-    message.privacy.mechanism, message.privacy.epsilon, message.privacy.k = "discrete_laplace", 1.0, 5
-    message.privacy.privacy_unit, message.privacy.window_s = "person-window", 60.0
+    message.tier = "window"
+    message.period_start.sec = 1_790_000_000 + 900 * index
+    message.period_end.sec = message.period_start.sec + 900
+    message.privacy.mechanism, message.privacy.epsilon_cell, message.privacy.epsilon_track_day, message.privacy.k = "discrete_laplace", 0.2, 2.0, 5
+    message.privacy.privacy_unit, message.privacy.window_s = "track-day", 900.0
     return message
 
 
