@@ -116,17 +116,17 @@ def test_unreadable_video_is_a_clear_error(tmp_path):
     assert "Traceback" not in output
 
 
-def test_empty_zones_file_stops_only_the_aggregator(tmp_path, vtest_video):
+def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     config = tmp_path / "config"
     config.mkdir()
     for name in ("params.yaml", "fastdds.xml", "homography_pets.yaml"):
         (config / name).write_text((REPO / "config" / name).read_text())
     (config / "zones.yaml").write_text("zones: []\n")
     code, output, probe = run_graph(tmp_path, str(vtest_video), [
-        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"aggregator.zones_file={config / 'zones.yaml'}"])
+        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"anonymizer.zones_file={config / 'zones.yaml'}"])
     assert code == 1
-    assert "node 'aggregator' exited with code 2" in output
+    assert "node 'anonymizer' exited with code 2" in output
     assert "no zones defined" in output
-    # Upstream nodes kept working after the aggregator stopped.
+    # Upstream nodes kept working after the anonymizer (which holds the release grid's zones) stopped.
     counts = {topic: len(messages) for topic, messages in probe.received.items()}
-    assert counts.get("/anonymized_tracks", 0) > 20, (counts, output)
+    assert counts.get("/tracks", 0) > 20, (counts, output)

@@ -128,7 +128,7 @@ class PrivacyLedger:
                 if known:
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(True, spent, self.daily_epsilon_cap)
-                if spent + epsilon > self.daily_epsilon_cap + 1e-12:
+                if spent + epsilon > self.daily_epsilon_cap * (1 + 1e-9):  # OpenDP rounds its maps up by a few ulps
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(False, spent, self.daily_epsilon_cap)
                 self._db.execute("INSERT INTO track_day_charges VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s))
