@@ -159,8 +159,11 @@ class GraphRunner:
         port = self._wait_for_ingest_port()
         pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
-                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key)}
-        forced = {"camera": {"source": self.options.source}, "uplink": uplink}
+                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key),
+                  "outbox_path": str(self.options.var_dir / "outbox.sqlite")}
+        # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
+        forced = {"camera": {"source": self.options.source}, "uplink": uplink,
+                  "aggregator": {"ledger_path": str(self.options.var_dir / "privacy_ledger.sqlite")}}
         audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
         self._commands = {}
         for node in NODES:
