@@ -15,6 +15,7 @@ import opendp.prelude as dp
 dp.enable_features("contrib")
 
 MECHANISMS = ("discrete_laplace", "discrete_gaussian")
+LEDGER_TABLE = "track_day_charges"
 
 
 class IntegerNoise:
@@ -106,16 +107,16 @@ class PrivacyLedger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS track_day_charges (day TEXT NOT NULL, configuration TEXT NOT NULL,"
+            f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (day TEXT NOT NULL, configuration TEXT NOT NULL,"
             " epsilon REAL NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (day, configuration))"
         )
 
     def spent(self, day: str) -> float:
-        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM track_day_charges WHERE day = ?", (day,)).fetchone()
+        row = self._db.execute(f"SELECT COALESCE(SUM(epsilon), 0) FROM {LEDGER_TABLE} WHERE day = ?", (day,)).fetchone()
         return float(row[0])
 
     def charges(self, day: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM track_day_charges WHERE day = ?", (day,)).fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {LEDGER_TABLE} WHERE day = ?", (day,)).fetchone()[0])
 
     def try_charge(self, day: str, configuration: str, epsilon: float, now_s: float) -> BudgetDecision:
         """Charge a configuration's ε per track-day for the day, once; refused (spending nothing) when it
@@ -124,14 +125,14 @@ class PrivacyLedger:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 spent = self.spent(day)
-                known = self._db.execute("SELECT 1 FROM track_day_charges WHERE day = ? AND configuration = ?", (day, configuration)).fetchone()
+                known = self._db.execute(f"SELECT 1 FROM {LEDGER_TABLE} WHERE day = ? AND configuration = ?", (day, configuration)).fetchone()
                 if known:
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(True, spent, self.daily_epsilon_cap)
                 if spent + epsilon > self.daily_epsilon_cap * (1 + 1e-9):  # OpenDP rounds its maps up by a few ulps
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(False, spent, self.daily_epsilon_cap)
-                self._db.execute("INSERT INTO track_day_charges VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s))
+                self._db.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s))
                 self._db.execute("COMMIT")
                 return BudgetDecision(True, spent + epsilon, self.daily_epsilon_cap)
             except BaseException:
