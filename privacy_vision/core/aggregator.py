@@ -20,14 +20,14 @@ import numpy as np
 import opendp.prelude as dp
 from scipy import optimize
 
-from privacy_vision.core.contributions import DIRECTION_LABELS, DWELL_LABELS, TIERS, CellTotals
+from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, HOUR_S, TIERS, CellTotals
 from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger
 
 MECHANISM = "discrete_laplace"
 PRIVACY_UNIT = "track-day"
 HOUR_METRICS = ("occupancy", "direction", "dwell", "entries", "exits")
-TIER_METRICS = {"window": ("occupancy",), "hour": HOUR_METRICS, "day": ("occupancy",)}
 MODES = ("default",)
+COARSER_TIER = {"window": ("hour", HOUR_S), "hour": ("day", DAY_S)}  # each tier's cells nest in these periods
 
 
 @dataclass
@@ -82,10 +82,7 @@ class CellMechanism:
         self.noise = {name: IntegerNoise(MECHANISM, epsilon) for name, epsilon in epsilons.items()}
         # Composition of the metric measurements: one track changes each metric's vector by at most 1 (L1).
         self.measurement = dp.c.make_composition([noise.vector_measurement for noise in self.noise.values()])
-
-    @property
-    def epsilon(self) -> float:
-        return float(self.measurement.map(1))
+        self.epsilon = float(self.measurement.map(1))
 
 
 class TrackDayAccount:
@@ -95,6 +92,10 @@ class TrackDayAccount:
         self.cells = {tier: CellMechanism(tier, settings.metric_epsilons(tier, bounds.of(tier))) for tier in TIERS}
         self.measurement = dp.c.make_composition([self.cells[tier].measurement for tier in TIERS for _ in range(bounds.of(tier))])
         self.epsilon = float(self.measurement.map(1))
+        # What the ledger charges once per day: everything that sets the noise, and the bound.
+        facts = {"mechanism": MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day, "tier_shares": list(settings.tier_shares),
+                 "hour_metric_shares": list(settings.hour_metric_shares), **asdict(bounds)}
+        self.configuration_id = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -210,19 +211,12 @@ class CellReleaser:
             self._accounts[bounds] = TrackDayAccount(self.settings, bounds)
         return self._accounts[bounds]
 
-    def configuration_id(self, bounds: Bounds) -> str:
-        """What the ledger charges once per day: everything that sets the noise, and the bound."""
-        s = self.settings
-        facts = {"mechanism": MECHANISM, "epsilon_per_track_day": s.epsilon_per_track_day, "tier_shares": list(s.tier_shares),
-                 "hour_metric_shares": list(s.hour_metric_shares), **asdict(bounds)}
-        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-
     def release(self, totals: CellTotals, bounds: Bounds) -> Release | None:
         """The cell's release, or None when today's cap refuses this configuration's charge."""
         s = self.settings
         account = self.account(bounds)
         day = utc_day(totals.period_start_s)
-        decision = self.ledger.try_charge(day, self.configuration_id(bounds), account.epsilon, self._clock())
+        decision = self.ledger.try_charge(day, account.configuration_id, account.epsilon, self._clock())
         if not decision.granted:
             self.cap_reached_day = day
             return None
@@ -235,9 +229,9 @@ class CellReleaser:
             occupancy = within_finer_tier(occupancy, cell.noise["occupancy"].variance, today.finer.pop(key), today.finer_variance.pop(key))
             if directions:
                 directions, dwell = (round_keeping_sum(project_to_simplex(np.asarray(h, dtype=float), occupancy)) for h in (directions, dwell))
-        coarser = {"window": ("hour", 3600.0), "hour": ("day", 86400.0)}.get(totals.tier)
-        if coarser is not None:
-            parent = (coarser[0], totals.zone_id, math.floor(totals.period_start_s / coarser[1]) * coarser[1])
+        if totals.tier in COARSER_TIER:
+            coarser, period_s = COARSER_TIER[totals.tier]
+            parent = (coarser, totals.zone_id, math.floor(totals.period_start_s / period_s) * period_s)
             today.finer.setdefault(parent, []).append(occupancy)
             today.finer_variance[parent] = cell.noise["occupancy"].variance
         below_k = occupancy < s.k

@@ -36,7 +36,7 @@ class AggregatorNode(PrivacyVisionNode):
             daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "epsilon per track-day the ledger allows per UTC day over all configurations", minimum=0.001, maximum=1e6),
             mode=self.declare("mode", d.mode, f"release mode: one of {MODES}"),
         )
-        self.privacy_unit = self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
+        self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
         try:
             self.releaser = CellReleaser(settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap), lambda: str(uuid.uuid4()), time.time)
         except ValueError as error:
@@ -51,7 +51,6 @@ class AggregatorNode(PrivacyVisionNode):
         self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, 1000)
         self.released = 0
         self.below_k = 0
-        self.last_bounds: Bounds | None = None
         self._cap_logged_day: str | None = None
         self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
@@ -69,8 +68,7 @@ class AggregatorNode(PrivacyVisionNode):
         totals = CellTotals(message.tier, message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end),
                             message.complete, message.occupancy, tuple(message.direction_counts), tuple(message.dwell_counts),
                             message.entries, message.exits)
-        self.last_bounds = Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day))
-        release = self.releaser.release(totals, self.last_bounds)
+        release = self.releaser.release(totals, Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day)))
         if release is not None:
             self._publish(release)
         day = self.releaser.cap_reached_day

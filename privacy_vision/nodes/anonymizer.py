@@ -63,8 +63,6 @@ class AnonymizerNode(PrivacyVisionNode):
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items()}
         contribution = {name: value for name, value in changes.items() if name in CONTRIBUTION_SETTINGS}
-        if "cells_per_day" in contribution:
-            contribution["cells_per_day"] = tuple(int(n) if isinstance(n, int) else n for n in contribution["cells_per_day"])
         candidate = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **{n: v for n, v in changes.items() if n not in CONTRIBUTION_SETTINGS}})
         candidate.validate()
         if contribution:
