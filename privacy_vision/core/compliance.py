@@ -20,7 +20,8 @@ MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, SSD detector + tracker)":
 
 LEAVES_DEVICE = {"/zone_analytics": "via the uplink (HTTPS, pinned, signed) to the ingest"}
 RAW_TOPICS = {
-    "/camera/image_raw": "camera frames (pixels): camera → detection only; zeroed after inference",
+    "/camera/image_raw": "camera frames (pixels) for the detection node; any process on this host can subscribe to them; "
+                         "zeroed in the detection node after inference",
     "/detections": "person boxes in image pixels, per frame",
     "/tracks": "motion-only tracks: tracker ID, floor position and velocity, box",
     "/anonymized_tracks": "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
@@ -136,8 +137,9 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
             "person_day": {
                 "tracks_per_person_measured": MEASURED_TRACKS_PER_PERSON,
                 "epsilon_per_person_day": round(tracks_per_person * epsilon, 3),
-                "note": f"a person whose track breaks into V pieces gets V × ε per track-day (largest V measured: {tracks_per_person:g}); "
-                        "a restart of the graph starts new tracks too",
+                "note": f"a person whose track breaks into n pieces gets n × ε per track-day; the value here uses the largest measured "
+                        f"mean of tracks per person, V = {tracks_per_person:g} (people above the mean get more); a restart of the graph "
+                        "starts new tracks too",
             },
             "bias_of_the_bound": "a track counts in at most L cells per tier per day, the first ones it enters: people who stay longer "
                                  "or visit more zones (staff, long stays) are missing from later cells of that day",
