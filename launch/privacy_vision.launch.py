@@ -29,6 +29,7 @@ def _nodes(context):
         raise RuntimeError(f"no SPKI pins: pass pins:=PRIMARY,BACKUP or create {pins_file} with 'privacy-vision pki --out {state / 'pki'}'")
     overrides = {
         "camera": {"source": value("source")},
+        "detection": {"onnx_model": value("onnx_model")},
         "tracking": {"homography_file": str(config / "homography_pets.yaml")},
         "aggregator": {"zones_file": value("zones_file") or str(config / "zones.yaml"),
                        "ledger_path": str(state / "privacy_ledger.sqlite")},
@@ -46,6 +47,7 @@ def _nodes(context):
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("source", description="video file, image folder, /dev/videoN, camera index or stream URL"),
+        DeclareLaunchArgument("onnx_model", default_value="", description="your own YOLOX-format ONNX export (default: the shipped YOLOX-nano)"),
         DeclareLaunchArgument("config_dir", default_value="", description="folder with params.yaml, zones.yaml, fastdds.xml (default: the package's)"),
         DeclareLaunchArgument("zones_file", default_value="", description="zones YAML (default: config_dir/zones.yaml)"),
         DeclareLaunchArgument("state_dir", default_value="~/.local/state/privacy_vision", description="keys, outbox and ledger"),

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector
+from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr
 from privacy_vision_msgs.msg import Detection, Detections
 from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN,
@@ -22,13 +22,14 @@ class DetectionNode(PrivacyVisionNode):
         self.settings = DetectorSettings(
             backend=self.declare("backend", defaults.backend, f"detector backend: one of {BACKENDS}; auto picks the best available", read_only=True),
             model=self.declare("model", defaults.model, "Ultralytics weights (.pt) or model YAML (random weights, tests only)", read_only=True),
+            onnx_model=self.declare("onnx_model", defaults.onnx_model, "YOLOX-format ONNX export, any size (empty: the YOLOX-nano shipped with the package)", read_only=True),
             tflite_model=self.declare("tflite_model", defaults.tflite_model, "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)", read_only=True),
             conf=self.declare("conf", defaults.conf, "lowest detection score published (the tracker splits high/low itself)", minimum=0.01, maximum=1.0),
             iou=self.declare("iou", defaults.iou, "NMS IoU threshold (all backends)", minimum=0.05, maximum=0.95),
             imgsz=self.declare("imgsz", defaults.imgsz, "inference size in pixels (ultralytics)", minimum=32, maximum=4096, read_only=True),
             device=self.declare("device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
-            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the tflite backend", minimum=1, maximum=64, read_only=True),
+            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the yolox and tflite backends", minimum=1, maximum=64, read_only=True),
         )
         self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
         audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
@@ -41,6 +42,9 @@ class DetectionNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         for reason in skipped:
             self.get_logger().info(f"backend skipped: {reason}")
+        self.fallback = fallback_warning(self.settings, self.detector, skipped)
+        if self.fallback:
+            self.get_logger().warning(self.fallback)
         self.get_logger().info(f"using detector backend '{self.detector.name}'")
         self._retained: collections.deque[np.ndarray] = collections.deque()
         self.last_buffer: np.ndarray | None = None  # the most recent raw buffer, for the zeroing test
@@ -108,8 +112,9 @@ class DetectionNode(PrivacyVisionNode):
 
     def _report(self) -> None:
         median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
-        level = WARN if self.rejected else OK
-        self.publish_diagnostic(level, f"backend {self.detector.name}", {
+        level = WARN if self.rejected or self.fallback else OK
+        message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
+        self.publish_diagnostic(level, message, {
             "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
             "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
 
