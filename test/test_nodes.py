@@ -166,7 +166,14 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         assert not np.frombuffer(messages[1].data, np.uint8).any()
         node._on_image(messages[2])
         assert not np.frombuffer(messages[2].data, np.uint8).any()
-        assert node.last_buffer is not None and not node.last_buffer.any()
+        assert node.last_buffers and not any(buffer.any() for buffer in node.last_buffers)
+        for encoding in ("mono8", "rgba8"):  # these two are converted into a new BGR array: it is zeroed too
+            fields = frame_to_fields(vtest_frames[3][:, :, 0] if encoding == "mono8" else np.dstack([vtest_frames[3], vtest_frames[3][:, :, :1]]))
+            message = Image(**{**fields, "encoding": encoding})
+            node._on_image(message)
+            converted = node.last_buffers[1]
+            assert not np.shares_memory(converted, node.last_buffers[0]) and converted.shape[2] == 3
+            assert not np.frombuffer(message.data, np.uint8).any() and not converted.any()
         node.destroy_node()
     finally:
         rclpy.shutdown()

@@ -47,7 +47,8 @@ class PersonDetector(Protocol):
 
 
 class HogDetector:
-    """OpenCV's built-in pedestrian HOG+SVM: no download, weak on small or occluded people."""
+    """OpenCV's built-in pedestrian HOG+SVM: no download, weak on small or occluded people. It reports
+    windows with a non-negative SVM margin only, so its scores start at 0.5 and a 'conf' below that has no effect."""
 
     name = "hog"
 
@@ -115,13 +116,15 @@ class YoloxDetector:
         if importlib.util.find_spec("onnxruntime") is None:
             raise DetectorError("the yolox backend needs the 'onnxruntime' package (pip install onnxruntime)")
         import onnxruntime
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = settings.num_threads
         options.inter_op_num_threads = 1
         try:
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own pybind classes (Fail, InvalidProtobuf, ...)
+        except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.InvalidArgument,
+                ort_state.NoSuchFile, ort_state.NotImplemented) as error:
             raise DetectorError(f"cannot load the YOLOX ONNX model {path}: {error}") from error
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         shape = inputs[0].shape if len(inputs) == 1 else []
