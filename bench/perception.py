@@ -161,7 +161,7 @@ def pets_backends() -> list[str]:
     from privacy_vision.core.detectors import DetectorError, DetectorSettings, create_detector
 
     available = []
-    for backend in ("ultralytics", "tflite", "hog"):
+    for backend in ("ultralytics", "yolox", "tflite", "hog"):
         try:
             create_detector(DetectorSettings(backend=backend))
             available.append(backend)
@@ -170,26 +170,41 @@ def pets_backends() -> list[str]:
     return available
 
 
-def run_pets(backend: str) -> tuple[list[tuple], list[tuple], list[float]]:
-    """Detector + tracker over the whole video; returns track rows (image), floor rows, inference ms."""
+def detect_video(backend: str, video: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+    """The backend's (boxes, scores) for every frame of a video, and inference ms per frame."""
     from privacy_vision.core.detectors import DetectorSettings, create_detector
     from privacy_vision.core.sources import FrameSource
 
     detector, _ = create_detector(DetectorSettings(backend=backend))
-    tracker = ByteTracker(TrackerSettings(), load_homography(REPO / "config/homography_pets.yaml"))
-    image_rows, floor_rows, timings = [], [], []
-    source = FrameSource(str(pets_video()))
+    detections, timings = [], []
+    source = FrameSource(str(video))
     for frame in source.frames():
         started = time.perf_counter()
-        boxes, scores = detector.detect(frame.image)
+        detections.append(detector.detect(frame.image))
         timings.append((time.perf_counter() - started) * 1000)
-        stamp = frame.index / PETS_FPS
+    source.close()
+    return detections, timings
+
+
+def track_video(detections: list[tuple[np.ndarray, np.ndarray]], fps: float, homography: Homography,
+                settings: TrackerSettings | None = None) -> tuple[list[tuple], list[tuple]]:
+    """Confirmed tracks as MOT rows in the image (updated this frame) and on the floor (every confirmed track)."""
+    tracker = ByteTracker(settings or TrackerSettings(), homography)
+    image_rows, floor_rows = [], []
+    for index, (boxes, scores) in enumerate(detections):
+        stamp = index / fps
         for track in tracker.update(stamp, boxes, scores):
             if track.state == TrackState.CONFIRMED:
                 if track.last_update_s == stamp:
-                    image_rows.append((frame.index + 1, track.track_id, *track.box))
-                floor_rows.append((frame.index + 1, track.track_id, *track.floor_xy))
-    source.close()
+                    image_rows.append((index + 1, track.track_id, *track.box))
+                floor_rows.append((index + 1, track.track_id, *track.floor_xy))
+    return image_rows, floor_rows
+
+
+def run_pets(backend: str) -> tuple[list[tuple], list[tuple], list[float]]:
+    """Detector + tracker over the whole video; returns track rows (image), floor rows, inference ms."""
+    detections, timings = detect_video(backend, pets_video())
+    image_rows, floor_rows = track_video(detections, PETS_FPS, load_homography(REPO / "config/homography_pets.yaml"))
     return image_rows, floor_rows, timings
 
 
@@ -255,7 +270,7 @@ SPEED_FRAMES = 300
 
 # (label, backend, model): the Ultralytics row runs yolov8n built from its YAML (random weights: the
 # compute per frame is that of real yolov8n, the boxes are meaningless), since weights cannot be fetched here.
-SPEED_BACKENDS = (("tflite", "tflite", ""), ("hog", "hog", ""), ("ultralytics yolov8n (YAML)", "ultralytics", "yolov8n.yaml"))
+SPEED_BACKENDS = (("yolox", "yolox", ""), ("tflite", "tflite", ""), ("hog", "hog", ""), ("ultralytics yolov8n (YAML)", "ultralytics", "yolov8n.yaml"))
 
 
 def bare_detector_fps(frames: list[np.ndarray], backend: str, model: str) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields, zero_message_data
 from privacy_vision.nodes.common import (IMAGE_QOS, IMAGE_TOPIC, OK, WARN, PrivacyVisionNode, apply_capture_updates, declare_capture,
-                                         run_node, seconds_to_stamp)
+                                         declare_wait_for_subscriber, run_node, seconds_to_stamp, wait_for_subscriber)
 
 
 class CameraNode(PrivacyVisionNode):
@@ -18,7 +18,7 @@ class CameraNode(PrivacyVisionNode):
         super().__init__("camera")
         self.capture = declare_capture(self)
         self.frame_id = self.declare("frame_id", "camera", "frame_id of published images", read_only=True)
-        self.wait_for_subscriber_s = self.declare("wait_for_subscriber_s", 10.0, "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)", minimum=0.0, maximum=600.0, read_only=True)
+        self.wait_for_subscriber_s = declare_wait_for_subscriber(self)
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, IMAGE_QOS)
         self._thread = threading.Thread(target=self._publish_loop, name="camera-publisher", daemon=True)
         self._thread.start()
@@ -34,20 +34,8 @@ class CameraNode(PrivacyVisionNode):
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         apply_capture_updates(self.capture, updates)
 
-    def _wait_for_subscriber(self) -> None:
-        """A recorded source would otherwise lose its first frames while discovery completes."""
-        if self.capture.source.is_live or not self.wait_for_subscriber_s:
-            return
-        deadline = time.monotonic() + self.wait_for_subscriber_s
-        while self.publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not self.capture.stop.is_set():
-            time.sleep(0.05)
-        if self.publisher.get_subscription_count() == 0:
-            self.get_logger().warning(f"no subscriber on /{IMAGE_TOPIC} after {self.wait_for_subscriber_s:g} s; publishing anyway")
-        else:
-            time.sleep(0.2)  # let the matched reader finish its own side of the handshake
-
     def _publish_loop(self) -> None:
-        self._wait_for_subscriber()
+        wait_for_subscriber(self, self.publisher, self.capture, self.wait_for_subscriber_s)
         self.capture.run(self._publish)
         self.publish_diagnostic(OK, "end of stream", {"frames": self.published})
         self.finish(0)

@@ -240,3 +240,21 @@ def apply_capture_updates(capture: CaptureLoop, updates: dict[str, Any]) -> None
         capture.settings.fps = float(updates["fps"])
     if "max_frames" in updates:
         capture.settings.max_frames = int(updates["max_frames"])
+
+
+def declare_wait_for_subscriber(node: PrivacyVisionNode) -> float:
+    return node.declare("wait_for_subscriber_s", 10.0, "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)",
+                        minimum=0.0, maximum=600.0, read_only=True)
+
+
+def wait_for_subscriber(node: PrivacyVisionNode, publisher, capture: CaptureLoop, timeout_s: float) -> None:
+    """A recorded source would otherwise lose its first frames while discovery completes."""
+    if capture.source.is_live or not timeout_s:
+        return
+    deadline = time.monotonic() + timeout_s
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not capture.stop.is_set():
+        time.sleep(0.05)
+    if publisher.get_subscription_count() == 0:
+        node.get_logger().warning(f"no subscriber on {publisher.topic_name} after {timeout_s:g} s; publishing anyway")
+    else:
+        time.sleep(0.2)  # let the matched reader finish its own side of the handshake

@@ -13,7 +13,8 @@ from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSetti
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr
 from privacy_vision_msgs.msg import Detection, Detections
 from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN, PrivacyVisionNode,
-                                         StartupError, apply_capture_updates, declare_capture, run_node, seconds_to_stamp)
+                                         StartupError, apply_capture_updates, declare_capture, declare_wait_for_subscriber, run_node,
+                                         seconds_to_stamp, wait_for_subscriber)
 
 CAPTURE_MODES = ("topic", "in_process")
 
@@ -39,7 +40,9 @@ class DetectionNode(PrivacyVisionNode):
         if self.capture_mode not in CAPTURE_MODES:
             raise StartupError(self.get_name(), f"parameter 'capture' must be one of {CAPTURE_MODES}, got {self.capture_mode!r}")
         self.capture = declare_capture(self) if self.capture_mode == "in_process" else None
-        self.frame_id = self.declare("frame_id", "camera", "frame_id of detections from in-process capture", read_only=True)
+        if self.capture is not None:
+            self.frame_id = self.declare("frame_id", "camera", "frame_id of detections from in-process capture", read_only=True)
+            self.wait_for_subscriber_s = declare_wait_for_subscriber(self)
         self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
         audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
         self.privacy_parameters = {"retention_frames"}
@@ -94,6 +97,7 @@ class DetectionNode(PrivacyVisionNode):
 
     def _capture_loop(self) -> None:
         assert self.capture is not None
+        wait_for_subscriber(self, self.publisher, self.capture, self.wait_for_subscriber_s)
         self.capture.run(self._on_captured)
         self.publish_diagnostic(OK, "end of stream", {"frames": self.frames})
         self.finish(0)
