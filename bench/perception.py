@@ -115,10 +115,10 @@ def trackeval_scores(results: dict[str, dict[str, list[tuple]]], sequences: tupl
     return scores
 
 
-# ByteTrack's thresholds live on the detector's score scale. The product defaults suit the SSD
-# detector (median person score about 0.66 on PETS); the MOT15 ACF scores run much higher (median
+# ByteTrack's thresholds live on the detector's score scale. The product defaults suit YOLOX-nano
+# (tuned by bench/tune_tracker.py on PETS and TUD-Campus); the MOT15 ACF scores run higher (median
 # 0.96-0.99), so the same rule, "high" = the upper part of the scale, gives these values. They were
-# checked on these sequences, so that row is optimistic; the defaults row is not tuned at all.
+# checked on these sequences, so that row is optimistic; the defaults row is not tuned on ACF scores.
 ACF_SETTINGS = TrackerSettings(track_thresh=0.8, new_track_thresh=0.9)
 
 

@@ -179,6 +179,28 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         rclpy.shutdown()
 
 
+def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
+    import cv2
+
+    from privacy_vision.nodes.detection import DetectionNode
+
+    for index in range(4):
+        cv2.imwrite(str(tmp_path / f"{index:03d}.png"), vtest_frames[index])
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=yolox", "-p", "capture:=in_process", "-p", f"source:={tmp_path}",
+                     "-p", "resize_width:=384", "-p", "wait_for_subscriber_s:=0.0", "-p", f"audit_dir:={tmp_path / 'audit'}"])
+    try:
+        node = DetectionNode()
+        assert node.finished.wait(60.0)
+        assert node.frames == 4 and node.capture.delivered == 4
+        assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
+        published = node.get_publisher_names_and_types_by_node("detection", "/")
+        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published
+        assert all("sensor_msgs/msg/Image" not in types for _, types in published)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 class MjpegServer:
     """An IP-camera stand-in: an MJPEG stream over HTTP on loopback that can be switched off and on."""
 

@@ -17,6 +17,14 @@ def test_video_source_reads_and_resizes(vtest_video):
     assert source.source_fps == pytest.approx(10.0)
 
 
+def test_resizing_zeroes_the_decoded_frame(vtest_video, vtest_frames):
+    source = FrameSource(str(vtest_video), resize_width=384)
+    decoded = vtest_frames[0].copy()
+    resized = source._resize(decoded)
+    assert resized.shape == (288, 384, 3) and resized.any() and not decoded.any()
+    source.close()
+
+
 def test_looping_restarts_a_short_folder(tmp_path, vtest_frames):
     import cv2
 
