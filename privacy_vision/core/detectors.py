@@ -91,11 +91,16 @@ class TfliteDetector:
         self._settings = settings  # shared with the node: live 'conf', 'iou' and 'max_det' changes apply at once
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = cv2.cvtColor(cv2.resize(image_bgr, (self._width, self._height)), cv2.COLOR_BGR2RGB)
-        self._interpreter.set_tensor(self._input["index"], rgb[None].astype(self._input["dtype"]))
-        self._interpreter.invoke()
-        boxes, classes, scores = (self._interpreter.get_tensor(self._outputs[i]["index"])[0] for i in range(3))
-        rgb.fill(0)
+        resized = cv2.resize(image_bgr, (self._width, self._height))
+        rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        resized.fill(0)
+        try:
+            self._interpreter.set_tensor(self._input["index"], rgb[None].astype(self._input["dtype"], copy=False))
+            self._interpreter.invoke()
+            boxes, classes, scores = (self._interpreter.get_tensor(self._outputs[i]["index"])[0] for i in range(3))
+        finally:
+            rgb.fill(0)
+            self._interpreter.set_tensor(self._input["index"], rgb[None].astype(self._input["dtype"], copy=False))  # the interpreter's copy
         keep = (classes.astype(int) == 0) & (scores >= self._settings.conf)
         boxes, scores = boxes[keep], scores[keep]
         h, w = image_bgr.shape[:2]
