@@ -112,8 +112,12 @@ def test_detection_survives_a_malformed_frame(probe, tmp_path, vtest_frames):
         probe.spin_for(0.5)
         good = Image(**frame_to_fields(vtest_frames[0]))
         good.header.frame_id = "good"
-        publisher.publish(good)
-        assert probe.spin_until(lambda: any(m.header.frame_id == "good" for m in received), 20.0)
+        # Best-effort image link on a loaded machine: offer the good frame again until one gets through.
+        for _ in range(40):
+            publisher.publish(good)
+            if probe.spin_until(lambda: any(m.header.frame_id == "good" for m in received), 0.5):
+                break
+        assert any(m.header.frame_id == "good" for m in received)
         assert all(m.header.frame_id != "broken" for m in received)
         assert process.poll() is None
     finally:
