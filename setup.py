@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        # The default detector (YOLOX-nano, Apache-2.0) with its licence and provenance; found through the ament index.
+        (f"share/{PACKAGE}/models/yolox_nano", sorted(glob("models/yolox_nano/*"))),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+from privacy_vision.runner import CAMERA_SOURCE_PARAMETERS, CAPTURE_MODES, NODES
 
 
 def _nodes(context):
@@ -29,6 +29,7 @@ def _nodes(context):
         raise RuntimeError(f"no SPKI pins: pass pins:=PRIMARY,BACKUP or create {pins_file} with 'privacy-vision pki --out {state / 'pki'}'")
     overrides = {
         "camera": {"source": value("source")},
+        "detection": {"onnx_model": value("onnx_model")},
         "tracking": {"homography_file": str(config / "homography_pets.yaml")},
         "anonymizer": {"zones_file": value("zones_file") or str(config / "zones.yaml")},
         "aggregator": {"ledger_path": str(state / "privacy_ledger.sqlite")},
@@ -36,16 +37,39 @@ def _nodes(context):
                    "key_file": str(state / "pki" / "device.key"), "outbox_path": str(state / "outbox.sqlite")},
     }
     audit = {"audit_dir": str(state / "audit"), "audit_key_file": str(state / "pki" / "audit.key")}
+    capture = value("capture")
+    if capture not in CAPTURE_MODES:
+        raise RuntimeError(f"capture:={capture} is not one of {CAPTURE_MODES}")
+    nodes = NODES
+    if capture == "in_process":  # the detection node reads the source: no camera node, no image topic
+        nodes = NODES[1:]
+        overrides["detection"].update({"capture": "in_process", "source": value("source")})
+    def parameters(name: str) -> list:
+        source = camera_parameters(config) if capture == "in_process" and name == "detection" else {}
+        return [str(config / "params.yaml"), {**source, **audit, **overrides.get(name, {})}]
+
     return [
         Node(package="privacy_vision", executable=f"{name}_node", name=name, output="screen", respawn=True, respawn_delay=2.0,
-             parameters=[str(config / "params.yaml"), {**audit, **overrides.get(name, {})}])
-        for name in NODES
+             parameters=parameters(name))
+        for name in nodes
     ]
+
+
+def camera_parameters(config: Path) -> dict:
+    """The camera section of params.yaml, for the detection node when it captures in process."""
+    import yaml
+
+    camera = yaml.safe_load((config / "params.yaml").read_text())["camera"]["ros__parameters"]
+    return {k: v for k, v in camera.items() if k in CAMERA_SOURCE_PARAMETERS}
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("source", description="video file, image folder, /dev/videoN, camera index or stream URL"),
+        DeclareLaunchArgument("capture", default_value="camera", choices=["camera", "in_process"],
+                              description="camera: camera node + /camera/image_raw (needed for your own camera driver); "
+                                          "in_process: the detection node reads the source, no image topic exists"),
+        DeclareLaunchArgument("onnx_model", default_value="", description="your own YOLOX-format ONNX export (default: the shipped YOLOX-nano)"),
         DeclareLaunchArgument("config_dir", default_value="", description="folder with params.yaml, zones.yaml, fastdds.xml (default: the package's)"),
         DeclareLaunchArgument("zones_file", default_value="", description="zones YAML (default: config_dir/zones.yaml)"),
         DeclareLaunchArgument("state_dir", default_value="~/.local/state/privacy_vision", description="keys, outbox and ledger"),

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from privacy_vision.runner import CAPTURE_MODES
+
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
 
@@ -47,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_frames:
         overrides.setdefault("camera", {})["max_frames"] = str(args.max_frames)
     options = GraphOptions(source=args.source or _default_source(), config_dir=Path(args.config_dir), var_dir=Path(args.var_dir),
-                           overrides=overrides, domain_id=args.domain_id, duration_s=args.duration, quiet=args.quiet)
+                           overrides=overrides, domain_id=args.domain_id, duration_s=args.duration, quiet=args.quiet,
+                           capture=args.capture)
     print(f"privacy_vision: source {options.source}", flush=True)
     return GraphRunner(options).run()
 
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = at end of stream)")
     run.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the graph (default: random, isolates parallel runs)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--capture", choices=CAPTURE_MODES, default="camera",
+                     help="camera: a camera node publishes /camera/image_raw to the detection node (default); in_process: the "
+                          "detection node reads the source itself and no image topic exists (camera.* settings apply to it)")
     run.set_defaults(handler=cmd_run)
 
     pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
 SHUTDOWN_ORDER = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+CAPTURE_MODES = ("camera", "in_process")  # camera node + /camera/image_raw, or the detection node reads the source itself
+CAMERA_SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -52,6 +54,21 @@ class GraphOptions:
     domain_id: int | None = None
     duration_s: float = 0.0
     quiet: bool = False
+    capture: str = "camera"  # one of CAPTURE_MODES
+
+
+def node_parameters(options: GraphOptions, forced: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Per node -p overrides for the chosen capture mode. In-process capture gives the camera's source
+    parameters (as configured for the camera) to the detection node and starts no camera node."""
+    if options.capture not in CAPTURE_MODES:
+        raise RunError(f"capture must be one of {CAPTURE_MODES}, got {options.capture!r}")
+    per_node = {node: {**forced.get(node, {}), **options.overrides.get(node, {})} for node in NODES}
+    if options.capture == "camera":
+        return per_node
+    camera = per_node.pop("camera")
+    per_node["detection"] = {**{k: v for k, v in camera.items() if k in CAMERA_SOURCE_PARAMETERS}, **per_node["detection"],
+                             "capture": "in_process"}
+    return per_node
 
 
 class ManagedProcess:
@@ -166,22 +183,28 @@ class GraphRunner:
                   "aggregator": {"ledger_path": str(self.options.var_dir / "privacy_ledger.sqlite")}}
         audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
         self._commands = {}
-        for node in NODES:
-            parameters = {**audit, **forced.get(node, {}), **self.options.overrides.get(node, {})}
+        for node, overrides in node_parameters(self.options, forced).items():
             command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
                        "--params-file", str(config / "params.yaml")]
-            for name, value in parameters.items():
+            for name, value in {**audit, **overrides}.items():
                 command += ["-p", f"{name}:={value}"]
             self._commands[node] = command
-        # Everything downstream first; the camera only once they are up, so no frame is lost at start.
-        for node in NODES[1:]:
+        # Everything downstream first; the node that reads the source only once they are up, so no frame is lost at start.
+        downstream = tuple(node for node in self._commands if node != self.source_node)
+        for node in downstream:
             self._spawn(node, env)
         from privacy_vision.monitor import GraphMonitor
 
         self.monitor = GraphMonitor(self.domain_id, config)
-        self._wait_for_nodes(NODES[1:], timeout_s=90.0)
-        self._spawn("camera", env)
-        self.console.message(f"graph started: ingest + {len(NODES)} nodes on ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
+        self._wait_for_nodes(downstream, timeout_s=90.0)
+        self._spawn(self.source_node, env)
+        self.console.message(f"graph started: ingest + {len(self._commands)} nodes ({self.options.capture} capture) on "
+                             f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
+
+    @property
+    def source_node(self) -> str:
+        """The node that reads the source; the run ends when it does."""
+        return "camera" if self.options.capture == "camera" else "detection"
 
     def _spawn(self, node: str, env: dict[str, str]) -> None:
         self.processes[node] = ManagedProcess(node, self._commands[node], env, self.log_dir / f"{node}.log", self.console.message)
@@ -226,21 +249,21 @@ class GraphRunner:
                 self.console.progress(self.monitor.progress_line())
                 for name, process in self.processes.items():
                     code = process.poll()
-                    if name != "camera" and code not in (None, 0) and name not in reported:
+                    if name != self.source_node and code not in (None, 0) and name not in reported:
                         # Like a launch file without respawn: report loudly, keep the rest running.
                         reported.add(name)
                         exit_code = 1
                         self.console.message(f"[runner] node '{name}' exited with code {code}: {self._last_error(name)} "
                                              f"(other nodes keep running; log: {process.log_path})")
-                camera_code = self.processes["camera"].poll()
+                source_code = self.processes[self.source_node].poll()
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
                     exit_code = 130
                     break
-                if camera_code is not None:
-                    if camera_code != 0:
+                if source_code is not None:
+                    if source_code != 0:
                         exit_code = 1
-                        self.console.message(f"[runner] camera failed (code {camera_code}): {self._last_error('camera')}")
+                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(self.source_node)}")
                     break
                 if self.options.duration_s and time.time() - self.started_wall >= self.options.duration_s:
                     break

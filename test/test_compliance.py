@@ -57,3 +57,19 @@ def test_markdown_lists_topics_and_which_leave_the_device():
     assert "| /zone_analytics | per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld | yes |" in markdown
     assert "| /camera/image_raw |" in markdown and "Record of processing (Art. 30 GDPR)" in markdown
     assert "None: every checked setting" in markdown
+
+
+def test_dpia_states_where_frames_go_in_each_capture_mode():
+    params = default_params()
+    topic_mode = build_dpia(params, LOCAL)
+    assert "/camera/image_raw" in topic_mode["data_flows"]["topics"]
+    assert "any process on this device can read" in topic_mode["processing"]["data_categories_on_device"]["camera frames"]
+    assert "any process on this device" in topic_mode["data_flows"]["topics"]["/camera/image_raw"]["content"]
+    params["detection"]["capture"] = "in_process"
+    in_process = build_dpia(params, LOCAL)
+    assert "/camera/image_raw" not in in_process["data_flows"]["topics"]
+    assert "no image topic exists" in in_process["processing"]["data_categories_on_device"]["camera frames"]
+    assert not in_process["risks"]
+    live = SystemFacts(discovery_range="LOCALHOST", dds_profile_localhost=True, topics={"/camera/image_raw": ["sensor_msgs/msg/Image"]})
+    flagged = build_dpia(params, live)
+    assert [r["setting"] for r in flagged["risks"]] == ["detection.capture"]

@@ -101,6 +101,20 @@ def test_anonymized_topic_carries_no_tracker_ids_or_speed(demo_run):
         assert message.header.stamp.nanosec == 0 and message.header.stamp.sec % 5 == 0  # rounded to 5 s
 
 
+def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
+    """One argument: the detection node reads the video itself; no camera node, no sensor_msgs/Image anywhere."""
+    code, output, probe = run_graph(tmp_path, str(vtest_video), ["--capture", "in_process", "--max-frames", "60", "--fps", "20"])
+    assert code == 0, output
+    assert "(in_process capture)" in output
+    assert not [topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types], probe.topic_types
+    assert "/camera/image_raw" not in probe.topic_types
+    logs = next((tmp_path / "var" / "logs").glob("*"))
+    assert not (logs / "camera.log").exists()
+    assert "in-process capture of a file source: no image topic" in (logs / "detection.log").read_text()
+    assert len(probe.received.get("/detections", [])) >= 50
+    assert len(probe.received.get("/anonymized_tracks", [])) > 10
+
+
 def test_missing_video_is_a_clear_error(tmp_path):
     code, output, _ = run_graph(tmp_path, str(tmp_path / "no-such-video.avi"), ["--max-frames", "10"])
     assert code != 0

@@ -114,8 +114,12 @@ def test_detection_survives_a_malformed_frame(probe, tmp_path, vtest_frames):
         probe.spin_for(0.5)
         good = Image(**frame_to_fields(vtest_frames[0]))
         good.header.frame_id = "good"
-        publisher.publish(good)
-        assert probe.spin_until(lambda: any(m.header.frame_id == "good" for m in received), 20.0)
+        # Best-effort image link on a loaded machine: offer the good frame again until one gets through.
+        for _ in range(40):
+            publisher.publish(good)
+            if probe.spin_until(lambda: any(m.header.frame_id == "good" for m in received), 0.5):
+                break
+        assert any(m.header.frame_id == "good" for m in received)
         assert all(m.header.frame_id != "broken" for m in received)
         assert process.poll() is None
     finally:
@@ -168,7 +172,36 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         assert not np.frombuffer(messages[1].data, np.uint8).any()
         node._on_image(messages[2])
         assert not np.frombuffer(messages[2].data, np.uint8).any()
-        assert node.last_buffer is not None and not node.last_buffer.any()
+        assert node.last_buffers and not any(buffer.any() for buffer in node.last_buffers)
+        for encoding in ("mono8", "rgba8"):  # these two are converted into a new BGR array: it is zeroed too
+            fields = frame_to_fields(vtest_frames[3][:, :, 0] if encoding == "mono8" else np.dstack([vtest_frames[3], vtest_frames[3][:, :, :1]]))
+            message = Image(**{**fields, "encoding": encoding})
+            node._on_image(message)
+            converted = node.last_buffers[1]
+            assert not np.shares_memory(converted, node.last_buffers[0]) and converted.shape[2] == 3
+            assert not np.frombuffer(message.data, np.uint8).any() and not converted.any()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
+def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
+    import cv2
+
+    from privacy_vision.nodes.detection import DetectionNode
+
+    for index in range(4):
+        cv2.imwrite(str(tmp_path / f"{index:03d}.png"), vtest_frames[index])
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=yolox", "-p", "capture:=in_process", "-p", f"source:={tmp_path}",
+                     "-p", "resize_width:=384", "-p", "wait_for_subscriber_s:=0.0", "-p", f"audit_dir:={tmp_path / 'audit'}"])
+    try:
+        node = DetectionNode()
+        assert node.finished.wait(60.0)
+        assert node.frames == 4 and node.capture.delivered == 4
+        assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
+        published = node.get_publisher_names_and_types_by_node("detection", "/")
+        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published
+        assert all("sensor_msgs/msg/Image" not in types for _, types in published)
         node.destroy_node()
     finally:
         rclpy.shutdown()

@@ -17,6 +17,14 @@ def test_video_source_reads_and_resizes(vtest_video):
     assert source.source_fps == pytest.approx(10.0)
 
 
+def test_resizing_zeroes_the_decoded_frame(vtest_video, vtest_frames):
+    source = FrameSource(str(vtest_video), resize_width=384)
+    decoded = vtest_frames[0].copy()
+    resized = source._resize(decoded)
+    assert resized.shape == (288, 384, 3) and resized.any() and not decoded.any()
+    source.close()
+
+
 def test_looping_restarts_a_short_folder(tmp_path, vtest_frames):
     import cv2
 
@@ -55,7 +63,7 @@ def test_image_fields_round_trip_and_reject_malformed(vtest_frames):
         buffer_as_bgr(10, 10, "yuv422", 20, bytes(200))
 
 
-@pytest.mark.parametrize("backend, minimum_people", [("tflite", 3), ("hog", 1)])
+@pytest.mark.parametrize("backend, minimum_people", [("yolox", 4), ("tflite", 3), ("hog", 1)])
 def test_offline_backends_find_people_on_pets(backend, minimum_people, vtest_frames, tflite_model):
     detector, _ = create_detector(DetectorSettings(backend=backend, tflite_model=str(tflite_model)))
     counts = []
@@ -75,7 +83,7 @@ def test_ultralytics_code_path_with_a_yaml_model(vtest_frames):
 
 def test_auto_skips_missing_weights_and_says_why(tflite_model):
     detector, skipped = create_detector(DetectorSettings(backend="auto", model="absent-weights.pt", tflite_model=str(tflite_model)))
-    assert detector.name == "tflite"
+    assert detector.name == "yolox"
     assert any("absent-weights.pt" in reason and "cannot download" in reason for reason in skipped)
     with pytest.raises(DetectorError, match="not found"):
         create_detector(DetectorSettings(backend="ultralytics", model="absent-weights.pt"))

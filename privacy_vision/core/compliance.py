@@ -19,9 +19,12 @@ from privacy_vision.core.contributions import TIERS, ContributionSettings
 MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, SSD detector + tracker)": 3.89, "MOT15 five sequences (public detections + tracker)": 2.16}
 
 LEAVES_DEVICE = {"/zone_analytics": "via the uplink (HTTPS, pinned, signed) to the ingest"}
+IMAGE_TOPIC = "/camera/image_raw"
 RAW_TOPICS = {
-    "/camera/image_raw": "camera frames (pixels) for the detection node; any process on this host can subscribe to them; "
-                         "zeroed in the detection node after inference",
+    IMAGE_TOPIC: "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process "
+                 "on this device that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); "
+                 "the detection node zeroes its copy after inference, copies held by the middleware or by other "
+                 "subscribers are outside its control",
     "/detections": "person boxes in image pixels, per frame",
     "/tracks": "motion-only tracks: tracker ID, floor position and velocity, box",
     "/anonymized_tracks": "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
@@ -59,6 +62,22 @@ def system_facts(environment: dict[str, str], topics: dict[str, list[str]], inge
                        dds_profile_localhost=localhost, topics=topics, ingest_retention_days=ingest_retention_days, source=source)
 
 
+def in_process_capture(params: dict[str, dict]) -> bool:
+    """The detection node reads the source itself: no camera node and no image topic."""
+    return params.get("detection", {}).get("capture", "topic") == "in_process"
+
+
+def frames_statement(params: dict[str, dict]) -> str:
+    retained = params.get("detection", {}).get("retention_frames", 0)
+    if in_process_capture(params):
+        return ("read from the source by the detection node in its own process (in-process capture): no image topic exists, "
+                "frames never reach the middleware; every buffer that held a frame (decoded, resized, converted, letterboxed, "
+                f"network input) is zeroed after inference; frames retained after inference: {retained}")
+    return ("published by the camera node on /camera/image_raw, a local topic that any process on this device can read; "
+            "the camera zeroes its frame and message, the detection node every copy it makes, after inference; "
+            f"frames retained after inference: {retained}")
+
+
 def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
     aggregator, anonymizer = params.get("aggregator", {}), params.get("anonymizer", {})
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
@@ -73,6 +92,9 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
                               "the cap allows more than three configurations a day: each change of the privacy settings adds its ε", "medium"))
     if detection.get("retention_frames", 0) > 0:
         flags.append(RiskFlag("detection.retention_frames", detection.get("retention_frames"), "frames are kept in memory after inference instead of being destroyed at once"))
+    if in_process_capture(params) and any("sensor_msgs/msg/Image" in types for types in facts.topics.values()):
+        flags.append(RiskFlag("detection.capture", "in_process", "an image topic exists although capture is in process: "
+                              "another process publishes frames on this device"))
     if anonymizer.get("grid_size_m", 1) < 0.5:
         flags.append(RiskFlag("anonymizer.grid_size_m", anonymizer.get("grid_size_m"), "positions finer than 0.5 m approach exact trajectories", "medium"))
     if anonymizer.get("time_precision_s", 5) < 1:
@@ -96,7 +118,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     account, settings, contribution = track_day_account(aggregator, anonymizer)
     epsilon = account.epsilon
     tracks_per_person = max(MEASURED_TRACKS_PER_PERSON.values())
-    topics = facts.topics or {t: [] for t in RAW_TOPICS}
+    topics = facts.topics or {t: [] for t in RAW_TOPICS if not (t == IMAGE_TOPIC and in_process_capture(params))}
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "configuration_source": facts.source,
@@ -104,7 +126,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
             "purpose": "anonymous spatial analytics (occupancy, flow direction, dwell time, entries/exits per zone)",
             "legal_basis_note": "to be confirmed by the controller (typically legitimate interest, Art. 6(1)(f) GDPR)",
             "data_categories_on_device": {
-                "camera frames": f"in memory only; zeroed after inference; frames retained after inference: {detection.get('retention_frames', 0)}",
+                "camera frames": frames_statement(params),
                 "person boxes and tracks": f"in memory only; a lost track is dropped after {params.get('tracking', {}).get('track_buffer_s', '?')} s",
                 "anonymised records": f"keyed HMAC IDs rotated every {anonymizer.get('rotation_interval_s')} s (and on request), "
                                       f"{anonymizer.get('grid_size_m')} m grid, timestamps floored to {anonymizer.get('time_precision_s')} s, "

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+RECONNECT_MAX_DELAY_S = 30.0
 
 
 class SourceError(RuntimeError):
@@ -115,9 +118,102 @@ class FrameSource:
         if self.resize_width <= 0 or image.shape[1] == self.resize_width:
             return image
         height = round(image.shape[0] * self.resize_width / image.shape[1])
-        return cv2.resize(image, (self.resize_width, height), interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(image, (self.resize_width, height), interpolation=cv2.INTER_AREA)
+        image.fill(0)  # the decoded full-size frame held pixels too
+        return resized
 
     def close(self) -> None:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+@dataclass
+class CaptureSettings:
+    """What the camera node and the detection node's in-process capture both take (same parameters)."""
+    source: str = ""
+    loop: bool = False
+    fps: float = 0.0  # rate limit; 0 = the file's own rate, as fast as possible for live sources
+    max_frames: int = 0  # 0 = no limit
+    resize_width: int = 0
+
+
+class CaptureLoop:
+    """Paces a source, stamps each frame (media time for recordings, wall time for live sources) and
+    reconnects live sources with exponential backoff; `handle(image, stamp)` owns the frame and must
+    zero it. One implementation for the camera node and for in-process capture in the detection node."""
+
+    def __init__(self, settings: CaptureSettings, log: Callable[[str, str], None], on_dropped: Callable[[int], None]) -> None:
+        if not settings.source:
+            raise SourceError("parameter 'source' is empty: set it to a video file, image folder, device or URL")
+        self.settings = settings  # shared with the node: live 'loop', 'fps' and 'max_frames' changes apply at once
+        self.source = FrameSource(settings.source, loop=settings.loop, resize_width=settings.resize_width)
+        self.stop = threading.Event()
+        self.delivered = 0
+        self._log = log  # (level 'info' | 'warning' | 'error', message)
+        self._on_dropped = on_dropped  # reconnect attempt number, for the node's diagnostics
+
+    def set_loop(self, loop: bool) -> None:
+        self.settings.loop = loop
+        self.source.loop = loop and not self.source.is_live
+
+    def frame_period(self) -> float:
+        rate = self.settings.fps or (0.0 if self.source.is_live else self.source.source_fps)
+        return 1.0 / rate if rate > 0 else 0.0
+
+    def limit_reached(self) -> bool:
+        return 0 < self.settings.max_frames <= self.delivered
+
+    def run(self, handle: Callable[[np.ndarray, float], None]) -> None:
+        """Until the end of a recording, the frame limit or stop; live sources are reopened when they drop."""
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self._stream(handle)
+            except SourceError as error:
+                self._log("error", str(error))
+            if not self.source.is_live or self.stop.is_set() or self.limit_reached():
+                break
+            attempt += 1
+            delay = min(RECONNECT_MAX_DELAY_S, 0.5 * 2 ** attempt)
+            self._log("warning", f"live source dropped; reconnecting in {delay:.1f} s (attempt {attempt})")
+            self._on_dropped(attempt)
+            if self.stop.wait(delay):
+                break
+            try:
+                self.source.reopen()
+                attempt = 0
+            except SourceError as error:
+                self._log("error", str(error))
+        self._log("info", f"end of stream after {self.delivered} frames ({self.source.skipped_corrupt} unreadable images skipped)")
+
+    def _stream(self, handle: Callable[[np.ndarray, float], None]) -> None:
+        start_wall = time.time()
+        next_due = time.monotonic()
+        skipped_before = self.source.skipped_corrupt
+        for frame in self.source.frames():
+            if self.stop.is_set() or self.limit_reached():
+                frame.image.fill(0)
+                return
+            if self.source.skipped_corrupt != skipped_before:
+                skipped_before = self.source.skipped_corrupt
+                self._log("warning", f"skipped an unreadable image ({skipped_before} so far)")
+            period = self.frame_period()
+            if period:
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_due = time.monotonic()
+                next_due += period
+            if self.source.is_live or not self.source.source_fps:
+                stamp = time.time()
+            else:
+                # Recorded sources carry media time so windows match the recording, whatever the playback speed.
+                stamp = start_wall + frame.index / self.source.source_fps
+            handle(frame.image, stamp)
+            self.delivered += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.source.close()

@@ -26,16 +26,16 @@ class TrackState(IntEnum):
 
 @dataclass
 class TrackerSettings:
-    """Defaults suit the SSD-MobileNet detector's score scale (median person score about 0.66) at
-    10 fps; they were chosen on the PETS 2009 video (see bench/perception.py). A detector with another
-    score scale needs track_thresh near its median person score."""
+    """Defaults suit YOLOX-nano's score scale (the shipped detector) at 10 fps; the score thresholds and
+    min_hits were chosen by bench/tune_tracker.py on PETS09-S2L1 and TUD-Campus only (the shared MOT15
+    sequences with video). A detector with another score scale needs track_thresh near its median person score."""
 
-    track_thresh: float = 0.6  # detections at or above this score are "high" (first association)
+    track_thresh: float = 0.7  # detections at or above this score are "high" (first association)
     low_thresh: float = 0.1  # detections below this are ignored entirely
-    new_track_thresh: float = 0.7  # a high detection left unmatched starts a track above this score
+    new_track_thresh: float = 0.8  # a high detection left unmatched starts a track above this score
     match_iou: float = 0.2  # minimum IoU for the first association
     low_match_iou: float = 0.5  # minimum IoU for the second (low-score) association
-    min_hits: int = 5  # consecutive matches before a track is confirmed
+    min_hits: int = 3  # consecutive matches before a track is confirmed
     track_buffer_s: float = 3.0  # how long a lost track is kept for re-association
     velocity_window_s: float = 1.0  # floor velocity is the slope of positions over this window
     reassociation_m: float = 2.0  # a lost track takes an unmatched detection this close on the floor (0 = off)

@@ -20,6 +20,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from privacy_vision.core.audit import AuditLog
 from privacy_vision.core.protocol import KeyFileError
+from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
 from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
 IMAGE_TOPIC = "camera/image_raw"
@@ -203,3 +204,58 @@ class StartupError(RuntimeError):
     def __init__(self, node_name: str, message: str) -> None:
         super().__init__(message)
         self.node_name = node_name
+
+
+def declare_capture(node: PrivacyVisionNode) -> CaptureLoop:
+    """The source parameters shared by the camera node and the detection node's in-process capture."""
+    settings = CaptureSettings(
+        source=node.declare("source", "", "video file, image folder, /dev/videoN or camera index, or rtsp/http/GStreamer URL", read_only=True),
+        loop=node.declare("loop", False, "restart a file or folder at its end"),
+        fps=node.declare("fps", 0.0, "capture rate limit in frames/s; 0 = the source's own rate for files, as fast as possible otherwise", minimum=0.0, maximum=240.0),
+        max_frames=node.declare("max_frames", 0, "stop after this many frames (0 = no limit)", minimum=0, maximum=2**31 - 1),
+        resize_width=node.declare("resize_width", 0, "resize frames to this width keeping aspect (0 = native)", minimum=0, maximum=7680, read_only=True),
+    )
+
+    def log(level: str, message: str) -> None:
+        # rclpy refuses one call site logging at different severities: one line per level.
+        if level == "error":
+            node.get_logger().error(message)
+        elif level == "warning":
+            node.get_logger().warning(message)
+        else:
+            node.get_logger().info(message)
+
+    def on_dropped(attempt: int) -> None:
+        node.publish_diagnostic(WARN, "source dropped, reconnecting", {"attempt": attempt})
+
+    try:
+        return CaptureLoop(settings, log, on_dropped)
+    except SourceError as error:
+        raise StartupError(node.get_name(), str(error)) from None
+
+
+def apply_capture_updates(capture: CaptureLoop, updates: dict[str, Any]) -> None:
+    if "loop" in updates:
+        capture.set_loop(bool(updates["loop"]))
+    if "fps" in updates:
+        capture.settings.fps = float(updates["fps"])
+    if "max_frames" in updates:
+        capture.settings.max_frames = int(updates["max_frames"])
+
+
+def declare_wait_for_subscriber(node: PrivacyVisionNode) -> float:
+    return node.declare("wait_for_subscriber_s", 10.0, "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)",
+                        minimum=0.0, maximum=600.0, read_only=True)
+
+
+def wait_for_subscriber(node: PrivacyVisionNode, publisher, capture: CaptureLoop, timeout_s: float) -> None:
+    """A recorded source would otherwise lose its first frames while discovery completes."""
+    if capture.source.is_live or not timeout_s:
+        return
+    deadline = time.monotonic() + timeout_s
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not capture.stop.is_set():
+        time.sleep(0.05)
+    if publisher.get_subscription_count() == 0:
+        node.get_logger().warning(f"no subscriber on {publisher.topic_name} after {timeout_s:g} s; publishing anyway")
+    else:
+        time.sleep(0.2)  # let the matched reader finish its own side of the handshake

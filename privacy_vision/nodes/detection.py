@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import Image
 
-from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector
+from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr
 from privacy_vision_msgs.msg import Detection, Detections
-from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN,
-                                         PrivacyVisionNode, StartupError, run_node)
+from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN, PrivacyVisionNode,
+                                         StartupError, apply_capture_updates, declare_capture, declare_wait_for_subscriber, run_node,
+                                         seconds_to_stamp, wait_for_subscriber)
+
+CAPTURE_MODES = ("topic", "in_process")
 
 
 class DetectionNode(PrivacyVisionNode):
@@ -22,18 +26,27 @@ class DetectionNode(PrivacyVisionNode):
         self.settings = DetectorSettings(
             backend=self.declare("backend", defaults.backend, f"detector backend: one of {BACKENDS}; auto picks the best available", read_only=True),
             model=self.declare("model", defaults.model, "Ultralytics weights (.pt) or model YAML (random weights, tests only)", read_only=True),
+            onnx_model=self.declare("onnx_model", defaults.onnx_model, "YOLOX-format ONNX export, any size (empty: the YOLOX-nano shipped with the package)", read_only=True),
             tflite_model=self.declare("tflite_model", defaults.tflite_model, "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)", read_only=True),
             conf=self.declare("conf", defaults.conf, "lowest detection score published (the tracker splits high/low itself)", minimum=0.01, maximum=1.0),
             iou=self.declare("iou", defaults.iou, "NMS IoU threshold (all backends)", minimum=0.05, maximum=0.95),
             imgsz=self.declare("imgsz", defaults.imgsz, "inference size in pixels (ultralytics)", minimum=32, maximum=4096, read_only=True),
             device=self.declare("device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
-            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the tflite backend", minimum=1, maximum=64, read_only=True),
+            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the yolox and tflite backends", minimum=1, maximum=64, read_only=True),
         )
+        self.capture_mode = self.declare("capture", "topic", f"one of {CAPTURE_MODES}: frames from /{IMAGE_TOPIC} (camera node), or read "
+                                         "from 'source' in this process so that no image topic exists", read_only=True)
+        if self.capture_mode not in CAPTURE_MODES:
+            raise StartupError(self.get_name(), f"parameter 'capture' must be one of {CAPTURE_MODES}, got {self.capture_mode!r}")
+        self.capture = declare_capture(self) if self.capture_mode == "in_process" else None
+        if self.capture is not None:
+            self.frame_id = self.declare("frame_id", "camera", "frame_id of detections from in-process capture", read_only=True)
+            self.wait_for_subscriber_s = declare_wait_for_subscriber(self)
         self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
         audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
         self.privacy_parameters = {"retention_frames"}
-        self.dpia_parameters = {"retention_frames", "backend"}
+        self.dpia_parameters = {"retention_frames", "backend", "capture"}
         self._audit_counts = {"frames_processed": 0, "frames_destroyed": 0, "malformed_frames_dropped": 0}
         try:
             self.detector, skipped = create_detector(self.settings)
@@ -41,20 +54,30 @@ class DetectionNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         for reason in skipped:
             self.get_logger().info(f"backend skipped: {reason}")
+        self.fallback = fallback_warning(self.settings, self.detector, skipped)
+        if self.fallback:
+            self.get_logger().warning(self.fallback)
         self.get_logger().info(f"using detector backend '{self.detector.name}'")
-        self._retained: collections.deque[np.ndarray] = collections.deque()
-        self.last_buffer: np.ndarray | None = None  # the most recent raw buffer, for the zeroing test
+        self._retained: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
+        self.last_buffers: tuple[np.ndarray, ...] = ()  # the most recent frame's buffers, for the zeroing test
         self.offer_personal_data_services()
         self.publisher = self.create_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
-        self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
         self.frames = 0
         self.rejected = 0
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
         self.create_timer(1.0, self._report)
         self.create_timer(audit_interval_s, self._audit_frames)
         self.accept_parameter_updates()
+        if self.capture is None:
+            self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
+        else:
+            self._capture_thread = threading.Thread(target=self._capture_loop, name="detection-capture", daemon=True)
+            self._capture_thread.start()
+            self.get_logger().info(f"in-process capture of a {self.capture.source.kind} source: no image topic")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if self.capture is not None:
+            apply_capture_updates(self.capture, updates)
         for name in ("conf", "iou", "max_det"):
             if name in updates:
                 setattr(self.settings, name, updates[name])
@@ -70,29 +93,47 @@ class DetectionNode(PrivacyVisionNode):
             self._audit_counts["malformed_frames_dropped"] += 1
             self.get_logger().error(f"dropped a malformed frame ({error}); {self.rejected} dropped so far")
             return
+        self._detect_and_publish(image, (raw, image), message.header)
+
+    def _capture_loop(self) -> None:
+        assert self.capture is not None
+        wait_for_subscriber(self, self.publisher, self.capture, self.wait_for_subscriber_s)
+        self.capture.run(self._on_captured)
+        self.publish_diagnostic(OK, "end of stream", {"frames": self.frames})
+        self.finish(0)
+
+    def _on_captured(self, image: np.ndarray, stamp: float) -> None:
+        header = Detections().header
+        header.frame_id = self.frame_id
+        seconds_to_stamp(stamp, header.stamp)
+        self._detect_and_publish(image, (image,), header)
+
+    def _detect_and_publish(self, image: np.ndarray, buffers: tuple[np.ndarray, ...], header) -> None:
+        """Detect, then zero (or retain) every buffer that held this frame, whatever happened."""
+        height, width = image.shape[:2]
         try:
             started = time.perf_counter()
             boxes, scores = self.detector.detect(image)
             elapsed_ms = (time.perf_counter() - started) * 1000.0
         finally:
-            self._retain_or_zero(raw)
+            self._retain_or_zero(buffers)
         self.inference_ms.append(elapsed_ms)
         self.frames += 1
         self._audit_counts["frames_processed"] += 1
-        out = Detections(header=message.header, image_width=message.width, image_height=message.height,
+        out = Detections(header=header, image_width=width, image_height=height,
                          backend=self.detector.name, inference_ms=float(elapsed_ms))
         out.detections = [Detection(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]), confidence=float(s))
                           for b, s in zip(boxes, scores)]
         self.publisher.publish(out)
 
-    def _retain_or_zero(self, raw: np.ndarray) -> None:
-        self.last_buffer = raw
-        self._retained.append(raw)
+    def _retain_or_zero(self, buffers: tuple[np.ndarray, ...]) -> None:
+        self.last_buffers = buffers
+        self._retained.append(buffers)
         self._destroy_retained()
 
     def _destroy_retained(self) -> None:
         while len(self._retained) > self.retention_frames:
-            self._retained.popleft().fill(0)
+            zero_buffers(self._retained.popleft())
             self._audit_counts["frames_destroyed"] += 1
 
     def personal_data_summary(self) -> dict:
@@ -102,14 +143,15 @@ class DetectionNode(PrivacyVisionNode):
     def erase_personal_data(self) -> dict:
         count = len(self._retained)
         while self._retained:
-            self._retained.popleft().fill(0)
+            zero_buffers(self._retained.popleft())
             self._audit_counts["frames_destroyed"] += 1
         return {"frames_destroyed": count}
 
     def _report(self) -> None:
         median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
-        level = WARN if self.rejected else OK
-        self.publish_diagnostic(level, f"backend {self.detector.name}", {
+        level = WARN if self.rejected or self.fallback else OK
+        message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
+        self.publish_diagnostic(level, message, {
             "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
             "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
 
@@ -120,9 +162,18 @@ class DetectionNode(PrivacyVisionNode):
             self._audit_counts = dict.fromkeys(self._audit_counts, 0)
 
     def on_shutdown(self) -> None:
+        if self.capture is not None:
+            self.capture.stop.set()
+            self._capture_thread.join(timeout=5.0)
+            self.capture.close()
         self.retention_frames = 0
         self._destroy_retained()
         self._audit_frames()
+
+
+def zero_buffers(buffers: tuple[np.ndarray, ...]) -> None:
+    for buffer in buffers:
+        buffer.fill(0)
 
 
 def main(args: list[str] | None = None) -> None:
