@@ -110,8 +110,11 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     assert "/camera/image_raw" not in probe.topic_types
     logs = next((tmp_path / "var" / "logs").glob("*"))
     assert not (logs / "camera.log").exists()
-    assert "in-process capture of a file source: no image topic" in (logs / "detection.log").read_text()
-    assert len(probe.received.get("/detections", [])) >= 50
+    detection_log = (logs / "detection.log").read_text()
+    assert "in-process capture of a file source: no image topic" in detection_log
+    # every frame was read and inferred (the probe may join after the first detections under load)
+    assert "end of stream after 60 frames" in detection_log
+    assert len(probe.received.get("/detections", [])) > 10
     assert len(probe.received.get("/anonymized_tracks", [])) > 10
 
 
