@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "tier": str, "period_start_s": (int, float), "period_end_s": (int, float),
-                   "below_k": bool, "epsilon_cell": (int, float), "epsilon_track_day": (int, float), "k": int, "mechanism": str,
+                   "below_k": bool, "epsilon_cell": (int, float), "epsilon_track_day": (int, float), "delta_track_day": (int, float), "k": int, "mechanism": str,
                    "privacy_unit": str}
 
 

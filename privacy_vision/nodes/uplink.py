@@ -23,6 +23,7 @@ def release_from_message(message: ZoneAnalytics) -> dict:
         "dwell_counts": dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
         "entries": message.entries, "exits": message.exits, "entries_today": message.entries_today,
         "mechanism": p.mechanism, "privacy_unit": p.privacy_unit, "epsilon_cell": p.epsilon_cell, "epsilon_track_day": p.epsilon_track_day,
+        "delta_track_day": p.delta_track_day,
         "cells_per_day": p.cells_per_day, "window_s": p.window_s, "k": p.k, "mode": p.mode,
         "epsilon_spent_today": p.epsilon_spent_today, "daily_epsilon_cap": p.daily_epsilon_cap,
         "epsilon_by_metric": dict(zip(p.metric_names, p.metric_epsilons)),
