@@ -13,7 +13,8 @@ from importlib import resources
 
 from aiohttp import web
 
-from privacy_vision.core.protocol import RequestRejected, load_key_file, verify_request
+from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, load_key_file, verify_request
+from privacy_vision.core.release_schema import InvalidRelease, parse_release_json
 from privacy_vision.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
@@ -21,37 +22,26 @@ DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").re
 MAX_BODY_BYTES = 64 * 1024
 
 
-REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "window_start_s": (int, float), "window_end_s": (int, float),
-                   "suppressed": bool, "epsilon": (int, float), "k": int, "mechanism": str, "privacy_unit": str}
-
-
-def validate_release(release: object) -> dict:
-    if not isinstance(release, dict):
-        raise RequestRejected(422, "body must be a JSON object")
-    for name, kind in REQUIRED_FIELDS.items():
-        if not isinstance(release.get(name), kind):
-            raise RequestRejected(422, f"field {name!r} missing or of the wrong type")
-    return release
-
-
 def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Application:
     async def post_release(request: web.Request) -> web.Response:
+        """Every client fault is a 4xx with a reason; only the server's own failures may be a 5xx."""
         body = await request.read()
         try:
-            device_id = request.headers.get("X-PV-Device", "")
+            device_id = request.headers.get(HEADER_DEVICE, "")
             key = device_keys.get(device_id)
             if key is None:
                 raise RequestRejected(401, "unknown device")
             now = time.time()
-            signed = verify_request(key, request.method, request.path, dict(request.headers), body, now)
+            signed = verify_request(key, request.method, request.path, request.headers, body, now)
             try:
-                release = validate_release(json.loads(body))
-            except json.JSONDecodeError:
-                raise RequestRejected(422, "body is not JSON") from None
-            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, body.decode(), now)
+                release = parse_release_json(body)
+                text = body.decode("utf-8")
+            except (InvalidRelease, UnicodeDecodeError) as invalid:
+                raise RequestRejected(422, f"release does not match the schema: {invalid}") from None
+            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, text, now)
         except RequestRejected as rejected:
             return web.json_response({"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status)
-        return web.json_response({"status": outcome, "release_id": release["release_id"]}, status=200)
+        return web.json_response({"status": outcome, "release_id": release.release_id}, status=200)
 
     async def list_releases(request: web.Request) -> web.Response:
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, RequestRejected
+from privacy_vision.core.release_schema import WireRelease
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ SQLITE = _Dialect(
     placeholder="?", begin="BEGIN IMMEDIATE",
     insert_nonce="INSERT INTO nonces VALUES (?, ?, ?)",
     upsert_sequence="INSERT OR REPLACE INTO sequences VALUES (?, ?)",
-    insert_release="INSERT OR IGNORE INTO releases VALUES (?, ?, ?, ?, ?, ?, ?)",
+    insert_release="INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING",
     schema=_TABLES,
 )
 POSTGRES = _Dialect(
@@ -79,8 +80,11 @@ class ReleaseStore:
     def _one(self, statement: str, args: tuple):
         return self._db.execute(self._sql(statement), args).fetchone()
 
-    def accept(self, device_id: str, nonce: str, sequence: int, release: dict, body: str, now_s: float) -> str:
-        """Check replay state and store in one transaction; returns 'stored' or 'duplicate'."""
+    def accept(self, device_id: str, nonce: str, sequence: int, release: WireRelease, body: str, now_s: float) -> str:
+        """Check replay state and store in one transaction; returns 'stored' or 'duplicate'.
+
+        Only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT NULL failures).
+        """
         with self._lock:
             self._db.execute(self.dialect.begin)
             try:
@@ -94,8 +98,7 @@ class ReleaseStore:
                 # A nonce older than the accepted clock skew can never be replayed successfully.
                 self._db.execute(self._sql("DELETE FROM nonces WHERE seen_at < ?"), (now_s - 3 * MAX_CLOCK_SKEW_S,))
                 cursor = self._db.execute(self.dialect.insert_release, (
-                    release["release_id"], device_id, release["zone_id"], float(release["window_start_s"]),
-                    float(release["window_end_s"]), body, now_s))
+                    release.release_id, device_id, release.zone_id, release.window_start_s, release.window_end_s, body, now_s))
                 self._db.execute("COMMIT")
                 return "stored" if cursor.rowcount == 1 else "duplicate"
             except BaseException:
