@@ -26,16 +26,15 @@ from pgutil import postgres_server  # noqa: E402
 
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins  # noqa: E402
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file  # noqa: E402
+from privacy_vision.core.release_schema import example_release  # noqa: E402
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E402
 
 
 def release(index: int) -> bytes:
-    return canonical_release_bytes({
-        "release_id": str(uuid.uuid4()), "zone_id": f"zone-{index % 8}", "window_start_s": 1_790_000_000.0 + 60 * index,
-        "window_end_s": 1_790_000_060.0 + 60 * index, "suppressed": False, "occupancy": 12, "epsilon": 1.0, "delta": 0.0,
-        "k": 5, "mechanism": "discrete_laplace", "privacy_unit": "person-window", "window_s": 60.0,
-        "direction_counts": {"E": 3, "N": 4, "W": 5}, "dwell_counts": {"short": 7, "medium": 4, "long": 1},
-        "entries": 6, "exits": 5, "epsilon_spent_today": 10.0, "daily_epsilon_cap": 2000.0})
+    start = 1_790_000_000.0 + 60 * index
+    return canonical_release_bytes(example_release(zone_id=f"zone-{index % 8}", window_start_s=start, window_end_s=start + 60.0,
+                                                   occupancy=12, direction_counts={"E": 3, "N": 4, "W": 5},
+                                                   dwell_counts={"short": 7, "medium": 4, "long": 1}, entries=6, exits=5))
 
 
 class Ingest:

@@ -12,23 +12,20 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 
 import pytest
 
 from ingestutil import IngestThread
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
 from privacy_vision.ingest import RELEASES_PATH, server_ssl_context
 from privacy_vision.ingest_store import ReleaseStore
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
-    return {"release_id": str(uuid.uuid4()), "zone_id": zone, "window_start_s": start, "window_end_s": start + 60.0,
-            "suppressed": False, "occupancy": 7, "epsilon": 1.0, "delta": 0.0, "k": 5, "mechanism": "discrete_laplace",
-            "privacy_unit": "person-window", "window_s": 60.0, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7},
-            "entries": 2, "exits": 1, **extra}
+    return example_release(zone_id=zone, window_start_s=start, window_end_s=start + 60.0, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +97,9 @@ def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
 def test_store_is_idempotent_and_filters(store_target):
     store = ReleaseStore(store_target)
     first, second = release("a", 0.0), release("b", 120.0)
-    assert store.accept("dev-1", "n1", 1, first, json.dumps(first), time.time()) == "stored"
-    assert store.accept("dev-1", "n2", 2, first, json.dumps(first), time.time()) == "duplicate"
-    assert store.accept("dev-1", "n3", 3, second, json.dumps(second), time.time()) == "stored"
+    assert store.accept("dev-1", "n1", 1, validate_release(first), json.dumps(first), time.time()) == "stored"
+    assert store.accept("dev-1", "n2", 2, validate_release(first), json.dumps(first), time.time()) == "duplicate"
+    assert store.accept("dev-1", "n3", 3, validate_release(second), json.dumps(second), time.time()) == "stored"
     assert [r["zone_id"] for r in store.releases()] == ["a", "b"]
     assert [r["zone_id"] for r in store.releases(zone_id="b")] == ["b"]
     assert [r["zone_id"] for r in store.releases(since_s=60.0)] == ["b"]
@@ -173,7 +170,7 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     try:
         for index, zone in enumerate(["entrance", "entrance", "entrance", "checkout", "checkout"]):
             item = release(zone, start=1_790_000_000 + 60 * index, suppressed=(index == 1))
-            server.store.accept("dev-1", f"n{index}", index + 1, item, json.dumps(item), time.time())
+            server.store.accept("dev-1", f"n{index}", index + 1, validate_release(item), json.dumps(item), time.time())
         profile = tempfile.mkdtemp(prefix="pv-chromium-")
         result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                                  "--disable-background-networking", "--disable-component-update", "--disable-sync",

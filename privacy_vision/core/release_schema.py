@@ -109,3 +109,19 @@ def wire_from_release(release: Any) -> dict[str, Any]:
     Today the wire names equal the dataclass fields; a renamed or reshaped field is mapped here.
     """
     return validate_release(dataclasses.asdict(release)).model_dump(mode="json")
+
+
+def example_release(**overrides: Any) -> dict[str, Any]:
+    """A valid wire release (for tests, the load benchmark and the docs); overrides replace fields."""
+    import uuid
+
+    release = {
+        "release_id": str(uuid.uuid4()), "zone_id": "hall", "window_start_s": 0.0, "window_end_s": 60.0, "suppressed": False,
+        "occupancy": 7, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7}, "entries": 2, "exits": 1,
+        "cumulative_footfall_today": 2, "mechanism": "discrete_laplace", "epsilon": 1.0, "delta": 0.0, "k": 5,
+        "privacy_unit": "person-window", "window_s": 60.0, "epsilon_spent_today": 1.0, "daily_epsilon_cap": 10.0,
+        "footfall_epsilon_per_day": 0.1, "epsilon_by_metric": {"occupancy": 0.4, "direction": 0.2, "dwell": 0.2, "entries": 0.1, "exits": 0.1},
+        "suppression_delta": 1e-6, "release_threshold": 9,
+    }
+    release.update(overrides)
+    return release

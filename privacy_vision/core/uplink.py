@@ -69,6 +69,7 @@ class Outbox:
         self.recovered_from: Path | None = None
         self.corruption = ""
         self.storage_error = ""
+        self._acknowledged: set[int] = set()
         self._lock = threading.Lock()
         self._sequence = 0
         if self.path.exists():
@@ -150,10 +151,15 @@ class Outbox:
             return cursor.rowcount == 1
 
     def size(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) - len(self._acknowledged)
 
     def oldest(self) -> OutboxItem | None:
-        row = self._db.execute("SELECT id, release_id, body, attempts FROM outbox ORDER BY id LIMIT 1").fetchone()
+        """The oldest release not yet acknowledged (also skipping acknowledgements not yet written to disk)."""
+        skip = tuple(self._acknowledged)
+        query = "SELECT id, release_id, body, attempts FROM outbox"
+        if skip:
+            query += f" WHERE id NOT IN ({','.join('?' * len(skip))})"
+        row = self._db.execute(query + " ORDER BY id LIMIT 1", skip).fetchone()
         return OutboxItem(row[0], row[1], bytes(row[2]), row[3]) if row else None
 
     def _write(self, *statements: tuple[str, tuple]) -> None:
@@ -170,10 +176,27 @@ class Outbox:
                 raise _storage_error(error) from None
 
     def acknowledge(self, row_id: int) -> None:
-        self._write(("DELETE FROM outbox WHERE id = ?", (row_id,)))
+        """Delete the delivered row; on a full disk remember it in memory so draining goes on.
+
+        Rows acknowledged only in memory are deleted when the disk has room again; after a restart
+        before that, they are sent once more and the ingest answers "duplicate".
+        """
+        self._acknowledged.add(row_id)
+        pending = tuple(self._acknowledged)
+        try:
+            self._write((f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(pending))})", pending))
+        except OutboxUnavailable as error:
+            self.storage_error = str(error)
+            return
+        self._acknowledged.clear()
+        self.storage_error = ""
 
     def record_attempt(self, row_id: int) -> None:
-        self._write(("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row_id,)))
+        """Attempt counts are diagnostics: a full disk records the error and lets the send go ahead."""
+        try:
+            self._write(("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row_id,)))
+        except OutboxUnavailable as error:
+            self.storage_error = str(error)
 
     def dead_letter(self, row_id: int, reason: str) -> None:
         self._write(("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
