@@ -153,7 +153,27 @@ def test_pin_mismatch_is_an_error_and_sends_nothing(tmp_path):
         uplink.publish([analytics(1)])
         assert wait_for(lambda: "TLS pin mismatch, nothing sent" in uplink.log(), 15.0), uplink.log()
         assert "[ERROR]" in uplink.log() and "check the 'pins'" in uplink.log()
+        time.sleep(3.0)
+        # Finding 1: the same backoff as any failure (retry_max_s 0.5); the old loop logged hundreds of lines here.
+        assert uplink.log().count("TLS pin mismatch") <= 25, uplink.log().count("TLS pin mismatch")
         assert server.requests == 0 and server.store.count() == 0
+    finally:
+        uplink.close()
+        server.stop()
+
+
+def test_empty_outbox_file_is_moved_aside_reported_and_replaced(tmp_path):
+    """Finding 4 on the node: a 0-byte outbox is an ERROR naming where it went, and the node goes on."""
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    (tmp_path / "outbox.sqlite").write_bytes(b"")
+    server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+    try:
+        uplink.start()
+        assert "the outbox was not intact" in uplink.log() and "[ERROR]" in uplink.log()
+        assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
+        uplink.publish([analytics(1)])
+        assert wait_for(lambda: server.store.count() == 1, 20.0), uplink.log()
     finally:
         uplink.close()
         server.stop()
