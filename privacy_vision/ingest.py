@@ -4,22 +4,93 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
+import re
 import signal
 import ssl
 import sys
 import time
 from importlib import resources
 
+from typing import Annotated
+
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, load_key_file, verify_request
-from privacy_vision.core.release_schema import InvalidRelease, parse_release_json
+from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
 from privacy_vision.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
 DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").read_text()
 MAX_BODY_BYTES = 64 * 1024
+
+
+MAX_CONCURRENT_READS = 2
+
+
+def encode_cursor(release: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps([release["window_start_s"], release["release_id"]]).encode()).decode()
+
+
+class ReleaseQuery(BaseModel):
+    """Query parameters of GET /v1/releases; anything else, or out of range, is a 400 with the reason."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    since: Seconds = 0.0
+    until: Seconds | None = None
+    zone: Name | None = None
+    device: Identifier | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    cursor: Annotated[str, Field(max_length=400, pattern=r"^[A-Za-z0-9_\-=]+$")] | None = None
+
+    _position: tuple[float, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _decode_cursor(self) -> "ReleaseQuery":
+        if self.cursor is not None:
+            try:
+                start, release_id = json.loads(base64.urlsafe_b64decode(self.cursor))
+                self._position = float(start), str(release_id)
+            except (ValueError, TypeError):
+                raise ValueError("cursor is not one this server issued") from None
+        return self
+
+    def position(self) -> tuple[float, str] | None:
+        return self._position
+
+
+def _content_security_policy(html: str) -> str:
+    """Only the dashboard's own inline script and style may run (by hash); nothing else loads or frames it."""
+    def hashes(tag: str) -> str:
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" for body in bodies)
+    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": _content_security_policy(DASHBOARD_HTML),
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:  # aiohttp's own 404/405/413 carry them too
+        error.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Application:
@@ -43,12 +114,19 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
             return web.json_response({"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status)
         return web.json_response({"status": outcome, "release_id": release.release_id}, status=200)
 
+    reads = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
     async def list_releases(request: web.Request) -> web.Response:
+        """Newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
         try:
-            since = float(request.query.get("since", "0"))
-        except ValueError:
-            return web.json_response({"error": "since must be a number (unix seconds)"}, status=400)
-        return web.json_response(await asyncio.to_thread(store.releases, request.query.get("zone"), since))
+            query = ReleaseQuery.model_validate(dict(request.query))
+        except ValidationError as error:
+            return web.json_response({"status": "rejected", "reason": validation_reason(error)}, status=400)
+        async with reads:  # bounded, so readers cannot take every worker thread from the writers
+            rows = await asyncio.to_thread(store.releases, query.zone, query.since, query.until, query.device,
+                                           query.position(), query.limit)
+        headers = {"X-Next-Cursor": encode_cursor(rows[-1])} if len(rows) == query.limit else {}
+        return web.json_response(rows, headers=headers)
 
     async def dashboard(_: web.Request) -> web.Response:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
@@ -56,7 +134,7 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[security_headers])
     app.router.add_post(RELEASES_PATH, post_release)
     app.router.add_get(RELEASES_PATH, list_releases)
     app.router.add_get("/healthz", health)

@@ -30,6 +30,7 @@ _TABLES = (
     " window_start DOUBLE PRECISION NOT NULL, window_end DOUBLE PRECISION NOT NULL, body TEXT NOT NULL,"
     " received_at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS releases_zone_window ON releases (zone_id, window_start)",
+    "CREATE INDEX IF NOT EXISTS releases_newest ON releases (window_start, release_id)",
     "CREATE TABLE IF NOT EXISTS nonces (device_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (device_id, nonce))",
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
@@ -57,18 +58,21 @@ class ReleaseStore:
     def __init__(self, target: str | Path) -> None:
         self.target = str(target)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         if is_postgres_dsn(self.target):
             import psycopg
 
             self.dialect = POSTGRES
             self._db = psycopg.connect(self.target, autocommit=True)
+            self._reader = psycopg.connect(self.target, autocommit=True)
             self.description = "PostgreSQL " + self._db.info.dsn
         else:
             path = Path(self.target)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.dialect = SQLITE
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers on their own connection never block the writer
+            self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self.description = f"SQLite {path.resolve()}"
         with self._lock:
             for statement in self.dialect.schema:
@@ -105,15 +109,23 @@ class ReleaseStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def releases(self, zone_id: str | None = None, since_s: float = 0.0, limit: int = 10000) -> list[dict]:
-        query = "SELECT body FROM releases WHERE window_start >= ?"
-        args: list = [since_s]
-        if zone_id:
-            query += " AND zone_id = ?"
-            args.append(zone_id)
-        query += f" ORDER BY window_start, zone_id LIMIT {int(limit)}"
-        with self._lock:
-            rows = self._db.execute(self._sql(query), tuple(args)).fetchall()
+    def releases(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
+                 before: tuple[float, str] | None = None, limit: int = 1000) -> list[dict]:
+        """Newest window first; `before` (window start, release id) is the keyset cursor of the next page.
+
+        Reads use their own connection and lock, so a burst of readers never holds the writers' lock.
+        """
+        query, args = "SELECT body FROM releases WHERE window_start >= ?", [since_s]
+        for clause, value in (("window_start < ?", until_s), ("zone_id = ?", zone_id), ("device_id = ?", device_id)):
+            if value is not None:
+                query += f" AND {clause}"
+                args.append(value)
+        if before is not None:
+            query += " AND (window_start < ? OR (window_start = ? AND release_id < ?))"
+            args += [before[0], before[0], before[1]]
+        query += f" ORDER BY window_start DESC, release_id DESC LIMIT {int(limit)}"
+        with self._read_lock:
+            rows = self._reader.execute(self._sql(query), tuple(args)).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def count(self) -> int:
@@ -126,7 +138,8 @@ class ReleaseStore:
             return self._db.execute(self._sql("DELETE FROM releases WHERE window_end < ?"), (cutoff_s,)).rowcount
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()
 
 

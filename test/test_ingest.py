@@ -100,7 +100,7 @@ def test_store_is_idempotent_and_filters(store_target):
     assert store.accept("dev-1", "n1", 1, validate_release(first), json.dumps(first), time.time()) == "stored"
     assert store.accept("dev-1", "n2", 2, validate_release(first), json.dumps(first), time.time()) == "duplicate"
     assert store.accept("dev-1", "n3", 3, validate_release(second), json.dumps(second), time.time()) == "stored"
-    assert [r["zone_id"] for r in store.releases()] == ["a", "b"]
+    assert [r["zone_id"] for r in store.releases()] == ["b", "a"]  # newest window first
     assert [r["zone_id"] for r in store.releases(zone_id="b")] == ["b"]
     assert [r["zone_id"] for r in store.releases(since_s=60.0)] == ["b"]
     assert store.purge_older_than(100.0) == 1  # retention: "a" ended at 60 s

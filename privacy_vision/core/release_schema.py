@@ -79,7 +79,7 @@ class InvalidRelease(ValueError):
     """A release that does not match the schema; the message names the fields and why."""
 
 
-def _reason(error: ValidationError) -> str:
+def validation_reason(error: ValidationError) -> str:
     """Short, bounded reason for a client: field path and message of the first few errors."""
     parts = []
     for item in error.errors(include_input=False, include_url=False)[:5]:
@@ -93,14 +93,14 @@ def parse_release_json(body: bytes | str) -> WireRelease:
     try:
         return WireRelease.model_validate_json(body)
     except ValidationError as error:
-        raise InvalidRelease(_reason(error)) from None
+        raise InvalidRelease(validation_reason(error)) from None
 
 
 def validate_release(release: dict[str, Any]) -> WireRelease:
     try:
         return WireRelease.model_validate(release)
     except ValidationError as error:
-        raise InvalidRelease(_reason(error)) from None
+        raise InvalidRelease(validation_reason(error)) from None
 
 
 def wire_from_release(release: Any) -> dict[str, Any]:
