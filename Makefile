@@ -1,6 +1,6 @@
 # privacy_vision: `make demo` runs the pipeline on the PETS 2009 video, `make test` runs the test suite.
 PY := .venv/bin/python
-DEMO_ARGS ?= --fps 20 --set aggregator.window_s=20
+DEMO_ARGS ?= --fps 20 --set anonymizer.window_s=20
 
 .PHONY: setup demo test lock clean
 

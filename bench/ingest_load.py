@@ -31,10 +31,7 @@ from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E40
 
 
 def release(index: int) -> bytes:
-    start = 1_790_000_000.0 + 60 * index
-    return canonical_release_bytes(example_release(zone_id=f"zone-{index % 8}", window_start_s=start, window_end_s=start + 60.0,
-                                                   occupancy=12, direction_counts={"E": 3, "N": 4, "W": 5},
-                                                   dwell_counts={"short": 7, "medium": 4, "long": 1}, entries=6, exits=5))
+    return canonical_release_bytes(example_release(f"zone-{index % 8}", 1_790_000_000.0 + 900 * index))
 
 
 class Ingest:

@@ -1,49 +1,56 @@
-"""Privacy-utility benchmark: the source design's six privacy settings on three workloads.
+"""Privacy-utility benchmark of the release model: v2 (track-day unit, noise on every cell of the public
+grid, k on noisy values) beside no privacy and the old per-window model, on four workloads.
 
-Each workload is a set of floor trajectories in metres. Truth is computed from the exact positions and
-timestamps; the released figures go through the real pipeline: the Anonymizer (0.5 m grid, 5 s time
-precision, 8 heading sectors, rotating keyed IDs) into the aggregator's window statistics, then the
-release rule of each row. DP rows use the aggregator's own ReleaseMechanism (OpenDP noise, noisy k
-threshold, post-processing), repeated over independent runs.
+    .venv/bin/python bench/privacy_utility.py                 # all workloads, 20 noise draws per DP row
+    .venv/bin/python bench/privacy_utility.py --runs 5 --hours 2   # quicker look
 
-    .venv/bin/python bench/privacy_utility.py            # all three workloads, 20 runs, table + PNG
-    .venv/bin/python bench/privacy_utility.py --runs 5 --store-minutes 10   # quicker look
+Truth comes from exact positions and times, person identities, no contribution bound. The device side runs
+the real pipeline: the Anonymizer (0.5 m grid, 8 heading sectors, rotating keys) and the
+ContributionBounder (L cells per tier per day, hysteresis on crossings) on what the device would see,
+then the CellReleaser (OpenDP noise, tier consistency, k on noisy values). Only the PETS workload's device
+side is the real detector and tracker on the video (vtest.avi), so its track identities break like real
+ones do; on the simulated shops and the bottleneck the device side is fed the true trajectories, so their
+"no privacy" row measures only the grid and the crossing hysteresis, not perception. Zone edges are off
+the anonymiser's grid. The bottleneck is a one-way flow: no flow accuracy is reported for it.
 
-Metrics over all zone-windows w of a workload (a suppressed zone-window counts as released 0):
-    occupancy accuracy = 1 - Σ_w |released_w - true_w| / Σ_w true_w
-    flow accuracy      = 1 - Σ_w true_w · TV(released_w, true_w) / Σ_w true_w
-where TV is the total-variation distance between the normalised direction histograms (9 bins: 8 sectors
-and "none"), and TV = 1 for a suppressed or empty released histogram.
+Metrics per tier, over all cells c of the tier with a true occupancy (a "< k" cell counts as released 0):
+    occupancy accuracy = 1 - Σ_c |released_c - true_c| / Σ_c true_c
+    MAE = mean |released_c - true_c|; bias = mean (released_c - true_c); "< k" = share of cells shown as "< k"
+    flow accuracy (hour) = 1 - Σ_c true_c · TV(released_c, true_c) / Σ_c true_c (TV = 1 for "< k" or empty)
 """
 from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+from shapely.geometry import box
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from privacy_vision.core.aggregator import AggregatorSettings, ReleaseMechanism, ZoneStatistics, ZoneWindowStatistics  # noqa: E402
-from privacy_vision.core.anonymizer import (Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample,  # noqa: E402
-                                            direction_sector, round_time)
-from privacy_vision.core.geometry import Zone, load_zones  # noqa: E402
-from shapely.geometry import box  # noqa: E402
+from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, TrackDayAccount  # noqa: E402
+from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample, direction_sector  # noqa: E402
+from privacy_vision.core.contributions import TIERS, CellTotals, ContributionBounder, ContributionSettings  # noqa: E402
+from privacy_vision.core.geometry import Zone  # noqa: E402
+from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-# The source design's published accuracy (occupancy %, flow %), metric, window and noise unstated.
-SOURCE_ROWS = {"no privacy": (99.2, 97.8), "k=3": (98.7, 96.1), "k=5": (97.3, 93.4),
-               "k=5, ε=2": (94.1, 89.2), "k=5, ε=1": (89.6, 82.7), "k=5, ε=0.5": (81.3, 71.4)}
-ROWS = [("no privacy", None, None), ("k=3", 3, None), ("k=5", 5, None),
-        ("k=5, ε=2", 5, 2.0), ("k=5, ε=1", 5, 1.0), ("k=5, ε=0.5", 5, 0.5)]
+OUT = REPO / "bench_out"
 VELOCITY_WINDOW_S = 1.0  # as the tracker's default velocity_window_s
+UNBOUNDED = (10**6, 10**6, 10**6)
+# The source design's published accuracy (occupancy %, flow %) at k=5, ε=1: metric, window and noise unstated.
+SOURCE_DESIGN = (89.6, 82.7)
+Frames = list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids, x_m, y_m)
 
 
 @dataclass
@@ -51,52 +58,62 @@ class Workload:
     name: str
     description: str
     zones: list[Zone]
-    window_s: float
-    frames: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids, x_m, y_m)
+    truth: Frames
+    device: Frames  # what the tracker reports (ids are tracks, not people)
+    mixed_directions: bool = True  # False for a one-way flow, where a flow accuracy says nothing
 
 
 def pets_workload() -> Workload:
-    path = SHARED / "data/mot15/PETS09-S2L1/gt/gt.txt"
-    gt = np.loadtxt(path, delimiter=",")
-    fps = 7.0
-    frames = []
-    for frame in np.unique(gt[:, 0]):
-        rows = gt[gt[:, 0] == frame]
-        frames.append(((frame - 1) / fps, rows[:, 1].astype(int), rows[:, 7], rows[:, 8]))
-    return Workload("PETS09-S2L1 ground truth", f"{int(gt[:, 1].max())} people, {len(frames) / fps:.0f} s at 7 fps, zones of config/zones.yaml",
-                    load_zones(REPO / "config/zones.yaml"), 10.0, frames)
+    """Ground truth (MOT15, calibrated floor positions) against the real detector + tracker on vtest.avi."""
+    import perception
+
+    gt = np.loadtxt(SHARED / "data/mot15/PETS09-S2L1/gt/gt.txt", delimiter=",")
+    fps = perception.PETS_FPS
+    truth = [((frame - 1) / fps, rows[:, 1].astype(int), rows[:, 7], rows[:, 8])
+             for frame in np.unique(gt[:, 0]) for rows in [gt[gt[:, 0] == frame]]]
+    _, floor_rows, _ = perception.run_pets("auto")
+    rows = np.array(floor_rows, dtype=float)
+    device = [((frame - 1) / fps, r[:, 1].astype(int), r[:, 2], r[:, 3]) for frame in np.unique(rows[:, 0]) for r in [rows[rows[:, 0] == frame]]]
+    zones = [Zone("plaza_west", box(-14.8, -12.2, -7.8, 4.2)), Zone("plaza_centre", box(-7.8, -12.2, 0.2, 4.2)),
+             Zone("plaza_east", box(0.2, -12.2, 6.2, 4.2))]
+    tracks = len(np.unique(rows[:, 1]))
+    return Workload("PETS09-S2L1, real tracker on vtest.avi", f"{len(np.unique(gt[:, 1]))} people, {tracks} tracks, {len(truth) / fps:.0f} s",
+                    zones, truth, device)
 
 
 def bottleneck_workload() -> Workload:
     path = SHARED / "data/trajectories/bottleneck_040_c_56_h-.txt"
     data = np.loadtxt(path, comments="#")
-    header = path.read_text().splitlines()[:10]
-    scale = 0.01 if any("x/cm" in line for line in header) else 1.0
-    fps = 25.0
-    frames = []
-    for frame in np.unique(data[:, 1])[::5]:  # 5 fps is plenty for 10 s windows
-        rows = data[data[:, 1] == frame]
-        frames.append((frame / fps, rows[:, 0].astype(int), rows[:, 2] * scale, rows[:, 3] * scale))
-    zones = [Zone("approach_far", box(-3.0, 3.0, 3.0, 6.5)), Zone("approach_near", box(-3.0, 1.0, 3.0, 3.0)),
-             Zone("bottleneck_and_exit", box(-3.0, -2.0, 3.0, 1.0))]
-    people = len(np.unique(data[:, 0]))
-    return Workload("Bottleneck experiment (FZ Jülich)", f"{people} people, {frames[-1][0]:.0f} s, 3 bands of the approach (y 3–6.5, 1–3, −2–1 m)",
-                    zones, 10.0, frames)
+    scale = 0.01 if any("x/cm" in line for line in path.read_text().splitlines()[:10]) else 1.0
+    frames = [(frame / 25.0, rows[:, 0].astype(int), rows[:, 2] * scale, rows[:, 3] * scale)
+              for frame in np.unique(data[:, 1])[::5] for rows in [data[data[:, 1] == frame]]]
+    zones = [Zone("approach_far", box(-3.2, 3.2, 3.2, 6.7)), Zone("approach_near", box(-3.2, 1.2, 3.2, 3.2)),
+             Zone("bottleneck_and_exit", box(-3.2, -2.2, 3.2, 1.2))]
+    return Workload("Bottleneck experiment (FZ Jülich)", f"{len(np.unique(data[:, 0]))} people, {frames[-1][0]:.0f} s, one-way flow",
+                    zones, frames, frames, mixed_directions=False)
 
 
-def store_workload(minutes: float, shoppers: int, seed: int) -> Workload:
+def shop_workload(layout_name: str, hours: float, arrivals_per_hour: float, staff: int, seed: int) -> Workload:
     import store_day  # JuPedSim is only needed here
 
-    started = time.monotonic()
-    frames = store_day.simulate(minutes, shoppers, sample_hz=1.0, seed=seed)
-    visitors = len(np.unique(np.concatenate([ids for _, ids, _, _ in frames])))
-    print(f"[store] {minutes:g} min simulated in {time.monotonic() - started:.0f} s: {visitors} shoppers", file=sys.stderr)
-    return Workload("Store day (JuPedSim)", f"{minutes:g} min, {visitors} shoppers (about {shoppers} in the store at once), "
-                    "50 x 30 m floor, 5 zones", store_day.ZONES, 60.0, frames)
+    layout = {"store": store_day.STORE, "shop": store_day.SHOP}[layout_name]
+    cache = OUT / f"{layout_name}_{hours:g}h_{arrivals_per_hour:g}ph_{staff}staff_seed{seed}.pickle"
+    if cache.is_file():
+        frames = pickle.loads(cache.read_bytes())
+    else:
+        started = time.monotonic()
+        frames = store_day.simulate(layout, hours * 60.0, arrivals_per_hour, staff, sample_hz=1.0, seed=seed)
+        print(f"[{layout_name}] {hours:g} h simulated in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(frames))
+    people = len(np.unique(np.concatenate([ids for _, ids, _, _ in frames])))
+    title = {"store": "Store day (JuPedSim)", "shop": "Small shop day (JuPedSim)"}[layout_name]
+    return Workload(title, f"{hours:g} h, {people - staff} shoppers (about {arrivals_per_hour:g} an hour), {staff} staff all day, "
+                    f"{layout.width_m:g} x {layout.depth_m:g} m, {len(layout.zones)} zones", layout.zones, frames, frames)
 
 
-def velocities(frames: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[int, tuple[float, float]]]:
-    """Floor velocity of each person from its position VELOCITY_WINDOW_S earlier (0 at first sight)."""
+def velocities(frames: Frames) -> list[dict[int, tuple[float, float]]]:
+    """Floor velocity of each id from its position VELOCITY_WINDOW_S earlier (0 at first sight)."""
     history: dict[int, list[tuple[float, float, float]]] = {}
     result = []
     for t, ids, xs, ys in frames:
@@ -112,142 +129,191 @@ def velocities(frames: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -
     return result
 
 
-def zone_window_statistics(workload: Workload, anonymized: bool) -> list[ZoneStatistics]:
-    """Per zone-window statistics: exact (truth) or through the Anonymizer (what the device releases from)."""
-    settings = AggregatorSettings(window_s=workload.window_s)
-    windows = ZoneWindowStatistics(workload.zones, settings.window_s, settings.dwell_thresholds_s,
-                                   settings.boundary_hysteresis_m if anonymized else 0.0)
-    anonymizer_settings = AnonymizerSettings()
-    anonymizer = Anonymizer(anonymizer_settings, now_s=workload.frames[0][0])
-    first_seen: dict[int, float] = {}
-    collected: list[ZoneStatistics] = []
-    for (t, ids, xs, ys), velocity in zip(workload.frames, velocities(workload.frames)):
-        if anonymized:
+def cells(workload: Workload, contribution: ContributionSettings, device: bool) -> list[CellTotals]:
+    """Per-cell totals: exact (truth: exact positions, people, no bound, no hysteresis) or as the device
+    computes them (anonymised cells, tracks, bound L, hysteresis)."""
+    frames = workload.device if device else workload.truth
+    bounder = ContributionBounder(workload.zones, contribution if device else replace(contribution, cells_per_day=UNBOUNDED, boundary_hysteresis_m=0.0))
+    settings = AnonymizerSettings()
+    anonymizer = Anonymizer(settings, now_s=frames[0][0])
+    out: list[CellTotals] = []
+    for (t, ids, xs, ys), velocity in zip(frames, velocities(frames)):
+        if device:
             anonymizer.key.rotate_if_due(t)
-            stamp = round_time(t, anonymizer_settings.time_precision_s)
             samples = [TrackSample(pid, x, y, *velocity[pid], 0.2) for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist())]
-            records = anonymizer.anonymize_frame(t, samples)
+            records = list(zip(ids.tolist(), anonymizer.anonymize_frame(samples)))
         else:
-            stamp = t
-            records = []
-            for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist()):
-                since = first_seen.setdefault(pid, t)
-                direction = direction_sector(*velocity[pid], anonymizer_settings.direction_sectors, anonymizer_settings.min_speed_mps)
-                records.append(AnonymizedRecord(str(pid), x, y, "medium", direction, since))
-        for _, _, by_zone in windows.observe(stamp, records):
-            collected.extend(by_zone[zone.zone_id] for zone in workload.zones)
-    _, _, by_zone = windows.close_window()
-    collected.extend(by_zone[zone.zone_id] for zone in workload.zones)
-    return collected
+            records = [(pid, AnonymizedRecord(str(pid), x, y, "medium", direction_sector(*velocity[pid], 8, settings.min_speed_mps)))
+                       for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist())]
+        out += bounder.observe(t, records)
+    return out + bounder.flush()
 
 
-def accuracies(true: list[ZoneStatistics], released: list[ZoneStatistics | None]) -> tuple[float, float]:
-    total = sum(t.occupancy for t in true)
-    occupancy_error = sum(abs((r.occupancy if r else 0) - t.occupancy) for t, r in zip(true, released))
-    flow_error = 0.0
-    for t, r in zip(true, released):
-        if t.occupancy == 0:
+@dataclass
+class TierScore:
+    accuracy: float
+    mae: float
+    bias: float
+    below_k: float
+    flow: float | None
+
+
+def score(truth: dict, released: dict, tier: str, mixed_directions: bool) -> TierScore:
+    """released: (zone, period) -> (occupancy, direction histogram or None, below_k)."""
+    keys = [key for key in truth if key[0] == tier]
+    true = np.array([truth[key].occupancy for key in keys], dtype=float)
+    shown = np.array([released[key][0] if key in released else 0 for key in keys], dtype=float)
+    below = np.array([released[key][2] if key in released else True for key in keys])
+    flow = None
+    if tier == "hour" and mixed_directions:
+        error = 0.0
+        for key, t in zip(keys, true):
+            if t == 0:
+                continue
+            true_hist = np.asarray(truth[key].directions, dtype=float)
+            hist = released.get(key, (0, None, True))[1]
+            hist = np.zeros_like(true_hist) if hist is None else np.asarray(hist, dtype=float)
+            tv = 1.0 if hist.sum() <= 0 else 0.5 * np.abs(hist / hist.sum() - true_hist / true_hist.sum()).sum()
+            error += t * tv
+        flow = 1.0 - error / true.sum()
+    return TierScore(1.0 - np.abs(shown - true).sum() / max(true.sum(), 1), float(np.abs(shown - true).mean()),
+                     float((shown - true).mean()), float(below.mean()), flow)
+
+
+def keyed(totals: list[CellTotals]) -> dict:
+    return {(c.tier, c.zone_id, c.period_start_s): c for c in totals}
+
+
+def run_v2(device: list[CellTotals], settings: AggregatorSettings, bounds: Bounds) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        releaser = CellReleaser(settings, PrivacyLedger(Path(folder) / "ledger.sqlite", settings.daily_epsilon_cap),
+                                lambda: str(uuid.uuid4()), time.time)
+        out = {}
+        for totals in device:
+            release = releaser.release(totals, bounds)
+            hist = [release.direction_counts[label] for label in release.direction_counts] if release.direction_counts else None
+            out[(totals.tier, totals.zone_id, totals.period_start_s)] = (release.occupancy, hist, release.below_k)
+        releaser.ledger.close()
+        return out
+
+
+def run_v1(truth_windows: list[CellTotals], device_windows: list[CellTotals], draws: int) -> list[TierScore]:
+    """The old per-window model on its own 60 s windows: a release needs ≥ k true people and a noisy
+    occupancy (ε 0.4 of 1) of k plus the margin for δ 1e-5; 1 ε per zone-window charged to a 2000 cap."""
+    noise = IntegerNoise("discrete_laplace", 0.4)
+    support, probabilities = noise.distribution
+    tails = np.cumsum(probabilities[::-1])[::-1]
+    threshold = 5 + int(support[(support >= 0) & (tails <= 1e-5)].min())
+    truth = keyed(truth_windows)
+    scores = []
+    for _ in range(draws):
+        released, spent = {}, {}
+        for c in device_windows:
+            day = int(c.period_start_s // 86400)
+            spent[day] = spent.get(day, 0.0) + 1.0
+            noisy = noise.count(c.occupancy)
+            ok = spent[day] <= 2000 and c.occupancy >= 5 and noisy >= threshold
+            released[(c.tier, c.zone_id, c.period_start_s)] = (max(0, noisy) if ok else 0, None, not ok)
+        scores.append(score(truth, released, "window", mixed_directions=False))
+    return scores
+
+
+def summary(values: list[float]) -> str:
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2 or np.allclose(array, array[0]):
+        return f"{array.mean():.1f}"
+    half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
+    return f"{array.mean():.1f} ± {half:.1f}"
+
+
+def row_cells(name: str, scores: dict[str, list[TierScore]], epsilons: tuple[str, str]) -> str:
+    parts = [name]
+    for tier in TIERS:
+        tier_scores = scores.get(tier)
+        if not tier_scores:
+            parts.append("n/a")
             continue
-        true_hist = np.asarray(t.directions, dtype=float)
-        released_hist = np.asarray(r.directions, dtype=float) if r else np.zeros_like(true_hist)
-        if released_hist.sum() <= 0 or true_hist.sum() <= 0:
-            tv = 1.0
-        else:
-            tv = 0.5 * np.abs(released_hist / released_hist.sum() - true_hist / true_hist.sum()).sum()
-        flow_error += t.occupancy * tv
-    return 1.0 - occupancy_error / total, 1.0 - flow_error / total
-
-
-def run_row(k: int | None, epsilon: float | None, truth: list[ZoneStatistics], device: list[ZoneStatistics],
-            runs: int) -> list[tuple[float, float]]:
-    if epsilon is None:  # deterministic rows: no noise, optional hard k
-        released = [d if k is None or d.occupancy >= k else None for d in device]
-        return [accuracies(truth, released)]
-    mechanism = ReleaseMechanism(AggregatorSettings(k=k, epsilon=epsilon))
-    return [accuracies(truth, [mechanism.release(d) for d in device]) for _ in range(runs)]
-
-
-def summary(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 for a deterministic row)."""
-    array = np.asarray(values) * 100
-    if len(array) < 2:
-        return float(array.mean()), 0.0
-    return float(array.mean()), float(stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array)))
+        text = (f"{summary([s.accuracy * 100 for s in tier_scores])} / {summary([s.mae for s in tier_scores])} / "
+                f"{summary([s.bias for s in tier_scores])} / {summary([s.below_k * 100 for s in tier_scores])}")
+        parts.append(text)
+    flows = scores.get("hour")
+    parts.append(summary([s.flow * 100 for s in flows]) if flows and flows[0].flow is not None else "n/a")
+    parts += list(epsilons)
+    return "| " + " | ".join(parts) + " |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20, help="independent noise runs per DP row (default 20)")
-    parser.add_argument("--store-minutes", type=float, default=60.0, help="simulated store time (default 60)")
-    parser.add_argument("--store-shoppers", type=int, default=250, help="shoppers in the store at once (default 250)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the store simulation")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs/privacy_utility.png")
+    parser.add_argument("--runs", type=int, default=20, help="noise draws per DP row (default 20)")
+    parser.add_argument("--hours", type=float, default=8.0, help="opening hours of the simulated shop days (default 8)")
+    parser.add_argument("--store-arrivals", type=float, default=600.0, help="store shoppers an hour (default 600)")
+    parser.add_argument("--shop-arrivals", type=float, default=30.0, help="small-shop visitors an hour (default 30: 20 to 40 over the day)")
+    parser.add_argument("--workloads", default="shop,store,pets,bottleneck")
+    parser.add_argument("--tracks-per-person", type=float, default=None, help="V for the per-person-day column (default: measured on PETS)")
     parser.add_argument("--markdown", type=Path, default=REPO / "docs/privacy_utility.md")
     args = parser.parse_args()
     if args.runs < 2:
         parser.error("--runs must be at least 2 for an interval")
-
+    if args.hours <= 0 or args.store_arrivals <= 0 or args.shop_arrivals <= 0:
+        parser.error("--hours and the arrival rates must be > 0")
+    chosen = args.workloads.split(",")
+    unknown = set(chosen) - {"shop", "store", "pets", "bottleneck"}
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}")
     needed = [SHARED / "data/mot15/PETS09-S2L1/gt/gt.txt", SHARED / "data/trajectories/bottleneck_040_c_56_h-.txt"]
     missing = [str(path) for path in needed if not path.is_file()]
     if missing:
         parser.error(f"the real workloads are missing: {', '.join(missing)} (the shared data folder must sit beside the repository)")
-    if args.store_minutes <= 0 or args.store_shoppers < 1:
-        parser.error("--store-minutes must be > 0 and --store-shoppers ≥ 1")
-    split = AggregatorSettings().metric_budgets()
-    workloads = [pets_workload(), bottleneck_workload(), store_workload(args.store_minutes, args.store_shoppers, args.seed)]
-    results: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {}
-    lines = [f"Privacy unit person-window; DP rows: discrete Laplace (OpenDP), ε split {', '.join(f'{n} {e:.2f}' for n, (e, _) in split.items())} "
-             f"of each ε, noisy k threshold with suppression δ = {AggregatorSettings().suppression_delta:g}; {args.runs} independent runs per DP row, "
-             "mean ± 95% t-interval. k-only rows are deterministic.", ""]
-    for workload in workloads:
+
+    builders = {"shop": lambda: shop_workload("shop", args.hours, args.shop_arrivals, 1, 7),
+                "store": lambda: shop_workload("store", args.hours, args.store_arrivals, 6, 1),
+                "pets": pets_workload, "bottleneck": bottleneck_workload}
+    default = AggregatorSettings()
+    contribution = ContributionSettings()
+    bounds = Bounds(contribution.window_s, contribution.cells_per_day)
+    rows = [("v2 default", default), *((f"v2 ε {e:g} per track-day", replace(default, epsilon_per_track_day=e, daily_epsilon_cap=max(e, default.daily_epsilon_cap)))
+                                       for e in (1.0, 2.0, 4.0))]
+    lines = [f"Command: `.venv/bin/python bench/privacy_utility.py{'' if args.runs == 20 else f' --runs {args.runs}'}`; {args.runs} noise draws per DP row, mean ± 95% t-interval.",
+             f"v2: window {contribution.window_s:g} s, L (cells per track per day) window/hour/day = {'/'.join(map(str, contribution.cells_per_day))}, "
+             f"ε per track-day split {'/'.join(f'{w:g}' for w in default.tier_shares)} over the tiers, hour cell split "
+             f"{'/'.join(f'{w:g}' for w in default.hour_metric_shares)} (occupancy/direction/dwell/entries/exits), k = {default.k} on noisy values.",
+             "Each tier cell: occupancy accuracy % / MAE / bias / share shown as \"< k\" %.", ""]
+    for name in chosen:
         started = time.monotonic()
-        truth = zone_window_statistics(workload, anonymized=False)
-        device = zone_window_statistics(workload, anonymized=True)
-        sizes = [t.occupancy for t in truth]
-        header = (f"### {workload.name}: {workload.description}; {workload.window_s:g} s windows, {len(workload.zones)} zones, "
-                  f"{len(truth)} zone-windows, true occupancy per zone-window median {np.median(sizes):.0f} (max {max(sizes)})")
-        lines += [header, "", "| setting | occupancy accuracy % | flow accuracy % | source design occ / flow % |", "|---|---|---|---|"]
-        results[workload.name] = {}
-        for name, k, epsilon in ROWS:
-            outcomes = run_row(k, epsilon, truth, device, args.runs)
-            occupancy = summary([o for o, _ in outcomes])
-            flow = summary([f for _, f in outcomes])
-            results[workload.name][name] = (occupancy, flow)
-            source = SOURCE_ROWS[name]
-            lines.append(f"| {name} | {occupancy[0]:.1f} ± {occupancy[1]:.1f} | {flow[0]:.1f} ± {flow[1]:.1f} | {source[0]} / {source[1]} |")
+        workload = builders[name]()
+        truth = keyed(cells(workload, contribution, device=False))
+        device = cells(workload, contribution, device=True)
+        occupancies = {tier: [c.occupancy for key, c in truth.items() if key[0] == tier] for tier in TIERS}
+        lines += [f"### {workload.name}: {workload.description}", "",
+                  "true occupancy per cell, median (max): " + ", ".join(f"{tier} {np.median(v):.0f} ({max(v)})" for tier, v in occupancies.items()), "",
+                  "| row | window tier | hour tier | day tier | hourly flow accuracy % | ε per cell (w/h/d) | ε per track-day |", "|---|---|---|---|---|---|---|"]
+        unbounded = cells(workload, replace(contribution, cells_per_day=UNBOUNDED), device=True)
+        no_privacy = {(c.tier, c.zone_id, c.period_start_s): (c.occupancy, list(c.directions), False) for c in unbounded}
+        mixed = workload.mixed_directions
+        lines.append(row_cells("no privacy (device pipeline, no bound, no noise)", {t: [score(truth, no_privacy, t, mixed)] for t in TIERS}, ("-", "∞")))
+        bounded = {(c.tier, c.zone_id, c.period_start_s): (c.occupancy, list(c.directions), False) for c in device}
+        lines.append(row_cells("bound L only, no noise", {t: [score(truth, bounded, t, mixed)] for t in TIERS}, ("-", "∞")))
+        v1_settings = replace(contribution, window_s=60.0, cells_per_day=UNBOUNDED)
+        v1_truth = [c for c in cells(workload, v1_settings, device=False) if c.tier == "window"]
+        v1_device = [c for c in cells(workload, v1_settings, device=True) if c.tier == "window"]
+        lines.append(row_cells("old per-window model (60 s windows, k=5, ε=1 per window)", {"window": run_v1(v1_truth, v1_device, args.runs)},
+                               ("1 per window", "up to 2000 (cap)")))
+        for label, settings in rows:
+            account = TrackDayAccount(settings, bounds)
+            scores = {tier: [] for tier in TIERS}
+            for _ in range(args.runs):
+                released = run_v2(device, settings, bounds)
+                for tier in TIERS:
+                    scores[tier].append(score(truth, released, tier, mixed))
+            per_cell = "/".join(f"{account.cells[t].epsilon:.3g}" for t in TIERS)
+            lines.append(row_cells(label, scores, (per_cell, f"{account.epsilon:.3g}")))
         lines.append("")
-        print(f"[bench] {workload.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        print(f"[bench] {workload.name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     text = "\n".join(lines)
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text("# Privacy-utility benchmark\n\nCommand: `.venv/bin/python bench/privacy_utility.py`\n\n" + text + "\n")
-    plot(results, args.plot)
-    print(f"\nwrote {args.markdown} and {args.plot}")
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [name for name, _, _ in ROWS]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for axis, index, title in ((axes[0], 0, "occupancy accuracy"), (axes[1], 1, "flow accuracy")):
-        positions = np.arange(len(names))
-        axis.plot(positions, [SOURCE_ROWS[n][index] for n in names], "k--", marker="x", label="source design (unstated metric)")
-        for workload, rows in results.items():
-            means = [rows[n][index][0] for n in names]
-            errors = [rows[n][index][1] for n in names]
-            axis.errorbar(positions, means, yerr=errors, marker="o", capsize=3, label=workload)
-        axis.set_xticks(positions, names, rotation=20)
-        axis.set_title(title)
-        axis.set_ylabel("%")
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    args.markdown.write_text("# Privacy-utility benchmark (release model v2)\n\n" + text + "\n")
+    print(f"\nwrote {args.markdown}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def _nodes(context):
     overrides = {
         "camera": {"source": value("source")},
         "tracking": {"homography_file": str(config / "homography_pets.yaml")},
-        "aggregator": {"zones_file": value("zones_file") or str(config / "zones.yaml"),
-                       "ledger_path": str(state / "privacy_ledger.sqlite")},
+        "anonymizer": {"zones_file": value("zones_file") or str(config / "zones.yaml")},
+        "aggregator": {"ledger_path": str(state / "privacy_ledger.sqlite")},
         "uplink": {"ingest_url": value("ingest_url"), "pins": pins, "ca_file": value("ca_file") or str(state / "pki" / "ca.crt"),
                    "key_file": str(state / "pki" / "device.key"), "outbox_path": str(state / "outbox.sqlite")},
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from privacy_vision.core.audit import AuditLog, verify
+from privacy_vision.core.privacy import LEDGER_TABLE
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.protocol import KeyFileError, load_key_file
 
@@ -124,12 +125,12 @@ def _on_disk_facts(var_dir: Path) -> dict:
     if outbox.exists():
         with sqlite3.connect(str(outbox)) as db:
             facts["outbox"] = {"queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
-                               "content": "zone-window aggregates waiting for the ingest (no per-person data)"}
+                               "content": "per-cell DP aggregates waiting for the ingest (no per-person data)"}
     ledger = var_dir / "privacy_ledger.sqlite"
     if ledger.exists():
         with sqlite3.connect(str(ledger)) as db:
-            facts["privacy_ledger"] = {"days": db.execute("SELECT COUNT(DISTINCT day) FROM spend").fetchone()[0],
-                                       "content": "ε spent per release and day (no per-person data)"}
+            facts["privacy_ledger"] = {"days": db.execute(f"SELECT COUNT(DISTINCT day) FROM {LEDGER_TABLE}").fetchone()[0],
+                                       "content": "ε per track-day charged per configuration and day (no per-person data)"}
     ingest = var_dir / "ingest.sqlite"
     if ingest.exists():
         with sqlite3.connect(str(ingest)) as db:

@@ -32,7 +32,7 @@ MAX_CONCURRENT_READS = 2
 
 
 def encode_cursor(release: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps([release["window_start_s"], release["release_id"]]).encode()).decode()
+    return base64.urlsafe_b64encode(json.dumps([release["period_start_s"], release["release_id"]]).encode()).decode()
 
 
 class ReleaseQuery(BaseModel):

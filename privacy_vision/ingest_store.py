@@ -102,7 +102,7 @@ class ReleaseStore:
                 # A nonce older than the accepted clock skew can never be replayed successfully.
                 self._db.execute(self._sql("DELETE FROM nonces WHERE seen_at < ?"), (now_s - 3 * MAX_CLOCK_SKEW_S,))
                 cursor = self._db.execute(self.dialect.insert_release, (
-                    release.release_id, device_id, release.zone_id, release.window_start_s, release.window_end_s, body, now_s))
+                    release.release_id, device_id, release.zone_id, release.period_start_s, release.period_end_s, body, now_s))
                 self._db.execute("COMMIT")
                 return "stored" if cursor.rowcount == 1 else "duplicate"
             except BaseException:
@@ -111,7 +111,7 @@ class ReleaseStore:
 
     def releases(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
                  before: tuple[float, str] | None = None, limit: int = 1000) -> list[dict]:
-        """Newest window first; `before` (window start, release id) is the keyset cursor of the next page.
+        """Newest period first; `before` (period start, release id) is the keyset cursor of the next page.
 
         Reads use their own connection and lock, so a burst of readers never holds the writers' lock.
         """
@@ -133,7 +133,7 @@ class ReleaseStore:
             return int(self._one("SELECT COUNT(*) FROM releases", ())[0])
 
     def purge_older_than(self, cutoff_s: float) -> int:
-        """Retention: delete releases whose window ended before cutoff_s; returns how many."""
+        """Retention: delete releases whose period ended before cutoff_s; returns how many."""
         with self._lock:
             return self._db.execute(self._sql("DELETE FROM releases WHERE window_end < ?"), (cutoff_s,)).rowcount
 

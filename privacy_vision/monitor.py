@@ -53,7 +53,7 @@ class GraphMonitor:
         return (f"frames {self.value('camera', 'frames')} | processed {processed} ({fps:.1f} fps, "
                 f"{self.value('detection', 'inference_ms_median')} ms/inference) | people tracked "
                 f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
-                f"({self.value('aggregator', 'suppressed')} suppressed) | sent {self.value('uplink', 'delivered')}, "
+                f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
                 f"queued {self.value('uplink', 'queued')}")
 
     def wait_until_quiet(self, timeout_s: float) -> None:

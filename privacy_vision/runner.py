@@ -159,8 +159,11 @@ class GraphRunner:
         port = self._wait_for_ingest_port()
         pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
-                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key)}
-        forced = {"camera": {"source": self.options.source}, "uplink": uplink}
+                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key),
+                  "outbox_path": str(self.options.var_dir / "outbox.sqlite")}
+        # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
+        forced = {"camera": {"source": self.options.source}, "uplink": uplink,
+                  "aggregator": {"ledger_path": str(self.options.var_dir / "privacy_ledger.sqlite")}}
         audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
         self._commands = {}
         for node in NODES:
@@ -292,27 +295,28 @@ class GraphRunner:
 
 
 def format_summary(releases: list[dict], store: Path) -> str:
-    header = f"{'zone':<16}{'windows':>8}{'released':>9}{'suppr.':>7}{'mean occ.':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'ε/release':>10}"
-    lines = ["", "Per-zone analytics received by the ingest (DP values as released):", header, "-" * len(header)]
+    """Per zone: each tier's cells (shown / "< k"), the mean shown occupancy, hourly flow, the day's footfall."""
+    header = f"{'zone':<16}{'windows':>12}{'mean occ.':>10}{'hours':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'footfall':>9}"
+    lines = ["", "Per-zone analytics received by the ingest (DP values as released; shown/cells, '< k' cells withheld):", header, "-" * len(header)]
     zones = sorted({r["zone_id"] for r in releases})
     for zone in zones:
-        rows = [r for r in releases if r["zone_id"] == zone]
-        released = [r for r in rows if not r["suppressed"]]
-        mean_occupancy = f"{sum(r['occupancy'] for r in released) / len(released):.1f}" if released else "-"
+        rows = {tier: [r for r in releases if r["zone_id"] == zone and r["tier"] == tier] for tier in ("window", "hour", "day")}
+        shown = {tier: [r for r in tier_rows if not r["below_k"]] for tier, tier_rows in rows.items()}
+        mean_occupancy = f"{sum(r['occupancy'] for r in shown['window']) / len(shown['window']):.1f}" if shown["window"] else "-"
         directions: dict[str, int] = {}
-        for r in released:
+        for r in shown["hour"]:
             for label, count in r["direction_counts"].items():
                 directions[label] = directions.get(label, 0) + count
         top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
-        lines.append(f"{zone:<16}{len(rows):>8}{len(released):>9}{len(rows) - len(released):>7}{mean_occupancy:>10}"
-                     f"{sum(r['entries'] for r in released):>8}{sum(r['exits'] for r in released):>6}  {top:<14}{rows[0]['epsilon']:>10g}")
+        footfall = ("< k" if rows["day"][-1]["below_k"] else str(rows["day"][-1]["occupancy"])) if rows["day"] else "-"
+        lines.append(f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
+                     f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}")
     if not zones:
         lines.append("(no releases reached the ingest)")
     if releases:
         p = releases[0]
-        threshold = f" (released from a noisy count of {p['release_threshold']})" if "release_threshold" in p else ""
-        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon']:g} per zone-window, δ={p['delta']:g}, k={p['k']}{threshold}, "
-                     f"unit {p['privacy_unit']}, window {p['window_s']:g} s; ε spent today {max(r['epsilon_spent_today'] for r in releases):g}"
-                     f" of {p['daily_epsilon_cap']:g}")
+        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g} per {p['privacy_unit']} (each track counts in at most L cells "
+                     f"per tier and day), k={p['k']} applied to noisy values, window {p['window_s']:g} s; ε per track-day charged today "
+                     f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}")
     lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
     return "\n".join(lines)

@@ -24,33 +24,36 @@ def test_default_configuration_raises_no_flags():
 
 def test_weak_configuration_is_flagged_with_reasons():
     params = default_params()
-    params["aggregator"].update(k=3, epsilon=4.0)
+    params["aggregator"].update(k=3, epsilon_per_track_day=8.0, daily_epsilon_cap=8.0)
     params["detection"]["retention_frames"] = 5
     params["uplink"]["pins"] = ["only-one"]
     flags = {f.setting: f for f in risk_flags(params, SystemFacts("SUBNET", dds_profile_localhost=False))}
-    assert set(flags) == {"aggregator.k", "aggregator.epsilon", "detection.retention_frames", "uplink.pins",
+    assert set(flags) == {"aggregator.k", "aggregator.epsilon_per_track_day", "detection.retention_frames", "uplink.pins",
                           "ROS_AUTOMATIC_DISCOVERY_RANGE"}
-    assert flags["aggregator.k"].value == 3 and "smaller than 5" in flags["aggregator.k"].reason
+    assert flags["aggregator.k"].value == 3 and "fewer than 5" in flags["aggregator.k"].reason
     assert "other hosts" in flags["ROS_AUTOMATIC_DISCOVERY_RANGE"].reason
 
 
 def test_the_document_follows_the_parameters():
     params = default_params()
     before = build_dpia(params, LOCAL)
-    params["aggregator"].update(k=8, epsilon=0.5, window_s=30.0)
-    params["anonymizer"]["grid_size_m"] = 1.0
+    params["aggregator"].update(k=8, epsilon_per_track_day=0.5)
+    params["anonymizer"].update(grid_size_m=1.0, window_s=300.0, cells_per_day=[2, 2, 2])
     after = build_dpia(params, LOCAL)
     assert before["privacy_guarantee"]["k_anonymity"]["k"] == 5 and after["privacy_guarantee"]["k_anonymity"]["k"] == 8
-    assert after["privacy_guarantee"]["differential_privacy"]["epsilon_per_release"] == 0.5
-    assert after["privacy_guarantee"]["person_present_all_day"]["zone_windows_per_day"] == 2880
+    dp_ = after["privacy_guarantee"]["differential_privacy"]
+    assert dp_["epsilon_per_track_day"] == 0.5 and dp_["cells_per_track_per_day"] == {"window": 2, "hour": 2, "day": 2}
+    assert sum(2 * e for e in dp_["epsilon_per_cell"].values()) == 0.5  # L × ε per cell over the tiers
+    person = after["privacy_guarantee"]["person_day"]
+    assert person["epsilon_per_person_day"] == round(0.5 * max(person["tracks_per_person_measured"].values()), 3)
     markdown = render_markdown(after)
-    assert "k = 8" in markdown and "ε = 0.5" in markdown and "1.0 m grid" in markdown and "window 30.0 s" in markdown
+    assert "k = 8" in markdown and "ε = 0.5 per track-day" in markdown and "1.0 m grid" in markdown and "window 300 s" in markdown
     assert "k = 5" not in markdown
     json.dumps(after)  # the JSON form serialises
 
 
 def test_markdown_lists_topics_and_which_leave_the_device():
     markdown = render_markdown(build_dpia(default_params(), LOCAL))
-    assert "| /zone_analytics | per-zone, per-window k-anonymous DP aggregates | yes |" in markdown
+    assert "| /zone_analytics | per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld | yes |" in markdown
     assert "| /camera/image_raw |" in markdown and "Record of processing (Art. 30 GDPR)" in markdown
     assert "None: every checked setting" in markdown

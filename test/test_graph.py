@@ -43,8 +43,8 @@ def stored_releases(var: Path) -> list[dict]:
 def demo_run(tmp_path_factory, vtest_video):
     tmp = tmp_path_factory.mktemp("graph")
     code, output, probe = run_graph(tmp, str(vtest_video), [
-        "--max-frames", "100", "--fps", "20", "--set", "aggregator.window_s=4", "--set", "aggregator.k=1",
-        "--set", "aggregator.epsilon=20.0"])  # large ε: a small margin over k, so a 4 s window of a few people can pass
+        "--max-frames", "100", "--fps", "20", "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1",
+        "--set", "aggregator.epsilon_per_track_day=40.0", "--set", "aggregator.daily_epsilon_cap=40.0"])  # large ε: values checkable
     return code, output, probe, tmp / "var"
 
 
@@ -53,17 +53,18 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert code == 0, output
     releases = stored_releases(var)
     assert releases, output
-    zones = {r["zone_id"] for r in releases}
-    assert zones <= {"plaza_west", "plaza_centre", "plaza_east"} and len(zones) == 3
+    zones = {r["zone_id"] for r in releases} - {"site"}
+    assert zones == {"plaza_west", "plaza_centre", "plaza_east"}
+    assert {r["tier"] for r in releases if r["zone_id"] == "site"} == {"day"}
     for release in releases:
-        assert release["mechanism"] == "discrete_laplace" and release["epsilon"] == 20.0 and release["k"] == 1
-        assert sum(release["epsilon_by_metric"].values()) == pytest.approx(20.0) and release["suppression_delta"] == 1e-5
-        assert release["release_threshold"] >= 2 and release["delta"] == pytest.approx(1e-5)
-        assert release["privacy_unit"] == "person-window" and release["window_s"] == 4.0
+        assert release["mechanism"] == "discrete_laplace" and release["epsilon_track_day"] == pytest.approx(40.0) and release["k"] == 1
+        assert sum(release["epsilon_by_metric"].values()) == pytest.approx(release["epsilon_cell"])
+        assert release["privacy_unit"] == "track-day" and release["window_s"] == 4.0 and release["tier"] in ("window", "hour", "day")
+    # every cell of the public grid is released, empty ones included: each zone has its hour and day cells
+    assert {(r["zone_id"], r["tier"]) for r in releases if r["tier"] != "window"} >= {(z, t) for z in zones for t in ("hour", "day")}
     assert "Per-zone analytics received by the ingest" in output
     assert "analytics stored in" in output
-    # k=1, threshold 3: in a 5-second walk with several people, some zone-window must have been released.
-    assert any(not r["suppressed"] and r["occupancy"] > 0 for r in releases), releases
+    assert any(not r["below_k"] and r["occupancy"] > 0 for r in releases), releases
     uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
     assert "sending to https://127.0.0.1:" in uplink_log
 
@@ -72,7 +73,7 @@ def test_only_the_camera_topic_carries_images(demo_run):
     _, output, probe, _ = demo_run
     image_topics = {topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types}
     assert image_topics == {"/camera/image_raw"}, probe.topic_types
-    for topic in ("/detections", "/tracks", "/anonymized_tracks", "/zone_analytics", "/diagnostics"):
+    for topic in ("/detections", "/tracks", "/anonymized_tracks", "/cell_totals", "/zone_analytics", "/diagnostics"):
         assert topic in probe.topic_types, (topic, sorted(probe.topic_types))
 
 
@@ -93,10 +94,8 @@ def test_anonymized_topic_carries_no_tracker_ids_or_speed(demo_run):
     tracks = [t for m in probe.received["/anonymized_tracks"] for t in m.tracks]
     assert tracks
     for track in tracks:
-        assert set(track.get_fields_and_field_types()) == {"privacy_id", "cell_x_m", "cell_y_m", "size_category", "direction",
-                                                           "present_since_s"}
+        assert set(track.get_fields_and_field_types()) == {"privacy_id", "cell_x_m", "cell_y_m", "size_category", "direction"}
         assert len(track.privacy_id) == 32
-        assert track.present_since_s % 5 == 0  # the track's start, rounded like every timestamp
         assert (track.cell_x_m / 0.25) % 2 == pytest.approx(1.0)  # a 0.5 m cell centre
     for message in probe.received["/anonymized_tracks"]:
         assert message.header.stamp.nanosec == 0 and message.header.stamp.sec % 5 == 0  # rounded to 5 s
@@ -118,17 +117,17 @@ def test_unreadable_video_is_a_clear_error(tmp_path):
     assert "Traceback" not in output
 
 
-def test_empty_zones_file_stops_only_the_aggregator(tmp_path, vtest_video):
+def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     config = tmp_path / "config"
     config.mkdir()
     for name in ("params.yaml", "fastdds.xml", "homography_pets.yaml"):
         (config / name).write_text((REPO / "config" / name).read_text())
     (config / "zones.yaml").write_text("zones: []\n")
     code, output, probe = run_graph(tmp_path, str(vtest_video), [
-        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"aggregator.zones_file={config / 'zones.yaml'}"])
+        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"anonymizer.zones_file={config / 'zones.yaml'}"])
     assert code == 1
-    assert "node 'aggregator' exited with code 2" in output
+    assert "node 'anonymizer' exited with code 2" in output
     assert "no zones defined" in output
-    # Upstream nodes kept working after the aggregator stopped.
+    # Upstream nodes kept working after the anonymizer (which holds the release grid's zones) stopped.
     counts = {topic: len(messages) for topic, messages in probe.received.items()}
-    assert counts.get("/anonymized_tracks", 0) > 20, (counts, output)
+    assert counts.get("/tracks", 0) > 20, (counts, output)

@@ -25,7 +25,7 @@ from privacy_vision.ingest_store import ReleaseStore
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
-    return example_release(zone_id=zone, window_start_s=start, window_end_s=start + 60.0, **extra)
+    return example_release(zone, start, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +96,14 @@ def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
 
 def test_store_is_idempotent_and_filters(store_target):
     store = ReleaseStore(store_target)
-    first, second = release("a", 0.0), release("b", 120.0)
+    first, second = release("a", 0.0), release("b", 1200.0)
     assert store.accept("dev-1", "n1", 1, validate_release(first), json.dumps(first), time.time()) == "stored"
     assert store.accept("dev-1", "n2", 2, validate_release(first), json.dumps(first), time.time()) == "duplicate"
     assert store.accept("dev-1", "n3", 3, validate_release(second), json.dumps(second), time.time()) == "stored"
-    assert [r["zone_id"] for r in store.releases()] == ["b", "a"]  # newest window first
+    assert [r["zone_id"] for r in store.releases()] == ["b", "a"]  # newest period first
     assert [r["zone_id"] for r in store.releases(zone_id="b")] == ["b"]
-    assert [r["zone_id"] for r in store.releases(since_s=60.0)] == ["b"]
-    assert store.purge_older_than(100.0) == 1  # retention: "a" ended at 60 s
+    assert [r["zone_id"] for r in store.releases(since_s=1000.0)] == ["b"]
+    assert store.purge_older_than(1000.0) == 1  # retention: "a" (a 15-minute window) ended at 900 s
     assert store.count() == 1
     store.close()
 
@@ -169,7 +169,7 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     server = IngestThread(pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
     try:
         for index, zone in enumerate(["entrance", "entrance", "entrance", "checkout", "checkout"]):
-            item = release(zone, start=1_790_000_000 + 60 * index, suppressed=(index == 1))
+            item = release(zone, start=1_790_000_000 + 900 * index, below_k=(index == 1))
             server.store.accept("dev-1", f"n{index}", index + 1, validate_release(item), json.dumps(item), time.time())
         profile = tempfile.mkdtemp(prefix="pv-chromium-")
         result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -183,10 +183,9 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     assert 'data-ready="true"' in dom, (result.stderr[-2000:], dom[:2000])
     assert "5 releases from 2 zones" in dom
     assert dom.count('class="zone"') == 2 and 'data-zone="entrance"' in dom and 'data-zone="checkout"' in dom
-    assert dom.count('data-points="2"') == 2  # entrance: 3 windows, 1 suppressed; checkout: 2 windows
+    assert dom.count('data-points="2"') == 2  # entrance: 3 windows, 1 shown as "< k"; checkout: 2 windows
     assert dom.count('class="suppressed"') == 1
-    assert dom.count("data-direction=") == 16 and 'data-direction="N" data-count="8"' in dom
-    assert "1 of 3 windows suppressed" in dom
+    assert '1 of 3 cells shown as "&lt; k"' in dom and "ε=2.00 per track-day" in dom  # the DOM dump escapes '<'
 
 
 def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):

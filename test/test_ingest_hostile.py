@@ -60,16 +60,23 @@ def json_with(**fields) -> bytes:
 
 FINDING_5 = {
     "NaN occupancy": (json_with(occupancy=math.nan), "occupancy"),
-    "Infinity epsilon": (json_with(epsilon=math.inf), "epsilon"),
-    "NaN window start": (json_with(window_start_s=math.nan), "window_start_s"),
+    "Infinity epsilon": (json_with(epsilon_cell=math.inf), "epsilon_cell"),
+    "NaN period start": (json_with(period_start_s=math.nan), "period_start_s"),
     "negative count": (json_with(entries=-3), "entries"),
-    "negative epsilon": (json_with(epsilon=-0.5), "epsilon"),
+    "negative epsilon": (json_with(epsilon_track_day=-0.5), "epsilon_track_day"),
     "bool as k": (json_with(k=True), "k"),
     "40 KB extra image field": (json_with(image="A" * 40_000), "image"),
     "20 KB zone name": (json_with(zone_id="z" * 20_000), "zone_id"),
-    "negative histogram bin": (json_with(direction_counts={"E": -1}), "direction_counts"),
-    "delta above 1": (json_with(delta=2.0), "delta"),
+    "negative histogram bin": (json_with(tier="hour", direction_counts={"E": -1}), "direction_counts"),
     "missing field": (json.dumps({k: v for k, v in example_release().items() if k != "k"}).encode(), "k"),
+    # release model v2
+    "unknown tier": (json.dumps({**example_release(), "tier": "week"}).encode(), "tier"),
+    "string for a bool": (json_with(below_k="false"), "below_k"),
+    "period end before start": (json_with(period_start_s=900.0, period_end_s=0.0), "period_end_s"),
+    "hour cell 60 s long": (json_with(tier="hour", period_end_s=60.0), "period_end_s"),
+    "values in a '< k' cell": (json_with(below_k=True, occupancy=3), "below_k"),
+    "unknown heading": (json_with(tier="hour", direction_counts={"UP": 1}), "direction_counts"),
+    "zero cells per day": (json_with(cells_per_day=0), "cells_per_day"),
 }
 
 

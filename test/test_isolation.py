@@ -78,7 +78,7 @@ def test_graph_topics_stay_on_this_host_while_analytics_reach_the_ingest(other_h
     domain = free_domain_id()
     probe = probe_from(other_host, domain, 25)
     code, output, local = run_graph(tmp_path, str(vtest_video), ["--max-frames", "80", "--fps", "20", "--set",
-                                                                 "aggregator.window_s=4", "--set", "aggregator.k=1"],
+                                                                 "anonymizer.window_s=4", "--set", "aggregator.k=1"],
                                     probe_domain=domain)
     out, err = probe.communicate(timeout=90)
     remote_topics = json.loads(out)

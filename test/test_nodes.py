@@ -66,22 +66,21 @@ def test_aggregator_parameter_updates_are_validated(probe, tmp_path):
     process = start_node("aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log")
     try:
         params = ParameterClient(probe, "aggregator")
-        assert params.set("epsilon", 0.5).successful
-        assert params.get("epsilon") == 0.5
-        for name, value, why in [("epsilon", -1.0, "range"), ("epsilon", 0.0, "range"), ("k", 0, "range"),
-                                 ("mechanism", "gaussian_please", "mechanism must be one of"),
-                                 ("mechanism", "discrete_gaussian", "needs 0 < delta < 1"),
-                                 ("daily_epsilon_cap", 0.1, "daily_epsilon_cap must be ≥ epsilon"),
-                                 ("zones_file", "/tmp/other.yaml", "read-only")]:
+        assert params.set("epsilon_per_track_day", 0.5).successful
+        assert params.get("epsilon_per_track_day") == 0.5
+        for name, value, why in [("epsilon_per_track_day", -1.0, "range"), ("epsilon_per_track_day", 0.0, "range"), ("k", 0, "range"),
+                                 ("mode", "loose", "mode must be one of"),
+                                 ("daily_epsilon_cap", 0.1, "must be ≥ epsilon_per_track_day"),
+                                 ("ledger_path", "/tmp/other.sqlite", "read-only")]:
             result = params.set(name, value)
             assert not result.successful, (name, value)
             assert why in result.reason, (name, value, result.reason)
-        assert params.get("epsilon") == 0.5 and params.get("k") == 5 and params.get("mechanism") == "discrete_laplace"
+        assert params.get("epsilon_per_track_day") == 0.5 and params.get("k") == 5 and params.get("mode") == "default"
         assert params.set("k", 10).successful and params.get("k") == 10
     finally:
         assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
     log = (tmp_path / "aggregator.log").read_text()
-    assert "rejected parameter update ['mechanism']" in log
+    assert "rejected parameter update ['mode']" in log
 
 
 def test_anonymizer_rejects_bad_grid_and_sectors(probe, tmp_path):
@@ -93,6 +92,9 @@ def test_anonymizer_rejects_bad_grid_and_sectors(probe, tmp_path):
         result = params.set("direction_sectors", 6)
         assert not result.successful and "4 or 8" in result.reason
         assert params.get("grid_size_m") == 0.5 and params.get("direction_sectors") == 8
+        result = params.set("window_s", 7.0)
+        assert not result.successful and "divide an hour" in result.reason
+        assert params.get("window_s") == 900.0
         assert params.set("grid_size_m", 1.0).successful and params.get("grid_size_m") == 1.0
     finally:
         stop(process)

@@ -46,14 +46,20 @@ def test_bad_mechanism_settings(args, message):
 
 
 @settings(max_examples=40, deadline=None)
-@given(cap=st.floats(0.5, 20), charges=st.lists(st.floats(0.01, 5), min_size=1, max_size=40))
-def test_ledger_never_exceeds_its_cap(tmp_path_factory, cap, charges):
+@given(cap=st.floats(0.5, 20), charges=st.lists(st.tuples(st.integers(0, 5), st.floats(0.01, 5)), min_size=1, max_size=40))
+def test_ledger_never_exceeds_its_cap_and_charges_a_configuration_once_a_day(tmp_path_factory, cap, charges):
     ledger = PrivacyLedger(tmp_path_factory.mktemp("ledger") / "l.sqlite", cap)
-    for index, epsilon in enumerate(charges):
+    charged: set[str] = set()
+    for configuration, epsilon in charges:
+        name = f"config-{configuration}"
         before = ledger.spent("2026-11-24")
-        decision = ledger.try_spend("2026-11-24", f"r{index}", epsilon, 0.0, 0.0)
-        assert decision.granted == (before + epsilon <= cap + 1e-12)
-        assert ledger.spent("2026-11-24") <= cap + 1e-9
+        decision = ledger.try_charge("2026-11-24", name, epsilon, 0.0)
+        if name in charged:
+            assert decision.granted and ledger.spent("2026-11-24") == before  # already paid for today
+            continue
+        assert decision.granted == (before + epsilon <= cap * (1 + 1e-9))
+        charged |= {name} if decision.granted else set()
+        assert ledger.spent("2026-11-24") <= cap * (1 + 1e-9)
         assert ledger.spent("2026-11-24") == pytest.approx(before + (epsilon if decision.granted else 0.0))
     ledger.close()
 
@@ -61,9 +67,10 @@ def test_ledger_never_exceeds_its_cap(tmp_path_factory, cap, charges):
 def test_ledger_persists_and_days_are_separate(tmp_path):
     path = tmp_path / "ledger.sqlite"
     ledger = PrivacyLedger(path, 3.0)
-    assert ledger.try_spend("2026-11-24", "a", 2.0, 0, 0).granted
+    assert ledger.try_charge("2026-11-24", "a", 2.0, 0).granted
     ledger.close()
     reopened = PrivacyLedger(path, 3.0)
     assert reopened.spent("2026-11-24") == 2.0
-    assert not reopened.try_spend("2026-11-24", "b", 1.5, 0, 0).granted
-    assert reopened.try_spend("2026-11-25", "c", 1.5, 0, 0).granted
+    assert reopened.try_charge("2026-11-24", "a", 2.0, 0).granted  # the same configuration again: no new charge
+    assert not reopened.try_charge("2026-11-24", "b", 1.5, 0).granted
+    assert reopened.try_charge("2026-11-25", "b", 1.5, 0).granted

@@ -27,7 +27,7 @@ def pki(tmp_path_factory):
 def ingest(pki, tmp_path):
     server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
     for index in range(25):
-        item = validate_release(example_release(zone_id=f"z{index % 2}", window_start_s=60.0 * index, window_end_s=60.0 * index + 60))
+        item = validate_release(example_release(f"z{index % 2}", 900.0 * index))
         server.store.accept("dev-1", f"n{index:020d}", index + 1, item, item.model_dump_json(), time.time())
     yield server
     server.stop()
@@ -44,9 +44,9 @@ def get(server: IngestThread, pki: PkiPaths, path: str) -> tuple[int, dict[str, 
 
 def test_newest_first_with_filters(ingest, pki):
     status, _, rows = get(ingest, pki, RELEASES_PATH)
-    assert status == 200 and [r["window_start_s"] for r in rows] == [60.0 * i for i in reversed(range(25))]
-    _, _, rows = get(ingest, pki, f"{RELEASES_PATH}?zone=z1&since=300&until=900")
-    assert [r["window_start_s"] for r in rows] == [780.0, 660.0, 540.0, 420.0, 300.0]
+    assert status == 200 and [r["period_start_s"] for r in rows] == [900.0 * i for i in reversed(range(25))]
+    _, _, rows = get(ingest, pki, f"{RELEASES_PATH}?zone=z1&since=4500&until=13500")
+    assert [r["period_start_s"] for r in rows] == [11700.0, 9900.0, 8100.0, 6300.0, 4500.0]
     _, _, rows = get(ingest, pki, f"{RELEASES_PATH}?device=dev-2")
     assert rows == []
 

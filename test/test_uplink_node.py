@@ -1,17 +1,22 @@
 """The uplink node as a real process: outages and a kill -9 mid-send lose nothing and store nothing twice."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from ingestutil import IngestThread
+from privacy_vision.core.aggregator import Release
+from privacy_vision.core.contributions import TIERS
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import load_key_file
+from privacy_vision.core.release_schema import example_release, wire_from_release
+from privacy_vision.nodes.aggregator import message_from_release
+from privacy_vision.nodes.uplink import release_from_message
 from privacy_vision_msgs.msg import ZoneAnalytics
 from rosutil import RELIABLE_QOS_FOR_TESTS, RosProbe, free_domain_id, start_node, stop
 
@@ -25,13 +30,17 @@ def free_port() -> int:
 
 
 def analytics(index: int) -> ZoneAnalytics:
-    message = ZoneAnalytics(release_id=str(uuid.uuid4()), zone_id=f"zone-{index:03d}", occupancy=index,
-                            direction_labels=["E"], direction_counts=[index], dwell_labels=["short"], dwell_counts=[index])
-    message.window_start.sec = 1_790_000_000 + 60 * index
-    message.window_end.sec = message.window_start.sec + 60
-    message.privacy.mechanism, message.privacy.epsilon, message.privacy.k = "discrete_laplace", 1.0, 5
-    message.privacy.privacy_unit, message.privacy.window_s = "person-window", 60.0
-    return message
+    return message_from_release(Release(**example_release(f"zone-{index:03d}", 1_790_000_000.0 + 900 * index)))
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("below_k", [False, True])
+def test_a_release_survives_the_message_between_aggregator_and_uplink(tier, below_k):
+    """What the uplink rebuilds from the aggregator's message is the release, and it is valid on the wire."""
+    release = Release(**example_release("plaza_west", 1_790_000_000.0, tier, below_k=below_k))
+    rebuilt = release_from_message(message_from_release(release))
+    assert rebuilt == release
+    assert wire_from_release(rebuilt) == dataclasses.asdict(release)
 
 
 class UplinkUnderTest:

@@ -1,117 +1,131 @@
-"""Per-zone, per-window statistics over distinct people, released with k-anonymity and DP."""
+"""Release model v2: every cell of the public grid gets OpenDP noise; k is applied to the noisy value.
+
+Input is the true totals of each cell after the anonymizer bounded every track's contribution (at most
+L cells per tier per UTC day, one person, heading and dwell value per cell: core/contributions.py).
+Each cell's metrics get exact discrete Laplace noise at sensitivity 1, so one track-day costs
+Σ_tiers L × ε_cell, composed with OpenDP's privacy maps. The ledger charges that once per configuration
+and UTC day, so a normal day never runs out. Everything after the noise (consistency between a cell's
+metrics and across tiers, rounding, the "< k" marker) is post-processing.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable
 
 import numpy as np
+import opendp.prelude as dp
+from scipy import optimize
 
-from privacy_vision.core.continual import BinaryTreeCounter
-from privacy_vision.core.anonymizer import DIRECTIONS_8, NO_DIRECTION, AnonymizedRecord
-from privacy_vision.core.geometry import Zone
+from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, HOUR_S, TIERS, CellTotals
 from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger
 
-DWELL_LABELS = ("short", "medium", "long")
-DIRECTION_LABELS = (*DIRECTIONS_8, NO_DIRECTION)
-# Each person changes each metric by at most 1 in a window (one dominant direction, one dwell bin, at
-# most one entry and one exit), so each gets its own share of the window's ε at sensitivity 1.
-METRICS = ("occupancy", "direction", "dwell", "entries", "exits")
+MECHANISM = "discrete_laplace"
+PRIVACY_UNIT = "track-day"
+HOUR_METRICS = ("occupancy", "direction", "dwell", "entries", "exits")
+MODES = ("default",)
+COARSER_TIER = {"window": ("hour", HOUR_S), "hour": ("day", DAY_S)}  # each tier's cells nest in these periods
 
 
 @dataclass
 class AggregatorSettings:
-    window_s: float = 60.0
+    epsilon_per_track_day: float = 2.0
+    tier_shares: tuple[float, float, float] = (0.4, 0.45, 0.15)  # of epsilon_per_track_day, in TIERS order
+    hour_metric_shares: tuple[float, ...] = (0.5, 0.35, 0.05, 0.05, 0.05)  # of an hour cell's ε, in HOUR_METRICS order
     k: int = 5
-    epsilon: float = 1.0
-    delta: float = 0.0
-    mechanism: str = "discrete_laplace"
-    daily_epsilon_cap: float = 2000.0
-    privacy_unit: str = "person-window"
-    dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
-    boundary_hysteresis_m: float = 0.25
-    footfall_epsilon_per_day: float = 1.0  # ε of each zone's cumulative daily footfall counter (0 = off)
-    epsilon_split: tuple[float, ...] = (0.4, 0.4, 0.1, 0.05, 0.05)  # shares of ε, in METRICS order
-    suppression_delta: float = 1e-5  # P[a group of exactly k passes the noisy threshold]
+    daily_epsilon_cap: float = 6.0  # ε per track-day the ledger allows in one UTC day, over all configurations
+    mode: str = "default"
 
     def validate(self) -> None:
-        if self.window_s <= 0:
-            raise ValueError("window_s must be > 0")
+        if not math.isfinite(self.epsilon_per_track_day) or self.epsilon_per_track_day <= 0:
+            raise ValueError(f"epsilon_per_track_day must be a finite number > 0, got {self.epsilon_per_track_day}")
+        for name, shares, count in (("tier_shares", self.tier_shares, len(TIERS)), ("hour_metric_shares", self.hour_metric_shares, len(HOUR_METRICS))):
+            if len(shares) != count or not all(math.isfinite(w) and w > 0 for w in shares):
+                raise ValueError(f"{name} must be {count} positive shares, got {list(shares)}")
         if self.k < 1:
             raise ValueError("k must be ≥ 1")
-        if not self.epsilon > 0 or not math.isfinite(self.epsilon):
-            raise ValueError("epsilon must be a finite number > 0")
-        if self.daily_epsilon_cap < self.epsilon:
-            raise ValueError("daily_epsilon_cap must be ≥ epsilon (otherwise nothing can ever be released)")
-        short, medium = self.dwell_thresholds_s
-        if not 0 < short < medium:
-            raise ValueError("dwell_thresholds_s must be two increasing durations > 0")
-        if self.boundary_hysteresis_m < 0:
-            raise ValueError("boundary_hysteresis_m must be ≥ 0")
-        if self.footfall_epsilon_per_day < 0:
-            raise ValueError("footfall_epsilon_per_day must be ≥ 0 (0 turns the daily footfall counter off)")
-        if len(self.epsilon_split) != len(METRICS) or not all(w > 0 and math.isfinite(w) for w in self.epsilon_split):
-            raise ValueError(f"epsilon_split must be {len(METRICS)} positive shares, one per metric {METRICS}")
-        if not 0 < self.suppression_delta <= 0.01:
-            raise ValueError("suppression_delta must be in (0, 0.01]: it is the chance that a group of exactly k is released")
+        if not self.daily_epsilon_cap >= self.epsilon_per_track_day:
+            raise ValueError(f"daily_epsilon_cap ({self.daily_epsilon_cap:g}) must be ≥ epsilon_per_track_day ({self.epsilon_per_track_day:g}), "
+                             "otherwise nothing can ever be released")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
-    def metric_budgets(self) -> dict[str, tuple[float, float]]:
-        """(ε, δ) of each metric: the split normalised to the window's ε and δ."""
-        total = sum(self.epsilon_split)
-        return {name: (self.epsilon * w / total, self.delta * w / total) for name, w in zip(METRICS, self.epsilon_split)}
+    def metric_epsilons(self, tier: str, cells_per_day: int) -> dict[str, float]:
+        """ε of each metric of one cell: the tier's share of the track-day budget over its L cells."""
+        cell = self.epsilon_per_track_day * self.tier_shares[TIERS.index(tier)] / sum(self.tier_shares) / cells_per_day
+        if tier != "hour":
+            return {"occupancy": cell}
+        total = sum(self.hour_metric_shares)
+        return {name: cell * w / total for name, w in zip(HOUR_METRICS, self.hour_metric_shares)}
 
 
 @dataclass(frozen=True)
-class ZoneStatistics:
-    """One zone-window's statistics, true or released."""
+class Bounds:
+    """The contribution bound the anonymizer enforced, as stated in its cell totals."""
 
+    window_s: float
+    cells_per_day: tuple[int, int, int]
+
+    def of(self, tier: str) -> int:
+        return self.cells_per_day[TIERS.index(tier)]
+
+
+class CellMechanism:
+    """OpenDP measurements of one tier's cell: one per metric, each at sensitivity 1."""
+
+    def __init__(self, tier: str, epsilons: dict[str, float]) -> None:
+        self.tier = tier
+        self.epsilons = epsilons
+        self.noise = {name: IntegerNoise(MECHANISM, epsilon) for name, epsilon in epsilons.items()}
+        # Composition of the metric measurements: one track changes each metric's vector by at most 1 (L1).
+        self.measurement = dp.c.make_composition([noise.vector_measurement for noise in self.noise.values()])
+        self.epsilon = float(self.measurement.map(1))
+
+
+class TrackDayAccount:
+    """ε per track-day: L_tier copies of each tier's cell measurement, composed by OpenDP."""
+
+    def __init__(self, settings: AggregatorSettings, bounds: Bounds) -> None:
+        self.cells = {tier: CellMechanism(tier, settings.metric_epsilons(tier, bounds.of(tier))) for tier in TIERS}
+        self.measurement = dp.c.make_composition([self.cells[tier].measurement for tier in TIERS for _ in range(bounds.of(tier))])
+        self.epsilon = float(self.measurement.map(1))
+        # What the ledger charges once per day: everything that sets the noise, and the bound.
+        facts = {"mechanism": MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day, "tier_shares": list(settings.tier_shares),
+                 "hour_metric_shares": list(settings.hour_metric_shares), **asdict(bounds)}
+        self.configuration_id = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Release:
+    """One cell's release; its values are final and are never re-drawn."""
+
+    release_id: str
+    zone_id: str
+    tier: str
+    period_start_s: float
+    period_end_s: float
+    complete: bool
+    below_k: bool  # shown as "< k": the noisy occupancy was below k, every value is withheld
     occupancy: int
-    directions: tuple[int, ...]  # in DIRECTION_LABELS order
-    dwell: tuple[int, ...]  # in DWELL_LABELS order
+    direction_counts: dict[str, int]
+    dwell_counts: dict[str, int]
     entries: int
     exits: int
-
-    @classmethod
-    def empty(cls) -> "ZoneStatistics":
-        return cls(0, (0,) * len(DIRECTION_LABELS), (0,) * len(DWELL_LABELS), 0, 0)
-
-
-class ReleaseMechanism:
-    """k-anonymity with a noisy threshold, DP noise per metric, then post-processing only.
-
-    Guarantee per zone-window, privacy unit person-window: (ε, δ_mech + δ_supp)-DP. A group below k is
-    never released (hard rule); a group at or above k is released only when its noisy occupancy reaches
-    k + margin, where the margin makes P[release | exactly k people] ≤ δ_supp. That boundary (k-1 vs k
-    people) is the only place the hard rule leaks, so it costs δ_supp and nothing else; above it the
-    decision is a function of the DP output.
-    """
-
-    def __init__(self, settings: AggregatorSettings) -> None:
-        settings.validate()
-        self.settings = settings
-        self.budgets = settings.metric_budgets()
-        self.noise = {name: IntegerNoise(settings.mechanism, eps, delta) for name, (eps, delta) in self.budgets.items()}
-        self.threshold = settings.k + self.noise["occupancy"].margin_for(settings.suppression_delta)
-        self.delta = settings.delta + settings.suppression_delta
-
-    def release(self, true: ZoneStatistics) -> ZoneStatistics | None:
-        """The released statistics, or None when the group is suppressed."""
-        noisy_occupancy = self.noise["occupancy"].count(true.occupancy)
-        if true.occupancy < self.settings.k or noisy_occupancy < self.threshold:
-            return None
-        noisy_directions = self.noise["direction"].histogram(true.directions)
-        noisy_dwell = self.noise["dwell"].histogram(true.dwell)
-        occupancy, (directions, dwell) = consistent_counts(
-            [(noisy_occupancy, self.noise["occupancy"].variance),
-             (sum(noisy_directions), len(noisy_directions) * self.noise["direction"].variance),
-             (sum(noisy_dwell), len(noisy_dwell) * self.noise["dwell"].variance)],
-            [noisy_directions, noisy_dwell])
-        return ZoneStatistics(occupancy, tuple(directions), tuple(dwell),
-                              max(0, self.noise["entries"].count(true.entries)), max(0, self.noise["exits"].count(true.exits)))
+    entries_today: int  # the zone's released hourly entries since midnight UTC (a sum of released values)
+    mechanism: str
+    epsilon_cell: float
+    epsilon_track_day: float
+    epsilon_by_metric: dict[str, float]
+    k: int
+    privacy_unit: str
+    cells_per_day: int  # L of this tier
+    window_s: float
+    epsilon_spent_today: float
+    daily_epsilon_cap: float
+    mode: str
 
 
 def consistent_counts(estimates: list[tuple[int, float]], histograms: list[list[int]]) -> tuple[int, list[list[int]]]:
@@ -144,246 +158,107 @@ def round_keeping_sum(values: np.ndarray) -> list[int]:
     return [int(v) for v in floors]
 
 
-@dataclass
-class Release:
-    """One zone-window release; the values are final and are never re-drawn."""
+def within_finer_tier(estimate: int, variance: float, finer: list[int], finer_variance: float) -> int:
+    """Distinct people do not add up over time, but a coarser period holds at least as many as each of its
+    finer periods and at most their sum. Weighted least squares over the coarse estimate and the finer
+    noisy values under those constraints (SLSQP: a five-variable quadratic programme); the finer cells were
+    already released, so only the coarse value changes."""
+    if not finer:
+        return estimate
+    observed = np.array([estimate, *finer], dtype=float)
+    weights = 1.0 / np.array([variance] + [finer_variance] * len(finer))
+    constraints = [{"type": "ineq", "fun": lambda x: x[0] - x[1:]}, {"type": "ineq", "fun": lambda x: x[1:].sum() - x[0]}]
+    result = optimize.minimize(lambda x: float(np.sum(weights * (x - observed) ** 2)), observed, jac=lambda x: 2 * weights * (x - observed),
+                               bounds=[(0, None)] * len(observed), constraints=constraints, method="SLSQP")
+    if not result.success:
+        raise RuntimeError(f"tier consistency did not converge: {result.message}")
+    return max(0, round(float(result.x[0])))
 
-    release_id: str
-    zone_id: str
-    window_start_s: float
-    window_end_s: float
-    suppressed: bool
-    occupancy: int
-    direction_counts: dict[str, int]
-    dwell_counts: dict[str, int]
-    entries: int
-    exits: int
-    mechanism: str
-    epsilon: float
-    delta: float  # the whole release's δ: the mechanism's plus the noisy threshold's
-    k: int
-    privacy_unit: str
-    window_s: float
-    epsilon_spent_today: float
-    daily_epsilon_cap: float
-    cumulative_footfall_today: int
-    footfall_epsilon_per_day: float
-    epsilon_by_metric: dict[str, float]
-    suppression_delta: float
-    release_threshold: int  # noisy occupancy needed for a release (k plus the δ margin)
+
+def utc_day(stamp_s: float) -> str:
+    return datetime.fromtimestamp(stamp_s, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 @dataclass
-class _DailyFootfall:
-    """A zone's counter for one day, with the noisy threshold fixed when its ε and δ were charged."""
-
-    counter: BinaryTreeCounter
-    threshold: int
-    true_total: int = 0
+class _Day:
+    finer: dict[tuple[str, str, float], list[int]] = field(default_factory=dict)  # (tier, zone, period) -> finer noisy occupancies
+    finer_variance: dict[tuple[str, str, float], float] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _PersonInZone:
-    first_seen_s: float
-    last_seen_s: float
-    directions: Counter = field(default_factory=Counter)
-    entered: bool = False
-    exited: bool = False
+class CellReleaser:
+    """Noise on every cell, post-processing, the daily ledger charge; one instance per aggregator."""
 
-
-class ZoneWindowStatistics:
-    """True per-zone statistics of consecutive windows, from anonymised records (no privacy applied)."""
-
-    def __init__(self, zones: list[Zone], window_s: float, dwell_thresholds_s: tuple[float, float], boundary_hysteresis_m: float) -> None:
-        self.zones = zones
-        self.window_s = window_s
-        self.dwell_thresholds_s = dwell_thresholds_s
-        self.boundary_hysteresis_m = boundary_hysteresis_m
-        self.window_start_s: float | None = None
-        self._people: dict[str, dict[str, _PersonInZone]] = {zone.zone_id: {} for zone in zones}
-        # (zone, privacy id) -> (inside with hysteresis, last stamp seen); pruned at window close
-        self._inside: dict[tuple[str, str], tuple[bool, float]] = {}
-        # (zone, privacy id) -> start of the continuous stay in the zone; outlives windows
-        self._zone_since: dict[tuple[str, str], float] = {}
-
-    def observe(self, stamp_s: float, records: Iterable[AnonymizedRecord]) -> list[tuple[float, float, dict[str, ZoneStatistics]]]:
-        """Add one frame's records; returns (start, end, statistics per zone) of each window this stamp closed."""
-        closed = []
-        if self.window_start_s is None:
-            self.window_start_s = math.floor(stamp_s / self.window_s) * self.window_s
-        while stamp_s >= self.window_start_s + self.window_s:
-            closed.append(self.close_window())
-        for record in records:
-            for zone in self.zones:
-                self._observe_in_zone(zone, stamp_s, record)
-        return closed
-
-    def _observe_in_zone(self, zone: Zone, stamp_s: float, record: AnonymizedRecord) -> None:
-        key = (zone.zone_id, record.privacy_id)
-        inside_now = zone.contains(record.cell_x_m, record.cell_y_m)
-        previous = self._inside.get(key, (None, 0.0))[0]
-        state = inside_now
-        if previous is not None and previous != inside_now:  # a crossing counts only once clear of the edge
-            if zone.boundary_distance(record.cell_x_m, record.cell_y_m) <= self.boundary_hysteresis_m:
-                state = previous
-        self._inside[key] = (state, stamp_s)
-        people = self._people[zone.zone_id]
-        if previous is not None and previous != state:
-            person = people.setdefault(record.privacy_id, _PersonInZone(stamp_s, stamp_s))
-            if state:
-                person.entered = True
-            else:
-                person.exited = True
-        if not state:
-            self._zone_since.pop(key, None)
-        elif key not in self._zone_since:
-            # Seen crossing in: the stay starts now. First seen already inside (a new track, or an ID
-            # renewed by key rotation): the stay started when the track did, so rotation does not cut
-            # dwell short.
-            since = record.present_since_s if previous is None and record.present_since_s is not None else stamp_s
-            self._zone_since[key] = min(since, stamp_s)
-        # Presence (occupancy, heading) is where the person is now; the hysteresis only debounces the
-        # crossings, so someone standing just inside the edge still counts as there.
-        if inside_now:
-            person = people.setdefault(record.privacy_id, _PersonInZone(stamp_s, stamp_s))
-            person.last_seen_s = stamp_s
-            person.directions[record.direction] += 1
-
-    def close_window(self) -> tuple[float, float, dict[str, ZoneStatistics]]:
-        start = self.window_start_s if self.window_start_s is not None else 0.0
-        end = start + self.window_s
-        statistics = {zone.zone_id: self._statistics(zone.zone_id) for zone in self.zones}
-        self._people = {zone.zone_id: {} for zone in self.zones}
-        self._inside = {key: value for key, value in self._inside.items() if value[1] >= start}
-        self._zone_since = {key: value for key, value in self._zone_since.items() if key in self._inside}
-        self.window_start_s = end
-        return start, end, statistics
-
-    def _statistics(self, zone_id: str) -> ZoneStatistics:
-        people = self._people[zone_id]
-        present = {pid: p for pid, p in people.items() if p.directions}
-        directions = Counter(p.directions.most_common(1)[0][0] for p in present.values())
-        short, medium = self.dwell_thresholds_s
-        dwell = Counter(
-            "short" if d < short else "medium" if d < medium else "long"
-            for d in (p.last_seen_s - self._zone_since.get((zone_id, pid), p.first_seen_s) for pid, p in present.items())
-        )
-        return ZoneStatistics(
-            occupancy=len(present),
-            directions=tuple(directions.get(label, 0) for label in DIRECTION_LABELS),
-            dwell=tuple(dwell.get(label, 0) for label in DWELL_LABELS),
-            entries=sum(p.entered for p in people.values()),
-            exits=sum(p.exited for p in people.values()),
-        )
-
-    def open_window_people(self) -> dict[str, int]:
-        return {zone_id: len(people) for zone_id, people in self._people.items()}
-
-    def purge(self) -> None:
-        """Drop all per-person state (forget request)."""
-        self._people = {zone.zone_id: {} for zone in self.zones}
-        self._inside.clear()
-        self._zone_since.clear()
-
-
-class ZoneWindowAggregator:
-    """Window statistics released through the k rule and DP noise, charged to the daily ledger."""
-
-    def __init__(self, zones: list[Zone], settings: AggregatorSettings, ledger: PrivacyLedger) -> None:
-        self.zones = zones
+    def __init__(self, settings: AggregatorSettings, ledger: PrivacyLedger,
+                 new_id: Callable[[], str], clock: Callable[[], float]) -> None:
         self.ledger = ledger
-        self.windows = ZoneWindowStatistics(zones, settings.window_s, settings.dwell_thresholds_s, settings.boundary_hysteresis_m)
-        self.reconfigure(settings)
+        self._new_id = new_id
+        self._clock = clock
+        self._accounts: dict[Bounds, TrackDayAccount] = {}
+        self._days: dict[str, _Day] = {}
         self.cap_reached_day: str | None = None
-        self._footfall: dict[tuple[str, str], _DailyFootfall] = {}
+        self.reconfigure(settings)
 
     def reconfigure(self, settings: AggregatorSettings) -> None:
-        """Apply new settings (validated first); the open window's people are kept."""
-        self.mechanism = ReleaseMechanism(settings)
+        """Apply new settings (validated first, the old ones kept on error); a change charges again today."""
+        settings.validate()
         self.settings = settings
+        self._accounts.clear()
         self.ledger.daily_epsilon_cap = settings.daily_epsilon_cap
-        self.windows.window_s = settings.window_s
-        self.windows.dwell_thresholds_s = settings.dwell_thresholds_s
-        self.windows.boundary_hysteresis_m = settings.boundary_hysteresis_m
 
-    @property
-    def window_start_s(self) -> float | None:
-        return self.windows.window_start_s
+    def account(self, bounds: Bounds) -> TrackDayAccount:
+        if bounds not in self._accounts:
+            self._accounts[bounds] = TrackDayAccount(self.settings, bounds)
+        return self._accounts[bounds]
 
-    def observe(self, stamp_s: float, records: Iterable[AnonymizedRecord]) -> list[Release]:
-        """Add one frame's records; returns the releases of any windows that this stamp closed."""
-        return [release for closed in self.windows.observe(stamp_s, records) for release in self._release_window(*closed)]
-
-    def close_window(self) -> list[Release]:
-        """Release every zone of the current window (also used to flush on shutdown)."""
-        if self.windows.window_start_s is None:
-            return []
-        return self._release_window(*self.windows.close_window())
-
-    def _release_window(self, start: float, end: float, statistics: dict[str, ZoneStatistics]) -> list[Release]:
-        return [r for zone in self.zones if (r := self._release_zone(zone.zone_id, start, end, statistics[zone.zone_id])) is not None]
-
-    def _release_zone(self, zone_id: str, start: float, end: float, true: ZoneStatistics) -> Release | None:
+    def release(self, totals: CellTotals, bounds: Bounds) -> Release | None:
+        """The cell's release, or None when today's cap refuses this configuration's charge."""
         s = self.settings
-        release_id = str(uuid.uuid4())
-        day = datetime.fromtimestamp(start, tz=timezone.utc).strftime("%Y-%m-%d")
-        decision = self.ledger.try_spend(day, release_id, s.epsilon, self.mechanism.delta, time.time())
+        account = self.account(bounds)
+        day = utc_day(totals.period_start_s)
+        decision = self.ledger.try_charge(day, account.configuration_id, account.epsilon, self._clock())
         if not decision.granted:
             self.cap_reached_day = day
             return None
-        footfall = self._footfall_today(zone_id, day, true.entries)
-        released = self.mechanism.release(true)
-        shown = released or ZoneStatistics.empty()
+        self._days = {d: v for d, v in self._days.items() if d == day}
+        today = self._days.setdefault(day, _Day())
+        cell = account.cells[totals.tier]
+        occupancy, directions, dwell, entries, exits = self._noisy(cell, totals)
+        key = (totals.tier, totals.zone_id, totals.period_start_s)
+        if key in today.finer:
+            occupancy = within_finer_tier(occupancy, cell.noise["occupancy"].variance, today.finer.pop(key), today.finer_variance.pop(key))
+            if directions:
+                directions, dwell = (round_keeping_sum(project_to_simplex(np.asarray(h, dtype=float), occupancy)) for h in (directions, dwell))
+        if totals.tier in COARSER_TIER:
+            coarser, period_s = COARSER_TIER[totals.tier]
+            parent = (coarser, totals.zone_id, math.floor(totals.period_start_s / period_s) * period_s)
+            today.finer.setdefault(parent, []).append(occupancy)
+            today.finer_variance[parent] = cell.noise["occupancy"].variance
+        below_k = occupancy < s.k
+        if totals.tier == "hour" and not below_k:
+            today.entries[totals.zone_id] = today.entries.get(totals.zone_id, 0) + entries
+        shown = 0 if below_k else 1
         return Release(
-            release_id=release_id,
-            zone_id=zone_id,
-            window_start_s=start,
-            window_end_s=end,
-            suppressed=released is None,
-            occupancy=shown.occupancy,
-            direction_counts=dict(zip(DIRECTION_LABELS, shown.directions)),
-            dwell_counts=dict(zip(DWELL_LABELS, shown.dwell)),
-            entries=shown.entries,
-            exits=shown.exits,
-            mechanism=s.mechanism,
-            epsilon=s.epsilon,
-            delta=self.mechanism.delta,
-            k=s.k,
-            privacy_unit=s.privacy_unit,
-            window_s=s.window_s,
-            epsilon_spent_today=self.ledger.spent(day),
-            daily_epsilon_cap=decision.cap,
-            cumulative_footfall_today=footfall,
-            footfall_epsilon_per_day=s.footfall_epsilon_per_day,
-            epsilon_by_metric={name: eps for name, (eps, _) in self.mechanism.budgets.items()},
-            suppression_delta=s.suppression_delta,
-            release_threshold=self.mechanism.threshold,
-        )
+            release_id=self._new_id(), zone_id=totals.zone_id, tier=totals.tier, period_start_s=totals.period_start_s,
+            period_end_s=totals.period_end_s, complete=totals.complete, below_k=below_k, occupancy=occupancy * shown,
+            direction_counts={label: v * shown for label, v in zip(DIRECTION_LABELS, directions)},
+            dwell_counts={label: v * shown for label, v in zip(DWELL_LABELS, dwell)},
+            entries=entries * shown, exits=exits * shown, entries_today=today.entries.get(totals.zone_id, 0),
+            mechanism=MECHANISM, epsilon_cell=cell.epsilon, epsilon_track_day=account.epsilon, epsilon_by_metric=dict(cell.epsilons),
+            k=s.k, privacy_unit=PRIVACY_UNIT, cells_per_day=bounds.of(totals.tier), window_s=bounds.window_s,
+            epsilon_spent_today=decision.spent_today, daily_epsilon_cap=decision.cap, mode=s.mode)
 
-    def _footfall_today(self, zone_id: str, day: str, entries: int) -> int:
-        """Advance the zone's daily counter by this window's entries; its ε is charged once per day."""
-        epsilon = self.settings.footfall_epsilon_per_day
-        if not epsilon:
-            return 0
-        footfall = self._footfall.get((zone_id, day))
-        if footfall is None or footfall.counter.steps >= footfall.counter.horizon:
-            charge = self.ledger.try_spend(day, f"footfall-{zone_id}-{day}-{uuid.uuid4()}", epsilon, self.settings.suppression_delta, time.time())
-            if not charge.granted:
-                self.cap_reached_day = day
-                return 0
-            counter = BinaryTreeCounter(math.ceil(86400 / self.settings.window_s), epsilon)
-            footfall = _DailyFootfall(counter, self.settings.k + counter.margin_for(self.settings.suppression_delta))
-            self._footfall = {key: value for key, value in self._footfall.items() if key[1] == day}
-            self._footfall[(zone_id, day)] = footfall
-        noisy = footfall.counter.add(entries)
-        footfall.true_total += entries
-        # The k rule of the windows with its own noisy threshold: a total below k is never released, and
-        # one of exactly k passes at any step of the day with probability ≤ suppression_delta.
-        return noisy if footfall.true_total >= self.settings.k and noisy >= footfall.threshold else 0
-
-    def open_window_people(self) -> dict[str, int]:
-        return self.windows.open_window_people()
-
-    def purge(self) -> None:
-        """Drop all per-person state of the open window (forget request)."""
-        self.windows.purge()
+    @staticmethod
+    def _noisy(cell: CellMechanism, totals: CellTotals) -> tuple[int, list[int], list[int], int, int]:
+        noise = cell.noise
+        noisy_occupancy = noise["occupancy"].count(totals.occupancy)
+        if cell.tier != "hour":
+            return max(0, noisy_occupancy), [], [], 0, 0
+        noisy_directions = noise["direction"].histogram(totals.directions)
+        noisy_dwell = noise["dwell"].histogram(totals.dwell)
+        occupancy, (directions, dwell) = consistent_counts(
+            [(noisy_occupancy, noise["occupancy"].variance),
+             (sum(noisy_directions), len(noisy_directions) * noise["direction"].variance),
+             (sum(noisy_dwell), len(noisy_dwell) * noise["dwell"].variance)],
+            [noisy_directions, noisy_dwell])
+        return occupancy, directions, dwell, max(0, noise["entries"].count(totals.entries)), max(0, noise["exits"].count(totals.exits))

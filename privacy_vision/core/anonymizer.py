@@ -20,7 +20,6 @@ class AnonymizedRecord:
     cell_y_m: float
     size_category: str
     direction: str
-    present_since_s: float | None = None  # when the track started, floored to the time precision
 
 
 class RotatingKey:
@@ -114,10 +113,6 @@ class AnonymizerSettings:
             raise ValueError("size_thresholds must be two increasing fractions of the frame height > 0")
 
 
-# A track absent this long is over (the tracker drops lost tracks after seconds and never reuses an ID).
-TRACK_GONE_AFTER_S = 60.0
-
-
 @dataclass(frozen=True)
 class TrackSample:
     track_id: int
@@ -133,20 +128,10 @@ class Anonymizer:
         settings.validate()
         self.settings = settings
         self.key = RotatingKey(settings.rotation_interval_s, now_s)
-        # tracker ID -> (first stamp, last stamp): lets dwell outlive key rotation; memory only
-        self._seen: dict[int, tuple[float, float]] = {}
 
-    def anonymize_frame(self, stamp_s: float, tracks: list[TrackSample]) -> list[AnonymizedRecord]:
-        """Records of one frame's confirmed tracks, each with the (rounded) time its track started."""
-        self._seen = {tid: seen for tid, seen in self._seen.items() if stamp_s - seen[1] <= TRACK_GONE_AFTER_S}
-        for track in tracks:
-            first = self._seen.get(track.track_id, (stamp_s, stamp_s))[0]
-            self._seen[track.track_id] = (first, stamp_s)
-        return [
-            self.anonymize(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, t.box_height_fraction,
-                           round_time(self._seen[t.track_id][0], self.settings.time_precision_s))
-            for t in tracks
-        ]
+    def anonymize_frame(self, tracks: list[TrackSample]) -> list[AnonymizedRecord]:
+        """Records of one frame's confirmed tracks, in the same order."""
+        return [self.anonymize(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, t.box_height_fraction) for t in tracks]
 
     def forget(self, now_s: float) -> int:
         """Rotate now: every ID issued so far becomes unlinkable to what follows."""
@@ -160,7 +145,6 @@ class Anonymizer:
         vx_mps: float,
         vy_mps: float,
         box_height_fraction: float,
-        present_since_s: float | None = None,
     ) -> AnonymizedRecord:
         s = self.settings
         return AnonymizedRecord(
@@ -169,5 +153,4 @@ class Anonymizer:
             cell_y_m=quantize(y_m, s.grid_size_m),
             size_category=size_category(box_height_fraction, s.size_thresholds),
             direction=direction_sector(vx_mps, vy_mps, s.direction_sectors, s.min_speed_mps),
-            present_since_s=present_since_s,
         )

@@ -123,3 +123,8 @@ def _read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def overlapping_zones(zones: list[Zone]) -> list[tuple[str, str]]:
+    """Pairs of zones that share area: a person there counts in both (stated, not refused)."""
+    return [(a.zone_id, b.zone_id) for i, a in enumerate(zones) for b in zones[i + 1:] if a.polygon.intersection(b.polygon).area > 0]

@@ -15,6 +15,7 @@ import opendp.prelude as dp
 dp.enable_features("contrib")
 
 MECHANISMS = ("discrete_laplace", "discrete_gaussian")
+LEDGER_TABLE = "track_day_charges"
 
 
 class IntegerNoise:
@@ -68,24 +69,11 @@ class IntegerNoise:
         support, probabilities = self.distribution
         return float(np.sum(probabilities * support.astype(float) ** 2))
 
-    def tail(self, threshold: int) -> float:
-        """P[noise ≥ threshold]."""
-        support, probabilities = self.distribution
-        return float(probabilities[support >= threshold].sum())
+    @property
+    def vector_measurement(self) -> dp.Measurement:
+        """The OpenDP measurement that draws this noise on a vector (its privacy map is the guarantee)."""
+        return self._vector
 
-    def margin_for(self, delta: float) -> int:
-        """Smallest t ≥ 0 with P[noise ≥ t] ≤ delta: the extra count a noisy threshold needs so that a
-        group of exactly k passes with probability at most delta."""
-        return smallest_margin(*self.distribution, delta)
-
-
-def smallest_margin(support: np.ndarray, probabilities: np.ndarray, delta: float) -> int:
-    """Smallest t ≥ 0 of the support with P[X ≥ t] ≤ delta, for X on `support` (ascending integers)."""
-    tails = np.cumsum(probabilities[::-1])[::-1]  # tails[i] = P[X ≥ support[i]]
-    candidates = support[(support >= 0) & (tails <= delta)]
-    if candidates.size == 0:
-        raise ValueError(f"delta {delta} is below what this noise can reach; raise it")
-    return int(candidates.min())
 
 def zcdp_rho_for(epsilon: float, delta: float) -> float:
     """Largest ρ whose zCDP→(ε, δ) conversion ε = ρ + 2·sqrt(ρ·ln(1/δ)) stays within epsilon."""
@@ -102,10 +90,11 @@ class BudgetDecision:
 
 
 class PrivacyLedger:
-    """Daily ε spend, persisted in SQLite so a restart cannot reset the cap.
+    """ε per track-day charged per UTC day, persisted in SQLite so a restart cannot reset the cap.
 
-    Composition is basic (sequential): every release charges its full ε to the day, which bounds
-    what one person who is present in every zone for the whole day can cost.
+    A configuration (everything that sets the noise and the contribution bound) is charged its full ε
+    per track-day once per day, when it first releases; every cell it releases that day is covered by
+    that charge. A change of configuration mid-day charges again (basic composition, an upper bound).
     """
 
     def __init__(self, path: str | Path, daily_epsilon_cap: float) -> None:
@@ -118,26 +107,32 @@ class PrivacyLedger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS spend (release_id TEXT PRIMARY KEY, day TEXT NOT NULL,"
-            " epsilon REAL NOT NULL, delta REAL NOT NULL, recorded_at REAL NOT NULL)"
+            f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (day TEXT NOT NULL, configuration TEXT NOT NULL,"
+            " epsilon REAL NOT NULL, recorded_at REAL NOT NULL, PRIMARY KEY (day, configuration))"
         )
 
     def spent(self, day: str) -> float:
-        row = self._db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+        row = self._db.execute(f"SELECT COALESCE(SUM(epsilon), 0) FROM {LEDGER_TABLE} WHERE day = ?", (day,)).fetchone()
         return float(row[0])
 
-    def try_spend(self, day: str, release_id: str, epsilon: float, delta: float, now_s: float) -> BudgetDecision:
-        """Charge epsilon atomically unless that would pass the cap; a refused charge spends nothing."""
+    def charges(self, day: str) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {LEDGER_TABLE} WHERE day = ?", (day,)).fetchone()[0])
+
+    def try_charge(self, day: str, configuration: str, epsilon: float, now_s: float) -> BudgetDecision:
+        """Charge a configuration's ε per track-day for the day, once; refused (spending nothing) when it
+        would pass the cap. A configuration already charged today is granted at no further cost."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 spent = self.spent(day)
-                if spent + epsilon > self.daily_epsilon_cap + 1e-12:
+                known = self._db.execute(f"SELECT 1 FROM {LEDGER_TABLE} WHERE day = ? AND configuration = ?", (day, configuration)).fetchone()
+                if known:
+                    self._db.execute("ROLLBACK")
+                    return BudgetDecision(True, spent, self.daily_epsilon_cap)
+                if spent + epsilon > self.daily_epsilon_cap * (1 + 1e-9):  # OpenDP rounds its maps up by a few ulps
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(False, spent, self.daily_epsilon_cap)
-                self._db.execute(
-                    "INSERT INTO spend VALUES (?, ?, ?, ?, ?)", (release_id, day, epsilon, delta, now_s)
-                )
+                self._db.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s))
                 self._db.execute("COMMIT")
                 return BudgetDecision(True, spent + epsilon, self.daily_epsilon_cap)
             except BaseException:

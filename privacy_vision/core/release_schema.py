@@ -1,23 +1,28 @@
-"""The one release schema of the project: what a release looks like on the wire, in the ingest and in
-its read API.
+"""The one release schema of the project: what a release (release model v2: one cell of the public
+grid, a zone over one period of a tier) looks like on the wire, in the ingest and in its read API.
 
 Why one strict model: the ingest used to check nine fields, so NaN, negative counts, ε < 0, `k: true`,
 a 40 KB extra field or a 20 KB zone name were stored and served, and one such release blanked the
 dashboard. Every number here is finite and ranged, every string bounded, no field is unknown, and a bool
-is never taken for a number (strict mode). To add a field (release model v2: tier, period, "< k", ε per
-cell and per track-day), add it to `WireRelease` and, if its name or shape differs from the aggregator's
-`Release`, adapt `wire_from_release`: the only place that maps one to the other.
+is never taken for a number (strict mode). The tiers, periods and labels are those of
+core/contributions.py, and a cell shown as "< k" carries no value (the aggregator withholds them all).
+The aggregator's `Release` (core/aggregator.py) has the same field names; `wire_from_release` is the
+only place that maps one to the other, so a renamed or reshaped field is adapted there.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+import math
+import uuid
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from privacy_vision.core.contributions import DIRECTION_LABELS, DWELL_LABELS, HOUR_S, TIERS, ContributionSettings
+
 MAX_COUNT = 10**9
 MAX_EPSILON = 10**6
-MAX_TIME_S = 10**11  # about the year 5100: far beyond any real window, small enough for every database
+MAX_TIME_S = 10**11  # about the year 5100: far beyond any real period, small enough for every database
 MAX_LABELS = 32
 
 
@@ -35,43 +40,59 @@ Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f
 Label = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:+<>\- ]+$")]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Epsilon = Annotated[float, Field(ge=0.0, le=MAX_EPSILON)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Seconds = Annotated[float, Field(ge=0.0, le=MAX_TIME_S)]
+Tier = Literal[TIERS]
+DirectionLabel = Literal[DIRECTION_LABELS]
+DwellLabel = Literal[DWELL_LABELS]
 
 
 class WireRelease(BaseModel):
-    """A zone-window release as sent by the uplink and stored by the ingest."""
+    """One cell's release as sent by the uplink and stored by the ingest (field names as in `Release`)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 
     release_id: Identifier
     zone_id: Name
-    window_start_s: Seconds
-    window_end_s: Seconds
-    suppressed: bool
+    tier: Tier
+    period_start_s: Seconds
+    period_end_s: Seconds
+    complete: bool  # False for a period cut short by a shutdown
+    below_k: bool  # shown as "< k": the noisy occupancy was below k, every value is withheld (0)
     occupancy: Count
-    direction_counts: Annotated[dict[Label, Count], Field(max_length=MAX_LABELS)]
-    dwell_counts: Annotated[dict[Label, Count], Field(max_length=MAX_LABELS)]
+    direction_counts: Annotated[dict[DirectionLabel, Count], Field(max_length=MAX_LABELS)]
+    dwell_counts: Annotated[dict[DwellLabel, Count], Field(max_length=MAX_LABELS)]
     entries: Count
     exits: Count
-    cumulative_footfall_today: Count
+    entries_today: Count  # a sum of released hourly values, so not withheld in a "< k" cell
     mechanism: Identifier
-    epsilon: Epsilon
-    delta: Probability
+    epsilon_cell: Epsilon
+    epsilon_track_day: Epsilon
+    epsilon_by_metric: Annotated[dict[Label, Epsilon], Field(max_length=MAX_LABELS)]
     k: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     privacy_unit: Identifier
-    window_s: Annotated[float, Field(gt=0.0, le=366 * 86400.0)]
+    cells_per_day: Annotated[int, Field(ge=1, le=MAX_COUNT)]
+    window_s: Annotated[float, Field(gt=0.0, le=HOUR_S)]
     epsilon_spent_today: Epsilon
     daily_epsilon_cap: Epsilon
-    footfall_epsilon_per_day: Epsilon
-    epsilon_by_metric: Annotated[dict[Label, Epsilon], Field(max_length=MAX_LABELS)]
-    suppression_delta: Probability
-    release_threshold: Count
+    mode: Identifier
 
     @model_validator(mode="after")
-    def _window_is_ordered(self) -> "WireRelease":
-        if self.window_end_s < self.window_start_s:
-            raise ValueError("window_end_s is before window_start_s")
+    def _consistent(self) -> "WireRelease":
+        try:
+            periods = ContributionSettings(window_s=self.window_s)
+            periods.validate()
+        except ValueError as error:
+            raise ValueError(str(error)) from None
+        if self.period_end_s <= self.period_start_s:
+            raise ValueError("period_end_s must be after period_start_s")
+        if not math.isclose(self.period_end_s - self.period_start_s, periods.period_s(self.tier), abs_tol=1e-3):
+            raise ValueError(f"period_end_s - period_start_s must be {periods.period_s(self.tier):g} s for the {self.tier} tier, "
+                             f"got {self.period_end_s - self.period_start_s:g} s")
+        if self.epsilon_cell > self.epsilon_track_day:
+            raise ValueError("epsilon_cell exceeds epsilon_track_day (a track-day composes at least one cell)")
+        if self.below_k and (self.occupancy or self.entries or self.exits or any(self.direction_counts.values())
+                             or any(self.dwell_counts.values())):
+            raise ValueError('a cell shown as "< k" (below_k) carries no values: occupancy, histograms, entries and exits must be 0')
         return self
 
 
@@ -111,17 +132,26 @@ def wire_from_release(release: Any) -> dict[str, Any]:
     return validate_release(dataclasses.asdict(release)).model_dump(mode="json")
 
 
-def example_release(**overrides: Any) -> dict[str, Any]:
-    """A valid wire release (for tests, the load benchmark and the docs); overrides replace fields."""
-    import uuid
+def example_release(zone_id: str = "hall", period_start_s: float = 0.0, tier: str = "window", **overrides: Any) -> dict[str, Any]:
+    """A valid wire release of one cell as the aggregator makes it with the default settings (for tests,
+    the load benchmark and the docs); only the hour tier carries histograms, entries and exits, and
+    `below_k=True` withholds every value as the aggregator does. Overrides replace fields."""
+    from privacy_vision.core.aggregator import MECHANISM, PRIVACY_UNIT, AggregatorSettings  # OpenDP: not needed to validate
 
+    contributions, settings = ContributionSettings(), AggregatorSettings()
+    cells_per_day = contributions.bound(tier)
+    epsilons = settings.metric_epsilons(tier, cells_per_day)
+    shown = 0 if overrides.get("below_k") else 1
+    hourly = tier == "hour"
     release = {
-        "release_id": str(uuid.uuid4()), "zone_id": "hall", "window_start_s": 0.0, "window_end_s": 60.0, "suppressed": False,
-        "occupancy": 7, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7}, "entries": 2, "exits": 1,
-        "cumulative_footfall_today": 2, "mechanism": "discrete_laplace", "epsilon": 1.0, "delta": 0.0, "k": 5,
-        "privacy_unit": "person-window", "window_s": 60.0, "epsilon_spent_today": 1.0, "daily_epsilon_cap": 10.0,
-        "footfall_epsilon_per_day": 0.1, "epsilon_by_metric": {"occupancy": 0.4, "direction": 0.2, "dwell": 0.2, "entries": 0.1, "exits": 0.1},
-        "suppression_delta": 1e-6, "release_threshold": 9,
+        "release_id": str(uuid.uuid4()), "zone_id": zone_id, "tier": tier, "period_start_s": period_start_s,
+        "period_end_s": period_start_s + contributions.period_s(tier), "complete": True, "below_k": not shown, "occupancy": 7 * shown,
+        "direction_counts": {label: n * shown for label, n in zip(DIRECTION_LABELS, (3, 0, 4, 0, 0, 0, 0, 0, 0))} if hourly else {},
+        "dwell_counts": {label: n * shown for label, n in zip(DWELL_LABELS, (5, 2, 0))} if hourly else {},
+        "entries": 2 * shown * hourly, "exits": 1 * shown * hourly, "entries_today": 2 * hourly, "mechanism": MECHANISM,
+        "epsilon_cell": sum(epsilons.values()), "epsilon_track_day": settings.epsilon_per_track_day, "epsilon_by_metric": epsilons,
+        "k": settings.k, "privacy_unit": PRIVACY_UNIT, "cells_per_day": cells_per_day, "window_s": contributions.window_s,
+        "epsilon_spent_today": settings.epsilon_per_track_day, "daily_epsilon_cap": settings.daily_epsilon_cap, "mode": settings.mode,
     }
     release.update(overrides)
     return release

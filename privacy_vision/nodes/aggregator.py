@@ -1,52 +1,63 @@
-"""Aggregator node: per-zone window statistics with k-anonymity and OpenDP noise under a daily ledger."""
+"""Aggregator node: OpenDP noise on every cell of the public release grid, k on noisy values, daily ledger."""
 from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from typing import Any
 
-from privacy_vision.core.aggregator import DIRECTION_LABELS, DWELL_LABELS, METRICS, AggregatorSettings, Release, ZoneWindowAggregator
-from privacy_vision.core.anonymizer import AnonymizedRecord
-from privacy_vision.core.geometry import ConfigError, load_zones
-from privacy_vision.core.privacy import MECHANISMS, PrivacyLedger
+from privacy_vision.core.aggregator import MODES, AggregatorSettings, Bounds, CellReleaser, Release
+from privacy_vision.core.contributions import TIERS, CellTotals
+from privacy_vision.core.privacy import PrivacyLedger
 from diagnostic_msgs.msg import DiagnosticArray
 
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
-from privacy_vision_msgs.msg import AnonymizedTracks, PrivacyParameters, ZoneAnalytics
+from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
 from privacy_vision_msgs.srv import GenerateDpia
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
-RUNTIME_SETTINGS = ("window_s", "k", "epsilon", "delta", "mechanism", "daily_epsilon_cap", "dwell_thresholds_s", "boundary_hysteresis_m",
-                    "footfall_epsilon_per_day", "epsilon_split", "suppression_delta")
+RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode")
+
+
+def message_from_release(release: Release) -> ZoneAnalytics:
+    """A release as the message the uplink turns back into it (nodes/uplink.py: release_from_message)."""
+    message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, tier=release.tier, complete=release.complete,
+                            below_k=release.below_k, occupancy=release.occupancy, entries=release.entries, exits=release.exits,
+                            entries_today=release.entries_today,
+                            direction_labels=list(release.direction_counts), direction_counts=list(release.direction_counts.values()),
+                            dwell_labels=list(release.dwell_counts), dwell_counts=list(release.dwell_counts.values()))
+    message.header.frame_id = "floor"
+    seconds_to_stamp(release.period_start_s, message.period_start)
+    seconds_to_stamp(release.period_end_s, message.period_end)
+    message.privacy = PrivacyParameters(mechanism=release.mechanism, privacy_unit=release.privacy_unit, epsilon_cell=release.epsilon_cell,
+                                        epsilon_track_day=release.epsilon_track_day, cells_per_day=release.cells_per_day,
+                                        window_s=release.window_s, k=release.k, mode=release.mode,
+                                        epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
+                                        metric_names=list(release.epsilon_by_metric), metric_epsilons=list(release.epsilon_by_metric.values()))
+    return message
 
 
 class AggregatorNode(PrivacyVisionNode):
+    """The only producer of what leaves the device; holds no per-person state."""
+
     def __init__(self) -> None:
         super().__init__("aggregator")
         d = AggregatorSettings()
-        zones_file = self.declare("zones_file", "", "YAML with zone polygons in floor metres", read_only=True)
         ledger_path = self.declare("ledger_path", "var/privacy_ledger.sqlite", "SQLite file of the daily privacy-budget ledger", read_only=True)
         settings = AggregatorSettings(
-            window_s=self.declare("window_s", d.window_s, "length of a release window in seconds", minimum=1.0, maximum=86400.0),
-            k=self.declare("k", d.k, "k-anonymity: minimum distinct people for a zone-window to be released", minimum=1, maximum=1000),
-            epsilon=self.declare("epsilon", d.epsilon, "DP epsilon per zone-window release, split across its metrics", minimum=0.001, maximum=100.0),
-            delta=self.declare("delta", d.delta, "DP delta per release (0 for discrete_laplace)", minimum=0.0, maximum=0.001),
-            mechanism=self.declare("mechanism", d.mechanism, f"noise mechanism: one of {MECHANISMS}"),
-            daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "releases stop for the day when this total epsilon is reached", minimum=0.001, maximum=1e6),
-            privacy_unit=self.declare("privacy_unit", d.privacy_unit, "what one DP neighbour differs in", read_only=True),
-            dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(d.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
-            footfall_epsilon_per_day=self.declare("footfall_epsilon_per_day", d.footfall_epsilon_per_day, "ε per day of each zone's cumulative footfall counter (binary tree; 0 = off)", minimum=0.0, maximum=100.0),
-            epsilon_split=tuple(self.declare("epsilon_split", list(d.epsilon_split), f"shares of epsilon for {', '.join(METRICS)} (normalised)")),
-            suppression_delta=self.declare("suppression_delta", d.suppression_delta, "chance that a group of exactly k passes the noisy threshold (sets the threshold margin)", minimum=1e-12, maximum=0.01),
-            boundary_hysteresis_m=self.declare("boundary_hysteresis_m", d.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
+            epsilon_per_track_day=self.declare("epsilon_per_track_day", d.epsilon_per_track_day, "DP epsilon of one track's whole UTC day (all tiers, all cells)", minimum=0.001, maximum=100.0),
+            tier_shares=tuple(self.declare("tier_shares", list(d.tier_shares), f"shares of epsilon_per_track_day for the tiers {', '.join(TIERS)} (normalised)")),
+            hour_metric_shares=tuple(self.declare("hour_metric_shares", list(d.hour_metric_shares), "shares of an hour cell's epsilon: occupancy, direction, dwell, entries, exits")),
+            k=self.declare("k", d.k, "cells whose noisy occupancy is below k are shown as '< k'", minimum=1, maximum=1000),
+            daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "epsilon per track-day the ledger allows per UTC day over all configurations", minimum=0.001, maximum=1e6),
+            mode=self.declare("mode", d.mode, f"release mode: one of {MODES}"),
         )
+        self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
         try:
-            zones = load_zones(zones_file) if zones_file else None
-            if zones is None:
-                raise ConfigError("parameter 'zones_file' is empty: point it at a zones YAML (see config/zones.yaml)")
-            self.aggregator = ZoneWindowAggregator(zones, settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap))
-        except (ConfigError, ValueError) as error:
+            self.releaser = CellReleaser(settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap), lambda: str(uuid.uuid4()), time.time)
+        except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.privacy_parameters = set(RUNTIME_SETTINGS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
@@ -55,58 +66,43 @@ class AggregatorNode(PrivacyVisionNode):
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.create_service(GenerateDpia, "~/generate_dpia", self._on_generate_dpia)
         self.publisher = self.create_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
-        self.create_subscription(AnonymizedTracks, ANONYMIZED_TOPIC, self._on_tracks, RELIABLE_QOS)
+        self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, 1000)
         self.released = 0
-        self.suppressed = 0
+        self.below_k = 0
         self._cap_logged_day: str | None = None
         self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
-        self.get_logger().info(f"{len(zones)} zones, window {settings.window_s:g} s, k={settings.k}, epsilon={settings.epsilon:g} ({settings.mechanism}), "
-                               f"released from a noisy occupancy of {self.aggregator.mechanism.threshold} (delta {self.aggregator.mechanism.delta:g})")
+        self.get_logger().info(f"epsilon {settings.epsilon_per_track_day:g} per track-day over the tiers {', '.join(TIERS)}, k={settings.k} on noisy values, "
+                               f"daily cap {settings.daily_epsilon_cap:g}")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
-        changes = {k: v for k, v in updates.items() if k in RUNTIME_SETTINGS}
+        changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items() if name in RUNTIME_SETTINGS}
         if not changes:
             return
-        for name in ("dwell_thresholds_s", "epsilon_split"):
-            if name in changes:
-                changes[name] = tuple(changes[name])
-        self.aggregator.reconfigure(AggregatorSettings(**{**self.aggregator.settings.__dict__, **changes}))
+        self.releaser.reconfigure(AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}))
         self.get_logger().info(f"privacy parameters updated: {changes}")
 
-    def _on_tracks(self, message: AnonymizedTracks) -> None:
-        records = [AnonymizedRecord(t.privacy_id, t.cell_x_m, t.cell_y_m, t.size_category, t.direction, t.present_since_s) for t in message.tracks]
-        self._publish(self.aggregator.observe(stamp_to_seconds(message.header.stamp), records))
-
-    def _publish(self, releases: list[Release]) -> None:
-        for release in releases:
-            message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, suppressed=release.suppressed,
-                                    occupancy=release.occupancy, entries=release.entries, exits=release.exits,
-                                    cumulative_footfall_today=release.cumulative_footfall_today,
-                                    direction_labels=list(DIRECTION_LABELS),
-                                    direction_counts=[release.direction_counts[label] for label in DIRECTION_LABELS],
-                                    dwell_labels=list(DWELL_LABELS), dwell_counts=[release.dwell_counts[label] for label in DWELL_LABELS])
-            message.header.frame_id = "floor"
-            message.header.stamp = self.get_clock().now().to_msg()
-            seconds_to_stamp(release.window_start_s, message.window_start)
-            seconds_to_stamp(release.window_end_s, message.window_end)
-            message.privacy = PrivacyParameters(mechanism=release.mechanism, epsilon=release.epsilon, delta=release.delta, k=release.k,
-                                                privacy_unit=release.privacy_unit, window_s=release.window_s,
-                                                epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
-                                                footfall_epsilon_per_day=release.footfall_epsilon_per_day,
-                                                metric_names=list(release.epsilon_by_metric),
-                                                metric_epsilons=list(release.epsilon_by_metric.values()),
-                                                suppression_delta=release.suppression_delta,
-                                                release_threshold=release.release_threshold)
-            self.publisher.publish(message)
-            self.released += 1
-            self.suppressed += release.suppressed
-        day = self.aggregator.cap_reached_day
+    def _on_cell(self, message: CellTotalsMessage) -> None:
+        totals = CellTotals(message.tier, message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end),
+                            message.complete, message.occupancy, tuple(message.direction_counts), tuple(message.dwell_counts),
+                            message.entries, message.exits)
+        release = self.releaser.release(totals, Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day)))
+        if release is not None:
+            self._publish(release)
+        day = self.releaser.cap_reached_day
         if day and day != self._cap_logged_day:
             self._cap_logged_day = day
-            self.get_logger().error(f"daily epsilon cap {self.aggregator.settings.daily_epsilon_cap:g} reached for {day}: no more releases today")
+            self.get_logger().error(f"daily epsilon cap {self.releaser.settings.daily_epsilon_cap:g} reached for {day}: "
+                                    "this configuration cannot be charged again today (too many changes of the privacy settings)")
             self.publish_diagnostic(ERROR, "daily privacy budget exhausted", {"day": day})
-            self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=self.aggregator.settings.daily_epsilon_cap)
+            self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=self.releaser.settings.daily_epsilon_cap)
+
+    def _publish(self, release: Release) -> None:
+        message = message_from_release(release)
+        message.header.stamp = self.get_clock().now().to_msg()
+        self.publisher.publish(message)
+        self.released += 1
+        self.below_k += release.below_k
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
@@ -134,24 +130,15 @@ class AggregatorNode(PrivacyVisionNode):
         return response
 
     def personal_data_summary(self) -> dict:
-        people = self.aggregator.open_window_people()
-        return {"holds_personal_data": any(people.values()), "people_in_open_window": people,
-                "categories": "per-zone sets of rotating privacy IDs for the open window, dropped when it is released",
-                "open_window_start_s": self.aggregator.window_start_s}
+        return {"holds_personal_data": False,
+                "categories": "none: the aggregator receives per-cell totals without identifiers; per-track state is in the anonymizer"}
 
     def erase_personal_data(self) -> dict:
-        people = sum(self.aggregator.open_window_people().values())
-        self.aggregator.purge()
-        return {"window_entries_purged": people}
+        return {"per_person_records_held": 0}
 
     def _report(self) -> None:
-        level = ERROR if self.aggregator.cap_reached_day else OK
-        self.publish_diagnostic(level, "aggregating", {"releases": self.released, "suppressed": self.suppressed,
-                                                       "window_start": self.aggregator.window_start_s})
-
-    def on_shutdown(self) -> None:
-        """Release the open (partial) window so no observed data is lost at shutdown."""
-        self._publish(self.aggregator.close_window())
+        level = ERROR if self.releaser.cap_reached_day else OK
+        self.publish_diagnostic(level, "aggregating", {"releases": self.released, "below_k": self.below_k})
 
 
 def main(args: list[str] | None = None) -> None:

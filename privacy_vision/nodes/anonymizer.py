@@ -1,16 +1,24 @@
-"""Anonymizer node: confirmed tracks → keyed rotating IDs, grid cells, size class, heading; no speed."""
+"""Anonymizer node: confirmed tracks → keyed rotating IDs, grid cells, size class, heading (no speed); and the
+per-track contribution bound of the release grid, whose cell totals (no identifiers) go to the aggregator."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from privacy_vision.core.anonymizer import TRACK_GONE_AFTER_S, Anonymizer, AnonymizerSettings, TrackSample, round_time
+from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
+from privacy_vision.core.contributions import TIERS, TRACK_GONE_AFTER_S, CellTotals, ContributionBounder, ContributionSettings
+from privacy_vision.core.geometry import ConfigError, load_zones, overlapping_zones
 from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks
-from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
+from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
+from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
                                          run_node, seconds_to_stamp, stamp_to_seconds)
+
+CONTRIBUTION_SETTINGS = ("window_s", "cells_per_day", "dwell_thresholds_s", "boundary_hysteresis_m")
 
 
 class AnonymizerNode(PrivacyVisionNode):
+    """The last node that knows track identity: pseudonyms out, and the per-track bound kept in."""
+
     def __init__(self) -> None:
         super().__init__("anonymizer")
         d = AnonymizerSettings()
@@ -22,25 +30,43 @@ class AnonymizerNode(PrivacyVisionNode):
             min_speed_mps=self.declare("min_speed_mps", d.min_speed_mps, "below this floor speed the direction is 'none'", minimum=0.0, maximum=5.0),
             size_thresholds=tuple(self.declare("size_thresholds", list(d.size_thresholds), "box height / frame height limits of small and medium")),
         )
+        c = ContributionSettings()
+        zones_file = self.declare("zones_file", "", "YAML with zone polygons in floor metres (the release grid's zones)", read_only=True)
+        contribution = ContributionSettings(
+            window_s=self.declare("window_s", c.window_s, "period of the window tier in seconds; must divide an hour", minimum=1.0, maximum=3600.0),
+            cells_per_day=tuple(self.declare("cells_per_day", list(c.cells_per_day), f"L: cells one track may count in per UTC day, per tier ({', '.join(TIERS)})")),
+            dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(c.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
+            boundary_hysteresis_m=self.declare("boundary_hysteresis_m", c.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
+        )
         try:
             self.anonymizer = Anonymizer(settings, time.time())
-        except ValueError as error:
+            if not zones_file:
+                raise ConfigError("parameter 'zones_file' is empty: point it at a zones YAML (see config/zones.yaml)")
+            zones = load_zones(zones_file)
+            self.bounder = ContributionBounder(zones, contribution)
+        except (ConfigError, ValueError) as error:
             raise StartupError(self.get_name(), str(error)) from None
-        self.privacy_parameters = {"grid_size_m", "time_precision_s", "rotation_interval_s", "direction_sectors", "min_speed_mps", "size_thresholds"}
+        for first, second in overlapping_zones(zones):
+            self.get_logger().warning(f"zones {first} and {second} overlap: a person in both counts in both (still within the bound L)")
+        self.privacy_parameters = {"grid_size_m", "time_precision_s", "rotation_interval_s", "direction_sectors", "min_speed_mps", "size_thresholds",
+                                   *CONTRIBUTION_SETTINGS}
         self.dpia_parameters = set(self.privacy_parameters)
         self.publisher = self.create_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
+        self.cells_publisher = self.create_publisher(CellTotalsMessage, CELL_TOTALS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
         self.offer_personal_data_services()
         self.frames = 0
+        self.cells_closed = 0
         self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
-        changes = dict(updates)
-        if "size_thresholds" in changes:
-            changes["size_thresholds"] = tuple(changes["size_thresholds"])
-        candidate = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **changes})
+        changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items()}
+        contribution = {name: value for name, value in changes.items() if name in CONTRIBUTION_SETTINGS}
+        candidate = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **{n: v for n, v in changes.items() if n not in CONTRIBUTION_SETTINGS}})
         candidate.validate()
+        if contribution:
+            self.bounder.reconfigure(ContributionSettings(**{**self.bounder.settings.__dict__, **contribution}))
         self.anonymizer.settings = candidate
         if "rotation_interval_s" in updates:
             self.anonymizer.key.rotation_interval_s = candidate.rotation_interval_s
@@ -56,26 +82,48 @@ class AnonymizerNode(PrivacyVisionNode):
         seconds_to_stamp(round_time(stamp_to_seconds(message.header.stamp), self.anonymizer.settings.time_precision_s), out.header.stamp)
         confirmed = [TrackSample(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, (t.box[3] - t.box[1]) / height)
                      for t in message.tracks if t.state == Track.STATE_CONFIRMED]
-        for record in self.anonymizer.anonymize_frame(stamp_to_seconds(message.header.stamp), confirmed):
+        records = self.anonymizer.anonymize_frame(confirmed)
+        for record in records:
             out.tracks.append(AnonymizedTrack(privacy_id=record.privacy_id, cell_x_m=record.cell_x_m, cell_y_m=record.cell_y_m,
-                                              size_category=record.size_category, direction=record.direction,
-                                              present_since_s=record.present_since_s))
+                                              size_category=record.size_category, direction=record.direction))
         self.frames += 1
         self.publisher.publish(out)
+        closed = self.bounder.observe(stamp_to_seconds(message.header.stamp), [(t.track_id, r) for t, r in zip(confirmed, records)])
+        self._publish_cells(closed)
+
+    def _publish_cells(self, closed: list[CellTotals]) -> None:
+        settings = self.bounder.settings
+        for totals in closed:
+            message = CellTotalsMessage(tier=totals.tier, zone_id=totals.zone_id, complete=totals.complete, occupancy=totals.occupancy,
+                                        direction_counts=list(totals.directions), dwell_counts=list(totals.dwell), entries=totals.entries,
+                                        exits=totals.exits, window_s=float(settings.window_s), cells_per_day=list(settings.cells_per_day))
+            message.header.frame_id = "floor"
+            message.header.stamp = self.get_clock().now().to_msg()
+            seconds_to_stamp(totals.period_start_s, message.period_start)
+            seconds_to_stamp(totals.period_end_s, message.period_end)
+            self.cells_publisher.publish(message)
+            self.cells_closed += 1
 
     def personal_data_summary(self) -> dict:
-        return {"holds_personal_data": False, "key_epoch": self.anonymizer.key.epoch,
+        held = self.bounder.tracks_held()
+        return {"holds_personal_data": held > 0, "key_epoch": self.anonymizer.key.epoch, "tracks_held": held,
                 "rotation_interval_s": self.anonymizer.settings.rotation_interval_s,
-                "note": "IDs are computed from tracker IDs under an in-memory key that is never stored; the only per-track state is "
-                        f"each live track's start time (memory only, dropped {TRACK_GONE_AFTER_S:g} s after the track ends)"}
+                "categories": "per live track (tracker ID, memory only): the release cells it counted in today, its zone stays, "
+                              f"the open cells' heading and dwell; dropped {TRACK_GONE_AFTER_S:g} s after the track ends. "
+                              "IDs come from an in-memory key that is never stored"}
 
     def erase_personal_data(self) -> dict:
         epoch = self.anonymizer.forget(time.time())
-        self.get_logger().info(f"privacy key rotated on request (epoch {epoch})")
-        return {"key_rotated": True, "key_epoch": epoch}
+        tracks = self.bounder.forget()
+        self.get_logger().info(f"privacy key rotated on request (epoch {epoch}); per-track state of {tracks} tracks dropped")
+        return {"key_rotated": True, "key_epoch": epoch, "tracks_purged": tracks}
 
     def _report(self) -> None:
-        self.publish_diagnostic(OK, "anonymizing", {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch})
+        self.publish_diagnostic(OK, "anonymizing", {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch, "cells_closed": self.cells_closed})
+
+    def on_shutdown(self) -> None:
+        """Close the open cells (partial periods) so that the aggregator releases what was observed."""
+        self._publish_cells(self.bounder.flush())
 
 
 def main(args: list[str] | None = None) -> None:

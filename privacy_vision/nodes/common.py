@@ -26,6 +26,7 @@ IMAGE_TOPIC = "camera/image_raw"
 DETECTIONS_TOPIC = "detections"
 TRACKS_TOPIC = "tracks"
 ANONYMIZED_TOPIC = "anonymized_tracks"
+CELL_TOTALS_TOPIC = "cell_totals"
 ANALYTICS_TOPIC = "zone_analytics"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
@@ -92,7 +93,7 @@ class PrivacyVisionNode(Node):
 
     def accept_parameter_updates(self) -> None:
         """Call at the end of __init__: audits the configuration in force at start (start-time overrides
-        such as `--set aggregator.epsilon=100` included), then routes updates through validate_parameters()."""
+        such as `--set aggregator.epsilon_per_track_day=100` included), then routes updates through validate_parameters()."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
         self.audit.append("configuration_at_start", self.get_name(), parameters={name: everything[name] for name in relevant},

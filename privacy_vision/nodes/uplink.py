@@ -15,20 +15,20 @@ from privacy_vision.nodes.common import ANALYTICS_TOPIC, ERROR, OK, RELIABLE_QOS
 
 
 def release_from_message(message: ZoneAnalytics) -> Release:
-    """The inverse of the aggregator node's message building; the wire format is wire_from_release's."""
+    """The inverse of the aggregator node's message building (nodes/aggregator.py: _publish); the wire
+    format is wire_from_release's."""
     p = message.privacy
     return Release(
-        release_id=message.release_id, zone_id=message.zone_id,
-        window_start_s=stamp_to_seconds(message.window_start), window_end_s=stamp_to_seconds(message.window_end),
-        suppressed=message.suppressed, occupancy=message.occupancy,
+        release_id=message.release_id, zone_id=message.zone_id, tier=message.tier,
+        period_start_s=stamp_to_seconds(message.period_start), period_end_s=stamp_to_seconds(message.period_end),
+        complete=message.complete, below_k=message.below_k, occupancy=message.occupancy,
         direction_counts=dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
         dwell_counts=dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
-        entries=message.entries, exits=message.exits, cumulative_footfall_today=message.cumulative_footfall_today,
-        mechanism=p.mechanism, epsilon=p.epsilon, delta=p.delta, k=p.k, privacy_unit=p.privacy_unit,
-        window_s=p.window_s, epsilon_spent_today=p.epsilon_spent_today, daily_epsilon_cap=p.daily_epsilon_cap,
-        footfall_epsilon_per_day=p.footfall_epsilon_per_day,
+        entries=message.entries, exits=message.exits, entries_today=message.entries_today,
+        mechanism=p.mechanism, privacy_unit=p.privacy_unit, epsilon_cell=p.epsilon_cell, epsilon_track_day=p.epsilon_track_day,
+        cells_per_day=p.cells_per_day, window_s=p.window_s, k=p.k, mode=p.mode,
+        epsilon_spent_today=p.epsilon_spent_today, daily_epsilon_cap=p.daily_epsilon_cap,
         epsilon_by_metric=dict(zip(p.metric_names, p.metric_epsilons)),
-        suppression_delta=p.suppression_delta, release_threshold=p.release_threshold,
     )
 
 
@@ -100,9 +100,9 @@ class UplinkNode(PrivacyVisionNode):
     def _audit_sent(self, item) -> None:
         release = json.loads(item.body)
         self.audit.append("release_sent", self.get_name(), release_id=release["release_id"], zone=release["zone_id"],
-                          window_start_s=release["window_start_s"], window_end_s=release["window_end_s"],
-                          suppressed=release["suppressed"], mechanism=release["mechanism"], epsilon=release["epsilon"],
-                          delta=release.get("delta", 0.0), k=release["k"], privacy_unit=release["privacy_unit"])
+                          tier=release["tier"], period_start_s=release["period_start_s"], period_end_s=release["period_end_s"],
+                          below_k=release["below_k"], mechanism=release["mechanism"], epsilon_cell=release["epsilon_cell"],
+                          epsilon_track_day=release["epsilon_track_day"], k=release["k"], privacy_unit=release["privacy_unit"])
 
     def _audit_outage(self, outage: bool, error: str) -> None:
         if outage:
