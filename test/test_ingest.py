@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -206,3 +207,11 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
                 canonical_release_bytes(release()), sequence=2)
     finally:
         server.stop()
+
+
+def test_the_ingest_validates_v2_releases_without_the_device_stack():
+    """The schema reads tiers and labels from core/contributions.py; the cloud side must not pull in
+    OpenCV, Shapely, OpenDP, NumPy or ROS for that."""
+    code = "import sys, privacy_vision.ingest; print(sorted({'cv2', 'shapely', 'opendp', 'numpy', 'rclpy'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
