@@ -15,6 +15,7 @@ from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, Anonymi
 from privacy_vision.core.contributions import DAY_S, TIERS, CellTotals, ContributionBounder, ContributionSettings
 from privacy_vision.core.geometry import Zone
 from privacy_vision.core.privacy import PrivacyLedger
+from privacy_vision.core.release_schema import wire_from_release
 
 ZONES = [Zone("west", Polygon([(0, 0), (10.2, 0), (10.2, 10), (0, 10)])), Zone("east", Polygon([(10.2, 0), (20, 0), (20, 10), (10.2, 10)])),
          Zone("north", Polygon([(0, 10), (20, 10), (20, 20), (0, 20)]))]
@@ -126,6 +127,8 @@ def test_a_whole_simulated_day_releases_every_cell_of_the_grid_and_charges_once(
     assert len([r for r in day_cells if r.tier == "day"]) == len(ZONES) + 1  # and the site
     assert cells_released.ledger.charges(utc_day(DAY0)) == 1
     assert max(r.epsilon_spent_today for r in day_cells) == pytest.approx(day_cells[0].epsilon_track_day)
+    for release in released:  # every cell, "< k" ones included, is valid under the one wire schema (else the uplink refuses it)
+        wire_from_release(release)
 
 
 def test_k_is_applied_to_noisy_values_only_and_below_k_withholds_every_value(tmp_path):
@@ -135,6 +138,7 @@ def test_k_is_applied_to_noisy_values_only_and_below_k_withholds_every_value(tmp
     shown = releaser(tmp_path, epsilon_per_track_day=100.0, daily_epsilon_cap=100.0, k=5)  # noise ~0: 3 people < k
     release = shown.release(window, Bounds(60.0, (4, 3, 6)))
     assert release.below_k and release.occupancy == 0
+    assert wire_from_release(release)["below_k"] is True
     release = releaser(tmp_path, epsilon_per_track_day=100.0, daily_epsilon_cap=100.0, k=3).release(window, Bounds(60.0, (4, 3, 6)))
     assert not release.below_k and release.occupancy == 3
 
@@ -209,6 +213,7 @@ def test_strict_mode_releases_only_groups_of_at_least_k_true_people_and_charges_
         assert true_size >= release.k and release.occupancy >= release.k and release.tier == "group" and not release.below_k
         assert release.mechanism == "sparse_vector+discrete_laplace" and release.delta_track_day == pytest.approx(1e-6)
         assert release.epsilon_track_day == pytest.approx(account.epsilon) == pytest.approx(2.0)
+        wire_from_release(release)  # valid under the one wire schema
     periods = [(r.period_start_s, r.period_end_s) for r, _ in released]
     assert all(end <= next_start for (_, end), (next_start, _) in zip(periods, periods[1:]))  # groups never overlap
     assert strict.ledger.spent(utc_day(DAY0)) == pytest.approx(account.epsilon)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from privacy_vision.core.anonymizer import DIRECTIONS_8, NO_DIRECTION, AnonymizedRecord
-from privacy_vision.core.geometry import Zone
+
+if TYPE_CHECKING:  # annotations only: the ingest reads this module's tiers and labels without OpenCV or Shapely
+    from privacy_vision.core.geometry import Zone
 
 TIERS = ("window", "hour", "day")
 GROUP_TIER = "group"  # strict mode: a zone's pending people over a variable period, released once large enough

@@ -21,6 +21,25 @@ from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIA
 RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode", "strict_delta", "strict_test_share")
 
 
+def message_from_release(release: Release) -> ZoneAnalytics:
+    """A release as the message the uplink turns back into it (nodes/uplink.py: release_from_message)."""
+    message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, tier=release.tier, complete=release.complete,
+                            below_k=release.below_k, occupancy=release.occupancy, entries=release.entries, exits=release.exits,
+                            entries_today=release.entries_today,
+                            direction_labels=list(release.direction_counts), direction_counts=list(release.direction_counts.values()),
+                            dwell_labels=list(release.dwell_counts), dwell_counts=list(release.dwell_counts.values()))
+    message.header.frame_id = "floor"
+    seconds_to_stamp(release.period_start_s, message.period_start)
+    seconds_to_stamp(release.period_end_s, message.period_end)
+    message.privacy = PrivacyParameters(mechanism=release.mechanism, privacy_unit=release.privacy_unit, epsilon_cell=release.epsilon_cell,
+                                        epsilon_track_day=release.epsilon_track_day, delta_track_day=release.delta_track_day,
+                                        cells_per_day=release.cells_per_day,
+                                        window_s=release.window_s, k=release.k, mode=release.mode,
+                                        epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
+                                        metric_names=list(release.epsilon_by_metric), metric_epsilons=list(release.epsilon_by_metric.values()))
+    return message
+
+
 class AggregatorNode(PrivacyVisionNode):
     """The only producer of what leaves the device; holds no per-person state."""
 
@@ -84,21 +103,8 @@ class AggregatorNode(PrivacyVisionNode):
             self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=self.releaser.settings.daily_epsilon_cap)
 
     def _publish(self, release: Release) -> None:
-        message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, tier=release.tier, complete=release.complete,
-                                below_k=release.below_k, occupancy=release.occupancy, entries=release.entries, exits=release.exits,
-                                entries_today=release.entries_today,
-                                direction_labels=list(release.direction_counts), direction_counts=list(release.direction_counts.values()),
-                                dwell_labels=list(release.dwell_counts), dwell_counts=list(release.dwell_counts.values()))
-        message.header.frame_id = "floor"
+        message = message_from_release(release)
         message.header.stamp = self.get_clock().now().to_msg()
-        seconds_to_stamp(release.period_start_s, message.period_start)
-        seconds_to_stamp(release.period_end_s, message.period_end)
-        message.privacy = PrivacyParameters(mechanism=release.mechanism, privacy_unit=release.privacy_unit, epsilon_cell=release.epsilon_cell,
-                                            epsilon_track_day=release.epsilon_track_day, delta_track_day=release.delta_track_day,
-                                            cells_per_day=release.cells_per_day,
-                                            window_s=release.window_s, k=release.k, mode=release.mode,
-                                            epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
-                                            metric_names=list(release.epsilon_by_metric), metric_epsilons=list(release.epsilon_by_metric.values()))
         self.publisher.publish(message)
         self.released += 1
         self.below_k += release.below_k
