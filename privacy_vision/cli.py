@@ -56,8 +56,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
-    from privacy_vision.core.pki import create_pki
+    from privacy_vision.core.analyst_tokens import TokenFileError, issue_token, revoke_token
+    from privacy_vision.core.pki import PkiPaths, create_pki
 
+    paths = PkiPaths(Path(args.out))
+    if args.analyst or args.revoke_analyst:  # tokens only: the CA, certificates and device keys stay as they are
+        paths.root.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in args.revoke_analyst:
+                removed = revoke_token(paths.analyst_tokens, name)
+                print(f"analyst '{name}': {'revoked' if removed else 'had no token'} in {paths.analyst_tokens}")
+            for name in args.analyst:
+                token = issue_token(paths.analyst_tokens, paths.analyst_token(name), name)
+                print(f"analyst '{name}': new token (any earlier one is revoked), written to {paths.analyst_token(name)} (mode 600):")
+                print(f"  {token}")
+        except (TokenFileError, ValueError) as error:
+            print(f"pki: {error}", file=sys.stderr)
+            return 2
+        print(f"the ingest reads the hashes with --analyst-tokens {paths.analyst_tokens}; it re-reads the file when it changes")
+        return 0
     hosts = tuple(args.hostname) or ("localhost",)
     primary, backup = create_pki(args.out, hostnames=hosts, ips=tuple(args.ip) or ("127.0.0.1", "::1"))
     print(f"wrote CA, server certificate and key, backup key and device HMAC key to {args.out}")
@@ -99,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
                           "detection node reads the source itself and no image topic exists (camera.* settings apply to it)")
     run.set_defaults(handler=cmd_run)
 
-    pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins")
+    pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins; "
+                         "or (--analyst/--revoke-analyst) issue or revoke analyst tokens for the read API")
     pki.add_argument("--out", default="var/pki", help="output folder")
     pki.add_argument("--hostname", action="append", default=[], help="DNS name of the ingest (repeatable)")
     pki.add_argument("--ip", action="append", default=[], help="IP address of the ingest (repeatable)")
+    pki.add_argument("--analyst", action="append", default=[], metavar="NAME",
+                     help="only issue a read-API token for this analyst (repeatable; replaces the analyst's earlier token)")
+    pki.add_argument("--revoke-analyst", action="append", default=[], metavar="NAME", help="only revoke this analyst's token")
     pki.set_defaults(handler=cmd_pki)
 
     calibrate = sub.add_parser("calibrate", help="fit the image->floor homography from MOT ground truth with ground-plane columns")

@@ -19,6 +19,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
 from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, load_key_file, verify_request
 from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
 from privacy_vision.ingest_store import ReleaseStore
@@ -93,7 +94,10 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Application:
+def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens: AnalystTokens | None = None) -> web.Application:
+    """Devices post with their HMAC keys; analysts read with bearer tokens (none given: nobody reads)."""
+    analysts = analyst_tokens or AnalystTokens(None)
+
     async def post_release(request: web.Request) -> web.Response:
         """Every client fault is a 4xx with a reason; only the server's own failures may be a 5xx."""
         body = await request.read()
@@ -117,7 +121,11 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
     reads = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def list_releases(request: web.Request) -> web.Response:
-        """Newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
+        """Analysts only; newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
+        verdict = analysts.check(request.headers.get("Authorization"))
+        if verdict.analyst is None:
+            return web.json_response({"status": "rejected", "reason": verdict.reason}, status=verdict.status,
+                                     headers={"WWW-Authenticate": 'Bearer realm="privacy_vision analytics"'})
         try:
             query = ReleaseQuery.model_validate(dict(request.query))
         except ValidationError as error:
@@ -129,6 +137,8 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
         return web.json_response(rows, headers=headers)
 
     async def dashboard(_: web.Request) -> web.Response:
+        """The page itself holds no data (a browser cannot send a bearer header on navigation); it asks
+        for the token and reads the API with it."""
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
     async def health(_: web.Request) -> web.Response:
@@ -173,13 +183,19 @@ async def _apply_retention(store: ReleaseStore, days: float, stop: asyncio.Event
 
 async def _serve(args: argparse.Namespace) -> None:
     store = ReleaseStore(args.db)
-    app = build_app(store, parse_device_keys(args.device_key))
+    try:
+        analysts = AnalystTokens(args.analyst_tokens)
+    except TokenFileError as error:
+        raise SystemExit(f"ingest: {error}") from None
+    app = build_app(store, parse_device_keys(args.device_key), analysts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, ssl_context=server_ssl_context(args.cert, args.key))
     await site.start()
     port = runner.addresses[0][1]
     print(f"ingest listening on https://{args.host}:{port}{RELEASES_PATH} (store: {store.description})", flush=True)
+    print(f"read API and dashboard: https://{args.host}:{port}/ for analyst tokens in {args.analyst_tokens}" if args.analyst_tokens
+          else "read API closed: no --analyst-tokens given", flush=True)
     stop = asyncio.Event()
     retention = asyncio.create_task(_apply_retention(store, args.retention_days, stop)) if args.retention_days > 0 else None
     loop = asyncio.get_running_loop()
@@ -202,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-days", type=float, default=90.0, help="delete releases older than this (0 = keep forever)")
     parser.add_argument("--device-key", action="append", default=[], metavar="DEVICE_ID=PATH",
                         help="HMAC key file of a device allowed to post (repeatable)")
+    parser.add_argument("--analyst-tokens", metavar="FILE",
+                        help="SHA-256 hashes of the analyst tokens allowed to read (privacy-vision pki --analyst NAME writes it); "
+                             "re-read when it changes; without it the read API admits nobody")
     args = parser.parse_args(argv)
     if not args.device_key:
         parser.error("at least one --device-key DEVICE_ID=PATH is required")

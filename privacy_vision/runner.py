@@ -22,6 +22,7 @@ SHUTDOWN_ORDER = ("camera", "detection", "tracking", "anonymizer", "aggregator",
 CAPTURE_MODES = ("camera", "in_process")  # camera node + /camera/image_raw, or the detection node reads the source itself
 CAMERA_SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
 _PR_SET_PDEATHSIG = 1
+DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
 
 
 class RunError(RuntimeError):
@@ -167,13 +168,20 @@ class GraphRunner:
         if not pki.complete():
             primary, backup = create_pki(pki.root)
             self.console.message(f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})")
+        if not pki.analyst_token(DEMO_ANALYST).is_file():
+            from privacy_vision.core.analyst_tokens import issue_token
+
+            issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
         self.ingest = ManagedProcess("ingest", [
             sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert), "--key", str(pki.server_key),
-            "--db", str(self.ingest_db), "--device-key", f"{self._device_id()}={pki.device_key}"],
+            "--db", str(self.ingest_db), "--device-key", f"{self._device_id()}={pki.device_key}",
+            "--analyst-tokens", str(pki.analyst_tokens)],
             env, self.log_dir / "ingest.log", self.console.message)
         port = self._wait_for_ingest_port()
+        self.console.message(f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
+                             f"analyst token in {pki.analyst_token(DEMO_ANALYST)})")
         pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
                   "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key),

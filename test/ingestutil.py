@@ -6,6 +6,7 @@ import threading
 
 from aiohttp import web
 
+from privacy_vision.core.analyst_tokens import AnalystTokens
 from privacy_vision.core.pki import PkiPaths
 from privacy_vision.ingest import RELEASES_PATH, build_app, server_ssl_context
 from privacy_vision.ingest_store import ReleaseStore
@@ -14,8 +15,11 @@ from privacy_vision.ingest_store import ReleaseStore
 class IngestThread:
     """The real ingest app on a loopback TLS port, in a thread, counting requests that reach it."""
 
-    def __init__(self, pki: PkiPaths, db_path, device_key: bytes, port: int = 0, response_delay_s: float = 0.0) -> None:
+    def __init__(self, pki: PkiPaths, db_path, device_key: bytes, port: int = 0, response_delay_s: float = 0.0,
+                 analyst_tokens=None) -> None:
         self.requests = 0
+        self.seen: list[tuple[str, str, bool]] = []  # method, path with query, whether an Authorization header came
+        self.analysts = AnalystTokens(analyst_tokens)
         self.store = None
         self._pki, self._db_path, self._key, self._port, self._delay = pki, db_path, device_key, port, response_delay_s
         self._ready = threading.Event()
@@ -30,12 +34,13 @@ class IngestThread:
         @web.middleware
         async def count(request, handler):
             self.requests += 1
+            self.seen.append((request.method, request.path_qs, "Authorization" in request.headers))
             response = await handler(request)
             if self._delay:
                 await asyncio.sleep(self._delay)  # stored, but the acknowledgement is late
             return response
 
-        app = build_app(self.store, {"dev-1": self._key})
+        app = build_app(self.store, {"dev-1": self._key}, self.analysts)
         app.middlewares.append(count)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())

@@ -67,6 +67,10 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert any(not r["below_k"] and r["occupancy"] > 0 for r in releases), releases
     uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
     assert "sending to https://127.0.0.1:" in uplink_log
+    # the read side is open to the runner's analyst token only, and the runner says where it is
+    assert "dashboard while the graph runs: https://127.0.0.1:" in output and "analyst-analyst.token" in output
+    assert (var / "pki" / "analyst-analyst.token").read_text().startswith("pva_")
+    assert "read API and dashboard: https://" in next((var / "logs").glob("*/ingest.log")).read_text()
 
 
 def test_only_the_camera_topic_carries_images(demo_run):

@@ -1,15 +1,19 @@
-"""The read side of the ingest (issue 13, finding 7 in part): newest first, filters, cursor paging, query
-validation and security headers; reads have their own connection and a bounded share of worker threads."""
+"""The read side of the ingest (issue 13, finding 7): analyst tokens (separate from device keys, stored
+hashed, revocable without a restart), newest first, filters, cursor paging, query validation and security
+headers; reads have their own connection and a bounded share of worker threads."""
 from __future__ import annotations
 
 import http.client
 import json
 import ssl
+import subprocess
+import sys
 import time
 
 import pytest
 
 from ingestutil import IngestThread
+from privacy_vision.core.analyst_tokens import issue_token, revoke_token
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
@@ -20,12 +24,18 @@ from privacy_vision.ingest import RELEASES_PATH
 def pki(tmp_path_factory):
     root = tmp_path_factory.mktemp("pki")
     create_pki(root)
-    return PkiPaths(root)
+    paths = PkiPaths(root)
+    issue_token(paths.analyst_tokens, paths.analyst_token("alice"), "alice")
+    return paths
+
+
+def token(pki: PkiPaths, name: str = "alice") -> str:
+    return pki.analyst_token(name).read_text().strip()
 
 
 @pytest.fixture
 def ingest(pki, tmp_path):
-    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
+    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key), analyst_tokens=pki.analyst_tokens)
     for index in range(25):
         item = validate_release(example_release(f"z{index % 2}", 900.0 * index))
         server.store.accept("dev-1", f"n{index:020d}", index + 1, item, item.model_dump_json(), time.time())
@@ -33,9 +43,12 @@ def ingest(pki, tmp_path):
     server.stop()
 
 
-def get(server: IngestThread, pki: PkiPaths, path: str) -> tuple[int, dict[str, str], object]:
+def get(server: IngestThread, pki: PkiPaths, path: str, authorization: str | None = "alice") -> tuple[int, dict[str, str], object]:
+    """GET with alice's token by default; None sends no Authorization, any other value is sent as is."""
+    if authorization == "alice":
+        authorization = f"Bearer {token(pki)}"
     connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10)
-    connection.request("GET", path)
+    connection.request("GET", path, headers={"Authorization": authorization} if authorization is not None else {})
     response = connection.getresponse()
     body = response.read()
     connection.close()
@@ -77,3 +90,60 @@ def test_security_headers_on_every_answer(ingest, pki, path):
     assert "default-src 'none'" in headers["Content-Security-Policy"] and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert "unsafe-inline" not in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("authorization, reason", [
+    (None, "analyst token required"),
+    ("Basic YWxpY2U6c2VjcmV0", "malformed Authorization header"),
+    ("Bearer ", "malformed Authorization header"),
+    ("Bearer pva_" + "A" * 43, "unknown or revoked analyst token"),
+    ("device key", "malformed Authorization header"),
+])
+def test_reads_need_an_analyst_token(ingest, pki, authorization, reason):
+    if authorization == "device key":  # the device's HMAC key is no analyst token, whatever the form
+        authorization = "Bearer " + pki.device_key.read_text().strip()
+        reason = "unknown or revoked analyst token"
+    status, headers, answer = get(ingest, pki, RELEASES_PATH, authorization)
+    assert status == 401 and reason in answer["reason"], answer
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Content-Security-Policy" in headers
+
+
+def test_a_revoked_token_stops_working_without_a_restart(ingest, pki):
+    bob = issue_token(pki.analyst_tokens, pki.analyst_token("bob"), "bob")
+    assert get(ingest, pki, RELEASES_PATH, f"Bearer {bob}")[0] == 200
+    assert revoke_token(pki.analyst_tokens, "bob")
+    status, _, answer = get(ingest, pki, RELEASES_PATH, f"Bearer {bob}")
+    assert status == 401 and "revoked" in answer["reason"]
+    assert get(ingest, pki, RELEASES_PATH)[0] == 200  # alice's token is untouched
+
+
+def test_a_broken_token_file_admits_nobody(ingest, pki, tmp_path):
+    saved = pki.analyst_tokens.read_text()
+    try:
+        pki.analyst_tokens.write_text("not a hash line at all\n")
+        status, _, answer = get(ingest, pki, RELEASES_PATH)
+        assert status == 503 and "token file" in answer["reason"]
+    finally:
+        pki.analyst_tokens.write_text(saved)
+    assert get(ingest, pki, RELEASES_PATH)[0] == 200
+
+
+def test_the_token_file_holds_hashes_only(pki):
+    text = pki.analyst_tokens.read_text()
+    assert token(pki) not in text and token(pki).startswith("pva_")
+    assert oct(pki.analyst_token("alice").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_pki_command_issues_and_revokes_without_touching_the_ca(pki, tmp_path):
+    command = [sys.executable, "-m", "privacy_vision.cli", "pki", "--out", str(tmp_path / "pki")]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    ca = (tmp_path / "pki" / "ca.crt").read_bytes()
+    issued = subprocess.run([*command, "--analyst", "carol"], check=True, capture_output=True, text=True, timeout=60)
+    carol = (tmp_path / "pki" / "analyst-carol.token").read_text().strip()
+    assert carol in issued.stdout and (tmp_path / "pki" / "ca.crt").read_bytes() == ca
+    assert "carol" in (tmp_path / "pki" / "analyst-tokens.sha256").read_text()
+    subprocess.run([*command, "--revoke-analyst", "carol"], check=True, capture_output=True, timeout=60)
+    assert "carol" not in (tmp_path / "pki" / "analyst-tokens.sha256").read_text().split("\n", 1)[1]
+    bad = subprocess.run([*command, "--analyst", "no spaces"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "analyst name" in bad.stderr

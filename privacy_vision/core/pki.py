@@ -52,6 +52,15 @@ class PkiPaths:
     def pins(self) -> Path:
         return self.root / "pins.txt"
 
+    @property
+    def analyst_tokens(self) -> Path:
+        """SHA-256 hashes of the analyst tokens: what the ingest's --analyst-tokens reads."""
+        return self.root / "analyst-tokens.sha256"
+
+    def analyst_token(self, name: str) -> Path:
+        """The token itself (mode 600), for the analyst; never copied to the ingest."""
+        return self.root / f"analyst-{name}.token"
+
     def complete(self) -> bool:
         return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.backup_cert,
                                          self.device_key, self.audit_key, self.pins))
