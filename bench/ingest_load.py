@@ -1,13 +1,17 @@
-"""Load benchmark: signed releases per second accepted by the ingest over TLS on loopback (SQLite and
-PostgreSQL), and the uplink's outbox drain rate after an outage of 10,000 releases.
+"""Load benchmark of the ingest over TLS on loopback: signed releases per second accepted (SQLite and
+PostgreSQL), device POST latency while 64 analysts read (reads must not starve writes), and the uplink's
+outbox drain rate after an outage of 10,000 releases.
 
-    .venv/bin/python bench/ingest_load.py [--requests 2000] [--clients 4] [--repeats 3] [--outage 10000]
+    .venv/bin/python bench/ingest_load.py [--parts throughput,readers,drain] [--requests 2000] [--clients 4]
+        [--repeats 3] [--outage 10000] [--readers 64] [--posts 300]
 
 Client and server share this machine's cores, so the figures are for the whole loopback system.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
 import os
 import re
 import statistics
@@ -24,10 +28,12 @@ sys.path.insert(0, str(REPO / "test"))
 
 from pgutil import postgres_server  # noqa: E402
 
+from privacy_vision.core.analyst_tokens import issue_token  # noqa: E402
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins  # noqa: E402
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file  # noqa: E402
-from privacy_vision.core.release_schema import example_release  # noqa: E402
+from privacy_vision.core.release_schema import example_release, validate_release  # noqa: E402
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E402
+from privacy_vision.ingest_store import ReleaseStore  # noqa: E402
 
 
 def release(index: int) -> bytes:
@@ -35,9 +41,9 @@ def release(index: int) -> bytes:
 
 
 class Ingest:
-    def __init__(self, pki: PkiPaths, db: str, devices: list[str]) -> None:
+    def __init__(self, pki: PkiPaths, db: str, devices: list[str], extra: tuple[str, ...] = ()) -> None:
         command = [sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert),
-                   "--key", str(pki.server_key), "--db", db, "--retention-days", "0"]
+                   "--key", str(pki.server_key), "--db", db, "--retention-days", "0", *extra]
         for device in devices:
             command += ["--device-key", f"{device}={pki.device_key}"]
         self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -83,6 +89,85 @@ def accepted_per_second(pki: PkiPaths, db: str, requests: int, clients: int) -> 
     return sum(len(b) for b in bodies) / elapsed
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def _read_forever(url: str, token: str, ca_file: str, readers: int, stop, results) -> None:
+    """A separate process (its own interpreter, so the device's timing is not the readers' GIL): `readers`
+    analysts, each on its own kept-alive connection, reading the newest 1,000 releases back to back."""
+    import ssl
+
+    import aiohttp
+
+    async def main() -> None:
+        context = ssl.create_default_context(cafile=ca_file)
+        statuses: dict[int, int] = {}
+        connector = aiohttp.TCPConnector(ssl=context, limit=readers)
+        async with aiohttp.ClientSession(connector=connector, headers={"Authorization": f"Bearer {token}"}) as session:
+            async def reader() -> None:
+                while not stop.is_set():
+                    async with session.get(f"{url}?limit=1000") as response:
+                        await response.read()
+                        statuses[response.status] = statuses.get(response.status, 0) + 1
+            tasks = [asyncio.create_task(reader()) for _ in range(readers)]
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*tasks)
+        results.put(statuses)
+
+    asyncio.run(main())
+
+
+def post_latencies(pki: PkiPaths, url: str, device: str, posts: int, first_index: int) -> list[float]:
+    """One device posting releases one after another on its kept-alive connection; seconds per POST."""
+    sender = client(pki, url, device)
+    latencies = []
+    for sequence in range(1, posts + 1):
+        body = release(first_index + sequence)
+        started = time.perf_counter()
+        result = sender.send(body, sequence)
+        latencies.append(time.perf_counter() - started)
+        if not result.delivered:
+            raise RuntimeError(f"POST not accepted: {result.status} {result.detail}")
+    sender.close()
+    return latencies
+
+
+def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, stored: int) -> list[tuple[str, list[float], str]]:
+    """Device POST latency with no readers and with `readers` concurrent analysts, side by side on one ingest."""
+    db = str(workdir / f"read-{uuid.uuid4().hex[:6]}.sqlite")
+    store = ReleaseStore(db)  # a store with history, so every read returns a full page of 1,000
+    for index in range(stored):
+        item = validate_release(example_release(f"zone-{index % 8}", 1_780_000_000.0 + 900 * index))
+        store.accept("history", f"{index:032x}", index + 1, item, item.model_dump_json(), time.time())
+    store.close()
+    token = issue_token(workdir / "analysts.sha256", workdir / "bench.token", "bench")
+    ingest = Ingest(pki, db, ["device-quiet", "device-busy"], ("--analyst-tokens", str(workdir / "analysts.sha256")))
+    rows = []
+    try:
+        quiet = post_latencies(pki, ingest.url, "device-quiet", posts, 0)
+        rows.append(("device POST, no readers", quiet, ""))
+        context = multiprocessing.get_context("spawn")
+        stop, results = context.Event(), context.Queue()
+        process = context.Process(target=_read_forever, args=(ingest.url, token, str(pki.ca_cert), readers, stop, results))
+        process.start()
+        time.sleep(3.0)  # every reader connected and reading
+        started = time.perf_counter()
+        busy = post_latencies(pki, ingest.url, "device-busy", posts, 10 * posts)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        statuses = results.get(timeout=60)
+        process.join(60)
+        reads = sum(statuses.values())
+        rows.append((f"device POST, {readers} concurrent analysts reading", busy,
+                     f"{reads} reads of 1,000 releases in the run, statuses {statuses}, {reads / elapsed:.0f} reads/s during the POSTs"))
+    finally:
+        ingest.stop()
+    return rows
+
+
 def drain_rate(pki: PkiPaths, workdir: Path, outage: int) -> tuple[float, int]:
     outbox = Outbox(workdir / f"outbox-{uuid.uuid4().hex[:6]}.sqlite", max_items=outage + 1)
     for index in range(outage):
@@ -101,16 +186,7 @@ def drain_rate(pki: PkiPaths, workdir: Path, outage: int) -> tuple[float, int]:
     return outage / elapsed, sender.delivered
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="signed releases per load run")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent devices (keep-alive connections)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--outage", type=int, default=10000, help="releases queued while the ingest was down")
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="pv-bench-"))
-    create_pki(workdir / "pki")
-    pki = PkiPaths(workdir / "pki")
+def throughput_rows(pki: PkiPaths, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
     rows = []
     with postgres_server() as dsn:
         for name, target in (("SQLite", None), ("PostgreSQL", dsn)):
@@ -120,17 +196,53 @@ def main() -> int:
                 rates.append(accepted_per_second(pki, db, args.requests, args.clients))
                 print(f"  {name} run {repeat + 1}/{args.repeats}: {rates[-1]:.0f} releases/s", flush=True)
             rows.append((f"ingest accepts, {name}, {args.clients} devices", statistics.median(rates), min(rates), max(rates)))
+    return rows
+
+
+def drain_rows(pki: PkiPaths, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
     rates = []
     for repeat in range(args.repeats):
         rate, delivered = drain_rate(pki, workdir, args.outage)
         assert delivered == args.outage
         rates.append(rate)
         print(f"  outbox drain run {repeat + 1}/{args.repeats}: {rate:.0f} releases/s", flush=True)
-    rows.append((f"uplink outbox drain after an outage of {args.outage}", statistics.median(rates), min(rates), max(rates)))
-    print(f"\n{os.cpu_count()} CPU cores, {args.requests} signed releases per load run, {args.repeats} runs each\n")
-    print("| measurement | median releases/s | min | max |\n|---|---:|---:|---:|")
-    for name, median, low, high in rows:
-        print(f"| {name} | {median:.0f} | {low:.0f} | {high:.0f} |")
+    return [(f"uplink outbox drain after an outage of {args.outage}", statistics.median(rates), min(rates), max(rates))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="signed releases per load run")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent devices (keep-alive connections)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--outage", type=int, default=10000, help="releases queued while the ingest was down")
+    parser.add_argument("--readers", type=int, default=64, help="concurrent analysts reading during the POST latency run")
+    parser.add_argument("--posts", type=int, default=300, help="device POSTs per latency measurement")
+    parser.add_argument("--parts", default="throughput,readers,drain", help="comma-separated: throughput, readers, drain")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="pv-bench-"))
+    create_pki(workdir / "pki")
+    pki = PkiPaths(workdir / "pki")
+    print(f"{os.cpu_count()} CPU cores; client and ingest processes share them\n", flush=True)
+    if "readers" in parts:
+        latency_rows = posts_under_readers(pki, workdir, args.readers, args.posts, stored=5000)
+        print(f"| measurement ({args.posts} POSTs each, one device, kept-alive connection) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
+        for name, values, _ in latency_rows:
+            print(f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |")
+        for name, _, note in latency_rows:
+            if note:
+                print(f"  {name}: {note}")
+        print(flush=True)
+    rows = []
+    if "throughput" in parts:
+        rows += throughput_rows(pki, workdir, args)
+    if "drain" in parts:
+        rows += drain_rows(pki, workdir, args)
+    if rows:
+        print(f"\n{args.requests} signed releases per load run, {args.repeats} runs each\n")
+        print("| measurement | median releases/s | min | max |\n|---|---:|---:|---:|")
+        for name, median, low, high in rows:
+            print(f"| {name} | {median:.0f} | {low:.0f} | {high:.0f} |")
     return 0
 
 

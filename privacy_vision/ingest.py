@@ -32,8 +32,8 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_CONCURRENT_READS = 2
 
 
-def encode_cursor(release: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps([release["period_start_s"], release["release_id"]]).encode()).decode()
+def encode_cursor(position: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode()
 
 
 class ReleaseQuery(BaseModel):
@@ -131,10 +131,10 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens
         except ValidationError as error:
             return web.json_response({"status": "rejected", "reason": validation_reason(error)}, status=400)
         async with reads:  # bounded, so readers cannot take every worker thread from the writers
-            rows = await asyncio.to_thread(store.releases, query.zone, query.since, query.until, query.device,
+            page = await asyncio.to_thread(store.releases_page, query.zone, query.since, query.until, query.device,
                                            query.position(), query.limit)
-        headers = {"X-Next-Cursor": encode_cursor(rows[-1])} if len(rows) == query.limit else {}
-        return web.json_response(rows, headers=headers)
+        headers = {"X-Next-Cursor": encode_cursor(page.last)} if page.rows == query.limit else {}
+        return web.Response(text=page.json, content_type="application/json", headers=headers)
 
     async def dashboard(_: web.Request) -> web.Response:
         """The page itself holds no data (a browser cannot send a bearer header on navigation); it asks

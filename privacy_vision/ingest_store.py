@@ -52,6 +52,13 @@ POSTGRES = _Dialect(
 )
 
 
+@dataclass(frozen=True)
+class Page:
+    json: str
+    rows: int
+    last: tuple[float, str] | None  # period start and release id of the last row: where the next page starts
+
+
 class ReleaseStore:
     """Releases keyed by release id (idempotent), plus replay state; thread-safe behind one lock."""
 
@@ -111,11 +118,18 @@ class ReleaseStore:
 
     def releases(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
                  before: tuple[float, str] | None = None, limit: int = 1000) -> list[dict]:
-        """Newest period first; `before` (period start, release id) is the keyset cursor of the next page.
+        """Newest period first; `before` (period start, release id) is the keyset cursor of the next page."""
+        return json.loads(self.releases_page(zone_id, since_s, until_s, device_id, before, limit).json)
 
+    def releases_page(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
+                      before: tuple[float, str] | None = None, limit: int = 1000) -> "Page":
+        """One page as a JSON array, with the (period start, release id) of its last row for the cursor.
+
+        The stored bodies are already validated JSON objects, so the page is joined, not parsed and
+        re-serialised: a full page costs the ingest's CPU (and the writers) a fraction of a decode.
         Reads use their own connection and lock, so a burst of readers never holds the writers' lock.
         """
-        query, args = "SELECT body FROM releases WHERE window_start >= ?", [since_s]
+        query, args = "SELECT body, window_start, release_id FROM releases WHERE window_start >= ?", [since_s]
         for clause, value in (("window_start < ?", until_s), ("zone_id = ?", zone_id), ("device_id = ?", device_id)):
             if value is not None:
                 query += f" AND {clause}"
@@ -126,7 +140,8 @@ class ReleaseStore:
         query += f" ORDER BY window_start DESC, release_id DESC LIMIT {int(limit)}"
         with self._read_lock:
             rows = self._reader.execute(self._sql(query), tuple(args)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        last = (float(rows[-1][1]), str(rows[-1][2])) if rows else None
+        return Page("[" + ",".join(row[0] for row in rows) + "]", len(rows), last)
 
     def count(self) -> int:
         with self._lock:
