@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import multiprocessing
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
+from ingestutil import IngestProcess, slow_connections  # noqa: E402
 from pgutil import postgres_server  # noqa: E402
 
 from privacy_vision.core.analyst_tokens import issue_token  # noqa: E402
@@ -40,31 +40,13 @@ def release(index: int) -> bytes:
     return canonical_release_bytes(example_release(f"zone-{index % 8}", 1_790_000_000.0 + 900 * index))
 
 
-class Ingest:
-    def __init__(self, pki: PkiPaths, db: str, devices: list[str], extra: tuple[str, ...] = ()) -> None:
-        command = [sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert),
-                   "--key", str(pki.server_key), "--db", db, "--retention-days", "0", *extra]
-        for device in devices:
-            command += ["--device-key", f"{device}={pki.device_key}"]
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        line = self.process.stdout.readline()
-        match = re.search(r"https://127.0.0.1:(\d+)(/\S+)", line)
-        if not match:
-            raise RuntimeError(f"ingest did not start: {line}{self.process.stdout.read()}")
-        self.url = f"https://127.0.0.1:{match.group(1)}{match.group(2)}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(20)
-
-
 def client(pki: PkiPaths, url: str, device: str) -> PinnedClient:
     return PinnedClient(url, read_pins(pki), str(pki.ca_cert), device, load_key_file(pki.device_key))
 
 
 def accepted_per_second(pki: PkiPaths, db: str, requests: int, clients: int) -> float:
     devices = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(clients)]
-    ingest = Ingest(pki, db, devices)
+    ingest = IngestProcess(pki, db, devices)
     bodies = [[release(c * requests + i) for i in range(requests // clients)] for c in range(clients)]
     failures: list[str] = []
 
@@ -144,7 +126,7 @@ def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, 
         store.accept("history", f"{index:032x}", index + 1, item, item.model_dump_json(), time.time())
     store.close()
     token = issue_token(workdir / "analysts.sha256", workdir / "bench.token", "bench")
-    ingest = Ingest(pki, db, ["device-quiet", "device-busy"], ("--analyst-tokens", str(workdir / "analysts.sha256")))
+    ingest = IngestProcess(pki, db, ["device-quiet", "device-busy"], ("--analyst-tokens", str(workdir / "analysts.sha256")))
     rows = []
     try:
         quiet = post_latencies(pki, ingest.url, "device-quiet", posts, 0)
@@ -168,12 +150,76 @@ def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, 
     return rows
 
 
+def _slow_attack(host: str, port: int, connections: int, interval_s: float, stop, results) -> None:
+    """A separate process running the slow-connection attack until `stop` is set."""
+    async def main() -> None:
+        done = asyncio.Event()
+        counts: dict[str, int] = {}
+        attack = asyncio.create_task(slow_connections(host, port, connections, interval_s, done, counts))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        done.set()
+        await attack
+        results.put(counts)
+
+    asyncio.run(main())
+
+
+def fresh_post_latencies(pki: PkiPaths, url: str, device: str, posts: int, first_index: int, pause_s: float) -> tuple[list[float], list[str]]:
+    """POSTs each on a new connection (TLS handshake included), as a device whose idle connection was
+    closed; a failed POST counts with the time it took, and its error is returned."""
+    latencies, errors = [], []
+    for sequence in range(1, posts + 1):
+        sender = client(pki, url, device)
+        sender.timeout_s = 10.0
+        started = time.perf_counter()
+        try:
+            result = sender.send(release(first_index + sequence), sequence)
+            if not result.delivered:
+                errors.append(f"{result.status} {result.detail[:100]}")
+        except (OSError, http.client.HTTPException) as error:
+            errors.append(f"{type(error).__name__}: {error}")
+        latencies.append(time.perf_counter() - started)
+        sender.close()
+        time.sleep(pause_s)
+    return latencies, errors
+
+
+def posts_under_slow_attack(pki: PkiPaths, workdir: Path, connections: int, posts: int, nofile: int,
+                            extra: tuple[str, ...]) -> list[tuple[str, list[float], str]]:
+    """Device POST latency without and during a slow-connection attack, on one ingest whose file
+    descriptors are limited to `nofile` (as on a default Linux host); also the ingest's log volume."""
+    log = workdir / f"slow-{uuid.uuid4().hex[:6]}.log"
+    ingest = IngestProcess(pki, str(workdir / f"slow-{uuid.uuid4().hex[:6]}.sqlite"), ["device-calm", "device-attacked"], extra,
+                    nofile=nofile, log=log)
+    rows = []
+    try:
+        calm, errors = fresh_post_latencies(pki, ingest.url, "device-calm", posts, 0, 0.02)
+        rows.append(("device POST on a new connection, no attack", calm, f"{len(errors)} failed {errors[:2]}"))
+        context = multiprocessing.get_context("spawn")
+        stop, results = context.Event(), context.Queue()
+        process = context.Process(target=_slow_attack, args=("127.0.0.1", ingest.port, connections, 2.0, stop, results))
+        before = log.stat().st_size
+        process.start()
+        time.sleep(8.0)  # every attacking connection open and trickling
+        attacked, errors = fresh_post_latencies(pki, ingest.url, "device-attacked", posts, 10 * posts, 0.02)
+        stop.set()
+        counts = results.get(timeout=120)
+        process.join(60)
+        logged = log.stat().st_size - before
+        rows.append((f"device POST on a new connection, {connections} slow connections attacking", attacked,
+                     f"{len(errors)} failed {errors[:2]}; attacker {counts}; ingest log grew {logged} bytes"))
+    finally:
+        ingest.stop()
+    return rows
+
+
 def drain_rate(pki: PkiPaths, workdir: Path, outage: int) -> tuple[float, int]:
     outbox = Outbox(workdir / f"outbox-{uuid.uuid4().hex[:6]}.sqlite", max_items=outage + 1)
     for index in range(outage):
         body = release(index)
         outbox.put(f"r{index}-{uuid.uuid4().hex}", body)
-    ingest = Ingest(pki, str(workdir / f"drain-{uuid.uuid4().hex[:6]}.sqlite"), ["device-1"])
+    ingest = IngestProcess(pki, str(workdir / f"drain-{uuid.uuid4().hex[:6]}.sqlite"), ["device-1"])
     sender = Sender(outbox, client(pki, ingest.url, "device-1"))
     started = time.perf_counter()
     while outbox.size():
@@ -217,7 +263,10 @@ def main() -> int:
     parser.add_argument("--outage", type=int, default=10000, help="releases queued while the ingest was down")
     parser.add_argument("--readers", type=int, default=64, help="concurrent analysts reading during the POST latency run")
     parser.add_argument("--posts", type=int, default=300, help="device POSTs per latency measurement")
-    parser.add_argument("--parts", default="throughput,readers,drain", help="comma-separated: throughput, readers, drain")
+    parser.add_argument("--slow-connections", type=int, default=1000, help="slow TLS connections of the attack")
+    parser.add_argument("--nofile", type=int, default=1024, help="the ingest's file-descriptor limit during the attack")
+    parser.add_argument("--ingest-option", action="append", default=[], help="extra ingest option for the attack run (repeatable)")
+    parser.add_argument("--parts", default="throughput,readers,slow,drain", help="comma-separated: throughput, readers, slow, drain")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="pv-bench-"))
@@ -238,6 +287,14 @@ def main() -> int:
         rows += throughput_rows(pki, workdir, args)
     if "drain" in parts:
         rows += drain_rows(pki, workdir, args)
+    if "slow" in parts:
+        latency_rows = posts_under_slow_attack(pki, workdir, args.slow_connections, args.posts, args.nofile, tuple(args.ingest_option))
+        print(f"| measurement ({args.posts} POSTs each, ingest limited to {args.nofile} file descriptors) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
+        for name, values, _ in latency_rows:
+            print(f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |")
+        for name, _, note in latency_rows:
+            print(f"  {name}: {note}")
+        print(flush=True)
     if rows:
         print(f"\n{args.requests} signed releases per load run, {args.repeats} runs each\n")
         print("| measurement | median releases/s | min | max |\n|---|---:|---:|---:|")

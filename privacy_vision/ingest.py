@@ -20,8 +20,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
-from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, load_key_file, verify_request
+from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, check_signed_body, load_key_file, verify_signed_headers
 from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
+from privacy_vision.ingest_server import ServerLimits, start_tls_server
 from privacy_vision.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
@@ -94,20 +95,27 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens: AnalystTokens | None = None) -> web.Application:
+def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens: AnalystTokens | None = None,
+              body_timeout_s: float = ServerLimits.body_timeout_s) -> web.Application:
     """Devices post with their HMAC keys; analysts read with bearer tokens (none given: nobody reads)."""
     analysts = analyst_tokens or AnalystTokens(None)
 
     async def post_release(request: web.Request) -> web.Response:
-        """Every client fault is a 4xx with a reason; only the server's own failures may be a 5xx."""
-        body = await request.read()
+        """Every client fault is a 4xx with a reason; only the server's own failures may be a 5xx.
+        The signed headers are checked before the body is read, and the body must arrive in time."""
         try:
             device_id = request.headers.get(HEADER_DEVICE, "")
             key = device_keys.get(device_id)
             if key is None:
                 raise RequestRejected(401, "unknown device")
             now = time.time()
-            signed = verify_request(key, request.method, request.path, request.headers, body, now)
+            signed = verify_signed_headers(key, request.method, request.path, request.headers, now)
+            try:
+                async with asyncio.timeout(body_timeout_s):
+                    body = await request.read()
+            except TimeoutError:
+                raise RequestRejected(408, f"request body not received within {body_timeout_s:g} s") from None
+            check_signed_body(signed, body)
             try:
                 release = parse_release_json(body)
                 text = body.decode("utf-8")
@@ -187,15 +195,15 @@ async def _serve(args: argparse.Namespace) -> None:
         analysts = AnalystTokens(args.analyst_tokens)
     except TokenFileError as error:
         raise SystemExit(f"ingest: {error}") from None
-    app = build_app(store, parse_device_keys(args.device_key), analysts)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=server_ssl_context(args.cert, args.key))
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"ingest listening on https://{args.host}:{port}{RELEASES_PATH} (store: {store.description})", flush=True)
-    print(f"read API and dashboard: https://{args.host}:{port}/ for analyst tokens in {args.analyst_tokens}" if args.analyst_tokens
+    limits = ServerLimits(max_connections=args.max_connections, handshake_timeout_s=args.handshake_timeout,
+                          idle_timeout_s=args.idle_timeout, body_timeout_s=args.body_timeout)
+    app = build_app(store, parse_device_keys(args.device_key), analysts, limits.body_timeout_s)
+    server = await start_tls_server(app, args.host, args.port, server_ssl_context(args.cert, args.key), limits)
+    print(f"ingest listening on https://{args.host}:{server.port}{RELEASES_PATH} (store: {store.description})", flush=True)
+    print(f"read API and dashboard: https://{args.host}:{server.port}/ for analyst tokens in {args.analyst_tokens}" if args.analyst_tokens
           else "read API closed: no --analyst-tokens given", flush=True)
+    print(f"connections: at most {server.guard.max_connections}, TLS handshake {limits.handshake_timeout_s:g} s, first request "
+          f"headers and keep-alive idle {limits.idle_timeout_s:g} s, request body {limits.body_timeout_s:g} s", flush=True)
     stop = asyncio.Event()
     retention = asyncio.create_task(_apply_retention(store, args.retention_days, stop)) if args.retention_days > 0 else None
     loop = asyncio.get_running_loop()
@@ -204,7 +212,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await stop.wait()
     if retention is not None:
         await retention
-    await runner.cleanup()
+    await server.stop()
     store.close()
 
 
@@ -218,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-days", type=float, default=90.0, help="delete releases older than this (0 = keep forever)")
     parser.add_argument("--device-key", action="append", default=[], metavar="DEVICE_ID=PATH",
                         help="HMAC key file of a device allowed to post (repeatable)")
+    defaults = ServerLimits()
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help="open connections at most (kept below the file-descriptor limit); when all are taken, the least "
+                             "recently active idle one is closed for a new one")
+    parser.add_argument("--handshake-timeout", type=float, default=defaults.handshake_timeout_s, help="seconds for the TLS handshake")
+    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s,
+                        help="seconds for a new connection's first request headers, and for an idle kept-alive connection")
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s, help="seconds for a signed POST's body")
     parser.add_argument("--analyst-tokens", metavar="FILE",
                         help="SHA-256 hashes of the analyst tokens allowed to read (privacy-vision pki --analyst NAME writes it); "
                              "re-read when it changes; without it the read API admits nobody")

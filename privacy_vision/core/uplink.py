@@ -276,7 +276,20 @@ class PinnedClient:
         return connection
 
     def send(self, body: bytes, sequence: int) -> DeliveryResult:
-        """POST one release; the connection is kept alive, and every new one is pin-checked first."""
+        """POST one release; the connection is kept alive, and every new one is pin-checked first.
+
+        A kept-alive connection the ingest closed while idle (its idle timeout) fails before any answer;
+        that one case is sent once more on a new connection, so an idle device does not log a failure and
+        back off on every release. The retry is safe: the ingest stores by release id and sequence."""
+        reused = self._connection is not None
+        try:
+            return self._post(body, sequence)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+            if not reused:
+                raise
+            return self._post(body, sequence)
+
+    def _post(self, body: bytes, sequence: int) -> DeliveryResult:
         if self._connection is None:
             self._connection = self._connect()
         headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(time.time()), sequence).as_dict()
