@@ -1,0 +1,189 @@
+"""The analyst dashboard in headless Chromium, used as an analyst does (DevTools protocol): token entry,
+time range, per-zone occupancy with 95% intervals from the stated noise, hourly headings and dwell, daily
+footfall, "< k" cells, strict-mode groups, CSV export. Set PV_DASHBOARD_SCREENSHOT=docs/dashboard.png
+to refresh the screenshot in the docs."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from browser import Chromium, chromium_binary
+from ingestutil import IngestThread
+from privacy_vision.core.analyst_tokens import issue_token
+from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.core.protocol import load_key_file
+from privacy_vision.core.release_schema import example_release, validate_release
+from privacy_vision.ingest import RELEASES_PATH
+
+DAY = 86400
+NEWEST_DAY = 1_789_344_000  # 2026-09-14 00:00 UTC
+DAYS = 7
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    create_pki(root)
+    return PkiPaths(root)
+
+
+def noisy(rng: random.Random, value: float, epsilon: float) -> int:
+    """A discrete Laplace draw at scale 1/ε (difference of two geometric draws), clipped at 0."""
+    p = math.exp(-epsilon)
+    geometric = lambda: int(math.log(1 - rng.random()) / math.log(p))  # noqa: E731
+    return max(0, round(value) + geometric() - geometric())
+
+
+def week_of_releases() -> list[dict]:
+    """Seven days of two default-mode zones (15-minute windows from 06:30 to 21:00, hours, days) and one
+    strict-mode zone (groups only), with the noise the releases state; more than 1,000 in all, so a
+    week's view needs the cursor."""
+    rng = random.Random(13)
+    releases = []
+    for zone, scale in (("entrance", 30.0), ("checkout", 12.0)):
+        for day_index in range(DAYS):
+            day_start = NEWEST_DAY - (DAYS - 1 - day_index) * DAY
+            for slot in range(26, 84):  # 06:30 to 21:00
+                start = day_start + slot * 900
+                busy = scale * math.sin(math.pi * (slot - 26) / 58) ** 2
+                item = example_release(zone, start)
+                occupancy = noisy(rng, busy, item["epsilon_by_metric"]["occupancy"])
+                releases.append(example_release(zone, start, below_k=True) if occupancy < item["k"] else {**item, "occupancy": occupancy})
+            for hour in range(7, 21):
+                start = day_start + hour * 3600
+                busy = 2.2 * scale * math.sin(math.pi * (hour - 7) / 14) ** 2
+                item = example_release(zone, start, tier="hour")
+                occupancy = noisy(rng, busy, item["epsilon_by_metric"]["occupancy"])
+                if occupancy < item["k"]:
+                    releases.append(example_release(zone, start, tier="hour", below_k=True))
+                    continue
+                weights = {"E": 5, "NE": 2, "N": 1, "NW": 1, "W": 4, "SW": 1, "S": 1, "SE": 2, "none": 1} if zone == "entrance" else \
+                          {"E": 1, "NE": 1, "N": 6, "NW": 1, "W": 1, "SW": 1, "S": 5, "SE": 1, "none": 1}
+                directions = {label: round(occupancy * w / sum(weights.values())) for label, w in weights.items()}
+                dwell = {"short": round(occupancy * 0.6), "medium": round(occupancy * 0.3), "long": round(occupancy * 0.1)}
+                releases.append({**item, "occupancy": occupancy, "direction_counts": directions, "dwell_counts": dwell,
+                                 "entries": round(occupancy * 0.7), "exits": round(occupancy * 0.6), "entries_today": round(occupancy * 3)})
+            item = example_release(zone, day_start, tier="day")
+            footfall = noisy(rng, 9 * scale, item["epsilon_by_metric"]["occupancy"])
+            if zone == "checkout" and day_index == 2:
+                footfall = 3  # a quiet day: shown as "< k"
+            releases.append(example_release(zone, day_start, tier="day", below_k=True) if footfall < item["k"] else {**item, "occupancy": footfall})
+    for index, (hour, windows, size) in enumerate([(8, 2, 9), (10, 4, 14), (12, 3, 22), (15, 6, 11), (17, 2, 8), (19, 3, 12)]):
+        releases.append(example_release("plaza (strict)", NEWEST_DAY + hour * 3600, tier="group", occupancy=size,
+                                        period_end_s=NEWEST_DAY + hour * 3600 + windows * 900))
+    return releases
+
+
+def discrete_laplace_half_width(epsilon: float, level: float = 0.95) -> int:
+    """Independently of the page: the smallest h with P(|X| ≤ h) ≥ level, summing the probability mass."""
+    p = math.exp(-epsilon)
+    mass, h = (1 - p) / (1 + p), 0
+    while mass < level:
+        h += 1
+        mass += 2 * (1 - p) / (1 + p) * p ** h
+    return h
+
+
+def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
+    if chromium_binary() is None:
+        pytest.fail("chromium is not installed: make setup installs Debian's chromium package")
+    token = issue_token(tmp_path / "analysts.sha256", tmp_path / "analyst.token", "alice")
+    server = IngestThread(pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key), analyst_tokens=tmp_path / "analysts.sha256")
+    releases = week_of_releases()
+    for sequence, item in enumerate(releases, start=1):
+        server.store.accept("dev-1", f"{sequence:032x}", sequence, validate_release(item), json.dumps(item), time.time())
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    seen = {}
+
+    async def use_the_dashboard() -> None:
+        async with Chromium(width=1280, height=900) as page:
+            await page.open(f"https://127.0.0.1:{server.port}/")
+            assert await page.wait_for("document.body.dataset.ready") == "login"
+            await page.type_into("#token", "pva_wrong-token-wrong-token-wrong-token-wrong-1")
+            await page.evaluate("document.querySelector('#login button').click()")
+            await page.wait_for("document.body.dataset.ready === 'login' && document.getElementById('login-reason').textContent")
+            seen["refused"] = await page.evaluate("document.getElementById('login-reason').textContent")
+            await page.type_into("#token", token)
+            await page.evaluate("document.querySelector('#login button').click()")
+            await page.wait_for("document.body.dataset.ready === 'true'")
+            seen["day"] = await page.evaluate("document.documentElement.outerHTML")
+            seen["half_widths"] = await page.evaluate("[0.2, 0.15, 0.105, 0.05, 0.015, 1.0].map(e => discreteLaplaceHalfWidth(e))")
+            seen["csv_guard"] = await page.evaluate("csvField('=HYPERLINK(\"x\")') + '|' + csvField('a,b')")
+            await page.evaluate("window.beforeReload = true; location.reload()")  # the token is kept for the tab
+            await page.wait_for("!window.beforeReload && document.readyState === 'complete' && document.body.dataset.ready === 'true'")
+            await page.screenshot(tmp_path / "dashboard.png")
+            # a time range typed in: 10:00 to 14:00 of the newest day
+            await page.evaluate("document.getElementById('from').value = '2026-09-14T10:00:00';"
+                                "document.getElementById('to').value = '2026-09-14T14:00:00';"
+                                "document.querySelector('#controls button[type=submit]').click()")
+            await page.wait_for("document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('T14:00:00Z')")
+            seen["range"] = await page.evaluate("document.documentElement.outerHTML")
+            await page.evaluate("document.querySelector('[data-preset=week]').click()")
+            await page.wait_for("document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('2026-09-08')")
+            seen["week"] = await page.evaluate("document.documentElement.outerHTML")
+            await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+            await page.evaluate("document.getElementById('export').click()")
+            deadline = time.monotonic() + 30
+            while not [f for f in downloads.glob("*.csv")] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            seen["requests"] = list(server.seen)
+            seen["storage"] = await page.evaluate("JSON.stringify(sessionStorage) + location.href + document.cookie")
+
+    try:
+        asyncio.run(use_the_dashboard())
+    finally:
+        server.stop()
+    if os.environ.get("PV_DASHBOARD_SCREENSHOT"):
+        shutil.copy(tmp_path / "dashboard.png", Path(os.environ["PV_DASHBOARD_SCREENSHOT"]))
+
+    assert "unknown or revoked analyst token" in seen["refused"]
+    # the token travels in the Authorization header only
+    assert token in seen["storage"] and seen["storage"].count(token) == 1
+    reads = [(path, authorized) for method, path, authorized in seen["requests"] if path.startswith(RELEASES_PATH)]
+    assert reads and all(authorized for _, authorized in reads) and not any(token in path for path, _ in reads)
+
+    newest_day = [r for r in releases if NEWEST_DAY <= r["period_start_s"] < NEWEST_DAY + DAY]
+    day = seen["day"]
+    assert f"{len(newest_day)} releases from 3 zones" in day
+    for zone in ("entrance", "checkout"):
+        windows = [r for r in newest_day if r["zone_id"] == zone and r["tier"] == "window"]
+        shown = sum(not r["below_k"] for r in windows)
+        section = day[day.index(f'data-zone="{zone}"'):]
+        section = section[:section.index("</section>")]
+        assert f'data-points="{shown}"' in section and f'data-intervals="{shown}"' in section  # a 95% band for every shown window
+        assert section.count('class="suppressed"') == len(windows) - shown + sum(
+            r["below_k"] for r in newest_day if r["zone_id"] == zone and r["tier"] == "day")
+        hours = [r for r in newest_day if r["zone_id"] == zone and r["tier"] == "hour" and not r["below_k"]]
+        assert f'data-direction="E" data-count="{sum(r["direction_counts"]["E"] for r in hours)}"' in section
+        assert f'data-dwell="short" data-count="{sum(r["dwell_counts"]["short"] for r in hours)}"' in section
+        assert "±15 (ε=0.200 per window)" in section  # window occupancy at ε 0.2: discrete Laplace half-width 15
+    assert day.count('class="group"') == 6 and "strict mode: 6 released groups" in day
+    assert seen["half_widths"] == [discrete_laplace_half_width(e) for e in (0.2, 0.15, 0.105, 0.05, 0.015, 1.0)]
+    assert seen["csv_guard"] == "\"'=HYPERLINK(\"\"x\"\")\"|\"a,b\""
+
+    in_range = [r for r in newest_day if NEWEST_DAY + 10 * 3600 <= r["period_start_s"] < NEWEST_DAY + 14 * 3600]
+    assert f"{len(in_range)} releases from 3 zones" in seen["range"]
+
+    week = seen["week"]
+    assert len(releases) > 1000 and f"{len(releases)} releases from 3 zones" in week  # followed the cursor over pages
+    assert week.count('class="day-bar"') == 2 * DAYS - 1 and '<text class="below-k-label"' in week  # one quiet day: "< k"
+
+    exported = list(csv.DictReader(io.StringIO(next(downloads.glob("*.csv")).read_text())))
+    assert {row["release_id"] for row in exported} == {r["release_id"] for r in releases}
+    below = [row for row in exported if row["value"] == "< k"]
+    assert below and all(row["ci95_low"] == "" for row in below)
+    window = next(row for row in exported if row["tier"] == "window" and row["value"] != "< k")
+    assert int(window["ci95_high"]) - int(window["value"]) == 15 and window["metric"] == "occupancy"
+    assert {row["metric"] for row in exported if row["tier"] == "hour"} >= {"occupancy", "entries", "direction:E", "dwell:long"}
+    assert (tmp_path / "dashboard.png").read_bytes().startswith(b"\x89PNG")
