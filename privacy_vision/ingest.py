@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import re
 import signal
 import ssl
@@ -177,14 +178,27 @@ def parse_device_keys(specs: list[str]) -> dict[str, bytes]:
     return keys
 
 
-async def _apply_retention(store: ReleaseStore, days: float, stop: asyncio.Event) -> None:
-    """Delete releases older than the retention period now and then hourly."""
+HOUSEKEEPING_S = 60.0
+
+
+async def _housekeeping(store: ReleaseStore, retention_days: float, stop: asyncio.Event) -> None:
+    """Every minute, forget nonces too old to replay; at start and hourly, delete releases older than the
+    retention period (0: keep them). Kept out of the POST transaction, so concurrent ingests on one
+    database never contend on it; a failure is an ERROR line and is tried again next time."""
+    last_retention = -math.inf
     while not stop.is_set():
-        removed = await asyncio.to_thread(store.purge_older_than, time.time() - days * 86400)
-        if removed:
-            print(f"retention: deleted {removed} releases older than {days:g} days", flush=True)
+        now = time.time()
         try:
-            await asyncio.wait_for(stop.wait(), timeout=3600)
+            await asyncio.to_thread(store.purge_nonces, now)
+            if retention_days > 0 and now - last_retention >= 3600:
+                last_retention = now
+                removed = await asyncio.to_thread(store.purge_older_than, now - retention_days * 86400)
+                if removed:
+                    print(f"retention: deleted {removed} releases older than {retention_days:g} days", flush=True)
+        except Exception as error:  # the database: reported, and the next round tries again
+            print(f"ERROR housekeeping failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_S)
         except asyncio.TimeoutError:
             pass
 
@@ -205,13 +219,12 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"connections: at most {server.guard.max_connections}, TLS handshake {limits.handshake_timeout_s:g} s, first request "
           f"headers and keep-alive idle {limits.idle_timeout_s:g} s, request body {limits.body_timeout_s:g} s", flush=True)
     stop = asyncio.Event()
-    retention = asyncio.create_task(_apply_retention(store, args.retention_days, stop)) if args.retention_days > 0 else None
+    housekeeping = asyncio.create_task(_housekeeping(store, args.retention_days, stop))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    if retention is not None:
-        await retention
+    await housekeeping
     await server.stop()
     store.close()
 

@@ -1,7 +1,10 @@
 """Release storage of the ingest: SQLite (embedded default) or PostgreSQL (production), one code path.
 
 Both keep the per-device replay state (nonces, last sequence) in the same transaction as the release,
-so a request is either fully accepted or leaves no trace.
+so a request is either fully accepted or leaves no trace. Several ingest processes may share one
+database (the fleet case): the replay checks are single statements the database makes atomic (a nonce
+is inserted unless present, the sequence is raised only if higher), so the same signed request sent to
+two processes at once is accepted by exactly one, and the other gets a 409.
 """
 from __future__ import annotations
 
@@ -14,14 +17,19 @@ from pathlib import Path
 from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, RequestRejected
 from privacy_vision.core.release_schema import WireRelease
 
+NONCE_KEEP_S = 3 * MAX_CLOCK_SKEW_S  # a nonce older than the accepted clock skew can never be replayed successfully
+
 
 @dataclass(frozen=True)
 class _Dialect:
     placeholder: str
     begin: str
-    insert_nonce: str
-    upsert_sequence: str
+    schema_lock: str | None  # serialises schema creation between processes starting together
+    insert_nonce: str  # returns a row only if the nonce was new
+    raise_sequence: str  # returns a row only if the sequence was higher than the stored one (or the first)
     insert_release: str
+    purge_nonces: str
+    purge_releases: str
     schema: tuple[str, ...]
 
 
@@ -35,19 +43,27 @@ _TABLES = (
     " PRIMARY KEY (device_id, nonce))",
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
 )
+_INSERT_NONCE = "INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1"
+_RAISE_SEQUENCE = ("INSERT INTO sequences VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence"
+                   " WHERE sequences.last_sequence < excluded.last_sequence RETURNING 1")
+_INSERT_RELEASE = "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING"
 
 SQLITE = _Dialect(
-    placeholder="?", begin="BEGIN IMMEDIATE",
-    insert_nonce="INSERT INTO nonces VALUES (?, ?, ?)",
-    upsert_sequence="INSERT OR REPLACE INTO sequences VALUES (?, ?)",
-    insert_release="INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING",
+    placeholder="?", begin="BEGIN IMMEDIATE", schema_lock=None,  # one writer at a time, across processes too
+    insert_nonce=_INSERT_NONCE, raise_sequence=_RAISE_SEQUENCE, insert_release=_INSERT_RELEASE,
+    purge_nonces="DELETE FROM nonces WHERE seen_at < ?",
+    purge_releases="DELETE FROM releases WHERE window_end < ?",
     schema=_TABLES,
 )
+# PostgreSQL: rows another process is deleting are skipped, so housekeeping in several processes never deadlocks.
 POSTGRES = _Dialect(
-    placeholder="%s", begin="BEGIN",
-    insert_nonce="INSERT INTO nonces VALUES (%s, %s, %s)",
-    upsert_sequence="INSERT INTO sequences VALUES (%s, %s) ON CONFLICT (device_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
-    insert_release="INSERT INTO releases VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (release_id) DO NOTHING",
+    placeholder="%s", begin="BEGIN", schema_lock="SELECT pg_advisory_xact_lock(1347830338)",
+    insert_nonce=_INSERT_NONCE.replace("?", "%s"), raise_sequence=_RAISE_SEQUENCE.replace("?", "%s"),
+    insert_release=_INSERT_RELEASE.replace("?", "%s"),
+    purge_nonces="DELETE FROM nonces WHERE (device_id, nonce) IN (SELECT device_id, nonce FROM nonces WHERE seen_at < %s"
+                 " FOR UPDATE SKIP LOCKED)",
+    purge_releases="DELETE FROM releases WHERE release_id IN (SELECT release_id FROM releases WHERE window_end < %s"
+                   " FOR UPDATE SKIP LOCKED)",
     schema=_TABLES,
 )
 
@@ -77,13 +93,22 @@ class ReleaseStore:
             path = Path(self.target)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.dialect = SQLITE
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            # timeout: how long a writer waits for another process's transaction (several ingests on one file)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")  # readers on their own connection never block the writer
-            self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self.description = f"SQLite {path.resolve()}"
         with self._lock:
-            for statement in self.dialect.schema:
-                self._db.execute(statement)
+            self._db.execute(self.dialect.begin)
+            try:
+                if self.dialect.schema_lock:
+                    self._db.execute(self.dialect.schema_lock)
+                for statement in self.dialect.schema:
+                    self._db.execute(statement)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.dialect.placeholder)
@@ -94,20 +119,18 @@ class ReleaseStore:
     def accept(self, device_id: str, nonce: str, sequence: int, release: WireRelease, body: str, now_s: float) -> str:
         """Check replay state and store in one transaction; returns 'stored' or 'duplicate'.
 
-        Only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT NULL failures).
+        Each check is one atomic statement (never a SELECT then an INSERT, which two processes can both
+        pass); only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT
+        NULL failures).
         """
         with self._lock:
             self._db.execute(self.dialect.begin)
             try:
-                if self._one("SELECT 1 FROM nonces WHERE device_id = ? AND nonce = ?", (device_id, nonce)):
+                if self._db.execute(self.dialect.insert_nonce, (device_id, nonce, now_s)).fetchone() is None:
                     raise RequestRejected(409, "replayed request: nonce already used")
-                row = self._one("SELECT last_sequence FROM sequences WHERE device_id = ?", (device_id,))
-                if row and sequence <= row[0]:
-                    raise RequestRejected(409, f"replayed request: sequence {sequence} is not above {row[0]}", last_sequence=int(row[0]))
-                self._db.execute(self.dialect.insert_nonce, (device_id, nonce, now_s))
-                self._db.execute(self.dialect.upsert_sequence, (device_id, sequence))
-                # A nonce older than the accepted clock skew can never be replayed successfully.
-                self._db.execute(self._sql("DELETE FROM nonces WHERE seen_at < ?"), (now_s - 3 * MAX_CLOCK_SKEW_S,))
+                if self._db.execute(self.dialect.raise_sequence, (device_id, sequence)).fetchone() is None:
+                    last = int(self._one("SELECT last_sequence FROM sequences WHERE device_id = ?", (device_id,))[0])
+                    raise RequestRejected(409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last)
                 cursor = self._db.execute(self.dialect.insert_release, (
                     release.release_id, device_id, release.zone_id, release.period_start_s, release.period_end_s, body, now_s))
                 self._db.execute("COMMIT")
@@ -115,6 +138,11 @@ class ReleaseStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def purge_nonces(self, now_s: float) -> int:
+        """Forget nonces too old to be replayed (their timestamps fail the clock-skew check); returns how many."""
+        with self._lock:
+            return self._db.execute(self.dialect.purge_nonces, (now_s - NONCE_KEEP_S,)).rowcount
 
     def releases(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
                  before: tuple[float, str] | None = None, limit: int = 1000) -> list[dict]:
@@ -150,7 +178,7 @@ class ReleaseStore:
     def purge_older_than(self, cutoff_s: float) -> int:
         """Retention: delete releases whose period ended before cutoff_s; returns how many."""
         with self._lock:
-            return self._db.execute(self._sql("DELETE FROM releases WHERE window_end < ?"), (cutoff_s,)).rowcount
+            return self._db.execute(self.dialect.purge_releases, (cutoff_s,)).rowcount
 
     def close(self) -> None:
         with self._lock, self._read_lock:

@@ -52,3 +52,17 @@ def postgres_dsn():
 
     with postgres_server() as dsn:
         yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request, tmp_path):
+    """An ingest database, once as a SQLite file and once as a clean PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ingest.sqlite")
+    dsn = request.getfixturevalue("postgres_dsn")
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        for table in ("releases", "nonces", "sequences"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+    return dsn

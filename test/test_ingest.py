@@ -34,19 +34,6 @@ def pki(tmp_path_factory):
     return PkiPaths(root)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_target(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "ingest.sqlite")
-    dsn = request.getfixturevalue("postgres_dsn")
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as db:  # a clean schema per test
-        for table in ("releases", "nonces", "sequences"):
-            db.execute(f"DROP TABLE IF EXISTS {table}")
-    return dsn
-
-
 @pytest.fixture
 def ingest(pki, store_target):
     server = IngestThread(pki, store_target, load_key_file(pki.device_key))
