@@ -1,11 +1,14 @@
-"""Load benchmark of the ingest over TLS on loopback: signed releases per second accepted (SQLite and
-PostgreSQL), device POST latency while 64 analysts read (reads must not starve writes), and the uplink's
-outbox drain rate after an outage of 10,000 releases.
+"""Load benchmark of the ingest over TLS on loopback: signed releases per second accepted by 1, 2 and 4
+ingest processes on one database (SQLite and PostgreSQL), device POST latency while 64 analysts read
+(reads must not starve writes), device POST latency during a slow-connection attack on an ingest limited
+to 1,024 file descriptors (and its log volume), and the uplink's outbox drain after an outage of 10,000.
 
-    .venv/bin/python bench/ingest_load.py [--parts throughput,readers,drain] [--requests 2000] [--clients 4]
-        [--repeats 3] [--outage 10000] [--readers 64] [--posts 300]
+    .venv/bin/python bench/ingest_load.py [--parts readers,slow,throughput,drain] [--requests 2000] [--clients 4]
+        [--processes 1,2,4] [--repeats 3] [--outage 10000] [--readers 64] [--posts 300]
+        [--slow-connections 1000] [--nofile 1024] [--ingest-option OPTION ...]
 
-Client and server share this machine's cores, so the figures are for the whole loopback system.
+Devices, analysts, attacker and ingest processes share this machine's cores, so the figures are for the
+whole loopback system.
 """
 from __future__ import annotations
 
