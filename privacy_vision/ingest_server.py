@@ -195,6 +195,13 @@ class ConnectionGuard:
     def forget(self, slot: _Slot) -> None:
         self._drop(slot)
 
+    def cancel_handshakes(self) -> None:
+        """When the site stops: connections still in their TLS handshake are dropped (aiohttp's shutdown
+        closes the established ones)."""
+        for slot in list(self._idle):
+            if slot.handshake is not None and not slot.handshake.done():
+                slot.handshake.cancel()
+
     @web.middleware
     async def track(self, request: web.Request, handler) -> web.StreamResponse:
         slot = self._by_handler.get(request.protocol)
@@ -217,14 +224,16 @@ class ConnectionGuard:
 class _Listener:
     """What aiohttp's BaseSite calls a server: the listening socket and a close()."""
 
-    def __init__(self, sock: socket.socket, task: asyncio.Task) -> None:
+    def __init__(self, sock: socket.socket, task: asyncio.Task, on_close: Callable[[], None]) -> None:
         self.sockets = [sock]
         self._task = task
+        self._on_close = on_close
 
     def close(self) -> None:
         self._task.cancel()
         for sock in self.sockets:
             sock.close()
+        self._on_close()
 
 
 class GuardedTLSSite(web.BaseSite):
@@ -235,7 +244,6 @@ class GuardedTLSSite(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context, backlog=guard.limits.backlog)
         self._guard = guard
         self._host, self._port = host, port
-        self._handshakes: set[asyncio.Task] = set()
 
     @property
     def name(self) -> str:
@@ -246,7 +254,7 @@ class GuardedTLSSite(web.BaseSite):
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         listener = socket.create_server((self._host, self._port), family=family, backlog=self._backlog, reuse_port=False)
         listener.setblocking(False)
-        self._server = _Listener(listener, asyncio.create_task(self._accept_forever(listener)))
+        self._server = _Listener(listener, asyncio.create_task(self._accept_forever(listener)), self._guard.cancel_handshakes)
 
     async def _accept_forever(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
