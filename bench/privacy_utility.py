@@ -51,8 +51,6 @@ OUT = REPO / "bench_out"
 VELOCITY_WINDOW_S = 1.0  # as the tracker's default velocity_window_s
 UNBOUNDED = (10**6, 10**6, 10**6)
 STRICT_GROUPS_PER_DAY = 1  # strict mode's L: a second group per track doubles the noise scale and nearly doubles the margin
-# The source design's published accuracy (occupancy %, flow %) at k=5, ε=1: metric, window and noise unstated.
-SOURCE_DESIGN = (89.6, 82.7)
 Frames = list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids, x_m, y_m)
 
 
