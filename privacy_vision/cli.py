@@ -11,8 +11,7 @@ DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtes
 
 
 def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
-    """NODE.PARAM=VALUE pairs checked against params.yaml; an integer given for a float parameter
-    is passed as a float, because ROS parameters are strictly typed."""
+    """NODE.PARAM=VALUE pairs checked against params.yaml (the nodes themselves take an integer for a double)."""
     import yaml
 
     from privacy_vision.runner import NODES
@@ -27,8 +26,6 @@ def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str,
         known = (defaults.get(node) or {}).get("ros__parameters", {})
         if name not in known:
             raise SystemExit(f"--set: node '{node}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
-        if isinstance(known[name], float) and isinstance(yaml.safe_load(value), int):
-            value = f"{value}.0"
         overrides.setdefault(node, {})[name] = value
     return overrides
 

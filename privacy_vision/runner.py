@@ -184,7 +184,7 @@ class GraphRunner:
         audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
         self._commands = {}
         for node, overrides in node_parameters(self.options, forced).items():
-            command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
+            command = [sys.executable, "-m", "privacy_vision.node_main", node, "--ros-args",
                        "--params-file", str(config / "params.yaml")]
             for name, value in {**audit, **overrides}.items():
                 command += ["-p", f"{name}:={value}"]

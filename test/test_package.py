@@ -24,8 +24,11 @@ def test_launch_file_starts_every_node_with_respawn_and_local_discovery():
 
 def test_entry_points_match_the_launch_executables():
     setup = (REPO / "setup.py").read_text()
-    assert 'f"{node}_node = {PACKAGE}.nodes.{node}:main"' in setup
+    assert 'f"{node}_node = {PACKAGE}.node_main:{node}"' in setup
+    from privacy_vision import node_main
+
     for node in NODES:
+        assert callable(getattr(node_main, node))
         assert (REPO / f"privacy_vision/nodes/{node}.py").read_text().count("def main(") == 1
 
 

@@ -6,13 +6,15 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
+import yaml
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.experimental import EventsExecutor
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
@@ -21,6 +23,7 @@ from rclpy.signals import SignalHandlerOptions
 from privacy_vision.core.audit import AuditLog
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
+from privacy_vision.node_main import install_stop_handlers
 from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
 IMAGE_TOPIC = "camera/image_raw"
@@ -53,6 +56,12 @@ class PrivacyVisionNode(Node):
             raise StartupError(name, f"audit log: {error}") from None
         self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
         self.dpia_parameters: set[str] = set()  # reported on /diagnostics for the live DPIA
+        # Accepted runtime changes (`ros2 param set`) are kept here, so a respawned node comes back with them.
+        self.runtime_parameters_file = self.declare(
+            "runtime_parameters_file", "", "YAML where accepted runtime parameter changes are kept and restored from at start "
+            "(the launch file sets one per node and launch; empty: not kept)", read_only=True)
+        # An integer for a double parameter (`ros2 param set /aggregator epsilon_per_track_day 2`) is taken as that double.
+        self.add_pre_set_parameters_callback(self._integers_as_doubles)
 
     def offer_personal_data_services(self) -> None:
         """~/forget and ~/data_subject_request for a node that holds per-person state in memory."""
@@ -93,12 +102,34 @@ class PrivacyVisionNode(Node):
         return response
 
     def accept_parameter_updates(self) -> None:
-        """Call at the end of __init__: from then on updates go through validate_parameters()."""
+        """Call at the end of __init__: from then on updates go through validate_parameters(); runtime changes
+        kept from an earlier run of this node (a respawn) are applied again, through the same validation."""
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._keep_runtime_changes)
+        if not self.runtime_parameters_file:
+            return
+        kept = load_runtime_parameters(self.runtime_parameters_file)
+        if not kept:
+            return
+        results = self.set_parameters([Parameter(name, value=value) for name, value in kept.items()])
+        refused = {name: result.reason for name, result in zip(kept, results) if not result.successful}
+        if refused:
+            raise StartupError(self.get_name(), f"runtime parameter changes kept in {self.runtime_parameters_file} are refused: {refused}")
+        self.get_logger().info(f"restored runtime parameter changes from {self.runtime_parameters_file}: {sorted(kept)}")
+
+    def _keep_runtime_changes(self, parameters: list[Parameter]) -> None:
+        if self.runtime_parameters_file:
+            store_runtime_parameters(self.runtime_parameters_file, {p.name: _plain(p.value) for p in parameters})
+
+    def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
+        return [as_declared_type(p, self.describe_parameter(p.name).type) if self.has_parameter(p.name) else p for p in parameters]
 
     def declare(self, name: str, default: Any, description: str, *, read_only: bool = False,
                 minimum: float | None = None, maximum: float | None = None) -> Any:
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
+        override = self._parameter_overrides.get(name)  # -p NAME:=2, a params file or launch: 2 for a double is 2.0
+        if override is not None:
+            self._parameter_overrides[name] = as_declared_type(override, Parameter.Type.from_parameter_value(default).value)
         if minimum is not None or maximum is not None:
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise TypeError(f"range given for non-numeric parameter {name}")
@@ -145,6 +176,36 @@ class PrivacyVisionNode(Node):
         """Flush state before the process exits (runs with the node still able to publish)."""
 
 
+def as_declared_type(parameter: Parameter, declared_type: int) -> Parameter:
+    """An integer (or integer array) given for a double (or double array) parameter, as that double; anything
+    else unchanged, so that rclpy's own type check names a real mismatch."""
+    if declared_type == ParameterType.PARAMETER_DOUBLE and parameter.type_ == Parameter.Type.INTEGER:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    if declared_type == ParameterType.PARAMETER_DOUBLE_ARRAY and parameter.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in parameter.value])
+    return parameter
+
+
+def load_runtime_parameters(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        return {}
+    values = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(values, dict):
+        raise StartupError("runtime parameters", f"{path} is not a mapping of parameter names to values")
+    return values
+
+
+def store_runtime_parameters(path: str, changes: dict[str, Any]) -> None:
+    """Merge accepted changes into the file atomically (write a temporary file, then rename)."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    values = {**load_runtime_parameters(path), **changes}
+    temporary = file.with_suffix(file.suffix + ".tmp")
+    temporary.write_text(yaml.safe_dump(values, sort_keys=True))
+    temporary.replace(file)
+
+
 def _plain(value: Any) -> Any:
     """Parameter values as JSON-friendly scalars or lists for the audit log."""
     return list(value) if isinstance(value, (list, tuple)) or hasattr(value, "tolist") else value
@@ -166,10 +227,8 @@ def run_node(factory: Callable[[], PrivacyVisionNode], args: list[str] | None = 
     rclpy's own signal handler would shut the context down at once, leaving no chance to publish
     the last window; our handler only sets a flag.
     """
+    stop = install_stop_handlers()  # already in place when started through privacy_vision.node_main
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     exit_code = 1
     node = None
     try:
@@ -195,6 +254,9 @@ def run_node(factory: Callable[[], PrivacyVisionNode], args: list[str] | None = 
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        # Done: a late stop request (launch escalating, a second Ctrl-C) must not kill the interpreter while it exits.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(exit_code)
 
 

@@ -55,9 +55,10 @@ class UplinkNode(PrivacyVisionNode):
         self.refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._outbox_closed = False
         self._thread = threading.Thread(target=self._send_loop, name="uplink-sender", daemon=True)
         self._thread.start()
-        self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
+        self._subscription = self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
         self._report_timer = self.create_timer(1.0, self._report)
         self.accept_parameter_updates()
         self.get_logger().info(f"sending to {url} as {device_id}; {self.outbox.size()} releases waiting in the outbox")
@@ -71,6 +72,9 @@ class UplinkNode(PrivacyVisionNode):
         self.drain_timeout_s = self.current("drain_timeout_s", updates)
 
     def _on_release(self, message: ZoneAnalytics) -> None:
+        if self._outbox_closed:
+            self.get_logger().error(f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored")
+            return
         release = release_from_message(message)
         try:
             self.outbox.put(release["release_id"], canonical_release_bytes(release))
@@ -120,6 +124,8 @@ class UplinkNode(PrivacyVisionNode):
                                                   "last_error": self.sender.last_error})
 
     def on_shutdown(self) -> None:
+        # No release may arrive once the outbox is closing (it used to: "Cannot operate on a closed database").
+        self.destroy_subscription(self._subscription)
         self.destroy_timer(self._report_timer)
         self._stop.set()
         self._wake.set()
@@ -134,6 +140,7 @@ class UplinkNode(PrivacyVisionNode):
             self.get_logger().warning(f"{left} releases stay in the outbox and will be sent at the next start")
         self.get_logger().info(f"uplink stopped: {self.sender.delivered} releases delivered")
         self.sender.client.close()
+        self._outbox_closed = True
         self.outbox.close()
 
 
