@@ -26,12 +26,12 @@ from pgutil import postgres_server  # noqa: E402
 
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins  # noqa: E402
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file  # noqa: E402
-from ingestutil import sample_release  # noqa: E402
+from privacy_vision.core.release_schema import example_release  # noqa: E402
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E402
 
 
 def release(index: int) -> bytes:
-    return canonical_release_bytes(sample_release(f"zone-{index % 8}", 1_790_000_000.0 + 900 * index))
+    return canonical_release_bytes(example_release(f"zone-{index % 8}", 1_790_000_000.0 + 900 * index))
 
 
 class Ingest:

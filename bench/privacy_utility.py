@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, TrackDayAccount  # noqa: E402
+from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, StrictAccount, TrackDayAccount  # noqa: E402
 from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample, direction_sector  # noqa: E402
 from privacy_vision.core.contributions import TIERS, CellTotals, ContributionBounder, ContributionSettings  # noqa: E402
 from privacy_vision.core.geometry import Zone  # noqa: E402
@@ -48,6 +48,7 @@ SHARED = REPO.parent / "shared"
 OUT = REPO / "bench_out"
 VELOCITY_WINDOW_S = 1.0  # as the tracker's default velocity_window_s
 UNBOUNDED = (10**6, 10**6, 10**6)
+STRICT_GROUPS_PER_DAY = 1  # strict mode's L: a second group per track doubles the noise scale and nearly doubles the margin
 # The source design's published accuracy (occupancy %, flow %) at k=5, ε=1: metric, window and noise unstated.
 SOURCE_DESIGN = (89.6, 82.7)
 Frames = list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids, x_m, y_m)
@@ -129,24 +130,76 @@ def velocities(frames: Frames) -> list[dict[int, tuple[float, float]]]:
     return result
 
 
-def cells(workload: Workload, contribution: ContributionSettings, device: bool) -> list[CellTotals]:
-    """Per-cell totals: exact (truth: exact positions, people, no bound, no hysteresis) or as the device
-    computes them (anonymised cells, tracks, bound L, hysteresis)."""
-    frames = workload.device if device else workload.truth
-    bounder = ContributionBounder(workload.zones, contribution if device else replace(contribution, cells_per_day=UNBOUNDED, boundary_hysteresis_m=0.0))
+Records = list[tuple[float, list[tuple[int, AnonymizedRecord]]]]
+
+
+def frame_records(frames: Frames, device: bool) -> Records:
+    """What reaches the bounder each frame: the Anonymizer's records (device) or exact positions (truth)."""
     settings = AnonymizerSettings()
     anonymizer = Anonymizer(settings, now_s=frames[0][0])
-    out: list[CellTotals] = []
+    out: Records = []
     for (t, ids, xs, ys), velocity in zip(frames, velocities(frames)):
         if device:
             anonymizer.key.rotate_if_due(t)
             samples = [TrackSample(pid, x, y, *velocity[pid], 0.2) for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist())]
-            records = list(zip(ids.tolist(), anonymizer.anonymize_frame(samples)))
+            out.append((t, list(zip(ids.tolist(), anonymizer.anonymize_frame(samples)))))
         else:
-            records = [(pid, AnonymizedRecord(str(pid), x, y, "medium", direction_sector(*velocity[pid], 8, settings.min_speed_mps)))
-                       for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist())]
+            out.append((t, [(pid, AnonymizedRecord(str(pid), x, y, "medium", direction_sector(*velocity[pid], 8, settings.min_speed_mps)))
+                            for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist())]))
+    return out
+
+
+def cells(workload: Workload, contribution: ContributionSettings, device: bool) -> list[CellTotals]:
+    """Per-cell totals: exact (truth: exact positions, people, no bound, no hysteresis) or as the device
+    computes them (anonymised cells, tracks, bound L, hysteresis)."""
+    bounder = ContributionBounder(workload.zones, contribution if device else replace(contribution, cells_per_day=UNBOUNDED, boundary_hysteresis_m=0.0))
+    out: list[CellTotals] = []
+    for t, records in frame_records(workload.device if device else workload.truth, device):
         out += bounder.observe(t, records)
     return out + bounder.flush()
+
+
+@dataclass
+class StrictScore:
+    groups: int
+    median_minutes: float
+    accuracy: float
+    bias: float
+    covered: float  # share of the observed time that lies in a released group
+
+
+def people_in_zones(workload: Workload) -> dict[str, list[set[int]]]:
+    """Per zone and truth frame: the people inside (for the true size of a group over any period)."""
+    return {zone.zone_id: [{pid for pid, x, y in zip(ids.tolist(), xs.tolist(), ys.tolist()) if zone.contains(x, y)}
+                           for _, ids, xs, ys in workload.truth] for zone in workload.zones}
+
+
+def run_strict(workload: Workload, records: Records, inside: dict[str, list[set[int]]], contribution: ContributionSettings,
+               settings: AggregatorSettings) -> StrictScore:
+    """Strict mode end to end: the bounder forms groups, the releaser tests them, a release restarts the group
+    (as the anonymizer node does on /zone_analytics). Truth: distinct people in the zone over each group's period."""
+    bounder = ContributionBounder(workload.zones, contribution)
+    bounds = Bounds(contribution.window_s, contribution.cells_per_day, contribution.groups_per_day)
+    released = []
+    with tempfile.TemporaryDirectory() as folder:
+        releaser = CellReleaser(settings, PrivacyLedger(Path(folder) / "ledger.sqlite", settings.daily_epsilon_cap), lambda: str(uuid.uuid4()), time.time)
+        for cell in (cell for t, frame in records for cell in bounder.observe(t, frame)):
+            release = releaser.release(cell, bounds)
+            if release is not None:
+                released.append(release)
+                bounder.close_group(release.zone_id, release.period_start_s, release.period_end_s)
+        for cell in bounder.flush():  # the run's end: the pending groups get a last test
+            release = releaser.release(cell, bounds)
+            released += [release] if release else []
+        releaser.ledger.close()
+    times = np.array([t for t, _, _, _ in workload.truth])
+    true = [len(set().union(*inside[r.zone_id][np.searchsorted(times, r.period_start_s):np.searchsorted(times, r.period_end_s)])) for r in released]
+    shown = np.array([r.occupancy for r in released], dtype=float)
+    span = (times[-1] - times[0]) * len(inside)
+    return StrictScore(len(released), float(np.median([(r.period_end_s - r.period_start_s) / 60 for r in released])) if released else math.nan,
+                       1.0 - np.abs(shown - true).sum() / max(sum(true), 1) if released else 0.0,
+                       float((shown - np.array(true)).mean()) if released else math.nan,
+                       sum(min(r.period_end_s, times[-1]) - max(r.period_start_s, times[0]) for r in released) / span)
 
 
 @dataclass
@@ -220,6 +273,8 @@ def run_v1(truth_windows: list[CellTotals], device_windows: list[CellTotals], dr
 
 def summary(values: list[float]) -> str:
     array = np.asarray(values, dtype=float)
+    if not len(array):
+        return "-"
     if len(array) < 2 or np.allclose(array, array[0]):
         return f"{array.mean():.1f}"
     half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
@@ -307,6 +362,20 @@ def main() -> None:
                     scores[tier].append(score(truth, released, tier, mixed))
             per_cell = "/".join(f"{account.cells[t].epsilon:.3g}" for t in TIERS)
             lines.append(row_cells(label, scores, (per_cell, f"{account.epsilon:.3g}")))
+        strict_contribution = replace(contribution, groups_per_day=STRICT_GROUPS_PER_DAY)
+        records = frame_records(workload.device, device=True)
+        inside = people_in_zones(workload)
+        lines += ["", f"Strict mode (groups of at least k true people; L = {STRICT_GROUPS_PER_DAY} group per track and day, tested every "
+                      f"{contribution.window_s:g} s, δ {default.strict_delta:g} per track-day):", "",
+                  "| row | groups released | median group length (min) | group occupancy accuracy % | bias | share of zone-time in a released group % | threshold (k + margin) | ε per track-day |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in (2.0, 4.0):
+            settings = replace(default, mode="strict", epsilon_per_track_day=e, daily_epsilon_cap=max(e, default.daily_epsilon_cap))
+            account = StrictAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day, STRICT_GROUPS_PER_DAY))
+            results = [run_strict(workload, records, inside, strict_contribution, settings) for _ in range(args.runs)]
+            lines.append(f"| strict, ε {e:g} | {summary([r.groups for r in results])} | {summary([r.median_minutes for r in results if r.groups])} | "
+                         f"{summary([r.accuracy * 100 for r in results])} | {summary([r.bias for r in results if r.groups])} | "
+                         f"{summary([r.covered * 100 for r in results])} | {account.threshold} | {account.epsilon:.3g} (δ {account.delta:g}) |")
         lines.append("")
         print(f"[bench] {workload.name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     text = "\n".join(lines)

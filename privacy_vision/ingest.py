@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
+import re
 import signal
 import ssl
 import sys
 import time
 from importlib import resources
 
-from aiohttp import web
+from typing import Annotated
 
-from privacy_vision.core.protocol import RequestRejected, load_key_file, verify_request
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, load_key_file, verify_request
+from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
 from privacy_vision.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
@@ -21,45 +28,105 @@ DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").re
 MAX_BODY_BYTES = 64 * 1024
 
 
-REQUIRED_FIELDS = {"release_id": str, "zone_id": str, "tier": str, "period_start_s": (int, float), "period_end_s": (int, float),
-                   "below_k": bool, "epsilon_cell": (int, float), "epsilon_track_day": (int, float), "k": int, "mechanism": str,
-                   "privacy_unit": str}
+MAX_CONCURRENT_READS = 2
 
 
-def validate_release(release: object) -> dict:
-    if not isinstance(release, dict):
-        raise RequestRejected(422, "body must be a JSON object")
-    for name, kind in REQUIRED_FIELDS.items():
-        if not isinstance(release.get(name), kind):
-            raise RequestRejected(422, f"field {name!r} missing or of the wrong type")
-    return release
+def encode_cursor(release: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps([release["period_start_s"], release["release_id"]]).encode()).decode()
+
+
+class ReleaseQuery(BaseModel):
+    """Query parameters of GET /v1/releases; anything else, or out of range, is a 400 with the reason."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    since: Seconds = 0.0
+    until: Seconds | None = None
+    zone: Name | None = None
+    device: Identifier | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    cursor: Annotated[str, Field(max_length=400, pattern=r"^[A-Za-z0-9_\-=]+$")] | None = None
+
+    _position: tuple[float, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _decode_cursor(self) -> "ReleaseQuery":
+        if self.cursor is not None:
+            try:
+                start, release_id = json.loads(base64.urlsafe_b64decode(self.cursor))
+                self._position = float(start), str(release_id)
+            except (ValueError, TypeError):
+                raise ValueError("cursor is not one this server issued") from None
+        return self
+
+    def position(self) -> tuple[float, str] | None:
+        return self._position
+
+
+def _content_security_policy(html: str) -> str:
+    """Only the dashboard's own inline script and style may run (by hash); nothing else loads or frames it."""
+    def hashes(tag: str) -> str:
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" for body in bodies)
+    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": _content_security_policy(DASHBOARD_HTML),
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:  # aiohttp's own 404/405/413 carry them too
+        error.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Application:
     async def post_release(request: web.Request) -> web.Response:
+        """Every client fault is a 4xx with a reason; only the server's own failures may be a 5xx."""
         body = await request.read()
         try:
-            device_id = request.headers.get("X-PV-Device", "")
+            device_id = request.headers.get(HEADER_DEVICE, "")
             key = device_keys.get(device_id)
             if key is None:
                 raise RequestRejected(401, "unknown device")
             now = time.time()
-            signed = verify_request(key, request.method, request.path, dict(request.headers), body, now)
+            signed = verify_request(key, request.method, request.path, request.headers, body, now)
             try:
-                release = validate_release(json.loads(body))
-            except json.JSONDecodeError:
-                raise RequestRejected(422, "body is not JSON") from None
-            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, body.decode(), now)
+                release = parse_release_json(body)
+                text = body.decode("utf-8")
+            except (InvalidRelease, UnicodeDecodeError) as invalid:
+                raise RequestRejected(422, f"release does not match the schema: {invalid}") from None
+            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, text, now)
         except RequestRejected as rejected:
             return web.json_response({"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status)
-        return web.json_response({"status": outcome, "release_id": release["release_id"]}, status=200)
+        return web.json_response({"status": outcome, "release_id": release.release_id}, status=200)
+
+    reads = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def list_releases(request: web.Request) -> web.Response:
+        """Newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
         try:
-            since = float(request.query.get("since", "0"))
-        except ValueError:
-            return web.json_response({"error": "since must be a number (unix seconds)"}, status=400)
-        return web.json_response(await asyncio.to_thread(store.releases, request.query.get("zone"), since))
+            query = ReleaseQuery.model_validate(dict(request.query))
+        except ValidationError as error:
+            return web.json_response({"status": "rejected", "reason": validation_reason(error)}, status=400)
+        async with reads:  # bounded, so readers cannot take every worker thread from the writers
+            rows = await asyncio.to_thread(store.releases, query.zone, query.since, query.until, query.device,
+                                           query.position(), query.limit)
+        headers = {"X-Next-Cursor": encode_cursor(rows[-1])} if len(rows) == query.limit else {}
+        return web.json_response(rows, headers=headers)
 
     async def dashboard(_: web.Request) -> web.Response:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
@@ -67,7 +134,7 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes]) -> web.Applica
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[security_headers])
     app.router.add_post(RELEASES_PATH, post_release)
     app.router.add_get(RELEASES_PATH, list_releases)
     app.router.add_get("/healthz", health)

@@ -334,12 +334,18 @@ def format_summary(releases: list[dict], store: Path) -> str:
         footfall = ("< k" if rows["day"][-1]["below_k"] else str(rows["day"][-1]["occupancy"])) if rows["day"] else "-"
         lines.append(f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
                      f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}")
+        groups = [r for r in releases if r["zone_id"] == zone and r["tier"] == "group"]
+        if groups:
+            lines.append(f"{'':<16}strict mode: {len(groups)} groups released: " + ", ".join(
+                f"{r['occupancy']} people over {r['period_end_s'] - r['period_start_s']:.0f} s" for r in groups))
     if not zones:
         lines.append("(no releases reached the ingest)")
     if releases:
         p = releases[0]
-        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g} per {p['privacy_unit']} (each track counts in at most L cells "
-                     f"per tier and day), k={p['k']} applied to noisy values, window {p['window_s']:g} s; ε per track-day charged today "
+        rule = "groups of at least k true people only (strict mode)" if p["mode"] == "strict" else "applied to noisy values"
+        delta = f", δ={p['delta_track_day']:.3g}" if p["delta_track_day"] else ""
+        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']} (each track counts in at most L cells "
+                     f"per tier and day), k={p['k']} {rule}, window {p['window_s']:g} s; ε per track-day charged today "
                      f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}")
     lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
     return "\n".join(lines)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 
 from aiohttp import web
 
@@ -56,13 +55,3 @@ class IngestThread:
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-
-
-def sample_release(zone: str = "hall", start: float = 0.0, tier: str = "window", **extra) -> dict:
-    """A release in the wire format the uplink sends (nodes/uplink.py: release_from_message)."""
-    period = {"window": 900.0, "hour": 3600.0, "day": 86400.0}[tier]
-    return {"release_id": str(uuid.uuid4()), "zone_id": zone, "tier": tier, "period_start_s": start, "period_end_s": start + period,
-            "complete": True, "below_k": False, "occupancy": 7, "direction_counts": {"E": 3, "N": 4}, "dwell_counts": {"short": 7},
-            "entries": 2, "exits": 1, "entries_today": 2, "mechanism": "discrete_laplace", "privacy_unit": "track-day",
-            "epsilon_cell": 0.2, "epsilon_track_day": 2.0, "cells_per_day": 4, "window_s": 900.0, "k": 5, "mode": "default",
-            "epsilon_spent_today": 2.0, "daily_epsilon_cap": 6.0, "epsilon_by_metric": {"occupancy": 0.2}, **extra}

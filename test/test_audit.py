@@ -110,3 +110,30 @@ def test_any_single_edit_is_detected(tmp_path_factory, payloads, where, shift):
     raw[position] = (raw[position] - 32 + shift) % 95 + 32 if 32 <= raw[position] < 127 else 65
     path.write_bytes(bytes(raw))
     assert not verify(directory, KEY).ok
+
+
+@pytest.mark.parametrize("emptied", ["never written", "files and head deleted", "files deleted, head kept"])
+def test_finding_9_missing_or_emptied_log_is_an_error(tmp_path, emptied):
+    """An emptied audit folder used to verify as "OK: 0 entries"."""
+    if emptied != "never written":
+        log = filled(tmp_path, 3)
+        for path in log.files():
+            path.unlink()
+        if emptied == "files and head deleted":
+            log.head_path.unlink()
+    result = verify(tmp_path, KEY)
+    assert not result.ok and result.entries == 0, str(result)
+    assert "missing or empty" in str(result) or "cut off" in str(result)
+
+
+def test_audit_verify_command_fails_on_an_empty_log(tmp_path):
+    import subprocess
+    import sys
+
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    (tmp_path / "audit").mkdir()
+    run = subprocess.run([sys.executable, "-m", "privacy_vision.cli", "audit", "verify", "--dir", str(tmp_path / "audit"), "--key", str(key_file)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "missing or empty" in run.stdout, run.stdout + run.stderr

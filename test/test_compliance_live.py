@@ -70,6 +70,11 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
     assert {"frames", "release_sent", "parameter_changed", "data_subject_request", "forget_request", "dpia_generated"} <= events, events
     change = next(e for e in entries if e["event"] == "parameter_changed")
     assert (change["data"]["parameter"], change["data"]["old"], change["data"]["new"]) == ("k", 5, 3)
+    # Finding 9: a start-time override (--set anonymizer.window_s=10) is in the audit log, with a digest of all settings.
+    started = {e["source"]: e["data"] for e in entries if e["event"] == "configuration_at_start"}
+    assert {"camera", "detection", "tracking", "anonymizer", "aggregator", "uplink"} <= set(started), set(started)
+    assert started["anonymizer"]["parameters"]["window_s"] == 10.0 and started["aggregator"]["parameters"]["k"] == 5
+    assert all(len(data["all_parameters_sha256"]) == 64 and data["parameter_count"] > len(data["parameters"]) for data in started.values())
     assert any(e["event"] == "data_subject_request" and e["data"].get("request_id") == "REQ-ERASE-1" for e in entries)
     sent = [e for e in entries if e["event"] == "release_sent"]
     assert sent and all({"zone", "tier", "mechanism", "epsilon_cell", "epsilon_track_day", "k"} <= set(e["data"]) for e in sent)

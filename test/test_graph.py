@@ -118,6 +118,29 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     assert len(probe.received.get("/anonymized_tracks", [])) > 10
 
 
+def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):
+    """Strict mode through the real nodes: group totals from the anonymizer, the sparse-vector test in the
+    aggregator, the release read back by the anonymizer so that the next group starts where this one ended."""
+    code, output, probe = run_graph(tmp_path, str(vtest_video), [
+        "--max-frames", "300", "--fps", "20", "--set", "anonymizer.window_s=2", "--set", "anonymizer.groups_per_day=3",
+        "--set", "aggregator.mode=strict", "--set", "aggregator.k=2", "--set", "aggregator.epsilon_per_track_day=100.0",
+        "--set", "aggregator.daily_epsilon_cap=100.0"])  # large ε: a margin of a few people, so the short clip fills groups
+    assert code == 0, output
+    releases = stored_releases(tmp_path / "var")
+    assert releases and {r["tier"] for r in releases} == {"group"}, output
+    for release in releases:
+        assert release["mode"] == "strict" and release["mechanism"] == "sparse_vector+discrete_laplace" and release["occupancy"] >= 2
+        assert release["delta_track_day"] == pytest.approx(1e-6) and release["epsilon_track_day"] == pytest.approx(100.0)
+    by_zone: dict[str, list[tuple[float, float]]] = {}
+    for release in sorted(releases, key=lambda r: r["period_start_s"]):
+        by_zone.setdefault(release["zone_id"], []).append((release["period_start_s"], release["period_end_s"]))
+    # each zone's groups follow each other: the anonymizer restarted the group at the released end
+    assert any(len(periods) > 1 for periods in by_zone.values()), by_zone
+    for periods in by_zone.values():
+        assert all(end == pytest.approx(next_start) for (_, end), (next_start, _) in zip(periods, periods[1:])), periods
+    assert "strict mode:" in output
+
+
 def test_missing_video_is_a_clear_error(tmp_path):
     code, output, _ = run_graph(tmp_path, str(tmp_path / "no-such-video.avi"), ["--max-frames", "10"])
     assert code != 0

@@ -9,23 +9,24 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import uuid
 
 import pytest
 
-from ingestutil import IngestThread, sample_release
+from ingestutil import IngestThread
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
 from privacy_vision.ingest import RELEASES_PATH, server_ssl_context
 from privacy_vision.ingest_store import ReleaseStore
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
-    return sample_release(zone, start, **extra)
+    return example_release(zone, start, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +98,10 @@ def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
 def test_store_is_idempotent_and_filters(store_target):
     store = ReleaseStore(store_target)
     first, second = release("a", 0.0), release("b", 1200.0)
-    assert store.accept("dev-1", "n1", 1, first, json.dumps(first), time.time()) == "stored"
-    assert store.accept("dev-1", "n2", 2, first, json.dumps(first), time.time()) == "duplicate"
-    assert store.accept("dev-1", "n3", 3, second, json.dumps(second), time.time()) == "stored"
-    assert [r["zone_id"] for r in store.releases()] == ["a", "b"]
+    assert store.accept("dev-1", "n1", 1, validate_release(first), json.dumps(first), time.time()) == "stored"
+    assert store.accept("dev-1", "n2", 2, validate_release(first), json.dumps(first), time.time()) == "duplicate"
+    assert store.accept("dev-1", "n3", 3, validate_release(second), json.dumps(second), time.time()) == "stored"
+    assert [r["zone_id"] for r in store.releases()] == ["b", "a"]  # newest period first
     assert [r["zone_id"] for r in store.releases(zone_id="b")] == ["b"]
     assert [r["zone_id"] for r in store.releases(since_s=1000.0)] == ["b"]
     assert store.purge_older_than(1000.0) == 1  # retention: "a" (a 15-minute window) ended at 900 s
@@ -170,7 +171,7 @@ def test_dashboard_renders_zones_in_headless_chromium(pki, tmp_path):
     try:
         for index, zone in enumerate(["entrance", "entrance", "entrance", "checkout", "checkout"]):
             item = release(zone, start=1_790_000_000 + 900 * index, below_k=(index == 1))
-            server.store.accept("dev-1", f"n{index}", index + 1, item, json.dumps(item), time.time())
+            server.store.accept("dev-1", f"n{index}", index + 1, validate_release(item), json.dumps(item), time.time())
         profile = tempfile.mkdtemp(prefix="pv-chromium-")
         result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -206,3 +207,11 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
                 canonical_release_bytes(release()), sequence=2)
     finally:
         server.stop()
+
+
+def test_the_ingest_validates_v2_releases_without_the_device_stack():
+    """The schema reads tiers and labels from core/contributions.py; the cloud side must not pull in
+    OpenCV, Shapely, OpenDP, NumPy or ROS for that."""
+    code = "import sys, privacy_vision.ingest; print(sorted({'cv2', 'shapely', 'opendp', 'numpy', 'rclpy'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr

@@ -12,9 +12,10 @@ from shapely.geometry import Polygon
 
 from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, TrackDayAccount, utc_day, within_finer_tier
 from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample
-from privacy_vision.core.contributions import DAY_S, TIERS, ContributionBounder, ContributionSettings
+from privacy_vision.core.contributions import DAY_S, TIERS, CellTotals, ContributionBounder, ContributionSettings
 from privacy_vision.core.geometry import Zone
 from privacy_vision.core.privacy import PrivacyLedger
+from privacy_vision.core.release_schema import wire_from_release
 
 ZONES = [Zone("west", Polygon([(0, 0), (10.2, 0), (10.2, 10), (0, 10)])), Zone("east", Polygon([(10.2, 0), (20, 0), (20, 10), (10.2, 10)])),
          Zone("north", Polygon([(0, 10), (20, 10), (20, 20), (0, 20)]))]
@@ -126,6 +127,8 @@ def test_a_whole_simulated_day_releases_every_cell_of_the_grid_and_charges_once(
     assert len([r for r in day_cells if r.tier == "day"]) == len(ZONES) + 1  # and the site
     assert cells_released.ledger.charges(utc_day(DAY0)) == 1
     assert max(r.epsilon_spent_today for r in day_cells) == pytest.approx(day_cells[0].epsilon_track_day)
+    for release in released:  # every cell, "< k" ones included, is valid under the one wire schema (else the uplink refuses it)
+        wire_from_release(release)
 
 
 def test_k_is_applied_to_noisy_values_only_and_below_k_withholds_every_value(tmp_path):
@@ -135,6 +138,7 @@ def test_k_is_applied_to_noisy_values_only_and_below_k_withholds_every_value(tmp
     shown = releaser(tmp_path, epsilon_per_track_day=100.0, daily_epsilon_cap=100.0, k=5)  # noise ~0: 3 people < k
     release = shown.release(window, Bounds(60.0, (4, 3, 6)))
     assert release.below_k and release.occupancy == 0
+    assert wire_from_release(release)["below_k"] is True
     release = releaser(tmp_path, epsilon_per_track_day=100.0, daily_epsilon_cap=100.0, k=3).release(window, Bounds(60.0, (4, 3, 6)))
     assert not release.below_k and release.occupancy == 3
 
@@ -177,3 +181,99 @@ def test_a_mid_day_change_of_settings_charges_again(tmp_path):
     cells.reconfigure(AggregatorSettings(epsilon_per_track_day=1.0, daily_epsilon_cap=5.0))
     refused = [cells.release(cell, bounds) for cell in bounder.observe(DAY0 + 300.0, []) if cell.tier == "window"]
     assert refused == [None] and cells.cap_reached_day == utc_day(DAY0)
+
+
+# Strict mode: groups of at least k true people, released by a sparse-vector test.
+
+def strict_day(tmp_path, arrivals: list[tuple[int, float, float]], groups_per_day: int = 1, **changes):
+    """Run (track, enter_s, leave_s) visits of the west zone through the bounder and a strict releaser, with the
+    anonymizer's feedback (a released group restarts the zone's group); returns the releaser, releases and the
+    true members of each released group."""
+    contribution = ContributionSettings(window_s=60.0, groups_per_day=groups_per_day)
+    bounder = ContributionBounder(ZONES[:1], contribution)
+    strict = releaser(tmp_path, mode="strict", **changes)
+    bounds = Bounds(60.0, contribution.cells_per_day, groups_per_day)
+    released = []
+    for second in range(0, int(max(leave for _, _, leave in arrivals)) + 120, 10):
+        present = [(track, record(5)) for track, enter, leave in arrivals if enter <= second < leave]
+        for cell in bounder.observe(DAY0 + second, present):
+            release = strict.release(cell, bounds)
+            if release is not None:
+                released.append((release, cell.occupancy))
+                assert bounder.close_group(release.zone_id, release.period_start_s, release.period_end_s)
+    return strict, released, bounds
+
+
+def test_strict_mode_releases_only_groups_of_at_least_k_true_people_and_charges_what_it_states(tmp_path):
+    visits = [(i, 30.0 * i, 30.0 * i + 90.0) for i in range(400)]  # one arrival every 30 s for 3.3 hours
+    strict, released, bounds = strict_day(tmp_path, visits, epsilon_per_track_day=2.0)
+    account = strict.account(bounds)
+    assert released, "400 people over 3 h must fill some groups"
+    for release, true_size in released:
+        assert true_size >= release.k and release.occupancy >= release.k and release.tier == "group" and not release.below_k
+        assert release.mechanism == "sparse_vector+discrete_laplace" and release.delta_track_day == pytest.approx(1e-6)
+        assert release.epsilon_track_day == pytest.approx(account.epsilon) == pytest.approx(2.0)
+        wire_from_release(release)  # valid under the one wire schema
+    periods = [(r.period_start_s, r.period_end_s) for r, _ in released]
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(periods, periods[1:]))  # groups never overlap
+    assert strict.ledger.spent(utc_day(DAY0)) == pytest.approx(account.epsilon)
+    assert account.threshold > account.margin >= 0
+
+
+def test_strict_mode_releases_after_the_noisy_test_passes_and_never_below_k(tmp_path, monkeypatch):
+    strict = releaser(tmp_path, mode="strict", k=5)
+    bounds = Bounds(60.0, (4, 3, 6), 1)
+    account = strict.account(bounds)
+    threshold = account.threshold  # the threshold noise is scripted to 0 below
+    noisy_sizes = iter([threshold - 1, threshold + 10, threshold])  # what the test sees for the three groups below
+    monkeypatch.setattr(account.threshold_noise, "count", lambda value: value)
+    monkeypatch.setattr(account.query_noise, "count", lambda value: next(noisy_sizes))
+    group = lambda size, end: CellTotals("group", "west", DAY0, DAY0 + end, True, size, (0,) * 9, (0, 0, 0), 0, 0)
+    assert strict.release(group(9, 60), bounds) is None  # 9 true people, but the noisy size is below k + margin
+    assert strict.release(group(4, 120), bounds) is None  # the noisy test passes; the hard rule refuses a true size below k
+    release = strict.release(group(5, 180), bounds)
+    assert release is not None and release.occupancy >= 5 and (release.period_start_s, release.period_end_s) == (DAY0, DAY0 + 180)
+    assert strict.release(group(6, 240), bounds) is None  # the released group is over: its start is stale
+
+
+def test_strict_mode_without_groups_releases_nothing_and_says_so(tmp_path):
+    strict = releaser(tmp_path, mode="strict")
+    bounder = ContributionBounder(ZONES[:1], ContributionSettings(window_s=60.0))
+    bounder.observe(DAY0, [(i, record(5)) for i in range(20)])
+    cells = bounder.flush()
+    assert [strict.release(cell, Bounds(60.0, (4, 3, 6), 0)) for cell in cells] == [None] * len(cells)
+    assert strict.strict_without_groups and strict.ledger.spent(utc_day(DAY0)) == 0
+
+
+def members(bounder: ContributionBounder) -> set[int]:
+    group = bounder._groups.get("west")
+    return group.members if group else set()
+
+
+@settings(max_examples=30, deadline=None)
+@given(stays=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 7200), st.integers(10, 3600)), min_size=1, max_size=60),
+       groups_per_day=st.integers(1, 3), close_every=st.integers(1, 5))
+def test_a_track_joins_at_most_l_groups_a_day_however_often_groups_close(stays, groups_per_day, close_every):
+    bounder = ContributionBounder(ZONES[:1], ContributionSettings(window_s=60.0, groups_per_day=groups_per_day))
+    joined: dict[int, int] = {}
+    windows = 0
+    for second in range(0, 7200 + 3600, 20):
+        present = list({track: record(5) for track, start, length in stays if start <= second < start + length}.items())  # once per frame
+        before = {track: track in members(bounder) for track, _ in present}
+        for cell in bounder.observe(DAY0 + second, present):
+            if cell.tier == "group":
+                windows += 1
+                if windows % close_every == 0:
+                    bounder.close_group(cell.zone_id, cell.period_start_s, cell.period_end_s)
+        for track, _ in present:
+            if not before[track] and track in members(bounder):
+                joined[track] = joined.get(track, 0) + 1
+    assert all(count <= groups_per_day for count in joined.values()), joined
+
+
+@pytest.mark.parametrize("changes, message", [({"strict_delta": 0.0}, "strict_delta"), ({"strict_delta": 0.01}, "strict_delta"),
+                                              ({"strict_test_share": 1.0}, "strict_test_share")])
+def test_bad_strict_settings_are_refused(tmp_path, changes, message):
+    cells = releaser(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        cells.reconfigure(AggregatorSettings(**{**cells.settings.__dict__, "mode": "strict", **changes}))

@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 
 import pytest
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import (KeyFileError, RequestRejected, canonical_release_bytes, load_key_file, sign_request,
                                           verify_request)
+from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
 from privacy_vision.ingest import RELEASES_PATH
 from privacy_vision.ingest_store import ReleaseStore
-from ingestutil import IngestThread, sample_release
+from ingestutil import IngestThread
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def ingest(pki, tmp_path):
 
 
 def release(zone: str = "hall") -> dict:
-    return sample_release(zone)
+    return example_release(zone_id=zone)
 
 
 def client_for(server: IngestThread, pki: PkiPaths, pins=None, key=None) -> PinnedClient:
@@ -88,10 +88,10 @@ def test_store_rejects_reused_nonce_and_old_sequence(tmp_path):
     store = ReleaseStore(tmp_path / "s.sqlite")
     item = release()
     body = json.dumps(item)
-    assert store.accept("dev-1", "n1", 5, item, body, time.time()) == "stored"
+    assert store.accept("dev-1", "n1", 5, validate_release(item), body, time.time()) == "stored"
     for nonce, sequence in (("n1", 6), ("n2", 5), ("n3", 4)):
         with pytest.raises(RequestRejected) as rejected:
-            store.accept("dev-1", nonce, sequence, item, body, time.time())
+            store.accept("dev-1", nonce, sequence, validate_release(item), body, time.time())
         assert rejected.value.status == 409
     assert len(store.releases()) == 1
 

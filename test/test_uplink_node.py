@@ -1,17 +1,22 @@
 """The uplink node as a real process: outages and a kill -9 mid-send lose nothing and store nothing twice."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from ingestutil import IngestThread
+from privacy_vision.core.aggregator import Release
+from privacy_vision.core.contributions import TIERS
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import load_key_file
+from privacy_vision.core.release_schema import example_release, wire_from_release
+from privacy_vision.nodes.aggregator import message_from_release
+from privacy_vision.nodes.uplink import release_from_message
 from privacy_vision_msgs.msg import ZoneAnalytics
 from rosutil import RELIABLE_QOS_FOR_TESTS, RosProbe, free_domain_id, start_node, stop
 
@@ -25,14 +30,17 @@ def free_port() -> int:
 
 
 def analytics(index: int) -> ZoneAnalytics:
-    message = ZoneAnalytics(release_id=str(uuid.uuid4()), zone_id=f"zone-{index:03d}", occupancy=index,
-                            direction_labels=["E"], direction_counts=[index], dwell_labels=["short"], dwell_counts=[index])
-    message.tier = "window"
-    message.period_start.sec = 1_790_000_000 + 900 * index
-    message.period_end.sec = message.period_start.sec + 900
-    message.privacy.mechanism, message.privacy.epsilon_cell, message.privacy.epsilon_track_day, message.privacy.k = "discrete_laplace", 0.2, 2.0, 5
-    message.privacy.privacy_unit, message.privacy.window_s = "track-day", 900.0
-    return message
+    return message_from_release(Release(**example_release(f"zone-{index:03d}", 1_790_000_000.0 + 900 * index)))
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("below_k", [False, True])
+def test_a_release_survives_the_message_between_aggregator_and_uplink(tier, below_k):
+    """What the uplink rebuilds from the aggregator's message is the release, and it is valid on the wire."""
+    release = Release(**example_release("plaza_west", 1_790_000_000.0, tier, below_k=below_k))
+    rebuilt = release_from_message(message_from_release(release))
+    assert rebuilt == release
+    assert wire_from_release(rebuilt) == dataclasses.asdict(release)
 
 
 class UplinkUnderTest:
@@ -154,7 +162,27 @@ def test_pin_mismatch_is_an_error_and_sends_nothing(tmp_path):
         uplink.publish([analytics(1)])
         assert wait_for(lambda: "TLS pin mismatch, nothing sent" in uplink.log(), 15.0), uplink.log()
         assert "[ERROR]" in uplink.log() and "check the 'pins'" in uplink.log()
+        time.sleep(3.0)
+        # Finding 1: the same backoff as any failure (retry_max_s 0.5); the old loop logged hundreds of lines here.
+        assert uplink.log().count("TLS pin mismatch") <= 25, uplink.log().count("TLS pin mismatch")
         assert server.requests == 0 and server.store.count() == 0
+    finally:
+        uplink.close()
+        server.stop()
+
+
+def test_empty_outbox_file_is_moved_aside_reported_and_replaced(tmp_path):
+    """Finding 4 on the node: a 0-byte outbox is an ERROR naming where it went, and the node goes on."""
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    (tmp_path / "outbox.sqlite").write_bytes(b"")
+    server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+    try:
+        uplink.start()
+        assert "the outbox was not intact" in uplink.log() and "[ERROR]" in uplink.log()
+        assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
+        uplink.publish([analytics(1)])
+        assert wait_for(lambda: server.store.count() == 1, 20.0), uplink.log()
     finally:
         uplink.close()
         server.stop()

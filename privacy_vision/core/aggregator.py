@@ -6,13 +6,19 @@ Each cell's metrics get exact discrete Laplace noise at sensitivity 1, so one tr
 Σ_tiers L × ε_cell, composed with OpenDP's privacy maps. The ledger charges that once per configuration
 and UTC day, so a normal day never runs out. Everything after the noise (consistency between a cell's
 metrics and across tiers, rounding, the "< k" marker) is post-processing.
+
+Strict mode ("no group below k", literally) releases no grid cell. Each zone's pending group (the tracks
+that joined it since its last release; a track joins at most L groups a day) is offered at every window
+end to a sparse-vector test (AboveThreshold) against k plus a margin; a group is released, over its own
+period, only when the noisy test passes *and* its true size is at least k. That hard rule is the only
+source of δ: the margin makes a pass at a true size of k - 1 that unlikely.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -20,13 +26,14 @@ import numpy as np
 import opendp.prelude as dp
 from scipy import optimize
 
-from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, HOUR_S, TIERS, CellTotals
-from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger
+from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, GROUP_TIER, HOUR_S, TIERS, CellTotals
+from privacy_vision.core.privacy import BudgetDecision, IntegerNoise, PrivacyLedger
 
 MECHANISM = "discrete_laplace"
 PRIVACY_UNIT = "track-day"
 HOUR_METRICS = ("occupancy", "direction", "dwell", "entries", "exits")
-MODES = ("default",)
+MODES = ("default", "strict")
+STRICT_MECHANISM = "sparse_vector+discrete_laplace"
 COARSER_TIER = {"window": ("hour", HOUR_S), "hour": ("day", DAY_S)}  # each tier's cells nest in these periods
 
 
@@ -38,6 +45,8 @@ class AggregatorSettings:
     k: int = 5
     daily_epsilon_cap: float = 6.0  # ε per track-day the ledger allows in one UTC day, over all configurations
     mode: str = "default"
+    strict_delta: float = 1e-6  # strict mode: δ per track-day, spent only by the hard rule "true size ≥ k"
+    strict_test_share: float = 0.5  # strict mode: share of a group's ε for the sparse-vector test (the rest: its count)
 
     def validate(self) -> None:
         if not math.isfinite(self.epsilon_per_track_day) or self.epsilon_per_track_day <= 0:
@@ -52,6 +61,10 @@ class AggregatorSettings:
                              "otherwise nothing can ever be released")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0 < self.strict_delta < 1e-3:
+            raise ValueError(f"strict_delta must be > 0 and < 0.001 (it is a failure probability per track-day), got {self.strict_delta}")
+        if not 0 < self.strict_test_share < 1:
+            raise ValueError(f"strict_test_share must be between 0 and 1 (exclusive), got {self.strict_test_share}")
 
     def metric_epsilons(self, tier: str, cells_per_day: int) -> dict[str, float]:
         """ε of each metric of one cell: the tier's share of the track-day budget over its L cells."""
@@ -68,9 +81,10 @@ class Bounds:
 
     window_s: float
     cells_per_day: tuple[int, int, int]
+    groups_per_day: int = 0  # strict mode: pending groups one track may join per UTC day
 
     def of(self, tier: str) -> int:
-        return self.cells_per_day[TIERS.index(tier)]
+        return self.groups_per_day if tier == GROUP_TIER else self.cells_per_day[TIERS.index(tier)]
 
 
 class CellMechanism:
@@ -94,8 +108,59 @@ class TrackDayAccount:
         self.epsilon = float(self.measurement.map(1))
         # What the ledger charges once per day: everything that sets the noise, and the bound.
         facts = {"mechanism": MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day, "tier_shares": list(settings.tier_shares),
-                 "hour_metric_shares": list(settings.hour_metric_shares), **asdict(bounds)}
-        self.configuration_id = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+                 "hour_metric_shares": list(settings.hour_metric_shares), "window_s": bounds.window_s, "cells_per_day": list(bounds.cells_per_day)}
+        self.configuration_id = configuration_id(facts)
+        self.delta = 0.0
+        self.mechanism = MECHANISM
+
+
+def configuration_id(facts: dict) -> str:
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class StrictAccount:
+    """Strict mode's noise and its cost per track-day. A track joins at most L groups a day; each group is one
+    AboveThreshold instance (ε_test) and, when it passes, one noisy count (ε_count); the hard rule adds δ."""
+
+    def __init__(self, settings: AggregatorSettings, bounds: Bounds) -> None:
+        groups = bounds.groups_per_day
+        if groups < 1:
+            raise ValueError("strict mode needs the anonymizer to form groups: set anonymizer groups_per_day ≥ 1")
+        per_group = settings.epsilon_per_track_day / groups
+        self.epsilon_test = per_group * settings.strict_test_share
+        # AboveThreshold for monotone queries (Lyu, Su & Li 2017, Alg. 7 with c = 1): threshold and query noise both
+        # at scale 2/ε_test. A group's size only grows until its release, and one more track raises every query of
+        # its instance by 0 or 1, so the queries are monotone. OpenDP 0.16 has no sparse-vector measurement: its
+        # map (ε_test per instance) is stated here by hand; the counts' maps are OpenDP's.
+        self.threshold_noise = IntegerNoise(MECHANISM, self.epsilon_test / 2)
+        self.query_noise = IntegerNoise(MECHANISM, self.epsilon_test / 2)
+        self.count_noise = IntegerNoise(MECHANISM, per_group - self.epsilon_test)
+        counts = dp.c.make_composition([self.count_noise.vector_measurement] * groups)
+        self.epsilon_group = self.epsilon_test + float(self.count_noise.vector_measurement.map(1))
+        self.epsilon = groups * self.epsilon_test + float(counts.map(1))
+        self.delta = settings.strict_delta
+        tests_per_day = round(DAY_S / bounds.window_s)
+        self.margin = gate_margin(self.query_noise, self.threshold_noise, settings.strict_delta / groups / tests_per_day)
+        self.threshold = settings.k + self.margin
+        self.mechanism = STRICT_MECHANISM
+        self.configuration_id = configuration_id({"mechanism": STRICT_MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day,
+                                                  "strict_test_share": settings.strict_test_share, "strict_delta": settings.strict_delta,
+                                                  "k": settings.k, "window_s": bounds.window_s, "groups_per_day": groups})
+
+
+def gate_margin(query: IntegerNoise, threshold: IntegerNoise, delta_per_test: float) -> int:
+    """Smallest m ≥ 0 with P[ν - ρ ≥ m + 1] ≤ δ_test: then a group of k - 1 passes a test against k + m with at
+    most that probability, and the hard rule (never release below k) differs from the pure-DP test on at most
+    δ_test per test (union bound over a day's tests of each of the track's L groups)."""
+    support, query_p = query.distribution
+    threshold_support, threshold_p = threshold.distribution
+    difference = np.convolve(query_p, threshold_p[::-1])  # the noise is symmetric, so ν - ρ has this law
+    values = np.arange(support[0] - threshold_support[-1], support[-1] - threshold_support[0] + 1)
+    tail = np.cumsum(difference[::-1])[::-1]  # tail[i] = P[ν - ρ ≥ values[i]]
+    allowed = values[(values >= 1) & (tail <= delta_per_test)]
+    if not len(allowed):
+        raise ValueError(f"strict mode: no threshold margin reaches δ {delta_per_test:.3g} per test with this noise")
+    return int(allowed.min()) - 1
 
 
 @dataclass
@@ -118,6 +183,7 @@ class Release:
     mechanism: str
     epsilon_cell: float
     epsilon_track_day: float
+    delta_track_day: float
     epsilon_by_metric: dict[str, float]
     k: int
     privacy_unit: str
@@ -194,9 +260,12 @@ class CellReleaser:
         self.ledger = ledger
         self._new_id = new_id
         self._clock = clock
-        self._accounts: dict[Bounds, TrackDayAccount] = {}
+        self._accounts: dict[Bounds, TrackDayAccount | StrictAccount] = {}
         self._days: dict[str, _Day] = {}
+        self._groups: dict[str, tuple[float, int]] = {}  # strict mode: zone -> (open group's start, its noisy threshold)
+        self._released_until: dict[str, float] = {}  # strict mode: zone -> end of its last released group
         self.cap_reached_day: str | None = None
+        self.strict_without_groups = False  # strict mode while the anonymizer forms no groups: nothing can be released
         self.reconfigure(settings)
 
     def reconfigure(self, settings: AggregatorSettings) -> None:
@@ -204,22 +273,57 @@ class CellReleaser:
         settings.validate()
         self.settings = settings
         self._accounts.clear()
+        self._groups.clear()  # new noise: each open group starts a new test instance under the new account
         self.ledger.daily_epsilon_cap = settings.daily_epsilon_cap
 
-    def account(self, bounds: Bounds) -> TrackDayAccount:
+    def account(self, bounds: Bounds) -> TrackDayAccount | StrictAccount:
         if bounds not in self._accounts:
-            self._accounts[bounds] = TrackDayAccount(self.settings, bounds)
+            self._accounts[bounds] = StrictAccount(self.settings, bounds) if self.settings.mode == "strict" else TrackDayAccount(self.settings, bounds)
         return self._accounts[bounds]
 
     def release(self, totals: CellTotals, bounds: Bounds) -> Release | None:
-        """The cell's release, or None when today's cap refuses this configuration's charge."""
-        s = self.settings
+        """The cell's release; None when the mode releases no such cell (grid cells in strict mode, groups in the
+        default mode, a group that has not passed its test) or today's cap refuses this configuration's charge."""
+        self.strict_without_groups = self.settings.mode == "strict" and bounds.groups_per_day < 1
+        if self.strict_without_groups or (totals.tier == GROUP_TIER) != (self.settings.mode == "strict"):
+            return None
         account = self.account(bounds)
         day = utc_day(totals.period_start_s)
         decision = self.ledger.try_charge(day, account.configuration_id, account.epsilon, self._clock())
         if not decision.granted:
             self.cap_reached_day = day
             return None
+        if isinstance(account, StrictAccount):
+            return self._release_group(totals, bounds, account, decision)
+        return self._release_cell(totals, bounds, account, decision)
+
+    def _release_group(self, totals: CellTotals, bounds: Bounds, account: StrictAccount, decision: BudgetDecision) -> Release | None:
+        """One AboveThreshold step for the zone's pending group; a new group start begins a new instance."""
+        s = self.settings
+        zone = totals.zone_id
+        if totals.period_start_s < self._released_until.get(zone, -math.inf):
+            return None  # the anonymizer has not yet seen that this group was released
+        start, threshold = self._groups.get(zone, (None, 0))
+        if start != totals.period_start_s:
+            start, threshold = totals.period_start_s, account.threshold_noise.count(account.threshold)
+            self._groups[zone] = (start, threshold)
+        if account.query_noise.count(totals.occupancy) < threshold or totals.occupancy < s.k:
+            return None
+        del self._groups[zone]
+        self._released_until[zone] = totals.period_end_s
+        # The hard rule guarantees a true size ≥ k, so showing at least k is post-processing of what is public.
+        occupancy = max(s.k, account.count_noise.count(totals.occupancy))
+        return Release(
+            release_id=self._new_id(), zone_id=zone, tier=GROUP_TIER, period_start_s=totals.period_start_s, period_end_s=totals.period_end_s,
+            complete=totals.complete, below_k=False, occupancy=occupancy, direction_counts={}, dwell_counts={}, entries=0, exits=0,
+            entries_today=0, mechanism=STRICT_MECHANISM, epsilon_cell=account.epsilon_group, epsilon_track_day=account.epsilon,
+            delta_track_day=account.delta, epsilon_by_metric={"test": account.epsilon_test, "occupancy": account.epsilon_group - account.epsilon_test},
+            k=s.k, privacy_unit=PRIVACY_UNIT, cells_per_day=bounds.groups_per_day, window_s=bounds.window_s,
+            epsilon_spent_today=decision.spent_today, daily_epsilon_cap=decision.cap, mode=s.mode)
+
+    def _release_cell(self, totals: CellTotals, bounds: Bounds, account: TrackDayAccount, decision: BudgetDecision) -> Release:
+        s = self.settings
+        day = utc_day(totals.period_start_s)
         self._days = {d: v for d, v in self._days.items() if d == day}
         today = self._days.setdefault(day, _Day())
         cell = account.cells[totals.tier]
@@ -244,7 +348,7 @@ class CellReleaser:
             direction_counts={label: v * shown for label, v in zip(DIRECTION_LABELS, directions)},
             dwell_counts={label: v * shown for label, v in zip(DWELL_LABELS, dwell)},
             entries=entries * shown, exits=exits * shown, entries_today=today.entries.get(totals.zone_id, 0),
-            mechanism=MECHANISM, epsilon_cell=cell.epsilon, epsilon_track_day=account.epsilon, epsilon_by_metric=dict(cell.epsilons),
+            mechanism=MECHANISM, epsilon_cell=cell.epsilon, epsilon_track_day=account.epsilon, delta_track_day=0.0, epsilon_by_metric=dict(cell.epsilons),
             k=s.k, privacy_unit=PRIVACY_UNIT, cells_per_day=bounds.of(totals.tier), window_s=bounds.window_s,
             epsilon_spent_today=decision.spent_today, daily_epsilon_cap=decision.cap, mode=s.mode)
 

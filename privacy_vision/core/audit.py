@@ -44,6 +44,11 @@ def _check_fields(value, path: str = "") -> None:
             _check_fields(inner, path)
 
 
+def configuration_digest(parameters: dict) -> str:
+    """SHA-256 of a configuration's canonical JSON: equal digests mean every parameter was equal."""
+    return hashlib.sha256(json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 class AuditLog:
     def __init__(self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20) -> None:
         self.directory = Path(directory)
@@ -141,6 +146,9 @@ def verify(directory: str | Path, key: bytes) -> VerifyResult:
         head = _read_head(log.head_path.read_text() if log.head_path.exists() else "", key)
     except ValueError as error:
         return VerifyResult(False, count, len(files), f"audit.head: {error}")
+    if count == 0:
+        return VerifyResult(False, 0, len(files), "no entries: the log is missing or empty, yet every node writes its "
+                                                  "start configuration (deleted, or the wrong --dir?)")
     if head["seq"] != count or head["last_sha256"] != previous:
         return VerifyResult(False, count, len(files), f"end of log: the head names entry {head['seq']} but the log ends at "
                                                       f"{count} (entries cut off the end)")

@@ -9,8 +9,9 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from privacy_vision.core.aggregator import HOUR_METRICS, MECHANISM, PRIVACY_UNIT, AggregatorSettings, Bounds, TrackDayAccount
-from privacy_vision.core.contributions import TIERS, ContributionSettings
+from privacy_vision.core.aggregator import (HOUR_METRICS, MECHANISM, PRIVACY_UNIT, STRICT_MECHANISM, AggregatorSettings, Bounds, StrictAccount,
+                                            TrackDayAccount)
+from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSettings
 
 # Tracks per annotated person (V) with the real tracker (default thresholds; IoU ≥ 0.5 matching to the ground truth,
 # mean over matched people), measured 2026-11-25: PETS on vtest.avi with the SSD TFLite detector, and the five MOT15
@@ -117,6 +118,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
     account, settings, contribution = track_day_account(aggregator, anonymizer)
     epsilon = account.epsilon
+    strict = strict_statement(settings, contribution)
     tracks_per_person = max(MEASURED_TRACKS_PER_PERSON.values())
     topics = facts.topics or {t: [] for t in RAW_TOPICS if not (t == IMAGE_TOPIC and in_process_capture(params))}
     return {
@@ -142,11 +144,12 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
                           "privacy_ledger": "ε per track-day charged per configuration and day, no personal data"},
         },
         "privacy_guarantee": {
-            "k_anonymity": {"k": settings.k, "over": "distinct people per cell (zone x period)",
-                            "decision": "applied to the noisy occupancy as post-processing: a cell below k is shown as '< k' with every "
-                                        "value withheld, and its people still count in the coarser tier; no decision looks at a true count, "
-                                        "so it costs no δ"},
-            "differential_privacy": {"mechanism": MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": 0.0,
+            "k_anonymity": strict["k_anonymity"] if strict else {
+                "k": settings.k, "over": "distinct people per cell (zone x period)",
+                "decision": "applied to the noisy occupancy as post-processing: a cell below k is shown as '< k' with every "
+                            "value withheld, and its people still count in the coarser tier; no decision looks at a true count, "
+                            "so it costs no δ"},
+            "differential_privacy": strict["differential_privacy"] if strict else {"mechanism": MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": 0.0,
                                      "epsilon_per_track_day": round(epsilon, 6),
                                      "epsilon_per_cell": {tier: round(account.cells[tier].epsilon, 6) for tier in TIERS},
                                      "cells_per_track_per_day": dict(zip(TIERS, contribution.cells_per_day)),
@@ -158,7 +161,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
                       "privacy settings or of the bound charges again; the cap bounds the day's total, so a normal day never runs out",
             "person_day": {
                 "tracks_per_person_measured": MEASURED_TRACKS_PER_PERSON,
-                "epsilon_per_person_day": round(tracks_per_person * epsilon, 3),
+                "epsilon_per_person_day": round(tracks_per_person * (strict["differential_privacy"]["epsilon_per_track_day"] if strict else epsilon), 3),
                 "note": f"a person whose track breaks into n pieces gets n × ε per track-day; the value here uses the largest measured "
                         f"mean of tracks per person, V = {tracks_per_person:g} (people above the mean get more); a restart of the graph "
                         "starts new tracks too",
@@ -191,6 +194,30 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     }
 
 
+def strict_statement(settings: AggregatorSettings, contribution: ContributionSettings) -> dict | None:
+    """Strict mode's guarantee for the DPIA (None in the default mode)."""
+    if settings.mode != "strict":
+        return None
+    groups = contribution.groups_per_day
+    k_anonymity = {"k": settings.k, "over": "distinct people of a released group (zone x its own period)",
+                   "decision": "strict mode: no grid cell is released; each zone's pending group is released only when a sparse-vector "
+                               "test on its noisy size passes and its true size is at least k (that hard rule is the δ)"}
+    if groups < 1:
+        return {"k_anonymity": k_anonymity, "differential_privacy": {
+            "mechanism": STRICT_MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": 0.0, "epsilon_per_track_day": 0.0,
+            "epsilon_per_cell": {}, "cells_per_track_per_day": {GROUP_TIER: 0}, "window_s": contribution.window_s,
+            "noise_library": "OpenDP", "composition": "nothing is released: the anonymizer forms no groups (set its groups_per_day ≥ 1)"}}
+    account = StrictAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day, groups))
+    return {"k_anonymity": k_anonymity, "differential_privacy": {
+        "mechanism": STRICT_MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": account.delta, "epsilon_per_track_day": round(account.epsilon, 6),
+        "epsilon_per_cell": {GROUP_TIER: round(account.epsilon_group, 6)}, "cells_per_track_per_day": {GROUP_TIER: groups},
+        "window_s": contribution.window_s, "test_threshold": account.threshold,
+        "noise_library": "OpenDP samplers (sparse-vector test stated by hand, counts composed by OpenDP)",
+        "composition": f"each track joins at most {groups} groups a day; per group ε {account.epsilon_test:g} for the AboveThreshold test "
+                       f"(noisy size against k + {account.margin}, tested at every window end) and the rest for its noisy size; "
+                       f"δ {account.delta:g} per track-day bounds the chance that a group of k - 1 passes the test"}}
+
+
 def track_day_account(aggregator: dict, anonymizer: dict) -> tuple[TrackDayAccount, AggregatorSettings, ContributionSettings]:
     """The guarantee of the parameters in force (defaults where a node did not report), composed by OpenDP."""
     a, c = AggregatorSettings(), ContributionSettings()
@@ -198,9 +225,12 @@ def track_day_account(aggregator: dict, anonymizer: dict) -> tuple[TrackDayAccou
                                   tier_shares=tuple(aggregator.get("tier_shares", a.tier_shares)),
                                   hour_metric_shares=tuple(aggregator.get("hour_metric_shares", a.hour_metric_shares)),
                                   k=int(aggregator.get("k", a.k)), daily_epsilon_cap=float(aggregator.get("daily_epsilon_cap", a.daily_epsilon_cap)),
-                                  mode=str(aggregator.get("mode", a.mode)))
+                                  mode=str(aggregator.get("mode", a.mode)),
+                                  strict_delta=float(aggregator.get("strict_delta", a.strict_delta)),
+                                  strict_test_share=float(aggregator.get("strict_test_share", a.strict_test_share)))
     contribution = ContributionSettings(window_s=float(anonymizer.get("window_s", c.window_s)),
-                                        cells_per_day=tuple(int(n) for n in anonymizer.get("cells_per_day", c.cells_per_day)))
+                                        cells_per_day=tuple(int(n) for n in anonymizer.get("cells_per_day", c.cells_per_day)),
+                                        groups_per_day=int(anonymizer.get("groups_per_day", c.groups_per_day)))
     return TrackDayAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day)), settings, contribution
 
 
@@ -221,7 +251,7 @@ def render_markdown(dpia: dict) -> str:
         "",
         "## Privacy guarantee of each release",
         f"- Differential privacy: {dp_['mechanism']}, privacy unit {dp_['privacy_unit']}: **ε = {dp_['epsilon_per_track_day']:g} per track-day**, "
-        f"δ = 0; {dp_['composition']}; ε per cell "
+        f"δ = {dp_['delta']:g}; {dp_['composition']}; ε per cell "
         + ", ".join(f"{tier} {value:g}" for tier, value in dp_["epsilon_per_cell"].items())
         + "; cells per track per day (L) " + ", ".join(f"{tier} {value}" for tier, value in dp_["cells_per_track_per_day"].items())
         + f"; window {dp_['window_s']:g} s; noise from {dp_['noise_library']}",

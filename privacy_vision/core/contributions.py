@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from privacy_vision.core.anonymizer import DIRECTIONS_8, NO_DIRECTION, AnonymizedRecord
-from privacy_vision.core.geometry import Zone
+
+if TYPE_CHECKING:  # annotations only: the ingest reads this module's tiers and labels without OpenCV or Shapely
+    from privacy_vision.core.geometry import Zone
 
 TIERS = ("window", "hour", "day")
+GROUP_TIER = "group"  # strict mode: a zone's pending people over a variable period, released once large enough
 HOUR_S = 3600.0
 DAY_S = 86400.0
 SITE_ZONE = "site"  # the day tier also counts the whole site (inside any zone)
@@ -32,6 +35,7 @@ class ContributionSettings:
     cells_per_day: tuple[int, int, int] = (4, 3, 6)  # L: cells a track may count in per UTC day, per tier (TIERS order)
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
     boundary_hysteresis_m: float = 0.25
+    groups_per_day: int = 0  # strict mode: pending groups a track may join per UTC day (0 = no group totals)
 
     def validate(self) -> None:
         if not 0 < self.window_s <= HOUR_S or not math.isclose(HOUR_S / self.window_s, round(HOUR_S / self.window_s), abs_tol=1e-9):
@@ -43,6 +47,8 @@ class ContributionSettings:
             raise ValueError("dwell_thresholds_s must be two increasing durations > 0")
         if self.boundary_hysteresis_m < 0:
             raise ValueError("boundary_hysteresis_m must be ≥ 0")
+        if not isinstance(self.groups_per_day, int) or self.groups_per_day < 0:
+            raise ValueError(f"groups_per_day must be an integer ≥ 0 (0 = strict mode off), got {self.groups_per_day}")
 
     def period_s(self, tier: str) -> float:
         return {"window": self.window_s, "hour": HOUR_S, "day": DAY_S}[tier]
@@ -78,11 +84,20 @@ class _Presence:
 
 
 @dataclass
+class _Group:
+    """Strict mode: the tracks that joined a zone's pending group since it (re)started."""
+
+    start_s: float
+    members: set[int] = field(default_factory=set)
+
+
+@dataclass
 class _Track:
     day: int
     last_seen_s: float
     admitted: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: {tier: set() for tier in TIERS})
-    earlier: tuple[int, ...] = (0, 0, 0)  # cells counted today before the track's state was retired (TIERS order)
+    earlier: tuple[int, ...] = (0, 0, 0, 0)  # cells counted today before the track's state was retired (TIERS order, then groups)
+    groups: int = 0  # pending groups joined today
     inside: dict[str, bool] = field(default_factory=dict)  # debounced (hysteresis) state per zone
     stay_since_s: dict[str, float] = field(default_factory=dict)
 
@@ -105,6 +120,7 @@ class ContributionBounder:
         # does come back cannot start a fresh budget (its open-cell presences still prevent a double count).
         self._retired: dict[int, tuple[int, tuple[int, ...]]] = {}
         self._open: dict[str, tuple[float, dict[str, dict[int, _Presence]]]] = {}
+        self._groups: dict[str, _Group] = {}  # strict mode only; restarted by close_group() and at midnight
 
     def reconfigure(self, settings: ContributionSettings) -> None:
         """New bounds apply from now on; counts already made today still count against them."""
@@ -112,6 +128,8 @@ class ContributionBounder:
         if settings.window_s != self.settings.window_s and "window" in self._open:
             raise ValueError("window_s cannot change while a window is open: flush first")
         self.settings = settings
+        if not settings.groups_per_day:
+            self._groups.clear()
 
     def observe(self, stamp_s: float, records: Iterable[tuple[int, AnonymizedRecord]]) -> list[CellTotals]:
         """Add one frame's (track ID, record) pairs; returns the totals of every cell this stamp closed."""
@@ -128,8 +146,8 @@ class ContributionBounder:
                 continue
             track = self._tracks.get(track_id)
             if track is None or track.day != day:
-                retired_day, earlier = self._retired.pop(track_id, (day, (0, 0, 0)))
-                track = self._tracks[track_id] = _Track(day, stamp_s, earlier=earlier if retired_day == day else (0, 0, 0))
+                retired_day, earlier = self._retired.pop(track_id, (day, _Track.earlier))
+                track = self._tracks[track_id] = _Track(day, stamp_s, earlier=earlier if retired_day == day else _Track.earlier)
             track.last_seen_s = stamp_s
             in_any_zone = False
             for zone in self.zones:
@@ -169,7 +187,29 @@ class ContributionBounder:
             day = self._presence(track_id, track, "day", zone.zone_id)
             if day is not None:
                 day.directions[record.direction] += 1
+            self._join_group(track_id, track, zone.zone_id)
         return inside_now
+
+    def _join_group(self, track_id: int, track: _Track, zone_id: str) -> None:
+        group = self._groups.get(zone_id)
+        if group is None or track_id in group.members or track.groups + track.earlier[len(TIERS)] >= self.settings.groups_per_day:
+            return
+        group.members.add(track_id)
+        track.groups += 1
+
+    def close_group(self, zone_id: str, start_s: float, end_s: float) -> bool:
+        """The aggregator released the zone's group [start_s, end_s]: a new group starts at end_s. Tracks still
+        in the zone join it as a new group (one more of their groups_per_day). False for an unknown group."""
+        group = self._groups.get(zone_id)
+        if group is None or abs(group.start_s - start_s) > 1e-6:  # periods travel as ROS stamps (nanoseconds)
+            return False
+        self._groups[zone_id] = _Group(end_s)
+        return True
+
+    def _group_totals(self, end_s: float, complete: bool) -> list[CellTotals]:
+        empty = tuple(0 for _ in DIRECTION_LABELS), tuple(0 for _ in DWELL_LABELS)
+        return [CellTotals(GROUP_TIER, zone_id, group.start_s, end_s, complete, len(group.members), *empty, 0, 0)
+                for zone_id, group in self._groups.items()]
 
     def _presence(self, track_id: int, track: _Track, tier: str, zone_id: str) -> _Presence | None:
         """The track's presence in the open cell of this tier, admitting it if its budget allows."""
@@ -183,7 +223,8 @@ class ContributionBounder:
 
     @staticmethod
     def _counts(track: _Track) -> tuple[int, ...]:
-        return tuple(len(track.admitted[tier]) + earlier for tier, earlier in zip(TIERS, track.earlier))
+        cells = (len(track.admitted[tier]) + earlier for tier, earlier in zip(TIERS, track.earlier))
+        return (*cells, track.groups + track.earlier[len(TIERS)])
 
     def _advance(self, stamp_s: float) -> list[CellTotals]:
         closed = []
@@ -191,10 +232,17 @@ class ContributionBounder:
             period = self.settings.period_s(tier)
             start = math.floor(stamp_s / period) * period
             if tier in self._open and stamp_s >= self._open[tier][0] + period:
+                end = self._open[tier][0] + period
                 closed.extend(self._close(tier, complete=True))
+                if tier == "window":  # each pending group is offered to the aggregator's test at every window end
+                    closed.extend(self._group_totals(end, complete=True))
+                elif tier == "day":  # groups never span midnight: the ledger and the bound are per UTC day
+                    self._groups.clear()
             if tier not in self._open:
                 zones = [zone.zone_id for zone in self.zones] + ([SITE_ZONE] if tier == "day" else [])
                 self._open[tier] = (start, {zone_id: {} for zone_id in zones})
+        if self.settings.groups_per_day and not self._groups:
+            self._groups = {zone.zone_id: _Group(self._open["window"][0]) for zone in self.zones}
         return closed
 
     def _close(self, tier: str, complete: bool) -> list[CellTotals]:
@@ -212,8 +260,10 @@ class ContributionBounder:
                           sum(p.entered for p in people.values()), sum(p.exited for p in people.values()))
 
     def flush(self) -> list[CellTotals]:
-        """Close every open cell now (shutdown): partial periods are released, marked incomplete."""
-        return [totals for tier in TIERS if tier in self._open for totals in self._close(tier, complete=False)]
+        """Close every open cell now (shutdown): partial periods are released, marked incomplete; pending groups
+        get a last test."""
+        groups = self._group_totals(self._open["window"][0] + self.settings.window_s, complete=False) if "window" in self._open else []
+        return [totals for tier in TIERS if tier in self._open for totals in self._close(tier, complete=False)] + groups
 
     def forget(self) -> int:
         """Drop all per-track state. Tracks live now may not count again today: forgetting their counts
@@ -223,6 +273,9 @@ class ContributionBounder:
             for people in cells.values():
                 live |= set(people)
                 people.clear()
+        for group in self._groups.values():
+            live |= group.members
+            group.members.clear()
         day = int(self._open["day"][0] // DAY_S) if "day" in self._open else self._excluded[0]
         self._excluded = (day, (self._excluded[1] if day == self._excluded[0] else set()) | live)
         self._tracks.clear()

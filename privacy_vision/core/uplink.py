@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import sqlite3
 import ssl
@@ -25,6 +26,14 @@ class OutboxFull(RuntimeError):
     """The outbox reached its bound; the release was not stored (reported, never silent)."""
 
 
+class OutboxUnavailable(RuntimeError):
+    """The outbox's storage failed (disk full, I/O error): the release was not stored; what is stored is kept."""
+
+
+class OutboxCorrupt(RuntimeError):
+    """The file at the outbox path is not an intact outbox (empty, truncated, not ours)."""
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     row_id: int
@@ -33,74 +42,190 @@ class OutboxItem:
     attempts: int
 
 
+# Written into the SQLite header (PRAGMA application_id, 'PVOB'): a file without it is not an outbox.
+OUTBOX_APPLICATION_ID = 0x50564F42
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUTBOX_TABLES = {"outbox", "counters", "dead_letter"}
+
+
+def _storage_error(error: sqlite3.Error) -> OutboxUnavailable:
+    return OutboxUnavailable(f"outbox storage failed ({error}); queued releases are kept, new ones are refused until it works")
+
+
 class Outbox:
-    """SQLite (WAL) queue of release bytes; a row is deleted only after the ingest acknowledged it."""
+    """SQLite (WAL) queue of release bytes; a row is deleted only after the ingest acknowledged it.
+
+    An existing file that is not an intact outbox (0 bytes, truncated, corrupt, another database) is
+    moved aside with its WAL, never overwritten, and named in `recovered_from` so the node can report
+    it; a fresh outbox is then created, so a respawning node does not crash-loop.
+    """
 
     def __init__(self, path: str | Path, max_items: int) -> None:
         if max_items < 1:
             raise ValueError("max_items must be ≥ 1")
         self.max_items = max_items
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recovered_from: Path | None = None
+        self.corruption = ""
+        self.storage_error = ""
+        self._acknowledged: set[int] = set()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
+        self._sequence = 0
+        if self.path.exists():
+            try:
+                self._db = self._open_existing()
+            except OutboxCorrupt as error:
+                self.corruption = str(error)
+                self.recovered_from = self._move_aside()
+        if not self.path.exists():
+            self._db = self._create()
+        self._sequence = int((self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone() or (0,))[0])
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _open_existing(self) -> sqlite3.Connection:
+        """Open only an intact outbox: SQLite header, integrity check, our marker or our tables."""
+        with open(self.path, "rb") as handle:
+            magic = handle.read(len(_SQLITE_MAGIC))
+        if len(magic) < len(_SQLITE_MAGIC):
+            raise OutboxCorrupt(f"{self.path} is {self.path.stat().st_size} bytes: empty or truncated")
+        if magic != _SQLITE_MAGIC:
+            raise OutboxCorrupt(f"{self.path} is not a SQLite database")
+        db = None
+        try:
+            db = self._connect()
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise OutboxCorrupt(f"{self.path} fails its integrity check: {check}")
+            marker = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            if db is not None:
+                db.close()
+            raise OutboxCorrupt(f"{self.path} cannot be read: {error}") from None
+        except OutboxCorrupt:
+            db.close()
+            raise
+        if marker not in (0, OUTBOX_APPLICATION_ID) or not _OUTBOX_TABLES <= tables:
+            db.close()
+            raise OutboxCorrupt(f"{self.path} is not an outbox (application id {marker:#x}, tables {sorted(tables)})")
+        return db
+
+    def _move_aside(self) -> Path:
+        """Keep the damaged file (and its WAL/SHM) intact next to it for recovery."""
+        target = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{target}{suffix}")
+        return target
+
+    def _create(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.execute(f"PRAGMA application_id = {OUTBOX_APPLICATION_ID}")
+        db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, release_id TEXT UNIQUE NOT NULL,"
             " body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL)"
         )
-        self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
-                         " reason TEXT NOT NULL, failed_at REAL NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
+                   " reason TEXT NOT NULL, failed_at REAL NOT NULL)")
+        return db
 
     def put(self, release_id: str, body: bytes) -> bool:
         """Store once; a second put of the same release id is a no-op (returns False)."""
         with self._lock:
             if self.size() >= self.max_items:
                 raise OutboxFull(f"outbox holds {self.max_items} unsent releases (max_outbox); new releases are refused until the ingest is reachable")
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)", (release_id, body, time.time())
-            )
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)", (release_id, body, time.time())
+                )
+            except sqlite3.OperationalError as error:
+                raise _storage_error(error) from None
             return cursor.rowcount == 1
 
     def size(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) - len(self._acknowledged)
 
     def oldest(self) -> OutboxItem | None:
-        row = self._db.execute("SELECT id, release_id, body, attempts FROM outbox ORDER BY id LIMIT 1").fetchone()
+        """The oldest release not yet acknowledged (also skipping acknowledgements not yet written to disk)."""
+        skip = tuple(self._acknowledged)
+        query = "SELECT id, release_id, body, attempts FROM outbox"
+        if skip:
+            query += f" WHERE id NOT IN ({','.join('?' * len(skip))})"
+        row = self._db.execute(query + " ORDER BY id LIMIT 1", skip).fetchone()
         return OutboxItem(row[0], row[1], bytes(row[2]), row[3]) if row else None
 
-    def acknowledge(self, row_id: int) -> None:
+    def _write(self, *statements: tuple[str, tuple]) -> None:
+        """One transaction; a storage failure is an OutboxUnavailable, never a half-applied change."""
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement, args in statements:
+                    self._db.execute(statement, args)
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise _storage_error(error) from None
+
+    def acknowledge(self, row_id: int) -> None:
+        """Delete the delivered row; on a full disk remember it in memory so draining goes on.
+
+        Rows acknowledged only in memory are deleted when the disk has room again; after a restart
+        before that, they are sent once more and the ingest answers "duplicate".
+        """
+        self._acknowledged.add(row_id)
+        pending = tuple(self._acknowledged)
+        try:
+            self._write((f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(pending))})", pending))
+        except OutboxUnavailable as error:
+            self.storage_error = str(error)
+            return
+        self._acknowledged.clear()
+        self.storage_error = ""
 
     def record_attempt(self, row_id: int) -> None:
-        with self._lock:
-            self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row_id,))
+        """Attempt counts are diagnostics: a full disk records the error and lets the send go ahead."""
+        try:
+            self._write(("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (row_id,)))
+        except OutboxUnavailable as error:
+            self.storage_error = str(error)
 
     def dead_letter(self, row_id: int, reason: str) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
-                             (reason, time.time(), row_id))
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            self._db.execute("COMMIT")
+        self._write(("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
+                     (reason, time.time(), row_id)),
+                    ("DELETE FROM outbox WHERE id = ?", (row_id,)))
 
     def advance_sequence(self, at_least: int) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)")
-            self._db.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence'", (at_least,))
+        self._sequence = max(self._sequence, at_least)
+        self._persist_sequence()
 
     def next_sequence(self) -> int:
-        """Per-device monotonic sequence number, persisted so a restart never reuses one."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)")
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'sequence'")
-            value = self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone()[0]
-            self._db.execute("COMMIT")
-            return int(value)
+        """Per-device monotonic sequence number, persisted so a restart never reuses one.
+
+        It also never runs behind the clock (microseconds), so a counter that could not be persisted
+        (disk full) still grows across a restart; a 409 naming the ingest's last sequence repairs the rest.
+        The send goes ahead when persisting fails: a full disk must not stop the outbox draining.
+        """
+        self._sequence = max(self._sequence + 1, int(time.time() * 1e6))
+        self._persist_sequence()
+        return self._sequence
+
+    def _persist_sequence(self) -> None:
+        """On failure the in-memory counter goes on (see next_sequence) and `storage_error` says why."""
+        try:
+            self._write(("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)", ()),
+                        ("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence'", (self._sequence,)))
+            self.storage_error = ""
+        except OutboxUnavailable as error:
+            self.storage_error = str(error)
 
     def close(self) -> None:
         self._db.close()
@@ -174,26 +299,44 @@ class PinnedClient:
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(max_s, base_s * (2 ** min(attempt, 20))))
+    """Exponential backoff, capped, with jitter that never goes below half the step.
+
+    Half is kept so a failure class can never spin (a TLS rejection used to be retried with no wait:
+    1,687 handshakes in 10 s); the random half spreads a fleet that failed at the same moment.
+    """
+    step = min(max_s, base_s * (2 ** min(max(attempt - 1, 0), 30)))
+    return step / 2 + random.uniform(0, step / 2)
 
 
 # Rejections that retrying the same bytes cannot fix: the release is set aside (never dropped silently).
 PERMANENT_REJECTIONS = {400, 413, 422}
+OK, WARN, ERROR = "OK", "WARN", "ERROR"
+
+
+@dataclass(frozen=True)
+class Health:
+    level: str
+    message: str
 
 
 class Sender:
     """Drains the outbox oldest-first; stops at the first transient failure so order is kept.
 
-    Transient (network, 5xx, 401 wrong key, 408 clock skew): retry later with backoff, same bytes.
+    Every failure class waits the same backoff: network, TLS rejection (pin, certificate), 5xx, 401
+    wrong key, 408 clock skew, and a failing dependency (audit log, outbox disk, database), which is
+    raised by it, caught per step, reported as an ERROR and retried: the loop never dies silently.
     Permanent (400, 413, 422): moved to the dead-letter table with the reason, loudly.
     409 on the sequence (the device's counter fell behind, e.g. a restored outbox): jump past the
     ingest's last sequence and resend.
+    `on_delivered` runs before the release is acknowledged in the outbox, so a release whose audit
+    entry could not be written is sent again (the ingest answers "duplicate") until it can be.
     """
 
     def __init__(self, outbox: Outbox, client: PinnedClient, base_delay_s: float = 0.5, max_delay_s: float = 60.0,
-                 on_delivered: Callable[[OutboxItem], None] | None = None) -> None:
+                 on_delivered: Callable[[OutboxItem], None] | None = None,
+                 on_outage: Callable[[bool, str], None] | None = None) -> None:
         self.on_delivered = on_delivered
+        self.on_outage = on_outage
         self.outbox = outbox
         self.client = client
         self.base_delay_s = base_delay_s
@@ -202,7 +345,9 @@ class Sender:
         self.failures = 0
         self.dead_lettered = 0
         self.tls_rejected = False
+        self.dependency_failed = False
         self.last_error = ""
+        self.in_outage = False
         self._consecutive_failures = 0
 
     def drain_once(self) -> float:
@@ -219,11 +364,13 @@ class Sender:
             except (OSError, http.client.HTTPException) as error:
                 result = DeliveryResult(False, 0, f"{type(error).__name__}: {error}")
             if result.delivered:
-                self.outbox.acknowledge(item.row_id)
-                self.delivered += 1
                 if self.on_delivered is not None:
                     self.on_delivered(item)
+                self.outbox.acknowledge(item.row_id)
+                self.delivered += 1
                 self._consecutive_failures = 0
+                self.dependency_failed = False
+                self._set_outage(False, "")
                 continue
             if result.status in PERMANENT_REJECTIONS:
                 self.outbox.dead_letter(item.row_id, f"{result.status}: {result.detail[:500]}")
@@ -233,11 +380,64 @@ class Sender:
             if result.status == 409 and (last := _last_sequence(result.detail)) is not None:
                 self.outbox.advance_sequence(last)
                 continue
-            self.failures += 1
-            self._consecutive_failures += 1
-            self.last_error = f"release {item.release_id}: status {result.status}: {result.detail[:200]}"
-            return backoff_delay(self._consecutive_failures, self.base_delay_s, self.max_delay_s)
+            return self._failed(f"release {item.release_id}: status {result.status}: {result.detail[:200]}")
+        self.dependency_failed = False
         return 0.0
+
+    def step(self) -> float:
+        """drain_once, with a failing dependency (audit, disk, database) turned into a reported, retried failure."""
+        try:
+            return self.drain_once()
+        except Exception as error:  # any dependency: reported as ERROR by health() and retried with backoff
+            self.dependency_failed = True
+            return self._failed(f"dependency failed: {type(error).__name__}: {error}")
+
+    def _failed(self, error: str) -> float:
+        self.failures += 1
+        self._consecutive_failures += 1
+        self.last_error = error
+        delay = backoff_delay(self._consecutive_failures, self.base_delay_s, self.max_delay_s)
+        self._set_outage(True, error)
+        return delay
+
+    def _set_outage(self, outage: bool, error: str) -> None:
+        """Report the start and the end of an outage once each (the hook writes the audit entry)."""
+        if outage == self.in_outage:
+            return
+        if self.on_outage is not None:
+            self.on_outage(outage, error)
+        self.in_outage = outage
+
+    def run(self, stop: threading.Event, wake: threading.Event, log: Callable[[str, str], None]) -> None:
+        """The sender thread's loop: one backoff for every failure, one log line per failed attempt."""
+        reported_dead = 0
+        while not stop.is_set():
+            delay = self.step()
+            if self.dead_lettered != reported_dead:
+                reported_dead = self.dead_lettered
+                log(ERROR, self.last_error)
+            if delay:
+                hint = "; check the 'pins' and 'ca_file' parameters" if self.tls_rejected else ""
+                log(ERROR if self.tls_rejected or self.dependency_failed else WARN,
+                    f"delivery failed, retrying in {delay:.1f} s: {self.last_error}{hint}")
+                stop.wait(delay)
+            else:
+                wake.wait(timeout=1.0)
+                wake.clear()
+
+    def health(self) -> Health:
+        """ERROR for anything that needs a person (TLS rejection, failing dependency, dead letters, disk)."""
+        if self.tls_rejected:
+            return Health(ERROR, "TLS peer rejected: nothing sent")
+        if self.dependency_failed:
+            return Health(ERROR, "uplink dependency failing (audit log, outbox disk or database); retrying")
+        if self.outbox.storage_error:
+            return Health(ERROR, "outbox storage failing")
+        if self.dead_lettered:
+            return Health(ERROR, "releases rejected for good (dead-letter table)")
+        if self.in_outage:
+            return Health(WARN, "ingest unreachable; retrying")
+        return Health(OK, "uplink")
 
 
 def _last_sequence(detail: str) -> int | None:

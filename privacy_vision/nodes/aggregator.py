@@ -15,10 +15,29 @@ from diagnostic_msgs.msg import DiagnosticArray
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
 from privacy_vision_msgs.srv import GenerateDpia
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, PrivacyVisionNode,
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, WARN, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
-RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode")
+RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode", "strict_delta", "strict_test_share")
+
+
+def message_from_release(release: Release) -> ZoneAnalytics:
+    """A release as the message the uplink turns back into it (nodes/uplink.py: release_from_message)."""
+    message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, tier=release.tier, complete=release.complete,
+                            below_k=release.below_k, occupancy=release.occupancy, entries=release.entries, exits=release.exits,
+                            entries_today=release.entries_today,
+                            direction_labels=list(release.direction_counts), direction_counts=list(release.direction_counts.values()),
+                            dwell_labels=list(release.dwell_counts), dwell_counts=list(release.dwell_counts.values()))
+    message.header.frame_id = "floor"
+    seconds_to_stamp(release.period_start_s, message.period_start)
+    seconds_to_stamp(release.period_end_s, message.period_end)
+    message.privacy = PrivacyParameters(mechanism=release.mechanism, privacy_unit=release.privacy_unit, epsilon_cell=release.epsilon_cell,
+                                        epsilon_track_day=release.epsilon_track_day, delta_track_day=release.delta_track_day,
+                                        cells_per_day=release.cells_per_day,
+                                        window_s=release.window_s, k=release.k, mode=release.mode,
+                                        epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
+                                        metric_names=list(release.epsilon_by_metric), metric_epsilons=list(release.epsilon_by_metric.values()))
+    return message
 
 
 class AggregatorNode(PrivacyVisionNode):
@@ -34,7 +53,9 @@ class AggregatorNode(PrivacyVisionNode):
             hour_metric_shares=tuple(self.declare("hour_metric_shares", list(d.hour_metric_shares), "shares of an hour cell's epsilon: occupancy, direction, dwell, entries, exits")),
             k=self.declare("k", d.k, "cells whose noisy occupancy is below k are shown as '< k'", minimum=1, maximum=1000),
             daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "epsilon per track-day the ledger allows per UTC day over all configurations", minimum=0.001, maximum=1e6),
-            mode=self.declare("mode", d.mode, f"release mode: one of {MODES}"),
+            mode=self.declare("mode", d.mode, f"release mode: one of {MODES} (strict: only groups of at least k people; needs anonymizer groups_per_day ≥ 1)"),
+            strict_delta=self.declare("strict_delta", d.strict_delta, "strict mode: delta per track-day of the hard rule 'true size ≥ k'", minimum=1e-12, maximum=1e-3),
+            strict_test_share=self.declare("strict_test_share", d.strict_test_share, "strict mode: share of a group's epsilon for its threshold test", minimum=0.01, maximum=0.99),
         )
         self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
         try:
@@ -68,9 +89,11 @@ class AggregatorNode(PrivacyVisionNode):
         totals = CellTotals(message.tier, message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end),
                             message.complete, message.occupancy, tuple(message.direction_counts), tuple(message.dwell_counts),
                             message.entries, message.exits)
-        release = self.releaser.release(totals, Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day)))
+        release = self.releaser.release(totals, Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day), int(message.groups_per_day)))
         if release is not None:
             self._publish(release)
+        if self.releaser.strict_without_groups and totals.tier == TIERS[0]:
+            self.get_logger().warning("strict mode, but the anonymizer forms no groups: nothing is released until anonymizer groups_per_day ≥ 1")
         day = self.releaser.cap_reached_day
         if day and day != self._cap_logged_day:
             self._cap_logged_day = day
@@ -80,20 +103,8 @@ class AggregatorNode(PrivacyVisionNode):
             self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=self.releaser.settings.daily_epsilon_cap)
 
     def _publish(self, release: Release) -> None:
-        message = ZoneAnalytics(release_id=release.release_id, zone_id=release.zone_id, tier=release.tier, complete=release.complete,
-                                below_k=release.below_k, occupancy=release.occupancy, entries=release.entries, exits=release.exits,
-                                entries_today=release.entries_today,
-                                direction_labels=list(release.direction_counts), direction_counts=list(release.direction_counts.values()),
-                                dwell_labels=list(release.dwell_counts), dwell_counts=list(release.dwell_counts.values()))
-        message.header.frame_id = "floor"
+        message = message_from_release(release)
         message.header.stamp = self.get_clock().now().to_msg()
-        seconds_to_stamp(release.period_start_s, message.period_start)
-        seconds_to_stamp(release.period_end_s, message.period_end)
-        message.privacy = PrivacyParameters(mechanism=release.mechanism, privacy_unit=release.privacy_unit, epsilon_cell=release.epsilon_cell,
-                                            epsilon_track_day=release.epsilon_track_day, cells_per_day=release.cells_per_day,
-                                            window_s=release.window_s, k=release.k, mode=release.mode,
-                                            epsilon_spent_today=release.epsilon_spent_today, daily_epsilon_cap=release.daily_epsilon_cap,
-                                            metric_names=list(release.epsilon_by_metric), metric_epsilons=list(release.epsilon_by_metric.values()))
         self.publisher.publish(message)
         self.released += 1
         self.below_k += release.below_k
@@ -131,8 +142,12 @@ class AggregatorNode(PrivacyVisionNode):
         return {"per_person_records_held": 0}
 
     def _report(self) -> None:
-        level = ERROR if self.releaser.cap_reached_day else OK
-        self.publish_diagnostic(level, "aggregating", {"releases": self.released, "below_k": self.below_k})
+        if self.releaser.cap_reached_day:
+            self.publish_diagnostic(ERROR, "daily privacy budget exhausted", {"releases": self.released, "below_k": self.below_k})
+        elif self.releaser.strict_without_groups:
+            self.publish_diagnostic(WARN, "strict mode without groups: set anonymizer groups_per_day ≥ 1", {"releases": self.released})
+        else:
+            self.publish_diagnostic(OK, "aggregating", {"releases": self.released, "below_k": self.below_k})
 
 
 def main(args: list[str] | None = None) -> None:

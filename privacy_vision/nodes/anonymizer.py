@@ -6,14 +6,14 @@ import time
 from typing import Any
 
 from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
-from privacy_vision.core.contributions import TIERS, TRACK_GONE_AFTER_S, CellTotals, ContributionBounder, ContributionSettings
+from privacy_vision.core.contributions import GROUP_TIER, TIERS, TRACK_GONE_AFTER_S, CellTotals, ContributionBounder, ContributionSettings
 from privacy_vision.core.geometry import ConfigError, load_zones, overlapping_zones
-from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks
+from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks, ZoneAnalytics
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
-from privacy_vision.nodes.common import (ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
                                          run_node, seconds_to_stamp, stamp_to_seconds)
 
-CONTRIBUTION_SETTINGS = ("window_s", "cells_per_day", "dwell_thresholds_s", "boundary_hysteresis_m")
+CONTRIBUTION_SETTINGS = ("window_s", "cells_per_day", "dwell_thresholds_s", "boundary_hysteresis_m", "groups_per_day")
 
 
 class AnonymizerNode(PrivacyVisionNode):
@@ -37,6 +37,7 @@ class AnonymizerNode(PrivacyVisionNode):
             cells_per_day=tuple(self.declare("cells_per_day", list(c.cells_per_day), f"L: cells one track may count in per UTC day, per tier ({', '.join(TIERS)})")),
             dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(c.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
             boundary_hysteresis_m=self.declare("boundary_hysteresis_m", c.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
+            groups_per_day=self.declare("groups_per_day", c.groups_per_day, "strict mode (aggregator mode 'strict'): pending groups one track may join per UTC day; 0 = none formed", minimum=0, maximum=1000),
         )
         try:
             self.anonymizer = Anonymizer(settings, time.time())
@@ -54,6 +55,8 @@ class AnonymizerNode(PrivacyVisionNode):
         self.publisher = self.create_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
         self.cells_publisher = self.create_publisher(CellTotalsMessage, CELL_TOTALS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
+        # Strict mode: a released group restarts its zone's group. Releases are public, so reading them adds nothing.
+        self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
         self.offer_personal_data_services()
         self.frames = 0
         self.cells_closed = 0
@@ -91,12 +94,17 @@ class AnonymizerNode(PrivacyVisionNode):
         closed = self.bounder.observe(stamp_to_seconds(message.header.stamp), [(t.track_id, r) for t, r in zip(confirmed, records)])
         self._publish_cells(closed)
 
+    def _on_release(self, message: ZoneAnalytics) -> None:
+        if message.tier == GROUP_TIER:
+            self.bounder.close_group(message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end))
+
     def _publish_cells(self, closed: list[CellTotals]) -> None:
         settings = self.bounder.settings
         for totals in closed:
             message = CellTotalsMessage(tier=totals.tier, zone_id=totals.zone_id, complete=totals.complete, occupancy=totals.occupancy,
                                         direction_counts=list(totals.directions), dwell_counts=list(totals.dwell), entries=totals.entries,
-                                        exits=totals.exits, window_s=float(settings.window_s), cells_per_day=list(settings.cells_per_day))
+                                        exits=totals.exits, window_s=float(settings.window_s), cells_per_day=list(settings.cells_per_day),
+                                        groups_per_day=settings.groups_per_day)
             message.header.frame_id = "floor"
             message.header.stamp = self.get_clock().now().to_msg()
             seconds_to_stamp(totals.period_start_s, message.period_start)

@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
-from privacy_vision.core.audit import AuditLog
+from privacy_vision.core.audit import AuditLog, configuration_digest
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
 from privacy_vision.node_main import install_stop_handlers
@@ -102,8 +102,13 @@ class PrivacyVisionNode(Node):
         return response
 
     def accept_parameter_updates(self) -> None:
-        """Call at the end of __init__: from then on updates go through validate_parameters(); runtime changes
-        kept from an earlier run of this node (a respawn) are applied again, through the same validation."""
+        """Call at the end of __init__: audits the configuration in force at start (start-time overrides
+        such as `--set aggregator.epsilon_per_track_day=100` included), then routes updates through validate_parameters();
+        runtime changes kept from an earlier run of this node (a respawn) are applied again, through the same validation."""
+        everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
+        relevant = sorted(self.privacy_parameters | self.dpia_parameters)
+        self.audit.append("configuration_at_start", self.get_name(), parameters={name: everything[name] for name in relevant},
+                          all_parameters_sha256=configuration_digest(everything), parameter_count=len(everything))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._keep_runtime_changes)
         if not self.runtime_parameters_file:

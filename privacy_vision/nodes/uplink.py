@@ -6,27 +6,30 @@ import threading
 import time
 from typing import Any
 
+from privacy_vision.core.aggregator import Release
 from privacy_vision.core.protocol import KeyFileError, canonical_release_bytes, load_key_file
-from privacy_vision.core.uplink import Outbox, OutboxFull, PinnedClient, Sender
+from privacy_vision.core.release_schema import InvalidRelease, wire_from_release
+from privacy_vision.core.uplink import OK as CORE_OK, WARN as CORE_WARN, Outbox, OutboxFull, OutboxUnavailable, PinnedClient, Sender
 from privacy_vision_msgs.msg import ZoneAnalytics
 from privacy_vision.nodes.common import ANALYTICS_TOPIC, ERROR, OK, RELIABLE_QOS, WARN, PrivacyVisionNode, StartupError, run_node, stamp_to_seconds
 
 
-def release_from_message(message: ZoneAnalytics) -> dict:
-    """The wire format of a release (what the ingest stores and serves)."""
+def release_from_message(message: ZoneAnalytics) -> Release:
+    """The inverse of the aggregator node's message building (nodes/aggregator.py: _publish); the wire
+    format is wire_from_release's."""
     p = message.privacy
-    return {
-        "release_id": message.release_id, "zone_id": message.zone_id, "tier": message.tier,
-        "period_start_s": stamp_to_seconds(message.period_start), "period_end_s": stamp_to_seconds(message.period_end),
-        "complete": message.complete, "below_k": message.below_k, "occupancy": message.occupancy,
-        "direction_counts": dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
-        "dwell_counts": dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
-        "entries": message.entries, "exits": message.exits, "entries_today": message.entries_today,
-        "mechanism": p.mechanism, "privacy_unit": p.privacy_unit, "epsilon_cell": p.epsilon_cell, "epsilon_track_day": p.epsilon_track_day,
-        "cells_per_day": p.cells_per_day, "window_s": p.window_s, "k": p.k, "mode": p.mode,
-        "epsilon_spent_today": p.epsilon_spent_today, "daily_epsilon_cap": p.daily_epsilon_cap,
-        "epsilon_by_metric": dict(zip(p.metric_names, p.metric_epsilons)),
-    }
+    return Release(
+        release_id=message.release_id, zone_id=message.zone_id, tier=message.tier,
+        period_start_s=stamp_to_seconds(message.period_start), period_end_s=stamp_to_seconds(message.period_end),
+        complete=message.complete, below_k=message.below_k, occupancy=message.occupancy,
+        direction_counts=dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
+        dwell_counts=dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
+        entries=message.entries, exits=message.exits, entries_today=message.entries_today,
+        mechanism=p.mechanism, privacy_unit=p.privacy_unit, epsilon_cell=p.epsilon_cell, epsilon_track_day=p.epsilon_track_day,
+        delta_track_day=p.delta_track_day, cells_per_day=p.cells_per_day, window_s=p.window_s, k=p.k, mode=p.mode,
+        epsilon_spent_today=p.epsilon_spent_today, daily_epsilon_cap=p.daily_epsilon_cap,
+        epsilon_by_metric=dict(zip(p.metric_names, p.metric_epsilons)),
+    )
 
 
 class UplinkNode(PrivacyVisionNode):
@@ -49,14 +52,20 @@ class UplinkNode(PrivacyVisionNode):
         except (KeyFileError, ValueError, OSError) as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.outbox = Outbox(outbox_path, max_outbox)
+        if self.outbox.recovered_from is not None:
+            self.get_logger().error(f"the outbox was not intact ({self.outbox.corruption}); moved aside for recovery to "
+                                    f"{self.outbox.recovered_from}; a new outbox was started")
+            self.audit.append("outbox_recovered", self.get_name(), reason=self.outbox.corruption[:300],
+                              moved_to=str(self.outbox.recovered_from))
         self.dpia_parameters = {"ingest_url", "pins", "device_id", "max_outbox", "ingest_retention_days"}
-        self.sender = Sender(self.outbox, client, self.retry_base_s, self.retry_max_s, on_delivered=self._audit_sent)
-        self._in_outage = False
+        self.sender = Sender(self.outbox, client, self.retry_base_s, self.retry_max_s, on_delivered=self._audit_sent,
+                             on_outage=self._audit_outage)
         self.refused = 0
+        self.refusing = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._outbox_closed = False
-        self._thread = threading.Thread(target=self._send_loop, name="uplink-sender", daemon=True)
+        self._thread = threading.Thread(target=self.sender.run, args=(self._stop, self._wake, self._log), name="uplink-sender", daemon=True)
         self._thread.start()
         self._subscription = self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
         self._report_timer = self.create_timer(1.0, self._report)
@@ -72,18 +81,25 @@ class UplinkNode(PrivacyVisionNode):
         self.drain_timeout_s = self.current("drain_timeout_s", updates)
 
     def _on_release(self, message: ZoneAnalytics) -> None:
+        """Store the release, or refuse it loudly (outbox full, disk failing, invalid); never crash the node."""
         if self._outbox_closed:
             self.get_logger().error(f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored")
             return
-        release = release_from_message(message)
         try:
+            release = wire_from_release(release_from_message(message))
             self.outbox.put(release["release_id"], canonical_release_bytes(release))
-        except OutboxFull as error:
+        except (OutboxFull, OutboxUnavailable, InvalidRelease) as error:
             self.refused += 1
-            self.get_logger().error(f"{error} ({self.refused} refused so far)")
-            self.publish_diagnostic(ERROR, "outbox full", {"refused": self.refused, "queued": self.outbox.size()})
+            self.refusing = str(error)
+            self.get_logger().error(f"release refused: {error} ({self.refused} refused so far)")
+            self.publish_diagnostic(ERROR, "release refused", {"refused": self.refused, "queued": self.outbox.size(), "reason": self.refusing})
             return
+        self.refusing = ""
         self._wake.set()
+
+    def _log(self, level: str, text: str) -> None:
+        logger = self.get_logger()
+        (logger.info if level == CORE_OK else logger.warning if level == CORE_WARN else logger.error)(text)
 
     def _audit_sent(self, item) -> None:
         release = json.loads(item.body)
@@ -91,37 +107,25 @@ class UplinkNode(PrivacyVisionNode):
                           tier=release["tier"], period_start_s=release["period_start_s"], period_end_s=release["period_end_s"],
                           below_k=release["below_k"], mechanism=release["mechanism"], epsilon_cell=release["epsilon_cell"],
                           epsilon_track_day=release["epsilon_track_day"], k=release["k"], privacy_unit=release["privacy_unit"])
-        if self._in_outage:
-            self._in_outage = False
+
+    def _audit_outage(self, outage: bool, error: str) -> None:
+        if outage:
+            self.audit.append("uplink_failure", self.get_name(), error=error[:300], queued=self.outbox.size())
+        else:
             self.audit.append("uplink_recovered", self.get_name(), queued=self.outbox.size())
 
-    def _send_loop(self) -> None:
-        reported_dead = 0
-        while not self._stop.is_set():
-            delay = self.sender.drain_once()
-            if self.sender.dead_lettered != reported_dead:
-                reported_dead = self.sender.dead_lettered
-                self.get_logger().error(self.sender.last_error)
-            if delay and not self._in_outage:
-                self._in_outage = True
-                self.audit.append("uplink_failure", self.get_name(), error=self.sender.last_error[:300], queued=self.outbox.size())
-            if delay and self.sender.tls_rejected:
-                self.get_logger().error(f"{self.sender.last_error}; check the 'pins' and 'ca_file' parameters; retrying in {delay:.1f} s")
-                self.publish_diagnostic(ERROR, "TLS peer rejected: nothing sent", {"last_error": self.sender.last_error})
-            elif delay:
-                self.get_logger().warning(f"delivery failed, retrying in {delay:.1f} s: {self.sender.last_error}")
-                self._stop.wait(delay)
-            else:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-
     def _report(self) -> None:
-        queued = self.outbox.size()
-        level = ERROR if self.refused or self.sender.dead_lettered or self.sender.tls_rejected else WARN if self.sender.failures and queued else OK
-        self.publish_diagnostic(level, "uplink", {"delivered": self.sender.delivered, "queued": queued,
-                                                  "failures": self.sender.failures, "refused_outbox_full": self.refused,
-                                                  "dead_lettered": self.sender.dead_lettered,
-                                                  "last_error": self.sender.last_error})
+        health = self.sender.health()
+        level = {CORE_OK: OK, CORE_WARN: WARN}.get(health.level, ERROR)
+        message = health.message
+        if self.refusing:
+            level, message = ERROR, f"new releases refused: {self.refusing}"
+        elif self.outbox.recovered_from is not None and level != ERROR:
+            level, message = ERROR, f"outbox was not intact; moved aside to {self.outbox.recovered_from}"
+        self.publish_diagnostic(level, message, {"delivered": self.sender.delivered, "queued": self.outbox.size(),
+                                                 "failures": self.sender.failures, "refused": self.refused,
+                                                 "dead_lettered": self.sender.dead_lettered,
+                                                 "last_error": self.sender.last_error})
 
     def on_shutdown(self) -> None:
         # No release may arrive once the outbox is closing (it used to: "Cannot operate on a closed database").
@@ -132,7 +136,7 @@ class UplinkNode(PrivacyVisionNode):
         self._thread.join(timeout=15.0)
         deadline = time.monotonic() + self.drain_timeout_s
         while self.outbox.size() and time.monotonic() < deadline:
-            delay = self.sender.drain_once()
+            delay = self.sender.step()
             if delay:
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         left = self.outbox.size()

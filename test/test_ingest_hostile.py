@@ -1,0 +1,184 @@
+"""Hostile input to the ingest (issue 13, findings 5 and 6): every client fault is a 4xx with a reason,
+never a 500, and nothing invalid is stored; a hypothesis-driven request fuzz test holds that in general."""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import math
+import os
+import ssl
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ingestutil import IngestThread
+from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.core.protocol import HEADER_BODY_SHA256, HEADER_SEQUENCE, canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release
+from privacy_vision.ingest import RELEASES_PATH, build_app
+from privacy_vision.ingest_store import ReleaseStore
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    create_pki(root)
+    return PkiPaths(root)
+
+
+@pytest.fixture
+def ingest(pki, tmp_path):
+    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
+    yield server
+    server.stop()
+
+
+_sequence = iter(range(1, 10**9))
+
+
+def post_raw(server: IngestThread, pki: PkiPaths, body: bytes, header_overrides: dict[str, bytes] | None = None) -> tuple[int, str]:
+    """A signed POST over real TLS; overrides go out as raw header bytes (http.client passes bytes as is)."""
+    headers = sign_request(load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)).as_dict()
+    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10)
+    connection.putrequest("POST", RELEASES_PATH)
+    for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body)), **(header_overrides or {})}.items():
+        connection.putheader(name, value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    result = response.status, response.read().decode(errors="replace")
+    connection.close()
+    return result
+
+
+def json_with(**fields) -> bytes:
+    """A release with fields replaced, serialised the way a hostile client may (NaN and Infinity allowed)."""
+    return json.dumps(example_release(**fields), allow_nan=True).encode()
+
+
+FINDING_5 = {
+    "NaN occupancy": (json_with(occupancy=math.nan), "occupancy"),
+    "Infinity epsilon": (json_with(epsilon_cell=math.inf), "epsilon_cell"),
+    "NaN period start": (json_with(period_start_s=math.nan), "period_start_s"),
+    "negative count": (json_with(entries=-3), "entries"),
+    "negative epsilon": (json_with(epsilon_track_day=-0.5), "epsilon_track_day"),
+    "bool as k": (json_with(k=True), "k"),
+    "40 KB extra image field": (json_with(image="A" * 40_000), "image"),
+    "20 KB zone name": (json_with(zone_id="z" * 20_000), "zone_id"),
+    "negative histogram bin": (json_with(tier="hour", direction_counts={"E": -1}), "direction_counts"),
+    "missing field": (json.dumps({k: v for k, v in example_release().items() if k != "k"}).encode(), "k"),
+    # release model v2
+    "unknown tier": (json.dumps({**example_release(), "tier": "week"}).encode(), "tier"),
+    "string for a bool": (json_with(below_k="false"), "below_k"),
+    "period end before start": (json_with(period_start_s=900.0, period_end_s=0.0), "period_end_s"),
+    "hour cell 60 s long": (json_with(tier="hour", period_end_s=60.0), "period_end_s"),
+    "values in a '< k' cell": (json_with(below_k=True, occupancy=3), "below_k"),
+    "unknown heading": (json_with(tier="hour", direction_counts={"UP": 1}), "direction_counts"),
+    "zero cells per day": (json_with(cells_per_day=0), "cells_per_day"),
+    # strict mode
+    "a group below k": (json.dumps(example_release(tier="group", occupancy=4)).encode(), "at least k"),
+    "a group shown as '< k'": (json.dumps(example_release(tier="group", below_k=True)).encode(), "at least k"),
+    "a group not made of whole windows": (json.dumps(example_release(tier="group", period_end_s=1000.0)).encode(), "whole windows"),
+    "δ on a grid cell": (json_with(delta_track_day=1e-6), "delta_track_day"),
+    "δ of 0.5": (json.dumps(example_release(tier="group", delta_track_day=0.5)).encode(), "delta_track_day"),
+}
+
+
+@pytest.mark.parametrize("case", list(FINDING_5))
+def test_finding_5_invalid_release_is_422_with_reason_and_not_stored(ingest, pki, case):
+    body, field = FINDING_5[case]
+    status, detail = post_raw(ingest, pki, body)
+    assert status == 422, (status, detail)
+    assert field in json.loads(detail)["reason"]
+    assert ingest.store.count() == 0
+
+
+FINDING_6 = {
+    "non-ASCII content hash": (canonical_release_bytes(example_release()), {HEADER_BODY_SHA256: "é".encode() * 32}, 400),
+    "sequence 2**63": (canonical_release_bytes(example_release()), {HEADER_SEQUENCE: str(2**63).encode()}, 400),
+    "JSON nested 30,000 deep": (b"[" * 30_000 + b"]" * 30_000, {}, 422),
+    "not UTF-8": (b'{"zone_id": "\xff\xfe"}', {}, 422),
+}
+
+
+@pytest.mark.parametrize("case", list(FINDING_6))
+def test_finding_6_client_faults_are_4xx_never_500(ingest, pki, case):
+    body, overrides, expected = FINDING_6[case]
+    status, detail = post_raw(ingest, pki, body, overrides)
+    assert status == expected, (status, detail)
+    assert json.loads(detail)["reason"]
+    assert ingest.store.count() == 0
+
+
+@pytest.mark.parametrize("tier", ["window", "hour", "day", "group"])
+def test_a_valid_release_still_goes_through(ingest, pki, tier):
+    status, detail = post_raw(ingest, pki, canonical_release_bytes(example_release(tier=tier)))
+    assert status == 200 and json.loads(detail)["status"] == "stored"
+
+
+# ---- fuzz: any signed body, any header value: no 5xx, and a body the schema refuses is never stored ----
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+FIELDS = list(example_release())
+
+
+@st.composite
+def release_bodies(draw) -> bytes:
+    release = example_release()
+    for _ in range(draw(st.integers(0, 3))):
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            release[draw(st.sampled_from(FIELDS))] = draw(json_values)
+        elif action == "delete":
+            release.pop(draw(st.sampled_from(FIELDS)), None)
+        else:
+            release[draw(st.text(min_size=1, max_size=20))] = draw(json_values)
+    if draw(st.booleans()):
+        return json.dumps(release, allow_nan=True).encode()
+    return draw(st.sampled_from([json.dumps(release, allow_nan=True).encode(), b"", b"[]", b"null", b'{"a":', b"\x00\xff"]))
+
+
+HEADER_NAMES = ["X-PV-Device", "X-PV-Timestamp", "X-PV-Nonce", "X-PV-Sequence", "X-PV-Content-SHA256", "X-PV-Signature"]
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory):
+    """The real app in-process (no TLS: the fuzz is about the handlers), on one event loop."""
+    key = os.urandom(32)
+    store = ReleaseStore(tmp_path_factory.mktemp("fuzz") / "ingest.sqlite")
+    loop = asyncio.new_event_loop()
+    client = TestClient(TestServer(build_app(store, {"dev-1": key})), loop=loop)
+    loop.run_until_complete(client.start_server())
+    yield loop, client, store, key
+    loop.run_until_complete(client.close())
+    loop.close()
+    store.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=release_bodies(), bad_headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_text, max_size=2))
+def test_fuzz_no_5xx_and_nothing_invalid_stored(fuzz_client, body, bad_headers):
+    loop, client, store, key = fuzz_client
+    headers = {**sign_request(key, "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)).as_dict(), **bad_headers}
+    before = store.count()
+
+    async def send() -> tuple[int, dict]:
+        response = await client.post(RELEASES_PATH, data=body, headers={k: v.encode("latin-1").decode("latin-1") for k, v in headers.items()})
+        return response.status, await response.json()
+
+    status, answer = loop.run_until_complete(send())
+    assert status < 500, answer
+    try:
+        valid = validate_release(json.loads(body)) is not None
+    except (ValueError, InvalidRelease):
+        valid = False
+    if not valid:
+        assert status in (400, 401, 408, 422) and answer["reason"], answer
+        assert store.count() == before
+    elif not bad_headers:
+        assert status == 200
