@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from privacy_vision.runner import CAPTURE_MODES
+from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
@@ -14,15 +14,13 @@ def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str,
     """NODE.PARAM=VALUE pairs checked against params.yaml (the nodes themselves take an integer for a double)."""
     import yaml
 
-    from privacy_vision.runner import NODES
-
     defaults = yaml.safe_load(params_file.read_text()) if params_file.is_file() else {}
     overrides: dict[str, dict[str, str]] = {}
     for item in items:
         key, separator, value = item.partition("=")
         node, dot, name = key.partition(".")
-        if not separator or not dot or node not in NODES or not name:
-            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODES)}; got {item!r}")
+        if not separator or not dot or node not in NODE_NAMES or not name:
+            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}")
         known = (defaults.get(node) or {}).get("ros__parameters", {})
         if name not in known:
             raise SystemExit(f"--set: node '{node}' has no parameter '{name}' (known: {', '.join(sorted(known))})")

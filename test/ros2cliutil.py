@@ -90,18 +90,34 @@ class StateDir:
         port = re.search(r"listening on https://127\.0\.0\.1:(\d+)/", self.ingest_log.read_text()).group(1)
         self.ingest_url = f"https://127.0.0.1:{port}/v1/releases"
 
-    def stored_release_ids(self) -> list[str]:
+    def close(self) -> None:
+        stop_group(self.ingest, signal.SIGINT, 20.0)
+
+    def stored_since(self, since_wall: float) -> list[str]:
+        """Release ids the ingest stored since this time."""
         if not self.ingest_db.exists():
             return []
         with sqlite3.connect(str(self.ingest_db)) as db:
-            return [row[0] for row in db.execute("SELECT release_id FROM releases")]
+            return [row[0] for row in db.execute("SELECT release_id FROM releases WHERE received_at >= ?", (since_wall,))]
 
-    def outbox_size(self) -> int:
-        with sqlite3.connect(str(self.path / "outbox.sqlite")) as db:
-            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
-    def close(self) -> None:
-        stop_group(self.ingest, signal.SIGINT, 20.0)
+def outbox_size(state_dir: Path) -> int:
+    with sqlite3.connect(str(state_dir / "outbox.sqlite")) as db:
+        return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+
+FINALIZED = re.compile(r"\[INFO\] \[(\d+\.\d+)\] \[(\w+)\]: finalized(?:: (.*))?")
+
+
+def finalized(log_text: str) -> dict[str, tuple[float, str]]:
+    """Each node's 'finalized' line: node -> (its own timestamp, summary)."""
+    return {m.group(2): (float(m.group(1)), m.group(3) or "") for m in FINALIZED.finditer(log_text)}
+
+
+def count_in(summary: str, what: str) -> int:
+    match = re.search(rf"(\d+) {what}", summary)
+    assert match, (what, summary)
+    return int(match.group(1))
 
 
 def stop_group(process: subprocess.Popen, sig: int, timeout_s: float) -> int:

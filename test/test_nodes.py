@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
 import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -162,6 +164,7 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
     rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1", "-p", f"audit_dir:={tmp_path}"])
     try:
         node = DetectionNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         messages = [Image(**frame_to_fields(frame)) for frame in vtest_frames[:3]]
         assert np.frombuffer(messages[0].data, np.uint8).any()
         node._on_image(messages[0])
@@ -196,11 +199,18 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
                      "-p", "resize_width:=384", "-p", "wait_for_subscriber_s:=0.0", "-p", f"audit_dir:={tmp_path / 'audit'}"])
     try:
         node = DetectionNode()
-        assert node.finished.wait(60.0)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.source_ended.wait(60.0)
         assert node.frames == 4 and node.capture.delivered == 4
         assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
-        published = node.get_publisher_names_and_types_by_node("detection", "/")
-        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published
+        def published():  # the graph cache takes the node's own new publishers asynchronously
+            return node.get_publisher_names_and_types_by_node("detection", "/")
+
+        deadline = time.monotonic() + 10.0
+        while ("/detections", ["privacy_vision_msgs/msg/Detections"]) not in published() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published()
+        published = published()
         assert all("sensor_msgs/msg/Image" not in types for _, types in published)
         node.destroy_node()
     finally:

@@ -9,17 +9,33 @@ import yaml
 
 from rosutil import REPO
 
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+from privacy_vision.core.graph import (DRAIN_TIMEOUT_S, LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, NODE_NAMES as NODES,
+                                       STOP_MARGIN_S, UPSTREAM_WAIT_S)
+
+# What issue 12 asks the launch file to take (besides the pins and CA, which have defaults under state_dir).
+LAUNCH_ARGUMENTS = ("source", "capture", "params_file", "zones_file", "homography_file", "model", "onnx_model", "window_s", "k",
+                    "epsilon", "state_dir", "ingest_url", "loop", "fps", "max_frames")
 
 
-def test_launch_file_starts_every_node_with_respawn_and_local_discovery():
+def test_launch_file_starts_every_node_as_a_lifecycle_node_with_respawn_and_local_discovery():
     source = (REPO / "launch/privacy_vision.launch.py").read_text()
-    tree = ast.parse(source)  # launch/launch_ros are not installable here; the file must still be valid Python
+    tree = ast.parse(source)
     assert "generate_launch_description" in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "respawn=True" in source and '"ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"' in source
-    assert "from privacy_vision.runner import CAMERA_SOURCE_PARAMETERS, CAPTURE_MODES, NODES" in source  # the runner's own lists
-    assert 'DeclareLaunchArgument("capture"' in source and 'DeclareLaunchArgument("onnx_model"' in source
-    assert 'executable=f"{name}_node"' in source
+    assert "from privacy_vision.core.graph import" in source and "pipeline(capture)" in source  # the one graph description
+    assert "LifecycleNode(" in source and 'executable=f"{name}_node"' in source
+    assert "sigterm_timeout=str(LAUNCH_SIGTERM_TIMEOUT_S)" in source and "sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S)" in source
+    declared = {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
+                and getattr(call.func, "id", "") == "DeclareLaunchArgument" and call.args}
+    assert set(LAUNCH_ARGUMENTS) <= declared, set(LAUNCH_ARGUMENTS) - declared
+
+
+def test_the_ordered_stop_fits_before_launch_kills_a_node():
+    """Every node gets the stop request at once; the uplink waits at most UPSTREAM_WAIT_S for the aggregator,
+    then drains for drain_timeout_s; launch sends SIGKILL at sigterm + sigkill timeouts (SIGTERM is the same request)."""
+    assert UPSTREAM_WAIT_S + DRAIN_TIMEOUT_S + STOP_MARGIN_S <= LAUNCH_SIGTERM_TIMEOUT_S + LAUNCH_SIGKILL_TIMEOUT_S
+    params = yaml.safe_load((REPO / "config/params.yaml").read_text())
+    assert params["uplink"]["ros__parameters"]["drain_timeout_s"] == DRAIN_TIMEOUT_S
 
 
 def test_entry_points_match_the_launch_executables():
