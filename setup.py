@@ -1,10 +1,14 @@
 """ament_python package privacy_vision (the interfaces live in msg/, package privacy_vision_msgs)."""
+import sys
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from privacy_vision.core.graph import NODE_NAMES as NODES  # noqa: E402  (the one description of the graph; pure Python)
+
 PACKAGE = "privacy_vision"
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
 
 setup(
     name=PACKAGE,

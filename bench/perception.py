@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "test"))
 
 import trackeval  # noqa: E402
 
+from privacy_vision.core.graph import NODE_NAMES  # noqa: E402
 from privacy_vision.core.geometry import Homography, load_homography  # noqa: E402
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState  # noqa: E402
 from sort_reference import Sort  # noqa: E402
@@ -373,7 +374,7 @@ def speed_benchmark(report: list[str], labels: list[str]) -> None:
     for label, flat_out, realtime in node_tables:
         report.append(f"\nPer node, {label} (median CPU % of one core flat out and at 10 fps; peak resident memory):\n")
         report.append("| node | CPU % flat out | CPU % at 10 fps | RSS MiB |\n|---|---:|---:|---:|")
-        for name in ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink", "ingest"):
+        for name in (*NODE_NAMES, "ingest"):
             if name in flat_out["nodes"]:
                 cpu, rss = flat_out["nodes"][name]
                 slow = realtime["nodes"].get(name, (float("nan"), 0))[0]

@@ -15,11 +15,12 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from privacy_vision.core.graph import DIAGNOSTICS_TOPIC
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, source_node
 
 
 class GraphMonitor:
-    def __init__(self, domain_id: int, config_dir: Path) -> None:
+    def __init__(self, domain_id: int, config_dir: Path, capture: str = "camera") -> None:
+        self.source = source_node(capture)  # the node whose 'frames' count the frames read
         from privacy_vision.runner import graph_environment
 
         os.environ.update({k: v for k, v in graph_environment(config_dir, domain_id).items()
@@ -74,7 +75,7 @@ class GraphMonitor:
         self._rate_samples = [(t, n) for t, n in self._rate_samples if now - t <= 5.0] + [(now, processed)]
         (t0, n0), (t1, n1) = self._rate_samples[0], self._rate_samples[-1]
         fps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-        return (f"frames {self.value('camera', 'frames')} | processed {processed} ({fps:.1f} fps, "
+        return (f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
                 f"{self.value('detection', 'inference_ms_median')} ms/inference) | people tracked "
                 f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
                 f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "

@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 
-NODE_NAMES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+from privacy_vision.core.graph import NODE_NAMES
+
 STOP = threading.Event()  # set by SIGINT or SIGTERM once install_stop_handlers() ran
 
 

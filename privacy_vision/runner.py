@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES, SOURCE_PARAMETERS, check_capture, pipeline, source_node, state_paths
+from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, pipeline, source_node, state_paths
 
 _PR_SET_PDEATHSIG = 1
 EXIT_GRACE_S = 3.0  # a finalized node's process exits this quickly
@@ -55,7 +55,7 @@ class GraphOptions:
     domain_id: int | None = None
     duration_s: float = 0.0
     quiet: bool = False
-    capture: str = "camera"  # one of CAPTURE_MODES
+    capture: str = "camera"  # one of core.graph.CAPTURE_MODES
 
 
 def node_parameters(options: GraphOptions, forced: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -200,7 +200,7 @@ class GraphRunner:
             self._spawn(node, env)
         from privacy_vision.monitor import GraphMonitor
 
-        self.monitor = GraphMonitor(self.domain_id, config)
+        self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
         self.console.message(f"graph started: ingest + {len(self._commands)} nodes ({self.options.capture} capture) on "
                              f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from privacy_vision.core import graph
 from rosutil import REPO, RosProbe, free_domain_id, pixel_like_fields
 
 pytestmark = pytest.mark.graph
@@ -69,12 +70,14 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert "sending to https://127.0.0.1:" in uplink_log
 
 
-def test_only_the_camera_topic_carries_images(demo_run):
+def test_the_running_graph_is_the_one_described(demo_run):
+    """Every topic of the graph description (core/graph.py) exists with its type; only the camera topic carries images."""
     _, output, probe, _ = demo_run
     image_topics = {topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types}
     assert image_topics == {"/camera/image_raw"}, probe.topic_types
-    for topic in ("/detections", "/tracks", "/anonymized_tracks", "/cell_totals", "/zone_analytics", "/diagnostics"):
-        assert topic in probe.topic_types, (topic, sorted(probe.topic_types))
+    for topic in graph.topics("camera"):
+        assert probe.topic_types.get(topic.name) == {topic.type}, (topic.name, sorted(probe.topic_types))
+    assert graph.DIAGNOSTICS_TOPIC in probe.topic_types
 
 
 def test_no_message_after_detection_holds_pixel_data(demo_run):

@@ -30,6 +30,28 @@ def test_launch_file_starts_every_node_as_a_lifecycle_node_with_respawn_and_loca
     assert set(LAUNCH_ARGUMENTS) <= declared, set(LAUNCH_ARGUMENTS) - declared
 
 
+def test_the_graph_description_matches_the_package():
+    """core/graph.py is what the other modules read: it must agree with params.yaml, the interfaces and the nodes."""
+    from privacy_vision.core import graph
+
+    assert tuple(yaml.safe_load((REPO / "config/params.yaml").read_text())) == graph.NODE_NAMES  # same nodes, same order
+    assert [graph.upstream_of(name) for name in graph.NODE_NAMES] == [None, *graph.NODE_NAMES[:-1]]  # a chain in pipeline order
+    assert graph.pipeline("in_process") == graph.NODE_NAMES[1:] and graph.upstream_of("detection", "in_process") is None
+    assert [t.name for t in graph.topics("in_process")] == [t.name for t in graph.TOPICS if t.name != graph.IMAGE_TOPIC]
+    for topic in graph.TOPICS:
+        package, kind, name = topic.type.split("/")
+        if package == "privacy_vision_msgs":
+            assert (REPO / "msg" / kind / f"{name}.msg").is_file(), topic
+        assert topic.publisher in graph.NODE_NAMES and set(topic.subscribers) <= set(graph.NODE_NAMES), topic
+        assert topic.carries, topic
+    assert graph.leaves_device() == {"/zone_analytics": graph.leaves_device()["/zone_analytics"]}  # only the analytics leave
+    sources = {name: (REPO / f"privacy_vision/nodes/{name}.py").read_text() for name in graph.NODE_NAMES}
+    for spec in graph.NODES:  # a node that answers requests says what it holds; one that holds personal data answers
+        assert ("def personal_data_summary" in sources[spec.name]) == spec.answers_requests, spec.name
+        assert spec.answers_requests or not spec.personal_data, spec.name
+    assert set(graph.STATE_STORES) >= {"pki", "audit", "ledger", "outbox", "runtime"}
+
+
 def test_the_ordered_stop_fits_before_launch_kills_a_node():
     """Every node gets the stop request at once; the uplink waits at most UPSTREAM_WAIT_S for the aggregator,
     then drains for drain_timeout_s; launch sends SIGKILL at sigterm + sigkill timeouts (SIGTERM is the same request)."""

@@ -20,22 +20,24 @@ class NodeSpec:
     upstream: str | None  # the node whose output this one consumes (camera capture); it stops after that one
     personal_data: str  # per-person data held in memory ("" = none); such nodes answer forget and data-subject requests
     answers_requests: bool  # offers ~/forget and ~/data_subject_request (a node without personal data says so)
+    dpia_settings: bool  # reports privacy-relevant settings on /diagnostics for the live DPIA
 
 
 NODES: tuple[NodeSpec, ...] = (
-    NodeSpec("camera", "reads the source and publishes frames", None, "", False),
+    NodeSpec("camera", "reads the source and publishes frames", None, "", False, False),
     NodeSpec("detection", "person boxes from frames; zeroes every frame buffer", "camera",
-             "camera frames, zeroed after inference (retention_frames)", True),
+             "camera frames, zeroed after inference (retention_frames)", True, True),
     NodeSpec("tracking", "motion-only tracks, foot points in floor metres", "detection",
-             "live tracks: tracker ID, box, floor position and velocity", True),
+             "live tracks: tracker ID, box, floor position and velocity", True, True),
     NodeSpec("anonymizer", "keyed rotating IDs, grid cells; bounds each track's contribution", "tracking",
-             "per live track: the release cells it counted in today, its zone stays, the in-memory ID key", True),
-    NodeSpec("aggregator", "OpenDP noise on every cell, k on noisy values, daily ledger", "anonymizer", "", True),
-    NodeSpec("uplink", "durable outbox, pinned and signed HTTPS to the ingest", "aggregator", "", False),
+             "per live track: the release cells it counted in today, its zone stays, the in-memory ID key", True, True),
+    NodeSpec("aggregator", "OpenDP noise on every cell, k on noisy values, daily ledger", "anonymizer", "", True, True),
+    NodeSpec("uplink", "durable outbox, pinned and signed HTTPS to the ingest", "aggregator", "", False, True),
 )
 NODE_NAMES = tuple(node.name for node in NODES)
 REQUEST_NODES = tuple(node.name for node in NODES if node.answers_requests)  # forget / data-subject requests go to these
 PERSONAL_DATA_NODES = tuple(node.name for node in NODES if node.personal_data)
+DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the live DPIA needs each one's settings
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,24 @@ class TopicSpec:
 
 
 IMAGE_TOPIC = "/camera/image_raw"
+DETECTIONS_TOPIC = "/detections"
+TRACKS_TOPIC = "/tracks"
+ANONYMIZED_TOPIC = "/anonymized_tracks"
+CELL_TOTALS_TOPIC = "/cell_totals"
+ANALYTICS_TOPIC = "/zone_analytics"
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "camera", ("detection",),
               "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process on this device "
               "that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); the detection node zeroes "
               "its copy after inference, copies held by the middleware or by other subscribers are outside its control"),
-    TopicSpec("/detections", "privacy_vision_msgs/msg/Detections", "detection", ("tracking",), "person boxes in image pixels, per frame"),
-    TopicSpec("/tracks", "privacy_vision_msgs/msg/Tracks", "tracking", ("anonymizer",),
+    TopicSpec(DETECTIONS_TOPIC, "privacy_vision_msgs/msg/Detections", "detection", ("tracking",), "person boxes in image pixels, per frame"),
+    TopicSpec(TRACKS_TOPIC, "privacy_vision_msgs/msg/Tracks", "tracking", ("anonymizer",),
               "motion-only tracks: tracker ID, floor position and velocity, box"),
-    TopicSpec("/anonymized_tracks", "privacy_vision_msgs/msg/AnonymizedTracks", "anonymizer", (),
+    TopicSpec(ANONYMIZED_TOPIC, "privacy_vision_msgs/msg/AnonymizedTracks", "anonymizer", (),
               "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)"),
-    TopicSpec("/cell_totals", "privacy_vision_msgs/msg/CellTotals", "anonymizer", ("aggregator",),
+    TopicSpec(CELL_TOTALS_TOPIC, "privacy_vision_msgs/msg/CellTotals", "anonymizer", ("aggregator",),
               "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only"),
-    TopicSpec("/zone_analytics", "privacy_vision_msgs/msg/ZoneAnalytics", "aggregator", ("uplink",),
+    TopicSpec(ANALYTICS_TOPIC, "privacy_vision_msgs/msg/ZoneAnalytics", "aggregator", ("uplink",),
               "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
               leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest"),
 )

@@ -12,6 +12,7 @@ from privacy_vision.core.contributions import TIERS, CellTotals
 from privacy_vision.core.privacy import PrivacyLedger
 from diagnostic_msgs.msg import DiagnosticArray
 
+from privacy_vision.core.graph import DPIA_NODES
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
 from privacy_vision_msgs.srv import GenerateDpia
@@ -66,7 +67,6 @@ class AggregatorNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         self.privacy_parameters = set(RUNTIME_SETTINGS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
-        self.offer_personal_data_services()
         self._live_parameters: dict[str, dict] = {}
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.create_service(GenerateDpia, "~/generate_dpia", self._on_generate_dpia)
@@ -138,7 +138,7 @@ class AggregatorNode(PrivacyVisionNode):
                   if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))}
         facts = system_facts(dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live")
         dpia = build_dpia(params, facts)
-        missing = sorted({"detection", "tracking", "anonymizer", "uplink"} - set(params))
+        missing = sorted(set(DPIA_NODES) - set(params))
         response.success = True
         response.message = f"nodes not reporting (their settings are missing from the document): {missing}" if missing else "complete"
         response.document = render_markdown(dpia) if fmt == "markdown" else dpia_json(dpia)

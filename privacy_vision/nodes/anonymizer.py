@@ -59,7 +59,6 @@ class AnonymizerNode(PrivacyVisionNode):
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
         # Strict mode: a released group restarts its zone's group. Releases are public, so reading them adds nothing.
         self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
-        self.offer_personal_data_services()
         self.frames = 0
         self.cells_closed = 0
         self.create_timer(1.0, self._report)

@@ -25,18 +25,17 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_
 from rclpy.signals import SignalHandlerOptions
 
 from privacy_vision.core.audit import AuditLog, configuration_digest
+from privacy_vision.core import graph
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, UPSTREAM_WAIT_S, upstream_of
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
 from privacy_vision.node_main import install_stop_handlers
 from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
-IMAGE_TOPIC = "camera/image_raw"
-DETECTIONS_TOPIC = "detections"
-TRACKS_TOPIC = "tracks"
-ANONYMIZED_TOPIC = "anonymized_tracks"
-CELL_TOTALS_TOPIC = "cell_totals"
-ANALYTICS_TOPIC = "zone_analytics"
+# Topic names from the graph description, relative so that a node namespace applies to them.
+IMAGE_TOPIC, DETECTIONS_TOPIC, TRACKS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, ANALYTICS_TOPIC = (
+    name.lstrip("/") for name in (graph.IMAGE_TOPIC, graph.DETECTIONS_TOPIC, graph.TRACKS_TOPIC, graph.ANONYMIZED_TOPIC,
+                                  graph.CELL_TOTALS_TOPIC, graph.ANALYTICS_TOPIC))
 ACK_TIMEOUT_S = 2.0  # a deactivating node waits this long for the next node to acknowledge its last messages
 QUIET_S = 0.2  # after the upstream finished, its last messages are processed before this node stops
 PR_SET_PDEATHSIG = 1
@@ -128,6 +127,8 @@ class PrivacyVisionNode(LifecycleNode):
         except KeyFileError as error:
             raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
+        if graph.node(self.get_name()).answers_requests:
+            self.offer_personal_data_services()
         upstream = self.upstream()
         if upstream:
             self.create_subscription(TransitionEvent, f"/{upstream}/transition_event", self._on_upstream_transition, 10)
@@ -249,7 +250,7 @@ class PrivacyVisionNode(LifecycleNode):
             self.trigger_shutdown()
 
     def offer_personal_data_services(self) -> None:
-        """~/forget and ~/data_subject_request for a node that holds per-person state in memory."""
+        """~/forget and ~/data_subject_request, for the nodes the graph description names (core/graph.py)."""
         self.create_service(Forget, "~/forget", self._on_forget)
         self.create_service(DataSubjectRequest, "~/data_subject_request", self._on_data_subject_request)
 

@@ -62,7 +62,6 @@ class DetectionNode(PrivacyVisionNode):
         self.get_logger().info(f"using detector backend '{self.detector.name}'")
         self._retained: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
         self.last_buffers: tuple[np.ndarray, ...] = ()  # the most recent frame's buffers, for the zeroing test
-        self.offer_personal_data_services()
         self.publisher = self.create_data_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
         self.frames = 0
         self.rejected = 0

@@ -46,7 +46,6 @@ class TrackingNode(PrivacyVisionNode):
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.dpia_parameters = {"track_buffer_s"}
-        self.offer_personal_data_services()
         self.publisher = self.create_data_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
         self.frames = 0
