@@ -91,3 +91,26 @@ def test_interface_package_is_complete():
 def test_fastdds_profile_keeps_dds_on_this_host():
     xml = (REPO / "config/fastdds.xml").read_text()
     assert "<address>127.0.0.1</address>" in xml and "<useBuiltinTransports>false</useBuiltinTransports>" in xml
+
+
+def test_a_pip_install_puts_both_commands_on_path(tmp_path):
+    """setup.cfg sends scripts to lib/privacy_vision for colcon (`ros2 run privacy_vision privacy-vision`); a pip
+    install must still put privacy-vision and privacy-vision-ingest in the environment's bin/."""
+    import subprocess
+    import sys
+
+    import shutil
+
+    source, wheels, prefix = tmp_path / "src", tmp_path / "wheels", tmp_path / "prefix"
+    # Built from a copy: an in-tree build leaves an egg-info that the venv (which has the repository on its path) takes for an install.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "var", "data", "bench_out", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("privacy_vision-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed", "--prefix", str(prefix),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    for command in ("privacy-vision", "privacy-vision-ingest"):
+        script = prefix / "bin" / command
+        assert script.is_file(), sorted(p.name for p in (prefix / "bin").iterdir())
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stdout + result.stderr
