@@ -31,7 +31,7 @@ setup(
     description="Anonymous spatial analytics on ROS 2 with k-anonymity, differential privacy and a pinned, signed uplink.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES]
+        "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES] + [f"composed_node = {PACKAGE}.node_main:composed"]
         + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.ingest:main"],
     },
 )

@@ -11,7 +11,9 @@ it holds; shutdown: close its files) after its upstream node has finished, so th
 -> tracking -> anonymizer -> aggregator -> uplink and the uplink stores every release before it exits. The
 escalation timeouts on each node leave room for that (core/graph.py: the stop budget).
 
-Nodes that crash are respawned with their configured parameters and the runtime changes accepted since this
+composed:=true runs all nodes as separate ROS nodes in one process on one executor (`composed_node`): less memory,
+no isolation; that process configures and activates its nodes itself in the same order, and stops them in the same
+order. Nodes (or the composed process) that crash are respawned with their configured parameters and the runtime changes accepted since this
 launch started (kept under state_dir/runtime/). A recorded source (file or folder, loop:=false) ends the launch
 when it ends. Discovery is limited to this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST plus the Fast DDS
 profile in config/). The ingest itself runs in the cloud (`privacy-vision-ingest`), not here.
@@ -30,7 +32,7 @@ from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, Reg
 from launch.event_handlers import OnProcessExit, OnProcessStart
 from launch.events import Shutdown, matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.ros_adapters import get_ros_node
@@ -79,26 +81,42 @@ def _nodes(context):
     for argument, (node, parameter) in PARAMETER_ARGUMENTS.items():
         if value(argument) != "":
             overrides.setdefault(node, {})[parameter] = yaml.safe_load(value(argument))
-    common = {"audit_dir": str(state["audit"]), "audit_key_file": str(state["pki"] / "audit.key"), "autostart": False}
+    composed = value("composed").lower() in ("true", "1")
+    # Separate processes: this file drives each node's lifecycle; composed: the process configures and activates its
+    # nodes itself, in the same order (the source last).
+    common = {"audit_dir": str(state["audit"]), "audit_key_file": str(state["pki"] / "audit.key"), "autostart": composed}
     if capture == "in_process":  # the detection node reads the source: no camera node, no image topic
         camera = {**camera_parameters(params_file), **overrides.pop("camera")}
         overrides["detection"] = {**camera, **overrides.get("detection", {}), "capture": "in_process"}
     source = source_node(capture)
 
-    def parameters(name: str) -> list:
-        runtime = {"runtime_parameters_file": str(state["runtime"] / f"{name}.yaml")}
-        return [str(params_file), {**common, **runtime, **overrides.get(name, {})}]
+    def parameters(name: str) -> dict:
+        return {**common, "runtime_parameters_file": str(state["runtime"] / f"{name}.yaml"), **overrides.get(name, {})}
 
-    actions = {name: LifecycleNode(package="privacy_vision", executable=f"{name}_node", name=name, namespace="", output="screen",
-                                   respawn=True, respawn_delay=2.0, parameters=parameters(name),
-                                   sigterm_timeout=str(LAUNCH_SIGTERM_TIMEOUT_S), sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S))
+    escalation = {"respawn": True, "respawn_delay": 2.0, "output": "screen",
+                  "sigterm_timeout": str(LAUNCH_SIGTERM_TIMEOUT_S), "sigkill_timeout": str(LAUNCH_SIGKILL_TIMEOUT_S)}
+    if composed:  # all nodes as separate ROS nodes in one process, one executor
+        sections = state["runtime"] / "composed_parameters.yaml"
+        sections.parent.mkdir(parents=True, exist_ok=True)
+        sections.write_text(yaml.safe_dump({name: {"ros__parameters": parameters(name)} for name in pipeline(capture)}))
+        process = Node(package="privacy_vision", executable="composed_node", arguments=["--capture", capture],
+                       parameters=[str(params_file), str(sections)], **escalation)
+        return [process, RegisterEventHandler(OnProcessExit(target_action=process, on_exit=functools.partial(end_with_source, source))),
+                OpaqueFunction(function=stop_requests_stop_in_order)]
+    actions = {name: LifecycleNode(package="privacy_vision", executable=f"{name}_node", name=name, namespace="",
+                                   parameters=[str(params_file), parameters(name)], **escalation)
                for name in pipeline(capture)}
-    # A source that ended by itself (exit code 0: end of a recording, or max_frames) ends the launch; a crash (any
-    # other code) is respawned. The respawn waits respawn_delay, and the shutdown cancels it.
-    source_ended = OnProcessExit(target_action=actions[source], on_exit=lambda event, context: [
-        EmitEvent(event=Shutdown(reason=f"the {source} node's source ended"))] if event.returncode == 0 and not context.is_shutdown else None)
+    source_ended = OnProcessExit(target_action=actions[source], on_exit=functools.partial(end_with_source, source))
     return [*actions.values(), *Startup(actions, source).handlers(), RegisterEventHandler(source_ended),
             OpaqueFunction(function=stop_requests_stop_in_order)]
+
+
+def end_with_source(source: str, event, context) -> list | None:
+    """A source that ended by itself (exit code 0: end of a recording, or max_frames) ends the launch; a crash (any
+    other code) is respawned. The respawn waits respawn_delay, and the shutdown cancels it."""
+    if event.returncode != 0 or context.is_shutdown:
+        return None
+    return [EmitEvent(event=Shutdown(reason=f"the {source} node's source ended"))]
 
 
 class Startup:
@@ -226,6 +244,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("capture", default_value="camera", choices=list(CAPTURE_MODES),
                               description="camera: camera node + /camera/image_raw (needed for your own camera driver); "
                                           "in_process: the detection node reads the source, no image topic exists"),
+        DeclareLaunchArgument("composed", default_value="false", choices=["true", "false"],
+                              description="true: all nodes as separate ROS nodes in one process on one executor (less memory; a crash "
+                                          "stops them all); false: one process per node (isolation)"),
         DeclareLaunchArgument("config_dir", default_value="", description="folder with params.yaml, zones.yaml, homography_pets.yaml, fastdds.xml (default: the package's)"),
         DeclareLaunchArgument("params_file", default_value="", description="node parameters (default: config_dir/params.yaml)"),
         DeclareLaunchArgument("zones_file", default_value="", description="zones YAML (default: config_dir/zones.yaml)"),

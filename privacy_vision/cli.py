@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.setdefault("camera", {})["max_frames"] = str(args.max_frames)
     options = GraphOptions(source=args.source or _default_source(), config_dir=Path(args.config_dir), var_dir=Path(args.var_dir),
                            overrides=overrides, domain_id=args.domain_id, duration_s=args.duration, quiet=args.quiet,
-                           capture=args.capture)
+                           capture=args.capture, composed=args.composed)
     print(f"privacy_vision: source {options.source}", flush=True)
     return GraphRunner(options).run()
 
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--capture", choices=CAPTURE_MODES, default="camera",
                      help="camera: a camera node publishes /camera/image_raw to the detection node (default); in_process: the "
                           "detection node reads the source itself and no image topic exists (camera.* settings apply to it)")
+    run.add_argument("--composed", action="store_true",
+                     help="all nodes as separate ROS nodes in one process on one executor (less memory; one crash stops them all); "
+                          "default: one process per node")
     run.set_defaults(handler=cmd_run)
 
     pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins")

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+import yaml
 from pathlib import Path
 
 from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, pipeline, source_node, state_paths
@@ -56,6 +58,7 @@ class GraphOptions:
     duration_s: float = 0.0
     quiet: bool = False
     capture: str = "camera"  # one of core.graph.CAPTURE_MODES
+    composed: bool = False  # all nodes as separate ROS nodes in one process (one executor), instead of one process each
 
 
 def node_parameters(options: GraphOptions, forced: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -189,29 +192,32 @@ class GraphRunner:
         forced = {"camera": {"source": self.options.source}, "uplink": uplink,
                   "aggregator": {"ledger_path": str(self.state["ledger"])}}
         audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
-        self._commands = {}
-        for node, overrides in node_parameters(self.options, forced).items():
-            command = [sys.executable, "-m", "privacy_vision.node_main", node, "--ros-args",
-                       "--params-file", str(config / "params.yaml")]
-            for name, value in {**audit, **overrides}.items():
-                command += ["-p", f"{name}:={value}"]
-            self._commands[node] = command
-        for node in self._commands:
-            self._spawn(node, env)
+        # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
+        # and all of them in one process (composed) alike.
+        per_node = node_parameters(self.options, forced)
+        parameters = self.log_dir / "parameters.yaml"
+        parameters.write_text(yaml.safe_dump({node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
+                                              for node, values in per_node.items()}))
+        ros_args = ["--ros-args", "--params-file", str(config / "params.yaml"), "--params-file", str(parameters)]
+        if self.options.composed:
+            command = [sys.executable, "-m", "privacy_vision.node_main", "composed", "--capture", self.options.capture, *ros_args]
+            process = ManagedProcess("composed", command, env, self.log_dir / "composed.log", self.console.message)
+            self.processes = dict.fromkeys(per_node, process)
+        else:
+            self.processes = {node: ManagedProcess(node, [sys.executable, "-m", "privacy_vision.node_main", node, *ros_args], env,
+                                                   self.log_dir / f"{node}.log", self.console.message) for node in per_node}
         from privacy_vision.monitor import GraphMonitor
 
         self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
-        self.console.message(f"graph started: ingest + {len(self._commands)} nodes ({self.options.capture} capture) on "
+        layout = "in one process (composed)" if self.options.composed else "as separate processes"
+        self.console.message(f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
                              f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
 
     @property
     def source_node(self) -> str:
         """The node that reads the source; the run ends when it does."""
         return source_node(self.options.capture)
-
-    def _spawn(self, node: str, env: dict[str, str]) -> None:
-        self.processes[node] = ManagedProcess(node, self._commands[node], env, self.log_dir / f"{node}.log", self.console.message)
 
     def _bring_up(self) -> None:
         """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
@@ -256,15 +262,16 @@ class GraphRunner:
             reported: set[str] = set()
             while True:
                 self.console.progress(self.monitor.progress_line())
-                for name, process in self.processes.items():
+                source = self.processes[self.source_node]
+                for process in set(self.processes.values()) - {source}:
                     code = process.poll()
-                    if name != self.source_node and code not in (None, 0) and name not in reported:
+                    if code not in (None, 0) and process.name not in reported:
                         # Like a launch file without respawn: report loudly, keep the rest running.
-                        reported.add(name)
+                        reported.add(process.name)
                         exit_code = 1
-                        self.console.message(f"[runner] node '{name}' exited with code {code}: {self._last_error(name)} "
+                        self.console.message(f"[runner] node '{process.name}' exited with code {code}: {self._last_error(process)} "
                                              f"(other nodes keep running; log: {process.log_path})")
-                source_code = self.processes[self.source_node].poll()
+                source_code = source.poll()
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
                     exit_code = 130
@@ -272,7 +279,7 @@ class GraphRunner:
                 if source_code is not None:
                     if source_code != 0:
                         exit_code = 1
-                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(self.source_node)}")
+                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(source)}")
                     break
                 if self.options.duration_s and time.time() - self.started_wall >= self.options.duration_s:
                     break
@@ -288,8 +295,8 @@ class GraphRunner:
             self.console.message(self.summary())
         return exit_code
 
-    def _last_error(self, name: str) -> str:
-        lines = self.processes[name].log_path.read_text().splitlines() if self.processes[name].log_path.exists() else []
+    def _last_error(self, process: ManagedProcess) -> str:
+        lines = process.log_path.read_text().splitlines() if process.log_path.exists() else []
         errors = [line for line in lines if "ERROR" in line]
         return errors[-1] if errors else (lines[-1] if lines else "no output")
 
@@ -297,7 +304,8 @@ class GraphRunner:
         """Each node's shutdown transition in pipeline order (from active it first hands on what it holds, then
         closes its files), through the same ~/change_state service the launch file uses; the process exits once
         finalized. A node that does not answer gets SIGINT and takes its ordered stop by itself."""
-        for name in pipeline(self.options.capture):
+        nodes = pipeline(self.options.capture)
+        for index, name in enumerate(nodes):
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue
@@ -306,9 +314,11 @@ class GraphRunner:
             finalized = self.monitor is not None and self._transition(name, "shutdown", timeout_s)
             if not finalized and process.poll() is None:
                 self.console.message(f"[runner] {name} did not take its shutdown transition; sending SIGINT")
+            if any(self.processes.get(later) is process for later in nodes[index + 1:]) and finalized:
+                continue  # composed: the process ends once its last node is finalized
             code = process.stop(timeout_s=timeout_s, grace_s=EXIT_GRACE_S if finalized else 0.0)
             if code not in (0, None, -signal.SIGINT):
-                self.console.message(f"[runner] {name} stopped with code {code}")
+                self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:
             self.monitor.spin_for(0.3)
             self.console.progress(self.monitor.progress_line())

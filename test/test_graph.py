@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -174,3 +175,22 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     # Upstream nodes kept working after the anonymizer (which holds the release grid's zones) stopped.
     counts = {topic: len(messages) for topic, messages in probe.received.items()}
     assert counts.get("/tracks", 0) > 20, (counts, output)
+
+
+def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_video):
+    """--composed: the six nodes in one process on one executor; the source's end stops them in pipeline order in that
+    process, and everything the aggregator released is in the ingest."""
+    code, output, probe = run_graph(tmp_path, str(vtest_video), ["--composed", "--max-frames", "60", "--fps", "20",
+                                                                  "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"])
+    assert code == 0, output
+    assert "6 nodes in one process (composed)" in output
+    logs = next((tmp_path / "var" / "logs").glob("*"))
+    assert sorted(p.name for p in logs.glob("*.log")) == ["composed.log", "ingest.log"]
+    log = (logs / "composed.log").read_text()
+    done = {m.group(2): (float(m.group(1)), m.group(3)) for m in re.finditer(r"\[(\d+\.\d+)\] \[(\w+)\]: finalized: (.*)", log)}
+    assert list(done) == list(graph.NODE_NAMES), log  # finalized in pipeline order
+    assert [t for t, _ in done.values()] == sorted(t for t, _ in done.values())
+    published = int(re.match(r"(\d+) releases published", done["aggregator"][1]).group(1))
+    delivered = int(re.match(r"(\d+) releases delivered", done["uplink"][1]).group(1))
+    assert published > 0 and published == delivered == len(stored_releases(tmp_path / "var")), (published, delivered)
+    assert "Traceback" not in log and "Traceback" not in output

@@ -14,17 +14,17 @@ from privacy_vision.core.graph import (DRAIN_TIMEOUT_S, LAUNCH_SIGKILL_TIMEOUT_S
 
 # What issue 12 asks the launch file to take (besides the pins and CA, which have defaults under state_dir).
 LAUNCH_ARGUMENTS = ("source", "capture", "params_file", "zones_file", "homography_file", "model", "onnx_model", "window_s", "k",
-                    "epsilon", "state_dir", "ingest_url", "loop", "fps", "max_frames")
+                    "epsilon", "state_dir", "ingest_url", "loop", "fps", "max_frames", "composed")
 
 
 def test_launch_file_starts_every_node_as_a_lifecycle_node_with_respawn_and_local_discovery():
     source = (REPO / "launch/privacy_vision.launch.py").read_text()
     tree = ast.parse(source)
     assert "generate_launch_description" in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert "respawn=True" in source and '"ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"' in source
+    assert '"respawn": True' in source and '"ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"' in source
     assert "from privacy_vision.core.graph import" in source and "pipeline(capture)" in source  # the one graph description
     assert "LifecycleNode(" in source and 'executable=f"{name}_node"' in source
-    assert "sigterm_timeout=str(LAUNCH_SIGTERM_TIMEOUT_S)" in source and "sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S)" in source
+    assert '"sigterm_timeout": str(LAUNCH_SIGTERM_TIMEOUT_S)' in source and '"sigkill_timeout": str(LAUNCH_SIGKILL_TIMEOUT_S)' in source
     declared = {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
                 and getattr(call.func, "id", "") == "DeclareLaunchArgument" and call.args}
     assert set(LAUNCH_ARGUMENTS) <= declared, set(LAUNCH_ARGUMENTS) - declared
@@ -62,9 +62,10 @@ def test_the_ordered_stop_fits_before_launch_kills_a_node():
 
 def test_entry_points_match_the_launch_executables():
     setup = (REPO / "setup.py").read_text()
-    assert 'f"{node}_node = {PACKAGE}.node_main:{node}"' in setup
+    assert 'f"{node}_node = {PACKAGE}.node_main:{node}"' in setup and 'f"composed_node = {PACKAGE}.node_main:composed"' in setup
     from privacy_vision import node_main
 
+    assert callable(node_main.composed)
     for node in NODES:
         assert callable(getattr(node_main, node))
         assert (REPO / f"privacy_vision/nodes/{node}.py").read_text().count("def main(") == 1

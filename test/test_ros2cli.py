@@ -67,13 +67,13 @@ class Launch:
         return code, time.monotonic() - started
 
 
-def check_ordered_stop(launch: Launch, code: int, delivered_to_ingest: bool = True) -> int:
+def check_ordered_stop(launch: Launch, code: int, delivered_to_ingest: bool = True, capture: str = "camera") -> int:
     """The stop went camera -> ... -> uplink; the aggregator's releases are all in the ingest (or, with no ingest,
     all in the outbox); nothing escalated, died, or left a traceback or a process. Returns the release count."""
     text = launch.text()
     assert code == 0, text[-6000:]
     done = finalized(text)
-    order = [name for name in pipeline("camera")]
+    order = list(pipeline(capture))
     assert set(order) <= set(done), (sorted(done), text[-6000:])
     stamps = [done[name][0] for name in order]
     assert stamps == sorted(stamps), list(zip(order, stamps))
@@ -194,3 +194,18 @@ def test_with_no_ingest_reachable_the_uplink_keeps_its_releases_and_is_not_kille
     assert outbox_size(state) == published  # every release is kept for the next start
     assert f"{published} releases stay in the outbox" in launch.text()
     assert took < LAUNCH_SIGTERM_TIMEOUT_S + LAUNCH_SIGKILL_TIMEOUT_S, took
+
+
+def test_composed_in_process_capture_one_process_no_image_topic_same_ordered_stop(session, vtest_video):
+    """composed:=true capture:=in_process: five nodes in one process, no camera node and no image topic; Ctrl-C stops
+    them in pipeline order and every release reaches the ingest."""
+    launch = Launch(session, "composed", vtest_video, composed="true", capture="in_process", loop="true", fps="10", window_s="4", k="1")
+    launch.wait_for_releases(3)
+    names = session.node_names()
+    assert NODE_PATHS - {"/camera"} <= names and "/camera" not in names, names
+    assert "/camera/image_raw" not in session.run("topic", "list").output.split()
+    node_processes = [command for _, command in processes_of(session.tmp) if "privacy_vision/" in command and "ingest" not in command]
+    assert len(node_processes) == 1 and "composed_node" in node_processes[0], node_processes
+    code, took = launch.stop(signal.SIGINT, whole_group=True)
+    check_ordered_stop(launch, code, capture="in_process")
+    assert took < LAUNCH_SIGTERM_TIMEOUT_S, took

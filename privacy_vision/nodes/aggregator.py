@@ -161,8 +161,11 @@ class AggregatorNode(PrivacyVisionNode):
             self.publish_diagnostic(OK, "aggregating", {"releases": self.released, "below_k": self.below_k})
 
 
+NODE_CLASS = AggregatorNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(AggregatorNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -139,8 +139,11 @@ class AnonymizerNode(PrivacyVisionNode):
         return f"{self.frames} frames anonymised, {self.cells_closed} cells closed"
 
 
+NODE_CLASS = AnonymizerNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(AnonymizerNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ class CameraNode(PrivacyVisionNode):
                                                      "skipped_unreadable": source.skipped_corrupt, "source_kind": source.kind})
 
 
+NODE_CLASS = CameraNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(CameraNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

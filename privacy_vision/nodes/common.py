@@ -437,9 +437,13 @@ def run_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str] 
                 node.trigger_activate()
         while not all(node.finished.is_set() for node in nodes):
             executor.spin_once(timeout_sec=0.05)
+            # The graph in this process ends with its source (composed mode): the others take their ordered stop.
+            source_done = any(node.source_ended.is_set() and node.finished.is_set() for node in nodes)
             for node in nodes:
                 if stop.is_set():
                     node.request_stop("SIGINT/SIGTERM")
+                elif source_done:
+                    node.request_stop("the source in this process ended")
                 node.step()
         deadline = time.monotonic() + 0.3  # the last transition events and acknowledgements leave the process
         while time.monotonic() < deadline:

@@ -185,8 +185,11 @@ def zero_buffers(buffers: tuple[np.ndarray, ...]) -> None:
         buffer.fill(0)
 
 
+NODE_CLASS = DetectionNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(DetectionNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -95,8 +95,11 @@ class TrackingNode(PrivacyVisionNode):
                                                  "all_tracks": len(self.tracker.tracks)})
 
 
+NODE_CLASS = TrackingNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(TrackingNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -167,8 +167,11 @@ class UplinkNode(PrivacyVisionNode):
         return f"{self.sender.delivered} releases delivered, {self.refused} refused"
 
 
+NODE_CLASS = UplinkNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(UplinkNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":
