@@ -3,11 +3,13 @@ grid, k on noisy values) beside no privacy and the old per-window model, on four
 
     .venv/bin/python bench/privacy_utility.py                 # all workloads, 20 noise draws per DP row
     .venv/bin/python bench/privacy_utility.py --runs 5 --hours 2   # quicker look
+    .venv/bin/python bench/privacy_utility.py --bounds 10/6/6      # adds a row with a larger L (a busy site)
 
 Truth comes from exact positions and times, person identities, no contribution bound. The device side runs
 the real pipeline: the Anonymizer (0.5 m grid, 8 heading sectors, rotating keys) and the
 ContributionBounder (L cells per tier per day, hysteresis on crossings) on what the device would see,
-then the CellReleaser (OpenDP noise, tier consistency, k on noisy values). Only the PETS workload's device
+then the CellReleaser (OpenDP noise, tier consistency, k on noisy values). Strict mode re-runs the bounder
+per draw, since a released group restarts the zone's group. Only the PETS workload's device
 side is the real detector and tracker on the video (vtest.avi), so its track identities break like real
 ones do; on the simulated shops and the bottleneck the device side is fed the true trajectories, so their
 "no privacy" row measures only the grid and the crossing hysteresis, not perception. Zone edges are off
@@ -49,8 +51,6 @@ OUT = REPO / "bench_out"
 VELOCITY_WINDOW_S = 1.0  # as the tracker's default velocity_window_s
 UNBOUNDED = (10**6, 10**6, 10**6)
 STRICT_GROUPS_PER_DAY = 1  # strict mode's L: a second group per track doubles the noise scale and nearly doubles the margin
-# The source design's published accuracy (occupancy %, flow %) at k=5, ε=1: metric, window and noise unstated.
-SOURCE_DESIGN = (89.6, 82.7)
 Frames = list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids, x_m, y_m)
 
 
@@ -306,11 +306,19 @@ def main() -> None:
     parser.add_argument("--workloads", default="shop,store,pets,bottleneck")
     parser.add_argument("--tracks-per-person", type=float, default=None, help="V for the per-person-day column (default: measured on PETS)")
     parser.add_argument("--markdown", type=Path, default=REPO / "docs/privacy_utility.md")
+    parser.add_argument("--bounds", action="append", default=[], metavar="W/H/D",
+                        help="extra v2 rows at the default ε with this L per tier (repeatable), e.g. 10/6/6 for a busy site")
     args = parser.parse_args()
     if args.runs < 2:
         parser.error("--runs must be at least 2 for an interval")
     if args.hours <= 0 or args.store_arrivals <= 0 or args.shop_arrivals <= 0:
         parser.error("--hours and the arrival rates must be > 0")
+    try:
+        extra_bounds = [tuple(int(n) for n in text.split("/")) for text in args.bounds]
+        for extra in extra_bounds:
+            ContributionSettings(cells_per_day=extra).validate()
+    except ValueError as error:
+        parser.error(f"--bounds must be three integers ≥ 1 as W/H/D: {error}")
     chosen = args.workloads.split(",")
     unknown = set(chosen) - {"shop", "store", "pets", "bottleneck"}
     if unknown:
@@ -328,7 +336,8 @@ def main() -> None:
     bounds = Bounds(contribution.window_s, contribution.cells_per_day)
     rows = [("v2 default", default), *((f"v2 ε {e:g} per track-day", replace(default, epsilon_per_track_day=e, daily_epsilon_cap=max(e, default.daily_epsilon_cap)))
                                        for e in (1.0, 2.0, 4.0))]
-    lines = [f"Command: `.venv/bin/python bench/privacy_utility.py{'' if args.runs == 20 else f' --runs {args.runs}'}`; {args.runs} noise draws per DP row, mean ± 95% t-interval.",
+    options = ('' if args.runs == 20 else f' --runs {args.runs}') + ''.join(f' --bounds {text}' for text in args.bounds)
+    lines = [f"Command: `.venv/bin/python bench/privacy_utility.py{options}`; {args.runs} noise draws per DP row, mean ± 95% t-interval.",
              f"v2: window {contribution.window_s:g} s, L (cells per track per day) window/hour/day = {'/'.join(map(str, contribution.cells_per_day))}, "
              f"ε per track-day split {'/'.join(f'{w:g}' for w in default.tier_shares)} over the tiers, hour cell split "
              f"{'/'.join(f'{w:g}' for w in default.hour_metric_shares)} (occupancy/direction/dwell/entries/exits), k = {default.k} on noisy values.",
@@ -353,11 +362,16 @@ def main() -> None:
         v1_device = [c for c in cells(workload, v1_settings, device=True) if c.tier == "window"]
         lines.append(row_cells("old per-window model (60 s windows, k=5, ε=1 per window)", {"window": run_v1(v1_truth, v1_device, args.runs)},
                                ("1 per window", "up to 2000 (cap)")))
-        for label, settings in rows:
-            account = TrackDayAccount(settings, bounds)
+        variants = [(label, settings, bounds, device) for label, settings in rows]
+        for extra in extra_bounds:
+            extra_contribution = replace(contribution, cells_per_day=extra)
+            variants.append((f"v2 default ε, L = {'/'.join(map(str, extra))}", default, Bounds(contribution.window_s, extra),
+                             cells(workload, extra_contribution, device=True)))
+        for label, settings, variant_bounds, variant_device in variants:
+            account = TrackDayAccount(settings, variant_bounds)
             scores = {tier: [] for tier in TIERS}
             for _ in range(args.runs):
-                released = run_v2(device, settings, bounds)
+                released = run_v2(variant_device, settings, variant_bounds)
                 for tier in TIERS:
                     scores[tier].append(score(truth, released, tier, mixed))
             per_cell = "/".join(f"{account.cells[t].epsilon:.3g}" for t in TIERS)

@@ -52,6 +52,20 @@ def test_the_document_follows_the_parameters():
     json.dumps(after)  # the JSON form serialises
 
 
+def test_the_document_states_the_strict_mode_and_its_delta():
+    params = default_params()
+    params["aggregator"].update(mode="strict", strict_delta=1e-7)
+    params["anonymizer"].update(groups_per_day=2)
+    dpia = build_dpia(params, LOCAL)
+    dp_ = dpia["privacy_guarantee"]["differential_privacy"]
+    assert dp_["mechanism"] == "sparse_vector+discrete_laplace" and dp_["delta"] == 1e-7
+    assert dp_["epsilon_per_track_day"] == 2.0 and dp_["cells_per_track_per_day"] == {"group": 2} and dp_["test_threshold"] > 5
+    markdown = render_markdown(dpia)
+    assert "δ = 1e-07" in markdown and "true size is at least k" in markdown
+    params["anonymizer"]["groups_per_day"] = 0  # strict mode without groups: nothing is released, and the document says so
+    assert "nothing is released" in build_dpia(params, LOCAL)["privacy_guarantee"]["differential_privacy"]["composition"]
+
+
 def test_markdown_lists_topics_and_which_leave_the_device():
     markdown = render_markdown(build_dpia(default_params(), LOCAL))
     assert "| /zone_analytics | per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld | yes |" in markdown

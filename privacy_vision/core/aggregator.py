@@ -26,7 +26,7 @@ import numpy as np
 import opendp.prelude as dp
 from scipy import optimize
 
-from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, GROUP_TIER, HOUR_S, TIERS, CellTotals
+from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, GROUP_TIER, NESTED_IN, TIERS, CellTotals, ContributionSettings
 from privacy_vision.core.privacy import BudgetDecision, IntegerNoise, PrivacyLedger
 
 MECHANISM = "discrete_laplace"
@@ -34,7 +34,6 @@ PRIVACY_UNIT = "track-day"
 HOUR_METRICS = ("occupancy", "direction", "dwell", "entries", "exits")
 MODES = ("default", "strict")
 STRICT_MECHANISM = "sparse_vector+discrete_laplace"
-COARSER_TIER = {"window": ("hour", HOUR_S), "hour": ("day", DAY_S)}  # each tier's cells nest in these periods
 
 
 @dataclass
@@ -225,15 +224,17 @@ def round_keeping_sum(values: np.ndarray) -> list[int]:
 
 
 def within_finer_tier(estimate: int, variance: float, finer: list[int], finer_variance: float) -> int:
-    """Distinct people do not add up over time, but a coarser period holds at least as many as each of its
-    finer periods and at most their sum. Weighted least squares over the coarse estimate and the finer
-    noisy values under those constraints (SLSQP: a five-variable quadratic programme); the finer cells were
-    already released, so only the coarse value changes."""
+    """Distinct people do not add up over time, but a coarser cell holds at least as many as each of its finer
+    cells: admission is nested (a track counts in a window only if it counts in the hour, in an hour only if it
+    counts in the day), so that holds for the bounded counts too. "At most their sum" does not: a track clipped
+    from the finer tier by its L still counts in the coarser one. Weighted least squares over the coarse
+    estimate and the finer noisy values under those constraints (SLSQP: a small quadratic programme); the
+    finer cells were already released, so only the coarse value changes."""
     if not finer:
         return estimate
     observed = np.array([estimate, *finer], dtype=float)
     weights = 1.0 / np.array([variance] + [finer_variance] * len(finer))
-    constraints = [{"type": "ineq", "fun": lambda x: x[0] - x[1:]}, {"type": "ineq", "fun": lambda x: x[1:].sum() - x[0]}]
+    constraints = [{"type": "ineq", "fun": lambda x: x[0] - x[1:]}]
     result = optimize.minimize(lambda x: float(np.sum(weights * (x - observed) ** 2)), observed, jac=lambda x: 2 * weights * (x - observed),
                                bounds=[(0, None)] * len(observed), constraints=constraints, method="SLSQP")
     if not result.success:
@@ -333,8 +334,9 @@ class CellReleaser:
             occupancy = within_finer_tier(occupancy, cell.noise["occupancy"].variance, today.finer.pop(key), today.finer_variance.pop(key))
             if directions:
                 directions, dwell = (round_keeping_sum(project_to_simplex(np.asarray(h, dtype=float), occupancy)) for h in (directions, dwell))
-        if totals.tier in COARSER_TIER:
-            coarser, period_s = COARSER_TIER[totals.tier]
+        if totals.tier in NESTED_IN:
+            coarser = NESTED_IN[totals.tier]
+            period_s = ContributionSettings(window_s=bounds.window_s).period_s(coarser)
             parent = (coarser, totals.zone_id, math.floor(totals.period_start_s / period_s) * period_s)
             today.finer.setdefault(parent, []).append(occupancy)
             today.finer_variance[parent] = cell.noise["occupancy"].variance

@@ -18,7 +18,8 @@ from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSet
 # mean over matched people), measured 2026-11-25: PETS on vtest.avi with the SSD TFLite detector, and the five MOT15
 # training sequences with their public detections (mean over 115 people; ADL-Rundle-6 alone 3.68). A person whose
 # track breaks into V pieces gets V times the per-track-day guarantee. Re-measure on your own scene.
-MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, SSD detector + tracker)": 3.89, "MOT15 five sequences (public detections + tracker)": 2.16}
+# bench/tracks_per_person.py: mean tracks per annotated person (IoU ≥ 0.5) with the default detector and tracker
+MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, YOLOX-nano + tracker)": 2.05, "MOT15 five sequences (public detections + tracker)": 2.10}
 
 # What each topic carries and whether it leaves the device: the graph description (core/graph.py).
 TOPIC_CONTENT = {topic.name: topic.carries for topic in TOPICS}

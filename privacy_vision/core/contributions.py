@@ -22,6 +22,7 @@ TIERS = ("window", "hour", "day")
 GROUP_TIER = "group"  # strict mode: a zone's pending people over a variable period, released once large enough
 HOUR_S = 3600.0
 DAY_S = 86400.0
+NESTED_IN = {"window": "hour", "hour": "day"}  # admission to a cell needs admission to the enclosing coarser cell
 SITE_ZONE = "site"  # the day tier also counts the whole site (inside any zone)
 DWELL_LABELS = ("short", "medium", "long")
 DIRECTION_LABELS = (*DIRECTIONS_8, NO_DIRECTION)
@@ -105,8 +106,9 @@ class _Track:
 class ContributionBounder:
     """Admits each track to at most L cells per tier per UTC day and accumulates the cells' true totals.
 
-    Admission is nested: a track counts in a window cell only if it counts in the enclosing hour cell, so
-    people of a window shown as "< k" are still counted by the hour. Memory only; keyed by tracker ID,
+    Admission is nested (NESTED_IN): a track counts in a window cell only if it counts in the enclosing hour
+    cell, and in an hour cell only if it counts in the zone's day cell, so people of a window shown as "< k"
+    are still counted by the hour. Memory only; keyed by tracker ID,
     which the tracker never reuses, so key rotation does not reset a track's count.
     """
 
@@ -171,6 +173,10 @@ class ContributionBounder:
         crossed = previous is not None and previous != state
         # Presence (occupancy, heading, dwell) is where the person is now; the hysteresis only debounces
         # crossings, so someone standing just inside the edge still counts as there.
+        if inside_now:
+            day = self._presence(track_id, track, "day", zone.zone_id)
+            if day is not None:
+                day.directions[record.direction] += 1
         if inside_now or crossed:
             hour = self._presence(track_id, track, "hour", zone.zone_id)
             if hour is not None:
@@ -184,9 +190,6 @@ class ContributionBounder:
                     hour.entered |= state
                     hour.exited |= not state
         if inside_now:
-            day = self._presence(track_id, track, "day", zone.zone_id)
-            if day is not None:
-                day.directions[record.direction] += 1
             self._join_group(track_id, track, zone.zone_id)
         return inside_now
 
@@ -212,10 +215,14 @@ class ContributionBounder:
                 for zone_id, group in self._groups.items()]
 
     def _presence(self, track_id: int, track: _Track, tier: str, zone_id: str) -> _Presence | None:
-        """The track's presence in the open cell of this tier, admitting it if its budget allows."""
+        """The track's presence in the open cell of this tier, admitting it if its budget allows and it counts in
+        the enclosing cell of the coarser tier (so a coarser count is never below a finer one)."""
         start, cells = self._open[tier]
         admitted = track.admitted[tier]
         if (zone_id, start) not in admitted:
+            coarser = NESTED_IN.get(tier)
+            if coarser and (zone_id, self._open[coarser][0]) not in track.admitted[coarser]:
+                return None
             if len(admitted) + track.earlier[TIERS.index(tier)] >= self.settings.bound(tier):
                 return None
             admitted.add((zone_id, start))
