@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from privacy_vision.core.graph import LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, pipeline
+from privacy_vision.core.graph import LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, TOPICS, pipeline
 from ros2cliutil import (Ros2Session, StateDir, count_in, finalized, launch_arguments, outbox_size, processes_of, short_clip,
                          stop_group, tracebacks_in)
 
@@ -109,9 +109,12 @@ def test_node_list_shows_the_six_lifecycle_nodes_active(session, running):
 
 
 def test_topic_echo_shows_anonymised_tracks_and_analytics(session, running):
-    tracks = session.run("topic", "echo", "--once", "/anonymized_tracks", timeout_s=120.0).output
+    # With the type given (from the graph description), echo subscribes at once instead of asking a daemon that may
+    # not have discovered the topic yet ("Could not determine the type for the passed topic").
+    types = {topic.name: topic.type for topic in TOPICS}
+    tracks = session.run("topic", "echo", "--once", "/anonymized_tracks", types["/anonymized_tracks"], timeout_s=120.0).output
     assert "key_epoch:" in tracks and "grid_size_m: 0.5" in tracks, tracks
-    analytics = session.run("topic", "echo", "--once", "/zone_analytics", timeout_s=120.0).output
+    analytics = session.run("topic", "echo", "--once", "/zone_analytics", types["/zone_analytics"], timeout_s=120.0).output
     assert "zone_id:" in analytics and "mechanism: discrete_laplace" in analytics and "privacy_unit: track-day" in analytics, analytics
 
 
