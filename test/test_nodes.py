@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -203,15 +202,11 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
         assert node.source_ended.wait(60.0)
         assert node.frames == 4 and node.capture.delivered == 4
         assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
-        def published():  # the graph cache takes the node's own new publishers asynchronously
-            return node.get_publisher_names_and_types_by_node("detection", "/")
-
-        deadline = time.monotonic() + 10.0
-        while ("/detections", ["privacy_vision_msgs/msg/Detections"]) not in published() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published()
-        published = published()
-        assert all("sensor_msgs/msg/Image" not in types for _, types in published)
+        # What the node created (the ROS graph cache of this test process does not always list a publisher created at
+        # configure time; test_graph checks the running graph for image topics in this mode).
+        published = {(publisher.topic_name, publisher.msg_type.__name__) for publisher in node.publishers}
+        assert ("/detections", "Detections") in published, published
+        assert all(type_name != "Image" for _, type_name in published), published
         node.destroy_node()
     finally:
         rclpy.shutdown()
