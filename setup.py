@@ -1,10 +1,14 @@
 """ament_python package privacy_vision (the interfaces live in msg/, package privacy_vision_msgs)."""
+import sys
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from privacy_vision.core.graph import NODE_NAMES as NODES  # noqa: E402  (the one description of the graph; pure Python)
+
 PACKAGE = "privacy_vision"
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
 
 setup(
     name=PACKAGE,
@@ -27,7 +31,7 @@ setup(
     description="Anonymous spatial analytics on ROS 2 with k-anonymity, differential privacy and a pinned, signed uplink.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [f"{node}_node = {PACKAGE}.nodes.{node}:main" for node in NODES]
+        "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES] + [f"composed_node = {PACKAGE}.node_main:composed"]
         + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.ingest:main"],
     },
 )

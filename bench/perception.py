@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "test"))
 
 import trackeval  # noqa: E402
 
+from privacy_vision.core.graph import NODE_NAMES  # noqa: E402
 from privacy_vision.core.geometry import Homography, load_homography  # noqa: E402
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState  # noqa: E402
 from sort_reference import Sort  # noqa: E402
@@ -296,8 +297,8 @@ def bare_detector_fps(backend: str, model: str) -> tuple[float, float]:
     return SPEED_FRAMES / (time.perf_counter() - started), 1000 * statistics.median(timings)
 
 
-def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: str = "camera") -> dict:
-    """Run the whole graph; measure /tracks throughput, capture→track latency and per-node CPU/RSS."""
+def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: str = "camera", composed: bool = False) -> dict:
+    """Run the whole graph; measure /tracks throughput, capture→track latency and per-process CPU/RSS."""
     import psutil
 
     from rosutil import RosProbe, free_domain_id
@@ -309,6 +310,8 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
     command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(pets_video()), "--fps", str(fps),
                "--max-frames", str(frames), "--var-dir", str(var), "--domain-id", str(domain), "--quiet",
                "--capture", capture, "--set", f"detection.backend={backend}", "--set", "camera.loop=true"] + (["--set", f"detection.model={model}"] if model else [])
+    if composed:
+        command.append("--composed")
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = RosProbe(domain)
     arrivals: list[tuple[float, float]] = []
@@ -324,7 +327,7 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
             last_sample = time.monotonic()
             for child in psutil.Process(process.pid).children(recursive=True):
                 if child.pid not in watched:
-                    name = next((a.split(".")[-1] for a in child.cmdline() if a.startswith("privacy_vision.")), None)
+                    name = process_name(child.cmdline())
                     if name:
                         watched[child.pid] = (name, child)
                         child.cpu_percent(None)
@@ -347,39 +350,49 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
             "nodes": {n: (statistics.median(c for c, _ in v), max(m for _, m in v)) for n, v in samples.items() if v}}
 
 
-def speed_benchmark(report: list[str], labels: list[str]) -> None:
-    report.append("## 3. Speed (each backend: bare loop and both graph modes side by side, in one run)\n")
+def process_name(cmdline: list[str]) -> str | None:
+    """'camera' ... 'uplink' for `-m privacy_vision.node_main NODE`, 'composed' for all nodes in one, 'ingest'."""
+    if "privacy_vision.node_main" in cmdline:
+        return cmdline[cmdline.index("privacy_vision.node_main") + 1]
+    return "ingest" if "privacy_vision.ingest" in cmdline else None
+
+
+# (label, capture, composed): the graph layouts measured beside the bare loop.
+GRAPH_LAYOUTS = (("graph, camera node", "camera", False), ("graph, in-process capture", "in_process", False),
+                 ("composed graph (one process), in-process capture", "in_process", True))
+
+
+def speed_benchmark(report: list[str], labels: list[str], seconds: float, realtime_frames: int) -> None:
+    report.append("## 3. Speed (each backend: the bare loop and three graph layouts side by side, in one run)\n")
     report.append("Bare loop: OpenCV reads and decodes vtest.avi and the same detector runs, in one loop. Graphs: the camera "
-                  "(or the in-process capture) offers twice the bare rate (≤ 240 fps) for at least 15 s; latency: capture → /tracks "
-                  "at the source's 10 fps.\n")
-    report.append("| backend | bare loop | graph with camera node | ratio | in-process graph | ratio | latency camera node, median / p99 | latency in-process, median / p99 |")
-    report.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                  f"(or the in-process capture) offers twice the bare rate (≤ 240 fps) for at least {seconds:g} s; latency: capture → "
+                  f"/tracks at the source's 10 fps ({realtime_frames} frames); CPU and RSS: the device's processes (the local ingest "
+                  "excluded), CPU flat out, RSS peak, summed over processes.\n")
+    report.append("| backend | run | fps | ratio to bare | latency at 10 fps, median / p99 | CPU % (sum) | RSS MiB (sum) |")
+    report.append("|---|---|---:|---:|---:|---:|---:|")
     node_tables = []
     for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
-        print(f"[speed] {label}: bare loop vs the graph with a camera node and with in-process capture", flush=True)
+        print(f"[speed] {label}: bare loop vs " + ", ".join(layout for layout, _, _ in GRAPH_LAYOUTS), flush=True)
         bare_fps, bare_ms = bare_detector_fps(backend, model)
         offered = min(240.0, 2 * bare_fps)
-        runs = {}
-        for capture in ("camera", "in_process"):
-            runs[capture] = (graph_run(offered, max(SPEED_FRAMES, int(15 * offered)), backend, model, capture),
-                             graph_run(10.0, 300, backend, model, capture))
-        (camera, camera_rt), (in_process, in_process_rt) = runs["camera"], runs["in_process"]
-        print(f"  bare {bare_fps:.1f} fps, camera graph {camera['fps']:.1f} fps, in-process graph {in_process['fps']:.1f} fps", flush=True)
-        report.append(f"| {label} | {bare_fps:.1f} fps ({bare_ms:.1f} ms/frame) | {camera['fps']:.1f} fps | {camera['fps'] / bare_fps:.2f} | "
-                      f"{in_process['fps']:.1f} fps | {in_process['fps'] / bare_fps:.2f} | "
-                      f"{camera_rt['latency_median_ms']:.1f} / {camera_rt['latency_p99_ms']:.1f} ms | "
-                      f"{in_process_rt['latency_median_ms']:.1f} / {in_process_rt['latency_p99_ms']:.1f} ms |")
-        node_tables += [(f"{label}, camera node", camera, camera_rt), (f"{label}, in-process capture", in_process, in_process_rt)]
+        report.append(f"| {label} | bare loop ({bare_ms:.1f} ms/frame) | {bare_fps:.1f} | 1.00 | - | - | - |")
+        for layout, capture, composed in GRAPH_LAYOUTS:
+            flat_out = graph_run(offered, max(SPEED_FRAMES, int(seconds * offered)), backend, model, capture, composed)
+            realtime = graph_run(10.0, realtime_frames, backend, model, capture, composed)
+            device = {name: value for name, value in flat_out["nodes"].items() if name != "ingest"}
+            print(f"  {layout}: {flat_out['fps']:.1f} fps (bare {bare_fps:.1f}), RSS {sum(m for _, m in device.values()):.0f} MiB", flush=True)
+            report.append(f"| {label} | {layout} | {flat_out['fps']:.1f} | {flat_out['fps'] / bare_fps:.2f} | "
+                          f"{realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms | "
+                          f"{sum(c for c, _ in device.values()):.0f} | {sum(m for _, m in device.values()):.0f} |")
+            node_tables.append((f"{label}, {layout}", flat_out, realtime))
     for label, flat_out, realtime in node_tables:
-        report.append(f"\nPer node, {label} (median CPU % of one core flat out and at 10 fps; peak resident memory):\n")
-        report.append("| node | CPU % flat out | CPU % at 10 fps | RSS MiB |\n|---|---:|---:|---:|")
-        for name in ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink", "ingest"):
+        report.append(f"\nPer process, {label} (median CPU % of one core flat out and at 10 fps; peak resident memory):\n")
+        report.append("| process | CPU % flat out | CPU % at 10 fps | RSS MiB |\n|---|---:|---:|---:|")
+        for name in (*NODE_NAMES, "composed", "ingest"):
             if name in flat_out["nodes"]:
                 cpu, rss = flat_out["nodes"][name]
                 slow = realtime["nodes"].get(name, (float("nan"), 0))[0]
                 report.append(f"| {name} | {cpu:.0f} | {slow:.0f} | {rss:.0f} |")
-        report.append(f"| total | {sum(c for c, _ in flat_out['nodes'].values()):.0f} | "
-                      f"{sum(c for c, _ in realtime['nodes'].values()):.0f} | {sum(m for _, m in flat_out['nodes'].values()):.0f} |")
     report.append("")
 
 
@@ -420,13 +433,15 @@ def main() -> int:
     parser.add_argument("--parts", default="tracker,pets,speed")
     parser.add_argument("--speed-backends", default=",".join(label for label, _, _ in SPEED_BACKENDS),
                         help="comma-separated labels of the speed rows to run")
+    parser.add_argument("--speed-seconds", type=float, default=15.0, help="each flat-out graph run lasts at least this long")
+    parser.add_argument("--speed-realtime-frames", type=int, default=300, help="frames of each run at the source's 10 fps (latency)")
     args = parser.parse_args()
     if not MOT15.is_dir():
         print(f"{MOT15} not found: the benchmarks need ../shared beside the repository", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = ["# privacy_vision perception benchmarks\n", f"Command: `.venv/bin/python bench/perception.py --parts {args.parts}`\n"]
+    report = ["# privacy_vision perception benchmarks\n", f"Command: `.venv/bin/python bench/perception.py {' '.join(sys.argv[1:])}`\n"]
     plots: dict = {}
     parts = args.parts.split(",")
     if "tracker" in parts:
@@ -434,7 +449,7 @@ def main() -> int:
     if "pets" in parts:
         pets_benchmark(report, plots)
     if "speed" in parts:
-        speed_benchmark(report, args.speed_backends.split(","))
+        speed_benchmark(report, args.speed_backends.split(","), args.speed_seconds, args.speed_realtime_frames)
     write_plot(plots, out / "perception.png")
     (out / "perception.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))

@@ -5,30 +5,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from privacy_vision.runner import CAPTURE_MODES
+from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
 
 def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
-    """NODE.PARAM=VALUE pairs checked against params.yaml; an integer given for a float parameter
-    is passed as a float, because ROS parameters are strictly typed."""
+    """NODE.PARAM=VALUE pairs checked against params.yaml (the nodes themselves take an integer for a double)."""
     import yaml
-
-    from privacy_vision.runner import NODES
 
     defaults = yaml.safe_load(params_file.read_text()) if params_file.is_file() else {}
     overrides: dict[str, dict[str, str]] = {}
     for item in items:
         key, separator, value = item.partition("=")
         node, dot, name = key.partition(".")
-        if not separator or not dot or node not in NODES or not name:
-            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODES)}; got {item!r}")
+        if not separator or not dot or node not in NODE_NAMES or not name:
+            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}")
         known = (defaults.get(node) or {}).get("ros__parameters", {})
         if name not in known:
             raise SystemExit(f"--set: node '{node}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
-        if isinstance(known[name], float) and isinstance(yaml.safe_load(value), int):
-            value = f"{value}.0"
         overrides.setdefault(node, {})[name] = value
     return overrides
 
@@ -50,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.setdefault("camera", {})["max_frames"] = str(args.max_frames)
     options = GraphOptions(source=args.source or _default_source(), config_dir=Path(args.config_dir), var_dir=Path(args.var_dir),
                            overrides=overrides, domain_id=args.domain_id, duration_s=args.duration, quiet=args.quiet,
-                           capture=args.capture)
+                           capture=args.capture, composed=args.composed)
     print(f"privacy_vision: source {options.source}", flush=True)
     return GraphRunner(options).run()
 
@@ -114,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--capture", choices=CAPTURE_MODES, default="camera",
                      help="camera: a camera node publishes /camera/image_raw to the detection node (default); in_process: the "
                           "detection node reads the source itself and no image topic exists (camera.* settings apply to it)")
+    run.add_argument("--composed", action="store_true",
+                     help="all nodes as separate ROS nodes in one process on one executor (less memory; one crash stops them all); "
+                          "default: one process per node")
     run.set_defaults(handler=cmd_run)
 
     pki = sub.add_parser("pki", help="create a CA, ingest certificate, backup key and device key; print SPKI pins; "

@@ -14,11 +14,11 @@ from pathlib import Path
 import yaml
 
 from privacy_vision.core.audit import AuditLog, verify
+from privacy_vision.core.graph import REQUEST_NODES, state_paths
 from privacy_vision.core.privacy import LEDGER_TABLE
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.protocol import KeyFileError, load_key_file
 
-STATE_NODES = ("detection", "tracking", "anonymizer", "aggregator")
 
 
 def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -> dict[str, dict]:
@@ -102,7 +102,7 @@ def cmd_dpia(args: argparse.Namespace) -> int:
         document = answer.document
     else:
         params = _config_parameters(config_dir, _parse_overrides(args.set, config_dir / "params.yaml"))
-        pins_file = Path(args.var_dir) / "pki" / "pins.txt"
+        pins_file = state_paths(args.var_dir)["pki"] / "pins.txt"
         if not any(params["uplink"].get("pins", [])) and pins_file.is_file():
             params["uplink"]["pins"] = pins_file.read_text().split()  # what the run command configures
         environment = {"ROS_AUTOMATIC_DISCOVERY_RANGE": args.discovery_range,
@@ -121,17 +121,18 @@ def cmd_dpia(args: argparse.Namespace) -> int:
 def _on_disk_facts(var_dir: Path) -> dict:
     """Stores on this device and what they hold; none of them is per person."""
     facts: dict = {}
-    outbox = var_dir / "outbox.sqlite"
+    stores = state_paths(var_dir)
+    outbox = stores["outbox"]
     if outbox.exists():
         with sqlite3.connect(str(outbox)) as db:
             facts["outbox"] = {"queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
                                "content": "per-cell DP aggregates waiting for the ingest (no per-person data)"}
-    ledger = var_dir / "privacy_ledger.sqlite"
+    ledger = stores["ledger"]
     if ledger.exists():
         with sqlite3.connect(str(ledger)) as db:
             facts["privacy_ledger"] = {"days": db.execute(f"SELECT COUNT(DISTINCT day) FROM {LEDGER_TABLE}").fetchone()[0],
                                        "content": "ε per track-day charged per configuration and day (no per-person data)"}
-    ingest = var_dir / "ingest.sqlite"
+    ingest = stores["ingest"]
     if ingest.exists():
         with sqlite3.connect(str(ingest)) as db:
             facts["ingest_store"] = {"releases": db.execute("SELECT COUNT(*) FROM releases").fetchone()[0],
@@ -152,7 +153,7 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     client = GraphClient(args.domain_id, Path(args.config_dir))
     components: dict = {}
     try:
-        for node in STATE_NODES:
+        for node in REQUEST_NODES:
             answer = client.call(DataSubjectRequest, f"/{node}/data_subject_request",
                                  DataSubjectRequest.Request(request_id=request_id, request_type=args.type))
             components[node] = json.loads(answer.response_json) if answer and answer.success else {
@@ -170,7 +171,7 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     if args.type == "erasure":
         response["not_erasable"] = NOT_ERASABLE
     try:
-        audit = AuditLog.from_key_file(Path(args.var_dir) / "audit", args.audit_key)
+        audit = AuditLog.from_key_file(state_paths(args.var_dir)["audit"], args.audit_key)
         audit.append("data_subject_request", "cli", request_id=request_id, request_type=args.type,
                      components_answering=sorted(n for n, c in components.items() if "status" not in c))
     except KeyFileError as error:
@@ -184,7 +185,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     client = GraphClient(args.domain_id, Path(args.config_dir))
     try:
-        results = {node: client.call(Forget, f"/{node}/forget", Forget.Request(reason=args.reason)) for node in STATE_NODES}
+        results = {node: client.call(Forget, f"/{node}/forget", Forget.Request(reason=args.reason)) for node in REQUEST_NODES}
     finally:
         client.close()
     for node, result in results.items():

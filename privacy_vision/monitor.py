@@ -1,21 +1,26 @@
-"""Reads the nodes' /diagnostics for the runner's progress line (no per-person data is read)."""
+"""The runner's ROS side: reads the nodes' /diagnostics for the progress line (no per-person data is read) and
+drives their lifecycle transitions through each node's ~/change_state service."""
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from privacy_vision.nodes.common import DIAGNOSTICS_TOPIC
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, source_node
 
 
 class GraphMonitor:
-    def __init__(self, domain_id: int, config_dir: Path) -> None:
+    def __init__(self, domain_id: int, config_dir: Path, capture: str = "camera") -> None:
+        self.source = source_node(capture)  # the node whose 'frames' count the frames read
         from privacy_vision.runner import graph_environment
 
         os.environ.update({k: v for k, v in graph_environment(config_dir, domain_id).items()
@@ -28,6 +33,26 @@ class GraphMonitor:
         self.values: dict[str, dict[str, str]] = {}
         self._node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self._rate_samples: list[tuple[float, int]] = []
+        self._lifecycle_clients: dict[str, object] = {}
+
+    def change_state(self, node: str, transition: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
+        """Ask /NODE/change_state for a transition by label (configure, activate, shutdown); True when it succeeded.
+        Waits for the service while `alive()` (the node's process runs); False on a refusal, an exit or a timeout."""
+        client = self._lifecycle_clients.get(node)
+        if client is None:
+            client = self._lifecycle_clients[node] = self._node.create_client(ChangeState, f"/{node}/change_state")
+        deadline = time.monotonic() + timeout_s
+        while not client.service_is_ready():
+            if not alive() or time.monotonic() >= deadline:
+                return False
+            self.spin_for(0.1)
+        future = client.call_async(ChangeState.Request(transition=Transition(label=transition)))
+        while not future.done():
+            if not alive() or time.monotonic() >= deadline:
+                future.cancel()
+                return False
+            self.spin_for(0.05)
+        return bool(future.result().success)
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
@@ -50,23 +75,11 @@ class GraphMonitor:
         self._rate_samples = [(t, n) for t, n in self._rate_samples if now - t <= 5.0] + [(now, processed)]
         (t0, n0), (t1, n1) = self._rate_samples[0], self._rate_samples[-1]
         fps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-        return (f"frames {self.value('camera', 'frames')} | processed {processed} ({fps:.1f} fps, "
+        return (f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
                 f"{self.value('detection', 'inference_ms_median')} ms/inference) | people tracked "
                 f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
                 f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
                 f"queued {self.value('uplink', 'queued')}")
-
-    def wait_until_quiet(self, timeout_s: float) -> None:
-        """Let frames already in flight through the detector before the pipeline is stopped."""
-        deadline = time.monotonic() + timeout_s
-        last, still_since = self.processed_frames(), time.monotonic()
-        while time.monotonic() < deadline:
-            self.spin_for(0.2)
-            current = self.processed_frames()
-            if current != last:
-                last, still_since = current, time.monotonic()
-            elif time.monotonic() - still_since >= 1.2:
-                return
 
     def close(self) -> None:
         self._executor.shutdown()

@@ -1,6 +1,7 @@
-"""The project's own graph runner: starts the ingest and the six nodes as processes, shows progress,
-shuts down in pipeline order, and prints a per-zone summary. For machines without `ros2 launch`;
-launch/privacy_vision.launch.py starts the same graph from the same config files."""
+"""The project's own graph runner: starts the ingest and the six nodes as processes, drives their lifecycle
+transitions as the launch file does (configure all, activate from the last node to the source), shows progress,
+stops them in pipeline order through the same transitions, and prints a per-zone summary. For machines without
+`ros2 launch`; launch/privacy_vision.launch.py starts the same graph from the same config files."""
 from __future__ import annotations
 
 import ctypes
@@ -15,14 +16,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+import yaml
 from pathlib import Path
 
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
-SHUTDOWN_ORDER = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
-CAPTURE_MODES = ("camera", "in_process")  # camera node + /camera/image_raw, or the detection node reads the source itself
-CAMERA_SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
+from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, pipeline, source_node, state_paths
+
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
+EXIT_GRACE_S = 3.0  # a finalized node's process exits this quickly
+START_TIMEOUT_S = 90.0  # for a node's ~/change_state service to appear and its configure transition to finish
 
 
 class RunError(RuntimeError):
@@ -55,19 +58,22 @@ class GraphOptions:
     domain_id: int | None = None
     duration_s: float = 0.0
     quiet: bool = False
-    capture: str = "camera"  # one of CAPTURE_MODES
+    capture: str = "camera"  # one of core.graph.CAPTURE_MODES
+    composed: bool = False  # all nodes as separate ROS nodes in one process (one executor), instead of one process each
 
 
 def node_parameters(options: GraphOptions, forced: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """Per node -p overrides for the chosen capture mode. In-process capture gives the camera's source
     parameters (as configured for the camera) to the detection node and starts no camera node."""
-    if options.capture not in CAPTURE_MODES:
-        raise RunError(f"capture must be one of {CAPTURE_MODES}, got {options.capture!r}")
-    per_node = {node: {**forced.get(node, {}), **options.overrides.get(node, {})} for node in NODES}
+    try:
+        check_capture(options.capture)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    per_node = {node: {"autostart": "false", **forced.get(node, {}), **options.overrides.get(node, {})} for node in NODE_NAMES}
     if options.capture == "camera":
         return per_node
     camera = per_node.pop("camera")
-    per_node["detection"] = {**{k: v for k, v in camera.items() if k in CAMERA_SOURCE_PARAMETERS}, **per_node["detection"],
+    per_node["detection"] = {**{k: v for k, v in camera.items() if k in SOURCE_PARAMETERS}, **per_node["detection"],
                              "capture": "in_process"}
     return per_node
 
@@ -99,8 +105,11 @@ class ManagedProcess:
     def poll(self) -> int | None:
         return self.process.poll()
 
-    def stop(self, timeout_s: float) -> int:
-        if self.process.poll() is None:
+    def stop(self, timeout_s: float, grace_s: float = 0.0) -> int:
+        """Wait grace_s for a process that is exiting on its own (finalized); then SIGINT, and kill after timeout_s."""
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=timeout_s)
@@ -148,9 +157,10 @@ class GraphRunner:
         self.console = Console(options.quiet)
         self.processes: dict[str, ManagedProcess] = {}
         self.ingest: ManagedProcess | None = None
-        self.ingest_db = (options.var_dir / "ingest.sqlite").resolve()
+        self.state = state_paths(options.var_dir)  # every state file lives under --var-dir (core/graph.py)
+        self.ingest_db = self.state["ingest"].resolve()
         self.domain_id = options.domain_id if options.domain_id is not None else random.randint(1, 101)
-        self.log_dir = options.var_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
+        self.log_dir = self.state["logs"] / time.strftime("%Y%m%d-%H%M%S")
         self.started_wall = 0.0
         self.monitor = None
         self.interrupted = threading.Event()
@@ -164,7 +174,7 @@ class GraphRunner:
             if not (config / required).is_file():
                 raise RunError(f"{config / required} not found; pass --config-dir pointing at the project's config/ folder")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        pki = PkiPaths(self.options.var_dir / "pki")
+        pki = PkiPaths(self.state["pki"])
         if not pki.complete():
             primary, backup = create_pki(pki.root)
             self.console.message(f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})")
@@ -185,48 +195,53 @@ class GraphRunner:
         pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
         uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
                   "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key),
-                  "outbox_path": str(self.options.var_dir / "outbox.sqlite")}
+                  "outbox_path": str(self.state["outbox"])}
         # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
         forced = {"camera": {"source": self.options.source}, "uplink": uplink,
-                  "aggregator": {"ledger_path": str(self.options.var_dir / "privacy_ledger.sqlite")}}
-        audit = {"audit_dir": str(self.options.var_dir / "audit"), "audit_key_file": str(pki.audit_key)}
-        self._commands = {}
-        for node, overrides in node_parameters(self.options, forced).items():
-            command = [sys.executable, "-m", f"privacy_vision.nodes.{node}", "--ros-args",
-                       "--params-file", str(config / "params.yaml")]
-            for name, value in {**audit, **overrides}.items():
-                command += ["-p", f"{name}:={value}"]
-            self._commands[node] = command
-        # Everything downstream first; the node that reads the source only once they are up, so no frame is lost at start.
-        downstream = tuple(node for node in self._commands if node != self.source_node)
-        for node in downstream:
-            self._spawn(node, env)
+                  "aggregator": {"ledger_path": str(self.state["ledger"])}}
+        audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
+        # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
+        # and all of them in one process (composed) alike.
+        per_node = node_parameters(self.options, forced)
+        parameters = self.log_dir / "parameters.yaml"
+        parameters.write_text(yaml.safe_dump({node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
+                                              for node, values in per_node.items()}))
+        ros_args = ["--ros-args", "--params-file", str(config / "params.yaml"), "--params-file", str(parameters)]
+        if self.options.composed:
+            command = [sys.executable, "-m", "privacy_vision.node_main", "composed", "--capture", self.options.capture, *ros_args]
+            process = ManagedProcess("composed", command, env, self.log_dir / "composed.log", self.console.message)
+            self.processes = dict.fromkeys(per_node, process)
+        else:
+            self.processes = {node: ManagedProcess(node, [sys.executable, "-m", "privacy_vision.node_main", node, *ros_args], env,
+                                                   self.log_dir / f"{node}.log", self.console.message) for node in per_node}
         from privacy_vision.monitor import GraphMonitor
 
-        self.monitor = GraphMonitor(self.domain_id, config)
-        self._wait_for_nodes(downstream, timeout_s=90.0)
-        self._spawn(self.source_node, env)
-        self.console.message(f"graph started: ingest + {len(self._commands)} nodes ({self.options.capture} capture) on "
+        self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
+        self._bring_up()
+        layout = "in one process (composed)" if self.options.composed else "as separate processes"
+        self.console.message(f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
                              f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
 
     @property
     def source_node(self) -> str:
         """The node that reads the source; the run ends when it does."""
-        return "camera" if self.options.capture == "camera" else "detection"
+        return source_node(self.options.capture)
 
-    def _spawn(self, node: str, env: dict[str, str]) -> None:
-        self.processes[node] = ManagedProcess(node, self._commands[node], env, self.log_dir / f"{node}.log", self.console.message)
-
-    def _wait_for_nodes(self, nodes: tuple[str, ...], timeout_s: float) -> None:
-        """Until each node has published a diagnostic (it is up) or has exited (reported later)."""
+    def _bring_up(self) -> None:
+        """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
+        the pipeline to the first, the source node last, so that no frame flows before its receivers are there. A node
+        that cannot be configured is reported (by the run loop, with its exit code) and the others go on."""
         assert self.monitor is not None
-        deadline = time.monotonic() + timeout_s
-        pending = set(nodes)
-        while pending and time.monotonic() < deadline and not self.interrupted.is_set():
-            self.monitor.spin_for(0.1)
-            pending = {n for n in pending if n not in self.monitor.values and self.processes[n].poll() is None}
-        if pending:
-            self.console.message(f"[runner] still waiting for {', '.join(sorted(pending))} after {timeout_s:.0f} s; starting the camera anyway")
+        nodes = pipeline(self.options.capture)
+        configured = [node for node in nodes if self._transition(node, "configure", START_TIMEOUT_S)]
+        for node in reversed(configured):
+            if not self._transition(node, "activate", START_TIMEOUT_S):
+                self.console.message(f"[runner] node '{node}' did not activate (see {self.processes[node].log_path})")
+
+    def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
+        assert self.monitor is not None
+        process = self.processes[node]
+        return not self.interrupted.is_set() and self.monitor.change_state(node, transition, timeout_s, lambda: process.poll() is None)
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
@@ -255,15 +270,16 @@ class GraphRunner:
             reported: set[str] = set()
             while True:
                 self.console.progress(self.monitor.progress_line())
-                for name, process in self.processes.items():
+                source = self.processes[self.source_node]
+                for process in set(self.processes.values()) - {source}:
                     code = process.poll()
-                    if name != self.source_node and code not in (None, 0) and name not in reported:
+                    if code not in (None, 0) and process.name not in reported:
                         # Like a launch file without respawn: report loudly, keep the rest running.
-                        reported.add(name)
+                        reported.add(process.name)
                         exit_code = 1
-                        self.console.message(f"[runner] node '{name}' exited with code {code}: {self._last_error(name)} "
+                        self.console.message(f"[runner] node '{process.name}' exited with code {code}: {self._last_error(process)} "
                                              f"(other nodes keep running; log: {process.log_path})")
-                source_code = self.processes[self.source_node].poll()
+                source_code = source.poll()
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
                     exit_code = 130
@@ -271,12 +287,11 @@ class GraphRunner:
                 if source_code is not None:
                     if source_code != 0:
                         exit_code = 1
-                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(self.source_node)}")
+                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(source)}")
                     break
                 if self.options.duration_s and time.time() - self.started_wall >= self.options.duration_s:
                     break
                 time.sleep(0.25)
-            self.monitor.wait_until_quiet(timeout_s=5.0)
         except RunError as error:
             self.console.message(f"[runner] {error}")
             exit_code = 2
@@ -288,21 +303,30 @@ class GraphRunner:
             self.console.message(self.summary())
         return exit_code
 
-    def _last_error(self, name: str) -> str:
-        lines = self.processes[name].log_path.read_text().splitlines() if self.processes[name].log_path.exists() else []
+    def _last_error(self, process: ManagedProcess) -> str:
+        lines = process.log_path.read_text().splitlines() if process.log_path.exists() else []
         errors = [line for line in lines if "ERROR" in line]
         return errors[-1] if errors else (lines[-1] if lines else "no output")
 
     def shutdown(self) -> None:
-        for name in SHUTDOWN_ORDER:
+        """Each node's shutdown transition in pipeline order (from active it first hands on what it holds, then
+        closes its files), through the same ~/change_state service the launch file uses; the process exits once
+        finalized. A node that does not answer gets SIGINT and takes its ordered stop by itself."""
+        nodes = pipeline(self.options.capture)
+        for index, name in enumerate(nodes):
             process = self.processes.get(name)
-            if process is None:
+            if process is None or process.poll() is not None:
                 continue
-            code = process.stop(timeout_s=30.0 if name == "uplink" else 10.0)
+            timeout_s = 30.0 if name == "uplink" else 15.0
+            self.interrupted.clear()  # a Ctrl-C that ended the run must not cancel the stop transitions
+            finalized = self.monitor is not None and self._transition(name, "shutdown", timeout_s)
+            if not finalized and process.poll() is None:
+                self.console.message(f"[runner] {name} did not take its shutdown transition; sending SIGINT")
+            if any(self.processes.get(later) is process for later in nodes[index + 1:]) and finalized:
+                continue  # composed: the process ends once its last node is finalized
+            code = process.stop(timeout_s=timeout_s, grace_s=EXIT_GRACE_S if finalized else 0.0)
             if code not in (0, None, -signal.SIGINT):
-                self.console.message(f"[runner] {name} stopped with code {code}")
-            if self.monitor is not None and name in ("tracking", "anonymizer", "aggregator"):
-                self.monitor.spin_for(0.3)
+                self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:
             self.monitor.spin_for(0.3)
             self.console.progress(self.monitor.progress_line())

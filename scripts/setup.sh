@@ -70,6 +70,17 @@ else
   say "interfaces up to date"
 fi
 
+# The real ROS 2 command line (ros2 launch/run/node/topic/param/service/lifecycle) from ../shared/ros2cli, offline:
+# its install.sh is idempotent (stamps in the venv), and ament_register.py makes this source tree a package that
+# `ros2 launch privacy_vision ...` and `ros2 run privacy_vision ...` find with AMENT_PREFIX_PATH=$VENV (no colcon).
+ROS2CLI="$REPO/../shared/ros2cli"
+if [ -f "$ROS2CLI/install.sh" ]; then
+  bash "$ROS2CLI/install.sh" "$VENV" | sed 's/^/[setup] /'
+  "$VENV/bin/python" "$ROS2CLI/ament_register.py" "$REPO" | sed 's/^/[setup] /'
+else
+  say "no ../shared/ros2cli: the ros2 command line is not installed (tests that use it skip)"
+fi
+
 if [ ! -f var/pki/audit.key ]; then
   say "creating the device key, CA and ingest certificate (var/pki)"
   "$VENV/bin/python" -m privacy_vision.cli pki --out var/pki > /dev/null

@@ -32,7 +32,7 @@ def node_environment(domain_id: int) -> dict[str, str]:
 
 
 def start_node(name: str, domain_id: int, parameters: dict[str, str], log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", f"privacy_vision.nodes.{name}", "--ros-args", "--params-file", str(CONFIG / "params.yaml")]
+    command = [sys.executable, "-m", "privacy_vision.node_main", name, "--ros-args", "--params-file", str(CONFIG / "params.yaml")]
     parameters = {"audit_dir": str(log_path.parent / "audit"), **parameters}
     for key, value in parameters.items():
         command += ["-p", f"{key}:={value}"]

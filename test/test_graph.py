@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from privacy_vision.core import graph
 from rosutil import REPO, RosProbe, free_domain_id, pixel_like_fields
 
 pytestmark = pytest.mark.graph
@@ -73,12 +75,14 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert "read API and dashboard: https://" in next((var / "logs").glob("*/ingest.log")).read_text()
 
 
-def test_only_the_camera_topic_carries_images(demo_run):
+def test_the_running_graph_is_the_one_described(demo_run):
+    """Every topic of the graph description (core/graph.py) exists with its type; only the camera topic carries images."""
     _, output, probe, _ = demo_run
     image_topics = {topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types}
     assert image_topics == {"/camera/image_raw"}, probe.topic_types
-    for topic in ("/detections", "/tracks", "/anonymized_tracks", "/cell_totals", "/zone_analytics", "/diagnostics"):
-        assert topic in probe.topic_types, (topic, sorted(probe.topic_types))
+    for topic in graph.topics("camera"):
+        assert probe.topic_types.get(topic.name) == {topic.type}, (topic.name, sorted(probe.topic_types))
+    assert graph.DIAGNOSTICS_TOPIC in probe.topic_types
 
 
 def test_no_message_after_detection_holds_pixel_data(demo_run):
@@ -175,3 +179,22 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     # Upstream nodes kept working after the anonymizer (which holds the release grid's zones) stopped.
     counts = {topic: len(messages) for topic, messages in probe.received.items()}
     assert counts.get("/tracks", 0) > 20, (counts, output)
+
+
+def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_video):
+    """--composed: the six nodes in one process on one executor; the source's end stops them in pipeline order in that
+    process, and everything the aggregator released is in the ingest."""
+    code, output, probe = run_graph(tmp_path, str(vtest_video), ["--composed", "--max-frames", "60", "--fps", "20",
+                                                                  "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"])
+    assert code == 0, output
+    assert "6 nodes in one process (composed)" in output
+    logs = next((tmp_path / "var" / "logs").glob("*"))
+    assert sorted(p.name for p in logs.glob("*.log")) == ["composed.log", "ingest.log"]
+    log = (logs / "composed.log").read_text()
+    done = {m.group(2): (float(m.group(1)), m.group(3)) for m in re.finditer(r"\[(\d+\.\d+)\] \[(\w+)\]: finalized: (.*)", log)}
+    assert list(done) == list(graph.NODE_NAMES), log  # finalized in pipeline order
+    assert [t for t, _ in done.values()] == sorted(t for t, _ in done.values())
+    published = int(re.match(r"(\d+) releases published", done["aggregator"][1]).group(1))
+    delivered = int(re.match(r"(\d+) releases delivered", done["uplink"][1]).group(1))
+    assert published > 0 and published == delivered == len(stored_releases(tmp_path / "var")), (published, delivered)
+    assert "Traceback" not in log and "Traceback" not in output

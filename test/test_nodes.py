@@ -8,6 +8,7 @@ import pytest
 import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -162,6 +163,7 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
     rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1", "-p", f"audit_dir:={tmp_path}"])
     try:
         node = DetectionNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         messages = [Image(**frame_to_fields(frame)) for frame in vtest_frames[:3]]
         assert np.frombuffer(messages[0].data, np.uint8).any()
         node._on_image(messages[0])
@@ -196,12 +198,15 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
                      "-p", "resize_width:=384", "-p", "wait_for_subscriber_s:=0.0", "-p", f"audit_dir:={tmp_path / 'audit'}"])
     try:
         node = DetectionNode()
-        assert node.finished.wait(60.0)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.source_ended.wait(60.0)
         assert node.frames == 4 and node.capture.delivered == 4
         assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
-        published = node.get_publisher_names_and_types_by_node("detection", "/")
-        assert ("/detections", ["privacy_vision_msgs/msg/Detections"]) in published
-        assert all("sensor_msgs/msg/Image" not in types for _, types in published)
+        # What the node created (the ROS graph cache of this test process does not always list a publisher created at
+        # configure time; test_graph checks the running graph for image topics in this mode).
+        published = {(publisher.topic_name, publisher.msg_type.__name__) for publisher in node.publishers}
+        assert ("/detections", "Detections") in published, published
+        assert all(type_name != "Image" for _, type_name in published), published
         node.destroy_node()
     finally:
         rclpy.shutdown()

@@ -9,23 +9,65 @@ import yaml
 
 from rosutil import REPO
 
-NODES = ("camera", "detection", "tracking", "anonymizer", "aggregator", "uplink")
+from privacy_vision.core.graph import (DRAIN_TIMEOUT_S, LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, NODE_NAMES as NODES,
+                                       STOP_MARGIN_S, UPSTREAM_WAIT_S)
+
+# What issue 12 asks the launch file to take (besides the pins and CA, which have defaults under state_dir).
+LAUNCH_ARGUMENTS = ("source", "capture", "params_file", "zones_file", "homography_file", "model", "onnx_model", "window_s", "k",
+                    "epsilon", "state_dir", "ingest_url", "loop", "fps", "max_frames", "composed")
 
 
-def test_launch_file_starts_every_node_with_respawn_and_local_discovery():
+def test_launch_file_starts_every_node_as_a_lifecycle_node_with_respawn_and_local_discovery():
     source = (REPO / "launch/privacy_vision.launch.py").read_text()
-    tree = ast.parse(source)  # launch/launch_ros are not installable here; the file must still be valid Python
+    tree = ast.parse(source)
     assert "generate_launch_description" in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert "respawn=True" in source and '"ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"' in source
-    assert "from privacy_vision.runner import CAMERA_SOURCE_PARAMETERS, CAPTURE_MODES, NODES" in source  # the runner's own lists
-    assert 'DeclareLaunchArgument("capture"' in source and 'DeclareLaunchArgument("onnx_model"' in source
-    assert 'executable=f"{name}_node"' in source
+    assert '"respawn": True' in source and '"ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"' in source
+    assert "from privacy_vision.core.graph import" in source and "pipeline(capture)" in source  # the one graph description
+    assert "LifecycleNode(" in source and 'executable=f"{name}_node"' in source
+    assert '"sigterm_timeout": str(LAUNCH_SIGTERM_TIMEOUT_S)' in source and '"sigkill_timeout": str(LAUNCH_SIGKILL_TIMEOUT_S)' in source
+    declared = {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
+                and getattr(call.func, "id", "") == "DeclareLaunchArgument" and call.args}
+    assert set(LAUNCH_ARGUMENTS) <= declared, set(LAUNCH_ARGUMENTS) - declared
+
+
+def test_the_graph_description_matches_the_package():
+    """core/graph.py is what the other modules read: it must agree with params.yaml, the interfaces and the nodes."""
+    from privacy_vision.core import graph
+
+    assert tuple(yaml.safe_load((REPO / "config/params.yaml").read_text())) == graph.NODE_NAMES  # same nodes, same order
+    assert [graph.upstream_of(name) for name in graph.NODE_NAMES] == [None, *graph.NODE_NAMES[:-1]]  # a chain in pipeline order
+    assert graph.pipeline("in_process") == graph.NODE_NAMES[1:] and graph.upstream_of("detection", "in_process") is None
+    assert [t.name for t in graph.topics("in_process")] == [t.name for t in graph.TOPICS if t.name != graph.IMAGE_TOPIC]
+    for topic in graph.TOPICS:
+        package, kind, name = topic.type.split("/")
+        if package == "privacy_vision_msgs":
+            assert (REPO / "msg" / kind / f"{name}.msg").is_file(), topic
+        assert topic.publisher in graph.NODE_NAMES and set(topic.subscribers) <= set(graph.NODE_NAMES), topic
+        assert topic.carries, topic
+    assert graph.leaves_device() == {"/zone_analytics": graph.leaves_device()["/zone_analytics"]}  # only the analytics leave
+    sources = {name: (REPO / f"privacy_vision/nodes/{name}.py").read_text() for name in graph.NODE_NAMES}
+    for spec in graph.NODES:  # a node that answers requests says what it holds; one that holds personal data answers
+        assert ("def personal_data_summary" in sources[spec.name]) == spec.answers_requests, spec.name
+        assert spec.answers_requests or not spec.personal_data, spec.name
+    assert set(graph.STATE_STORES) >= {"pki", "audit", "ledger", "outbox", "runtime"}
+
+
+def test_the_ordered_stop_fits_before_launch_kills_a_node():
+    """Every node gets the stop request at once; the uplink waits at most UPSTREAM_WAIT_S for the aggregator,
+    then drains for drain_timeout_s; launch sends SIGKILL at sigterm + sigkill timeouts (SIGTERM is the same request)."""
+    assert UPSTREAM_WAIT_S + DRAIN_TIMEOUT_S + STOP_MARGIN_S <= LAUNCH_SIGTERM_TIMEOUT_S + LAUNCH_SIGKILL_TIMEOUT_S
+    params = yaml.safe_load((REPO / "config/params.yaml").read_text())
+    assert params["uplink"]["ros__parameters"]["drain_timeout_s"] == DRAIN_TIMEOUT_S
 
 
 def test_entry_points_match_the_launch_executables():
     setup = (REPO / "setup.py").read_text()
-    assert 'f"{node}_node = {PACKAGE}.nodes.{node}:main"' in setup
+    assert 'f"{node}_node = {PACKAGE}.node_main:{node}"' in setup and 'f"composed_node = {PACKAGE}.node_main:composed"' in setup
+    from privacy_vision import node_main
+
+    assert callable(node_main.composed)
     for node in NODES:
+        assert callable(getattr(node_main, node))
         assert (REPO / f"privacy_vision/nodes/{node}.py").read_text().count("def main(") == 1
 
 
@@ -50,3 +92,26 @@ def test_interface_package_is_complete():
 def test_fastdds_profile_keeps_dds_on_this_host():
     xml = (REPO / "config/fastdds.xml").read_text()
     assert "<address>127.0.0.1</address>" in xml and "<useBuiltinTransports>false</useBuiltinTransports>" in xml
+
+
+def test_a_pip_install_puts_both_commands_on_path(tmp_path):
+    """setup.cfg sends scripts to lib/privacy_vision for colcon (`ros2 run privacy_vision privacy-vision`); a pip
+    install must still put privacy-vision and privacy-vision-ingest in the environment's bin/."""
+    import subprocess
+    import sys
+
+    import shutil
+
+    source, wheels, prefix = tmp_path / "src", tmp_path / "wheels", tmp_path / "prefix"
+    # Built from a copy: an in-tree build leaves an egg-info that the venv (which has the repository on its path) takes for an install.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "var", "data", "bench_out", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("privacy_vision-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed", "--prefix", str(prefix),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    for command in ("privacy-vision", "privacy-vision-ingest"):
+        script = prefix / "bin" / command
+        assert script.is_file(), sorted(p.name for p in (prefix / "bin").iterdir())
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stdout + result.stderr

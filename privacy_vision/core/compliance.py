@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from privacy_vision.core.aggregator import (HOUR_METRICS, MECHANISM, PRIVACY_UNIT, STRICT_MECHANISM, AggregatorSettings, Bounds, StrictAccount,
                                             TrackDayAccount)
+from privacy_vision.core.graph import IMAGE_TOPIC, TOPICS, leaves_device, topics as graph_topics
 from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSettings
 
 # Tracks per annotated person (V) with the real tracker (default thresholds; IoU ≥ 0.5 matching to the ground truth,
@@ -20,19 +21,9 @@ from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSet
 # bench/tracks_per_person.py: mean tracks per annotated person (IoU ≥ 0.5) with the default detector and tracker
 MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, YOLOX-nano + tracker)": 2.05, "MOT15 five sequences (public detections + tracker)": 2.10}
 
-LEAVES_DEVICE = {"/zone_analytics": "via the uplink (HTTPS, pinned, signed) to the ingest"}
-IMAGE_TOPIC = "/camera/image_raw"
-RAW_TOPICS = {
-    IMAGE_TOPIC: "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process "
-                 "on this device that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); "
-                 "the detection node zeroes its copy after inference, copies held by the middleware or by other "
-                 "subscribers are outside its control",
-    "/detections": "person boxes in image pixels, per frame",
-    "/tracks": "motion-only tracks: tracker ID, floor position and velocity, box",
-    "/anonymized_tracks": "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
-    "/cell_totals": "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only",
-    "/zone_analytics": "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
-}
+# What each topic carries and whether it leaves the device: the graph description (core/graph.py).
+TOPIC_CONTENT = {topic.name: topic.carries for topic in TOPICS}
+LEAVES_DEVICE = leaves_device()
 
 
 @dataclass(frozen=True)
@@ -75,7 +66,7 @@ def frames_statement(params: dict[str, dict]) -> str:
         return ("read from the source by the detection node in its own process (in-process capture): no image topic exists, "
                 "frames never reach the middleware; every buffer that held a frame (decoded, resized, converted, letterboxed, "
                 f"network input) is zeroed after inference; frames retained after inference: {retained}")
-    return ("published by the camera node on /camera/image_raw, a local topic that any process on this device can read; "
+    return (f"published by the camera node on {IMAGE_TOPIC}, a local topic that any process on this device can read; "
             "the camera zeroes its frame and message, the detection node every copy it makes, after inference; "
             f"frames retained after inference: {retained}")
 
@@ -121,7 +112,8 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     epsilon = account.epsilon
     strict = strict_statement(settings, contribution)
     tracks_per_person = max(MEASURED_TRACKS_PER_PERSON.values())
-    topics = facts.topics or {t: [] for t in RAW_TOPICS if not (t == IMAGE_TOPIC and in_process_capture(params))}
+    capture = "in_process" if in_process_capture(params) else "camera"
+    topics = facts.topics or {topic.name: [topic.type] for topic in graph_topics(capture)}
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "configuration_source": facts.source,
@@ -172,7 +164,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
             "overlapping_zones": "a person inside two overlapping zones counts in both (each cell counted against L)",
         },
         "data_flows": {
-            "topics": {t: {"types": types, "content": RAW_TOPICS.get(t, ""), "leaves_device": t in LEAVES_DEVICE}
+            "topics": {t: {"types": types, "content": TOPIC_CONTENT.get(t, ""), "leaves_device": t in LEAVES_DEVICE}
                        for t, types in sorted(topics.items())},
             "leaves_device": LEAVES_DEVICE,
             "discovery_range": facts.discovery_range,

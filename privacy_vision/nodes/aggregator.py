@@ -12,10 +12,11 @@ from privacy_vision.core.contributions import TIERS, CellTotals
 from privacy_vision.core.privacy import PrivacyLedger
 from diagnostic_msgs.msg import DiagnosticArray
 
+from privacy_vision.core.graph import DPIA_NODES
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
 from privacy_vision_msgs.srv import GenerateDpia
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_QOS, WARN, PrivacyVisionNode,
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_DEEP_QOS, RELIABLE_QOS, WARN, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
 RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode", "strict_delta", "strict_test_share")
@@ -43,8 +44,10 @@ def message_from_release(release: Release) -> ZoneAnalytics:
 class AggregatorNode(PrivacyVisionNode):
     """The only producer of what leaves the device; holds no per-person state."""
 
-    def __init__(self) -> None:
-        super().__init__("aggregator")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("aggregator", **node_options)
+
+    def configure(self) -> None:
         d = AggregatorSettings()
         ledger_path = self.declare("ledger_path", "var/privacy_ledger.sqlite", "SQLite file of the daily privacy-budget ledger", read_only=True)
         settings = AggregatorSettings(
@@ -64,17 +67,15 @@ class AggregatorNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         self.privacy_parameters = set(RUNTIME_SETTINGS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
-        self.offer_personal_data_services()
         self._live_parameters: dict[str, dict] = {}
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.create_service(GenerateDpia, "~/generate_dpia", self._on_generate_dpia)
-        self.publisher = self.create_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
-        self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, 1000)
+        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, RELIABLE_DEEP_QOS)
         self.released = 0
         self.below_k = 0
         self._cap_logged_day: str | None = None
         self.create_timer(1.0, self._report)
-        self.accept_parameter_updates()
         self.get_logger().info(f"epsilon {settings.epsilon_per_track_day:g} per track-day over the tiers {', '.join(TIERS)}, k={settings.k} on noisy values, "
                                f"daily cap {settings.daily_epsilon_cap:g}")
 
@@ -85,7 +86,17 @@ class AggregatorNode(PrivacyVisionNode):
         self.releaser.reconfigure(AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}))
         self.get_logger().info(f"privacy parameters updated: {changes}")
 
+    def deactivate(self) -> None:
+        """Nothing to close here: the aggregator holds no open cell (the anonymizer closed its cells when it deactivated,
+        before this node's turn, and each was released on arrival); the base class then waits until the uplink has
+        acknowledged every release."""
+
+    def summary(self) -> str:
+        return f"{self.released} releases published ({self.below_k} below k)"
+
     def _on_cell(self, message: CellTotalsMessage) -> None:
+        if not self.accepting(message):
+            return
         totals = CellTotals(message.tier, message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end),
                             message.complete, message.occupancy, tuple(message.direction_counts), tuple(message.dwell_counts),
                             message.entries, message.exits)
@@ -127,7 +138,7 @@ class AggregatorNode(PrivacyVisionNode):
                   if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))}
         facts = system_facts(dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live")
         dpia = build_dpia(params, facts)
-        missing = sorted({"detection", "tracking", "anonymizer", "uplink"} - set(params))
+        missing = sorted(set(DPIA_NODES) - set(params))
         response.success = True
         response.message = f"nodes not reporting (their settings are missing from the document): {missing}" if missing else "complete"
         response.document = render_markdown(dpia) if fmt == "markdown" else dpia_json(dpia)
@@ -150,8 +161,11 @@ class AggregatorNode(PrivacyVisionNode):
             self.publish_diagnostic(OK, "aggregating", {"releases": self.released, "below_k": self.below_k})
 
 
+NODE_CLASS = AggregatorNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(AggregatorNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

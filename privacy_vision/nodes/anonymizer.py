@@ -19,8 +19,10 @@ CONTRIBUTION_SETTINGS = ("window_s", "cells_per_day", "dwell_thresholds_s", "bou
 class AnonymizerNode(PrivacyVisionNode):
     """The last node that knows track identity: pseudonyms out, and the per-track bound kept in."""
 
-    def __init__(self) -> None:
-        super().__init__("anonymizer")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("anonymizer", **node_options)
+
+    def configure(self) -> None:
         d = AnonymizerSettings()
         settings = AnonymizerSettings(
             grid_size_m=self.declare("grid_size_m", d.grid_size_m, "floor positions are snapped to cells of this size (metres)", minimum=0.05, maximum=10.0),
@@ -52,16 +54,14 @@ class AnonymizerNode(PrivacyVisionNode):
         self.privacy_parameters = {"grid_size_m", "time_precision_s", "rotation_interval_s", "direction_sectors", "min_speed_mps", "size_thresholds",
                                    *CONTRIBUTION_SETTINGS}
         self.dpia_parameters = set(self.privacy_parameters)
-        self.publisher = self.create_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
-        self.cells_publisher = self.create_publisher(CellTotalsMessage, CELL_TOTALS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
+        self.cells_publisher = self.create_data_publisher(CellTotalsMessage, CELL_TOTALS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
         # Strict mode: a released group restarts its zone's group. Releases are public, so reading them adds nothing.
         self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
-        self.offer_personal_data_services()
         self.frames = 0
         self.cells_closed = 0
         self.create_timer(1.0, self._report)
-        self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items()}
@@ -75,6 +75,8 @@ class AnonymizerNode(PrivacyVisionNode):
             self.anonymizer.key.rotation_interval_s = candidate.rotation_interval_s
 
     def _on_tracks(self, message: Tracks) -> None:
+        if not self.accepting(message):
+            return
         now = time.time()
         if self.anonymizer.key.rotate_if_due(now):
             self.get_logger().info(f"privacy key rotated on schedule (epoch {self.anonymizer.key.epoch})")
@@ -129,13 +131,19 @@ class AnonymizerNode(PrivacyVisionNode):
     def _report(self) -> None:
         self.publish_diagnostic(OK, "anonymizing", {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch, "cells_closed": self.cells_closed})
 
-    def on_shutdown(self) -> None:
+    def deactivate(self) -> None:
         """Close the open cells (partial periods) so that the aggregator releases what was observed."""
         self._publish_cells(self.bounder.flush())
 
+    def summary(self) -> str:
+        return f"{self.frames} frames anonymised, {self.cells_closed} cells closed"
+
+
+NODE_CLASS = AnonymizerNode  # what node_main runs for this graph node, alone or composed
+
 
 def main(args: list[str] | None = None) -> None:
-    run_node(AnonymizerNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Camera node: reads a video file, image folder, V4L2 device or stream URL and publishes raw frames."""
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -9,23 +8,36 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields, zero_message_data
-from privacy_vision.nodes.common import (IMAGE_QOS, IMAGE_TOPIC, OK, WARN, PrivacyVisionNode, apply_capture_updates, declare_capture,
-                                         declare_wait_for_subscriber, run_node, seconds_to_stamp, wait_for_subscriber)
+from privacy_vision.nodes.common import (IMAGE_QOS, IMAGE_TOPIC, OK, WARN, CaptureThread, PrivacyVisionNode, apply_capture_updates,
+                                         declare_capture, declare_wait_for_subscriber, run_node, seconds_to_stamp)
 
 
 class CameraNode(PrivacyVisionNode):
-    def __init__(self) -> None:
-        super().__init__("camera")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("camera", **node_options)
+
+    def configure(self) -> None:
         self.capture = declare_capture(self)
         self.frame_id = self.declare("frame_id", "camera", "frame_id of published images", read_only=True)
-        self.wait_for_subscriber_s = declare_wait_for_subscriber(self)
-        self.publisher = self.create_publisher(Image, IMAGE_TOPIC, IMAGE_QOS)
-        self._thread = threading.Thread(target=self._publish_loop, name="camera-publisher", daemon=True)
-        self._thread.start()
+        wait_for_subscriber_s = declare_wait_for_subscriber(self)
+        self.publisher = self.create_lifecycle_publisher(Image, IMAGE_TOPIC, IMAGE_QOS)
+        self.reader = CaptureThread(self, self.capture, self.publisher, wait_for_subscriber_s, self._publish)
         self.create_timer(1.0, self._report)
         self._started = time.monotonic()
-        self.accept_parameter_updates()
-        self.get_logger().info(f"publishing {self.capture.source.kind} source on /{IMAGE_TOPIC} (source fps {self.capture.source.source_fps:.1f})")
+        self.get_logger().info(f"{self.capture.source.kind} source on {IMAGE_TOPIC} (source fps {self.capture.source.source_fps:.1f}); "
+                               "frames flow once the node is active")
+
+    def activate(self) -> None:
+        self.reader.start()
+
+    def deactivate(self) -> None:
+        self.reader.stop()
+
+    def release(self) -> None:
+        self.capture.close()
+
+    def summary(self) -> str:
+        return f"{self.published} frames published"
 
     @property
     def published(self) -> int:
@@ -33,12 +45,6 @@ class CameraNode(PrivacyVisionNode):
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         apply_capture_updates(self.capture, updates)
-
-    def _publish_loop(self) -> None:
-        wait_for_subscriber(self, self.publisher, self.capture, self.wait_for_subscriber_s)
-        self.capture.run(self._publish)
-        self.publish_diagnostic(OK, "end of stream", {"frames": self.published})
-        self.finish(0)
 
     def _publish(self, image: np.ndarray, stamp: float) -> None:
         message = Image(**frame_to_fields(image))
@@ -57,14 +63,12 @@ class CameraNode(PrivacyVisionNode):
         self.publish_diagnostic(level, "streaming", {"frames": self.published, "fps": f"{self.published / elapsed:.2f}",
                                                      "skipped_unreadable": source.skipped_corrupt, "source_kind": source.kind})
 
-    def on_shutdown(self) -> None:
-        self.capture.stop.set()
-        self._thread.join(timeout=2.0)
-        self.capture.close()
+
+NODE_CLASS = CameraNode  # what node_main runs for this graph node, alone or composed
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(CameraNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

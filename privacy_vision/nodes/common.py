@@ -1,61 +1,256 @@
 """What every node shares: typed parameters with descriptors and validation, diagnostics, clean shutdown."""
 from __future__ import annotations
 
+import ctypes
 import json
 import signal
+import traceback
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
+import yaml
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.experimental import EventsExecutor
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from lifecycle_msgs.msg import State, TransitionEvent
+from rclpy.duration import Duration
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
 from privacy_vision.core.audit import AuditLog, configuration_digest
+from privacy_vision.core import graph
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, UPSTREAM_WAIT_S, upstream_of
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
+from privacy_vision.node_main import install_stop_handlers
 from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
-IMAGE_TOPIC = "camera/image_raw"
-DETECTIONS_TOPIC = "detections"
-TRACKS_TOPIC = "tracks"
-ANONYMIZED_TOPIC = "anonymized_tracks"
-CELL_TOTALS_TOPIC = "cell_totals"
-ANALYTICS_TOPIC = "zone_analytics"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+# Topic names from the graph description, relative so that a node namespace applies to them.
+IMAGE_TOPIC, DETECTIONS_TOPIC, TRACKS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, ANALYTICS_TOPIC = (
+    name.lstrip("/") for name in (graph.IMAGE_TOPIC, graph.DETECTIONS_TOPIC, graph.TRACKS_TOPIC, graph.ANONYMIZED_TOPIC,
+                                  graph.CELL_TOTALS_TOPIC, graph.ANALYTICS_TOPIC))
+ACK_TIMEOUT_S = 2.0  # a deactivating node waits this long for the next node to acknowledge its last messages
+QUIET_S = 0.2  # after the upstream finished, its last messages are processed before this node stops
+PR_SET_PDEATHSIG = 1
+CAPTURE_JOIN_S = 5.0  # a deactivating source node waits this long for the frame in hand
 
 IMAGE_QOS = qos_profile_sensor_data  # best effort, keep last; depth set per publisher (1)
 RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
+RELIABLE_DEEP_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)  # a burst of closed cells
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
-class PrivacyVisionNode(Node):
-    """Base node: declare() for parameters, validate_parameters() hook, diagnostics, finish()."""
+class PrivacyVisionNode(LifecycleNode):
+    """Base node: a ROS 2 lifecycle node (rclpy.lifecycle) with declare() for parameters, a validate_parameters()
+    hook, diagnostics, and the ordered stop.
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    unconfigured --configure--> inactive: configure() declares the node's parameters and opens its files, keys,
+    model and source; --activate--> active: activate() starts the data flowing (data publishers are lifecycle
+    publishers); --deactivate--> inactive: deactivate() stops the flow and hands on what the node still holds
+    (frames zeroed, open cells closed), then the next node acknowledges the last messages; --shutdown-->
+    finalized: release() closes files and the process exits. With `autostart` (the default) the node configures
+    and activates itself; the launch file and `privacy-vision run` set it false and drive the transitions.
+
+    A stop request (SIGINT, SIGTERM, the source's end) is an ordered stop: the node waits until its upstream node
+    (core/graph.py) has reached 'finalized' or left the graph, at most `stop_wait_s`, then takes its own shutdown
+    transition. Whoever sends the signals (launch, a terminal, systemd, the runner), the graph stops in pipeline order.
+    """
+
+    def __init__(self, name: str, **node_options: Any) -> None:
+        super().__init__(name, **node_options)
         self.exit_code = 0
-        self.finished = threading.Event()
+        self.finished = threading.Event()  # finalized (or configuration failed): the process may exit
+        self.source_ended = threading.Event()  # set by a node that reads a source when the recording ends
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._data_publishers: list = []  # reliable lifecycle publishers whose last messages must be acknowledged
+        self.audit: AuditLog | None = None
+        self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
+        self.dpia_parameters: set[str] = set()  # reported on /diagnostics for the live DPIA
+        self.autostart = self.declare("autostart", True, "configure and activate at start; false: a lifecycle manager (the launch "
+                                      "file, privacy-vision run) drives the transitions", read_only=True)
+        self.stop_wait_s = self.declare("stop_wait_s", UPSTREAM_WAIT_S, "on a stop request, wait at most this long for the upstream "
+                                        "node to finish before stopping", minimum=0.0, maximum=600.0, read_only=True)
+        # Accepted runtime changes (`ros2 param set`) are kept here, so a respawned node comes back with them.
+        self.runtime_parameters_file = self.declare(
+            "runtime_parameters_file", "", "YAML where accepted runtime parameter changes are kept and restored from at start "
+            "(the launch file sets one per node and launch; empty: not kept)", read_only=True)
+        # An integer for a double parameter (`ros2 param set /aggregator epsilon_per_track_day 2`) is taken as that double.
+        self.add_pre_set_parameters_callback(self._integers_as_doubles)
+        self._stop_requested_at: float | None = None
+        self._upstream_done_at: float | None = None
+        self._upstream_finalized = False
+        self._upstream_seen = False  # listed in the ROS graph (or heard from) at least once
+        self._upstream_checked_at = 0.0
+        self.dropped_while_inactive = 0
+
+    # -- what each node implements -----------------------------------------------------------------
+    def configure(self) -> None:
+        """Declare parameters, open files, keys, model and source; create publishers, subscriptions, services."""
+
+    def activate(self) -> None:
+        """Start the data flowing (a source node starts reading)."""
+
+    def deactivate(self) -> None:
+        """Stop the flow and publish what the node still holds; the base class then waits for acknowledgements."""
+
+    def release(self) -> None:
+        """Close files and connections at shutdown."""
+
+    def upstream(self) -> str | None:
+        """The node whose output this node consumes (it stops after that one)."""
+        return upstream_of(self.get_name())
+
+    def summary(self) -> str:
+        """One line for the log when the node is finalized."""
+        return ""
+
+    # -- lifecycle transitions -----------------------------------------------------------------------
+    def state_label(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure)
+
+    def _configure(self) -> None:
         audit_dir = self.declare("audit_dir", "var/audit", "folder of the tamper-evident audit log (shared by all nodes)", read_only=True)
         audit_key = self.declare("audit_key_file", "var/pki/audit.key", "hex HMAC key of the audit log, mode 600", read_only=True)
         try:
             self.audit = AuditLog.from_key_file(audit_dir, audit_key)
         except KeyFileError as error:
-            raise StartupError(name, f"audit log: {error}") from None
-        self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
-        self.dpia_parameters: set[str] = set()  # reported on /diagnostics for the live DPIA
+            raise StartupError(self.get_name(), f"audit log: {error}") from None
+        self.configure()
+        if graph.node(self.get_name()).answers_requests:
+            self.offer_personal_data_services()
+        upstream = self.upstream()
+        if upstream:
+            self.create_subscription(TransitionEvent, f"/{upstream}/transition_event", self._on_upstream_transition, 10)
+        self.accept_parameter_updates()
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        outcome = super().on_activate(state)  # lifecycle publishers first: the flow may start at once
+        return self._transition("activate", self.activate) if outcome == TransitionCallbackReturn.SUCCESS else outcome
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        outcome = self._transition("deactivate", self._hand_on)
+        super().on_deactivate(state)
+        return outcome
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def shut_down() -> None:
+            if state.label == "active":
+                self._hand_on()
+                super(PrivacyVisionNode, self).on_deactivate(state)
+            if state.label != "unconfigured":
+                self.release()
+
+        outcome = self._transition("shutdown", shut_down)
+        summary = self.summary()
+        self.get_logger().info(f"finalized{': ' + summary if summary else ''}")
+        self.finished.set()
+        return outcome
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("cleanup is not supported: shut the node down and start it again to reconfigure it")
+        return TransitionCallbackReturn.FAILURE
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"a transition from '{state.label}' failed; the node shuts down")
+        self.fail(1)
+        return TransitionCallbackReturn.FAILURE  # -> finalized
+
+    def _hand_on(self) -> None:
+        self.deactivate()
+        for publisher in self._data_publishers:
+            if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                self.get_logger().warning(f"the last messages on {publisher.topic_name} were not all acknowledged within {ACK_TIMEOUT_S:g} s")
+
+    def _transition(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
+        """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)."""
+        try:
+            action()
+            return TransitionCallbackReturn.SUCCESS
+        except StartupError as error:
+            self.get_logger().error(str(error))
+            self.fail(2)
+        except (InvalidParameterValueException, InvalidParameterTypeException) as error:
+            # A params file or -p override outside a parameter's declared type or range.
+            self.get_logger().error(f"invalid parameter at start-up: {error}; fix the params file or the override")
+            self.fail(2)
+        except Exception:  # noqa: BLE001 - logged with its traceback, then the transition fails
+            self.get_logger().error(f"{what} failed:\n{traceback.format_exc()}")
+            self.fail(1)
+        return TransitionCallbackReturn.FAILURE
+
+    def fail(self, exit_code: int) -> None:
+        """The node cannot go on: the process exits with this code."""
+        self.exit_code = max(self.exit_code, exit_code)
+        self.finished.set()
+
+    def accepting(self, message: Any) -> bool:
+        """Messages are processed while the node is active; one that arrives otherwise is counted and dropped
+        (in the ordered stop none does: the upstream node finished first)."""
+        if self.state_label() == "active":
+            return True
+        self.dropped_while_inactive += 1
+        if self.dropped_while_inactive == 1:
+            self.get_logger().warning(f"a {type(message).__name__} arrived while the node is {self.state_label()}: dropped (counted on /diagnostics)")
+        return False
+
+    # -- the ordered stop ----------------------------------------------------------------------------
+    def create_data_publisher(self, message_type, topic: str, qos):
+        """A lifecycle publisher whose last messages are waited for (acknowledged) when the node deactivates."""
+        publisher = self.create_lifecycle_publisher(message_type, topic, qos)
+        if qos.reliability == ReliabilityPolicy.RELIABLE:
+            self._data_publishers.append(publisher)
+        return publisher
+
+    def _on_upstream_transition(self, message: TransitionEvent) -> None:
+        self._upstream_seen = True
+        self._upstream_finalized = message.goal_state.id == State.PRIMARY_STATE_FINALIZED
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop_requested_at is not None or self.finished.is_set():
+            return
+        self._stop_requested_at = time.monotonic()
+        upstream = self.upstream() if self.state_label() != "unconfigured" else None
+        self.get_logger().info(f"stop requested ({reason}): " + (f"stopping after /{upstream} has finished (at most {self.stop_wait_s:g} s)"
+                                                                 if upstream else "stopping now"))
+
+    def step(self) -> None:
+        """Between callbacks: notice the end of the source, and move an ordered stop on."""
+        if self.source_ended.is_set() and self._stop_requested_at is None and self.state_label() == "active":
+            self.request_stop("the source ended")
+        now = time.monotonic()
+        upstream = self.upstream() if self.state_label() != "unconfigured" else None
+        upstream_listed = None
+        if upstream is not None and (self._stop_requested_at is not None or now - self._upstream_checked_at >= 1.0):
+            self._upstream_checked_at = now
+            upstream_listed = upstream in self.get_node_names()
+            self._upstream_seen |= upstream_listed
+        if self._stop_requested_at is None or self.finished.is_set():
+            return
+        if self._upstream_done_at is None:
+            # Gone means seen before and no longer listed: a node not discovered yet may still be starting.
+            if upstream is None or self._upstream_finalized or (self._upstream_seen and not upstream_listed):
+                self._upstream_done_at = now
+            elif now - self._stop_requested_at >= self.stop_wait_s:
+                self.get_logger().warning(f"/{upstream} has not finished {self.stop_wait_s:g} s after the stop request; stopping anyway")
+                self._upstream_done_at = now - QUIET_S
+            else:
+                return
+        if now - self._upstream_done_at >= QUIET_S:  # the upstream's last messages are processed meanwhile
+            self.trigger_shutdown()
 
     def offer_personal_data_services(self) -> None:
-        """~/forget and ~/data_subject_request for a node that holds per-person state in memory."""
+        """~/forget and ~/data_subject_request, for the nodes the graph description names (core/graph.py)."""
         self.create_service(Forget, "~/forget", self._on_forget)
         self.create_service(DataSubjectRequest, "~/data_subject_request", self._on_data_subject_request)
 
@@ -93,17 +288,39 @@ class PrivacyVisionNode(Node):
         return response
 
     def accept_parameter_updates(self) -> None:
-        """Call at the end of __init__: audits the configuration in force at start (start-time overrides
-        such as `--set aggregator.epsilon_per_track_day=100` included), then routes updates through validate_parameters()."""
+        """Once configured: audits the configuration in force at start (start-time overrides
+        such as `--set aggregator.epsilon_per_track_day=100` included), then routes updates through validate_parameters();
+        runtime changes kept from an earlier run of this node (a respawn) are applied again, through the same validation."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
         self.audit.append("configuration_at_start", self.get_name(), parameters={name: everything[name] for name in relevant},
                           all_parameters_sha256=configuration_digest(everything), parameter_count=len(everything))
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._keep_runtime_changes)
+        if not self.runtime_parameters_file:
+            return
+        kept = load_runtime_parameters(self.runtime_parameters_file)
+        if not kept:
+            return
+        results = self.set_parameters([Parameter(name, value=value) for name, value in kept.items()])
+        refused = {name: result.reason for name, result in zip(kept, results) if not result.successful}
+        if refused:
+            raise StartupError(self.get_name(), f"runtime parameter changes kept in {self.runtime_parameters_file} are refused: {refused}")
+        self.get_logger().info(f"restored runtime parameter changes from {self.runtime_parameters_file}: {sorted(kept)}")
+
+    def _keep_runtime_changes(self, parameters: list[Parameter]) -> None:
+        if self.runtime_parameters_file:
+            store_runtime_parameters(self.runtime_parameters_file, {p.name: _plain(p.value) for p in parameters})
+
+    def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
+        return [as_declared_type(p, self.describe_parameter(p.name).type) if self.has_parameter(p.name) else p for p in parameters]
 
     def declare(self, name: str, default: Any, description: str, *, read_only: bool = False,
                 minimum: float | None = None, maximum: float | None = None) -> Any:
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
+        override = self._parameter_overrides.get(name)  # -p NAME:=2, a params file or launch: 2 for a double is 2.0
+        if override is not None:
+            self._parameter_overrides[name] = as_declared_type(override, Parameter.Type.from_parameter_value(default).value)
         if minimum is not None or maximum is not None:
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise TypeError(f"range given for non-numeric parameter {name}")
@@ -142,12 +359,35 @@ class PrivacyVisionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 
-    def finish(self, exit_code: int = 0) -> None:
-        self.exit_code = exit_code
-        self.finished.set()
 
-    def on_shutdown(self) -> None:
-        """Flush state before the process exits (runs with the node still able to publish)."""
+def as_declared_type(parameter: Parameter, declared_type: int) -> Parameter:
+    """An integer (or integer array) given for a double (or double array) parameter, as that double; anything
+    else unchanged, so that rclpy's own type check names a real mismatch."""
+    if declared_type == ParameterType.PARAMETER_DOUBLE and parameter.type_ == Parameter.Type.INTEGER:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    if declared_type == ParameterType.PARAMETER_DOUBLE_ARRAY and parameter.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in parameter.value])
+    return parameter
+
+
+def load_runtime_parameters(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        return {}
+    values = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(values, dict):
+        raise StartupError("runtime parameters", f"{path} is not a mapping of parameter names to values")
+    return values
+
+
+def store_runtime_parameters(path: str, changes: dict[str, Any]) -> None:
+    """Merge accepted changes into the file atomically (write a temporary file, then rename)."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    values = {**load_runtime_parameters(path), **changes}
+    temporary = file.with_suffix(file.suffix + ".tmp")
+    temporary.write_text(yaml.safe_dump(values, sort_keys=True))
+    temporary.replace(file)
 
 
 def _plain(value: Any) -> Any:
@@ -166,41 +406,63 @@ def seconds_to_stamp(seconds: float, stamp) -> Any:
 
 
 def run_node(factory: Callable[[], PrivacyVisionNode], args: list[str] | None = None) -> None:
-    """Spin until SIGINT/SIGTERM or the node finishes, then flush and exit with the node's code.
+    """One node in this process (what the `<node>_node` executables run)."""
+    run_nodes([factory], args)
 
-    rclpy's own signal handler would shut the context down at once, leaving no chance to publish
-    the last window; our handler only sets a flag.
+
+def run_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str] | None = None) -> None:
+    """Nodes in this process on one executor, until every one is finalized; exits with the worst exit code.
+
+    SIGINT/SIGTERM only set a flag (rclpy's own handler would shut the context down at once, leaving no
+    chance to hand on the last window): every node then takes its ordered stop. Nodes with autostart are
+    configured, then activated from the last in the pipeline to the first, so nothing flows before its
+    receiver is there.
     """
+    stop = install_stop_handlers()  # already in place when started through privacy_vision.node_main
+    _die_with_parent()
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    nodes: list[PrivacyVisionNode] = []
     exit_code = 1
-    node = None
     try:
-        node = factory()
+        if not stop.is_set():
+            nodes = [factory() for factory in factories]
         executor = EventsExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and not node.finished.is_set():
-            executor.spin_once(timeout_sec=0.1)
-        node.on_shutdown()
-        deadline = time.monotonic() + 0.5
+        for node in nodes:
+            executor.add_node(node)
+        starting = [node for node in nodes if node.autostart]
+        for node in starting:
+            node.trigger_configure()
+        for node in reversed(starting):
+            if node.state_label() == "inactive":
+                node.trigger_activate()
+        while not all(node.finished.is_set() for node in nodes):
+            executor.spin_once(timeout_sec=0.05)
+            # The graph in this process ends with its source (composed mode): the others take their ordered stop.
+            source_done = any(node.source_ended.is_set() and node.finished.is_set() for node in nodes)
+            for node in nodes:
+                if stop.is_set():
+                    node.request_stop("SIGINT/SIGTERM")
+                elif source_done:
+                    node.request_stop("the source in this process ended")
+                node.step()
+        deadline = time.monotonic() + 0.3  # the last transition events and acknowledgements leave the process
         while time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
-        exit_code = node.exit_code
-    except StartupError as error:
-        print(f"[{error.node_name}] ERROR: {error}", file=sys.stderr, flush=True)
-        exit_code = 2
-    except (InvalidParameterValueException, InvalidParameterTypeException) as error:
-        # A params file or -p override outside a parameter's declared type or range.
-        print(f"ERROR: invalid parameter at start-up: {error}; fix config/params.yaml or the override", file=sys.stderr, flush=True)
-        exit_code = 2
+        exit_code = max((node.exit_code for node in nodes), default=0)
     finally:
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        # Done: a late stop request (launch escalating, a second Ctrl-C) must not kill the interpreter while it exits.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(exit_code)
+
+
+def _die_with_parent() -> None:
+    """SIGTERM (a stop request) when the parent dies, e.g. `ros2 launch` killed with SIGKILL: no orphaned node."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class StartupError(RuntimeError):
@@ -237,6 +499,37 @@ def declare_capture(node: PrivacyVisionNode) -> CaptureLoop:
         return CaptureLoop(settings, log, on_dropped)
     except SourceError as error:
         raise StartupError(node.get_name(), str(error)) from None
+
+
+class CaptureThread:
+    """The source loop of a node that reads a source (the camera, or the detection node capturing in process):
+    started by activate, stopped by deactivate; the natural end of a recording (or max_frames) sets the node's
+    source_ended, which starts its ordered stop."""
+
+    def __init__(self, node: PrivacyVisionNode, capture: CaptureLoop, publisher, wait_for_subscriber_s: float,
+                 handle: Callable[[Any, float], None]) -> None:
+        self.node, self.capture, self.publisher, self.handle = node, capture, publisher, handle
+        self.wait_for_subscriber_s = wait_for_subscriber_s
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.capture.stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{self.node.get_name()}-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        wait_for_subscriber(self.node, self.publisher, self.capture, self.wait_for_subscriber_s)
+        self.capture.run(self.handle)
+        if not self.capture.stop.is_set():
+            self.node.publish_diagnostic(OK, "end of stream", {"frames": self.capture.delivered})
+            self.node.source_ended.set()
+
+    def stop(self) -> None:
+        self.capture.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=CAPTURE_JOIN_S)
+            if self._thread.is_alive():
+                self.node.get_logger().warning(f"the capture thread did not stop within {CAPTURE_JOIN_S:g} s")
 
 
 def apply_capture_updates(capture: CaptureLoop, updates: dict[str, Any]) -> None:

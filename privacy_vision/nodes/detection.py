@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from typing import Any
 
@@ -10,18 +9,21 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
-from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr
+from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr, zero_message_data
 from privacy_vision_msgs.msg import Detection, Detections
-from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN, PrivacyVisionNode,
-                                         StartupError, apply_capture_updates, declare_capture, declare_wait_for_subscriber, run_node,
-                                         seconds_to_stamp, wait_for_subscriber)
+from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN, CaptureThread,
+                                         PrivacyVisionNode, StartupError, apply_capture_updates, declare_capture, declare_wait_for_subscriber,
+                                         run_node, seconds_to_stamp)
 
 CAPTURE_MODES = ("topic", "in_process")
 
 
 class DetectionNode(PrivacyVisionNode):
-    def __init__(self) -> None:
-        super().__init__("detection")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("detection", **node_options)
+        self.capture = None
+
+    def configure(self) -> None:
         defaults = DetectorSettings()
         self.settings = DetectorSettings(
             backend=self.declare("backend", defaults.backend, f"detector backend: one of {BACKENDS}; auto picks the best available", read_only=True),
@@ -42,7 +44,7 @@ class DetectionNode(PrivacyVisionNode):
         self.capture = declare_capture(self) if self.capture_mode == "in_process" else None
         if self.capture is not None:
             self.frame_id = self.declare("frame_id", "camera", "frame_id of detections from in-process capture", read_only=True)
-            self.wait_for_subscriber_s = declare_wait_for_subscriber(self)
+            wait_for_subscriber_s = declare_wait_for_subscriber(self)
         self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
         audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
         self.privacy_parameters = {"retention_frames"}
@@ -60,20 +62,40 @@ class DetectionNode(PrivacyVisionNode):
         self.get_logger().info(f"using detector backend '{self.detector.name}'")
         self._retained: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
         self.last_buffers: tuple[np.ndarray, ...] = ()  # the most recent frame's buffers, for the zeroing test
-        self.offer_personal_data_services()
-        self.publisher = self.create_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(Detections, DETECTIONS_TOPIC, RELIABLE_QOS)
         self.frames = 0
         self.rejected = 0
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
         self.create_timer(1.0, self._report)
         self.create_timer(audit_interval_s, self._audit_frames)
-        self.accept_parameter_updates()
         if self.capture is None:
             self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
         else:
-            self._capture_thread = threading.Thread(target=self._capture_loop, name="detection-capture", daemon=True)
-            self._capture_thread.start()
+            self.reader = CaptureThread(self, self.capture, self.publisher, wait_for_subscriber_s, self._on_captured)
             self.get_logger().info(f"in-process capture of a {self.capture.source.kind} source: no image topic")
+
+    def upstream(self) -> str | None:
+        return None if self.capture is not None else super().upstream()
+
+    def activate(self) -> None:
+        if self.capture is not None:
+            self.reader.start()
+
+    def deactivate(self) -> None:
+        """The frame in hand is finished (in-process capture stops first); every retained frame is zeroed."""
+        if self.capture is not None:
+            self.reader.stop()
+        retention, self.retention_frames = self.retention_frames, 0
+        self._destroy_retained()
+        self.retention_frames = retention
+        self._audit_frames()
+
+    def release(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+
+    def summary(self) -> str:
+        return f"{self.frames} frames inferred and zeroed, {self.rejected} malformed frames dropped"
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         if self.capture is not None:
@@ -86,6 +108,9 @@ class DetectionNode(PrivacyVisionNode):
             self._destroy_retained()
 
     def _on_image(self, message: Image) -> None:
+        if not self.accepting(message):
+            zero_message_data(message)
+            return
         try:
             image, raw = buffer_as_bgr(message.height, message.width, message.encoding, message.step, message.data)
         except ImageFormatError as error:
@@ -94,13 +119,6 @@ class DetectionNode(PrivacyVisionNode):
             self.get_logger().error(f"dropped a malformed frame ({error}); {self.rejected} dropped so far")
             return
         self._detect_and_publish(image, (raw, image), message.header)
-
-    def _capture_loop(self) -> None:
-        assert self.capture is not None
-        wait_for_subscriber(self, self.publisher, self.capture, self.wait_for_subscriber_s)
-        self.capture.run(self._on_captured)
-        self.publish_diagnostic(OK, "end of stream", {"frames": self.frames})
-        self.finish(0)
 
     def _on_captured(self, image: np.ndarray, stamp: float) -> None:
         header = Detections().header
@@ -161,23 +179,17 @@ class DetectionNode(PrivacyVisionNode):
                               **self._audit_counts)
             self._audit_counts = dict.fromkeys(self._audit_counts, 0)
 
-    def on_shutdown(self) -> None:
-        if self.capture is not None:
-            self.capture.stop.set()
-            self._capture_thread.join(timeout=5.0)
-            self.capture.close()
-        self.retention_frames = 0
-        self._destroy_retained()
-        self._audit_frames()
-
 
 def zero_buffers(buffers: tuple[np.ndarray, ...]) -> None:
     for buffer in buffers:
         buffer.fill(0)
 
 
+NODE_CLASS = DetectionNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(DetectionNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

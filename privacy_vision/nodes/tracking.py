@@ -25,8 +25,10 @@ TRACKER_PARAMETERS = {
 
 
 class TrackingNode(PrivacyVisionNode):
-    def __init__(self) -> None:
-        super().__init__("tracking")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("tracking", **node_options)
+
+    def configure(self) -> None:
         homography_file = self.declare("homography_file", "", "YAML with 'homography' (3x3 image->floor) or 'pairs' [u, v, x_m, y_m]", read_only=True)
         homography_values = self.declare("homography", [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
                                          "3x3 image->floor matrix, used when homography_file is empty", read_only=True)
@@ -44,12 +46,10 @@ class TrackingNode(PrivacyVisionNode):
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.dpia_parameters = {"track_buffer_s"}
-        self.offer_personal_data_services()
-        self.publisher = self.create_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
         self.frames = 0
         self.create_timer(1.0, self._report)
-        self.accept_parameter_updates()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
@@ -60,6 +60,8 @@ class TrackingNode(PrivacyVisionNode):
         self.tracker.settings = candidate
 
     def _on_detections(self, message: Detections) -> None:
+        if not self.accepting(message):
+            return
         boxes = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in message.detections]).reshape(-1, 4)
         scores = np.array([d.confidence for d in message.detections])
         tracks = self.tracker.update(stamp_to_seconds(message.header.stamp), boxes, scores)
@@ -84,14 +86,20 @@ class TrackingNode(PrivacyVisionNode):
         self.tracker.reset()
         return {"tracks_purged": count}
 
+    def summary(self) -> str:
+        return f"{self.frames} frames tracked"
+
     def _report(self) -> None:
         confirmed = sum(t.state == TrackState.CONFIRMED for t in self.tracker.tracks)
         self.publish_diagnostic(OK, "tracking", {"frames": self.frames, "confirmed_tracks": confirmed,
                                                  "all_tracks": len(self.tracker.tracks)})
 
 
+NODE_CLASS = TrackingNode  # what node_main runs for this graph node, alone or composed
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(TrackingNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

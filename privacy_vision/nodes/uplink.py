@@ -11,6 +11,7 @@ from privacy_vision.core.protocol import KeyFileError, canonical_release_bytes, 
 from privacy_vision.core.release_schema import InvalidRelease, wire_from_release
 from privacy_vision.core.uplink import OK as CORE_OK, WARN as CORE_WARN, Outbox, OutboxFull, OutboxUnavailable, PinnedClient, Sender
 from privacy_vision_msgs.msg import ZoneAnalytics
+from privacy_vision.core.graph import DRAIN_TIMEOUT_S
 from privacy_vision.nodes.common import ANALYTICS_TOPIC, ERROR, OK, RELIABLE_QOS, WARN, PrivacyVisionNode, StartupError, run_node, stamp_to_seconds
 
 
@@ -33,8 +34,10 @@ def release_from_message(message: ZoneAnalytics) -> Release:
 
 
 class UplinkNode(PrivacyVisionNode):
-    def __init__(self) -> None:
-        super().__init__("uplink")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("uplink", **node_options)
+
+    def configure(self) -> None:
         url = self.declare("ingest_url", "https://127.0.0.1:8443/v1/releases", "HTTPS endpoint of the ingest", read_only=True)
         pins = self.declare("pins", [""], "SHA-256 SPKI pins (base64) of the ingest key: primary and backup", read_only=True)
         ca_file = self.declare("ca_file", "", "CA certificate that signed the ingest certificate (empty: system CAs)", read_only=True)
@@ -45,7 +48,8 @@ class UplinkNode(PrivacyVisionNode):
         self.retry_base_s = self.declare("retry_base_s", 0.5, "first retry delay; doubles per failure with full jitter", minimum=0.01, maximum=60.0)
         self.retry_max_s = self.declare("retry_max_s", 60.0, "longest retry delay", minimum=0.1, maximum=3600.0)
         self.declare("ingest_retention_days", 90.0, "retention the ingest applies to releases (its --retention-days), stated in the DPIA", minimum=0.0, maximum=36500.0, read_only=True)
-        self.drain_timeout_s = self.declare("drain_timeout_s", 10.0, "at shutdown, keep sending queued releases this long", minimum=0.0, maximum=600.0)
+        self.drain_timeout_s = self.declare("drain_timeout_s", DRAIN_TIMEOUT_S, "at shutdown, keep sending queued releases this long (what "
+                                            "is left stays in the outbox for the next start)", minimum=0.0, maximum=600.0)
         try:
             key = load_key_file(key_file)
             client = PinnedClient(url, [p for p in pins if p], ca_file or None, device_id, key)
@@ -64,11 +68,11 @@ class UplinkNode(PrivacyVisionNode):
         self.refusing = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.sender.run, args=(self._stop, self._wake, self._log), name="uplink-sender", daemon=True)
-        self._thread.start()
+        self._outbox_closed = False
+        self._thread: threading.Thread | None = None
+        # Releases are stored whatever the node's state: the uplink is the sink, and nothing it receives may be lost.
         self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
         self._report_timer = self.create_timer(1.0, self._report)
-        self.accept_parameter_updates()
         self.get_logger().info(f"sending to {url} as {device_id}; {self.outbox.size()} releases waiting in the outbox")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -81,6 +85,9 @@ class UplinkNode(PrivacyVisionNode):
 
     def _on_release(self, message: ZoneAnalytics) -> None:
         """Store the release, or refuse it loudly (outbox full, disk failing, invalid); never crash the node."""
+        if self._outbox_closed:
+            self.get_logger().error(f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored")
+            return
         try:
             release = wire_from_release(release_from_message(message))
             self.outbox.put(release["release_id"], canonical_release_bytes(release))
@@ -111,6 +118,8 @@ class UplinkNode(PrivacyVisionNode):
             self.audit.append("uplink_recovered", self.get_name(), queued=self.outbox.size())
 
     def _report(self) -> None:
+        if self._outbox_closed:
+            return
         health = self.sender.health()
         level = {CORE_OK: OK, CORE_WARN: WARN}.get(health.level, ERROR)
         message = health.message
@@ -123,11 +132,25 @@ class UplinkNode(PrivacyVisionNode):
                                                  "dead_lettered": self.sender.dead_lettered,
                                                  "last_error": self.sender.last_error})
 
-    def on_shutdown(self) -> None:
-        self.destroy_timer(self._report_timer)
+    def activate(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.sender.run, args=(self._stop, self._wake, self._log), name="uplink-sender", daemon=True)
+        self._thread.start()
+
+    def deactivate(self) -> None:
+        """Stop sending in the background (the releases stay in the outbox); a send in progress is finished first."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=15.0)
+        if self._thread is not None:
+            self._thread.join(timeout=self.sender.client.timeout_s + 1.0)
+
+    def release(self) -> None:
+        """Everything received is stored (the aggregator finished before this node's turn), send what is queued for at most drain_timeout_s,
+        then close the outbox; what is left is sent at the next start (the ingest stores each release once)."""
+        self.destroy_timer(self._report_timer)
+        if self._thread is not None and self._thread.is_alive():
+            self.get_logger().warning("a delivery is still in progress; the outbox is left open for it (SQLite WAL keeps it consistent)")
+            return
         deadline = time.monotonic() + self.drain_timeout_s
         while self.outbox.size() and time.monotonic() < deadline:
             delay = self.sender.step()
@@ -136,13 +159,19 @@ class UplinkNode(PrivacyVisionNode):
         left = self.outbox.size()
         if left:
             self.get_logger().warning(f"{left} releases stay in the outbox and will be sent at the next start")
-        self.get_logger().info(f"uplink stopped: {self.sender.delivered} releases delivered")
         self.sender.client.close()
+        self._outbox_closed = True
         self.outbox.close()
+
+    def summary(self) -> str:
+        return f"{self.sender.delivered} releases delivered, {self.refused} refused"
+
+
+NODE_CLASS = UplinkNode  # what node_main runs for this graph node, alone or composed
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(UplinkNode, args)
+    run_node(NODE_CLASS, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""One description of the privacy_vision graph (pure Python, no rclpy): the nodes in pipeline order, which of
+them hold per-person state, the topics with what they carry and whether they leave the device, where each state
+store lives under the state directory, and the stop budget that the nodes, the launch file and the runner share.
+
+The runner, the launch file, the node processes, the monitor, both command lines, the compliance code and the
+package test read this module instead of keeping their own lists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CAPTURE_MODES = ("camera", "in_process")  # camera node + image topic, or the detection node reads the source itself
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    does: str
+    upstream: str | None  # the node whose output this one consumes (camera capture); it stops after that one
+    personal_data: str  # per-person data held in memory ("" = none); such nodes answer forget and data-subject requests
+    answers_requests: bool  # offers ~/forget and ~/data_subject_request (a node without personal data says so)
+    dpia_settings: bool  # reports privacy-relevant settings on /diagnostics for the live DPIA
+
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec("camera", "reads the source and publishes frames", None, "", False, False),
+    NodeSpec("detection", "person boxes from frames; zeroes every frame buffer", "camera",
+             "camera frames, zeroed after inference (retention_frames)", True, True),
+    NodeSpec("tracking", "motion-only tracks, foot points in floor metres", "detection",
+             "live tracks: tracker ID, box, floor position and velocity", True, True),
+    NodeSpec("anonymizer", "keyed rotating IDs, grid cells; bounds each track's contribution", "tracking",
+             "per live track: the release cells it counted in today, its zone stays, the in-memory ID key", True, True),
+    NodeSpec("aggregator", "OpenDP noise on every cell, k on noisy values, daily ledger", "anonymizer", "", True, True),
+    NodeSpec("uplink", "durable outbox, pinned and signed HTTPS to the ingest", "aggregator", "", False, True),
+)
+NODE_NAMES = tuple(node.name for node in NODES)
+REQUEST_NODES = tuple(node.name for node in NODES if node.answers_requests)  # forget / data-subject requests go to these
+PERSONAL_DATA_NODES = tuple(node.name for node in NODES if node.personal_data)
+DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the live DPIA needs each one's settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    type: str
+    publisher: str
+    subscribers: tuple[str, ...]
+    carries: str
+    leaves_device: str = ""  # how it leaves the device; "" = it never does
+
+
+IMAGE_TOPIC = "/camera/image_raw"
+DETECTIONS_TOPIC = "/detections"
+TRACKS_TOPIC = "/tracks"
+ANONYMIZED_TOPIC = "/anonymized_tracks"
+CELL_TOTALS_TOPIC = "/cell_totals"
+ANALYTICS_TOPIC = "/zone_analytics"
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "camera", ("detection",),
+              "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process on this device "
+              "that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); the detection node zeroes "
+              "its copy after inference, copies held by the middleware or by other subscribers are outside its control"),
+    TopicSpec(DETECTIONS_TOPIC, "privacy_vision_msgs/msg/Detections", "detection", ("tracking",), "person boxes in image pixels, per frame"),
+    TopicSpec(TRACKS_TOPIC, "privacy_vision_msgs/msg/Tracks", "tracking", ("anonymizer",),
+              "motion-only tracks: tracker ID, floor position and velocity, box"),
+    TopicSpec(ANONYMIZED_TOPIC, "privacy_vision_msgs/msg/AnonymizedTracks", "anonymizer", (),
+              "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)"),
+    TopicSpec(CELL_TOTALS_TOPIC, "privacy_vision_msgs/msg/CellTotals", "anonymizer", ("aggregator",),
+              "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only"),
+    TopicSpec(ANALYTICS_TOPIC, "privacy_vision_msgs/msg/ZoneAnalytics", "aggregator", ("uplink",),
+              "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
+              leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest"),
+)
+TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
+DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and privacy-relevant settings (read by the monitor and the live DPIA)
+
+# State stores, relative to the state directory (`privacy-vision run --var-dir`, launch `state_dir`).
+STATE_STORES = {
+    "pki": "pki",  # device HMAC key, audit key, CA, ingest certificate, pins.txt
+    "audit": "audit",  # tamper-evident audit log (all nodes)
+    "ledger": "privacy_ledger.sqlite",  # daily privacy-budget ledger (aggregator)
+    "outbox": "outbox.sqlite",  # releases not yet acknowledged by the ingest (uplink)
+    "runtime": "runtime",  # runtime parameter changes kept for respawned nodes (launch)
+    "ingest": "ingest.sqlite",  # the local ingest of `privacy-vision run` (the cloud's own store elsewhere)
+    "logs": "logs",  # node logs of `privacy-vision run`
+}
+
+# Camera parameters that the detection node takes in the in-process capture mode.
+SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
+
+# Stop budget. On a stop request every node waits for its upstream node to finish (its lifecycle state 'finalized',
+# or gone from the graph) for at most UPSTREAM_WAIT_S, then deactivates (hands on what it still holds) and shuts
+# down; the uplink then drains for its drain_timeout_s. ros2 launch escalates SIGINT -> SIGTERM -> SIGKILL; the launch
+# file sets these timeouts on every node so that the whole ordered stop fits before SIGKILL (SIGTERM is taken as
+# the same stop request).
+UPSTREAM_WAIT_S = 8.0
+DRAIN_TIMEOUT_S = 4.0
+STOP_MARGIN_S = 3.0
+LAUNCH_SIGTERM_TIMEOUT_S = 10.0
+LAUNCH_SIGKILL_TIMEOUT_S = 10.0
+
+
+def node(name: str) -> NodeSpec:
+    for spec in NODES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no node {name!r} in the graph: {', '.join(NODE_NAMES)}")
+
+
+def check_capture(capture: str) -> str:
+    if capture not in CAPTURE_MODES:
+        raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
+    return capture
+
+
+def pipeline(capture: str = "camera") -> tuple[str, ...]:
+    """The nodes that run, in pipeline order (also the stop order); in-process capture has no camera node."""
+    return NODE_NAMES if check_capture(capture) == "camera" else NODE_NAMES[1:]
+
+
+def source_node(capture: str = "camera") -> str:
+    """The node that reads the source: the graph ends when its recording ends."""
+    return pipeline(capture)[0]
+
+
+def upstream_of(name: str, capture: str = "camera") -> str | None:
+    upstream = node(name).upstream
+    return upstream if upstream in pipeline(capture) else None
+
+
+def topics(capture: str = "camera") -> tuple[TopicSpec, ...]:
+    """The topics of the running graph: in-process capture publishes no image topic."""
+    return tuple(topic for topic in TOPICS if topic.publisher in pipeline(capture))
+
+
+def leaves_device() -> dict[str, str]:
+    return {topic.name: topic.leaves_device for topic in TOPICS if topic.leaves_device}
+
+
+def state_paths(state_dir: Path | str) -> dict[str, Path]:
+    root = Path(state_dir).expanduser()
+    return {store: root / relative for store, relative in STATE_STORES.items()}
