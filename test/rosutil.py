@@ -1,11 +1,13 @@
 """Helpers for tests that talk to real node processes over DDS."""
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from pathlib import Path
@@ -23,8 +25,24 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
 
 
+_HELD_DOMAINS: list = []  # open lock files: a domain stays ours until this test process exits
+
+
 def free_domain_id() -> int:
-    return random.randint(110, 200)
+    """A ROS domain no other test process on this host holds (an exclusive lock file per domain): random
+    picks alone let two concurrent test runs talk to each other's graphs."""
+    folder = Path(tempfile.gettempdir()) / "privacy_vision_ros_domains"
+    folder.mkdir(exist_ok=True)
+    for domain in random.sample(range(110, 201), 91):
+        handle = open(folder / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _HELD_DOMAINS.append(handle)
+        return domain
+    raise RuntimeError("every ROS domain from 110 to 200 is held by another test process on this host: wait for them to end")
 
 
 def node_environment(domain_id: int) -> dict[str, str]:
