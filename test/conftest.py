@@ -66,3 +66,24 @@ def store_target(request, tmp_path):
         for table in ("releases", "nonces", "sequences"):
             db.execute(f"DROP TABLE IF EXISTS {table}")
     return dsn
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A fresh CA, server and device keys per test module (modules that need more define their own)."""
+    from privacy_vision.core.pki import PkiPaths, create_pki
+
+    root = tmp_path_factory.mktemp("pki")
+    create_pki(root)
+    return PkiPaths(root)
+
+
+@pytest.fixture
+def ingest(pki, tmp_path):
+    """A TLS ingest on SQLite that knows the module's device key."""
+    from ingestutil import IngestThread
+    from privacy_vision.core.protocol import load_key_file
+
+    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
+    yield server
+    server.stop()

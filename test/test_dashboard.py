@@ -20,7 +20,6 @@ import pytest
 from browser import Chromium, chromium_binary
 from ingestutil import IngestThread
 from privacy_vision.core.analyst_tokens import issue_token
-from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.ingest import RELEASES_PATH
@@ -28,13 +27,6 @@ from privacy_vision.ingest import RELEASES_PATH
 DAY = 86400
 NEWEST_DAY = 1_789_344_000  # 2026-09-14 00:00 UTC
 DAYS = 7
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
 
 
 def noisy(rng: random.Random, value: float, epsilon: float) -> int:

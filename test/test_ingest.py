@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ingestutil import IngestThread
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
@@ -25,13 +25,6 @@ from privacy_vision.ingest_store import ReleaseStore
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
     return example_release(zone, start, **extra)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
 
 
 @pytest.fixture

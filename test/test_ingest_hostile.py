@@ -15,25 +15,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ingestutil import IngestThread
-from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.core.pki import PkiPaths
 from privacy_vision.core.protocol import HEADER_BODY_SHA256, HEADER_SEQUENCE, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release
 from privacy_vision.ingest import RELEASES_PATH, build_app
 from privacy_vision.ingest_store import ReleaseStore
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
-
-
-@pytest.fixture
-def ingest(pki, tmp_path):
-    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
-    yield server
-    server.stop()
 
 
 _sequence = iter(range(1, 10**9))

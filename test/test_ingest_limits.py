@@ -11,22 +11,14 @@ import statistics
 import threading
 import time
 
-import pytest
 
 from ingestutil import IngestProcess, IngestThread, slow_connections
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release
 from privacy_vision.core.uplink import PinnedClient
 from privacy_vision.ingest import RELEASES_PATH
 from privacy_vision.ingest_server import ServerLimits
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
 
 
 def post_on_a_new_connection(pki: PkiPaths, url: str, sequence: int) -> tuple[bool, float]:

@@ -9,21 +9,12 @@ import ssl
 import threading
 import time
 
-import pytest
 
 from ingestutil import IngestProcess
-from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.ingest import RELEASES_PATH
 from privacy_vision.ingest_store import ReleaseStore
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
 
 
 def at_once(*calls):

@@ -12,26 +12,11 @@ import time
 
 import pytest
 
-from ingestutil import IngestThread
 from privacy_vision.core.audit import AuditLog
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.pki import read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file
 from privacy_vision.core.release_schema import example_release
 from privacy_vision.core.uplink import ERROR, Outbox, PinnedClient, Sender, backoff_delay
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    create_pki(root)
-    return PkiPaths(root)
-
-
-@pytest.fixture
-def ingest(pki, tmp_path):
-    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
-    yield server
-    server.stop()
 
 
 def fill(outbox: Outbox, count: int) -> list[bytes]:
