@@ -14,7 +14,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["dashboard.html"]},
+    package_data={f"{PACKAGE}.cloud": ["dashboard.html"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -32,6 +32,6 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES] + [f"composed_node = {PACKAGE}.node_main:composed"]
-        + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.ingest:main"],
+        + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.cloud.ingest:main"],
     },
 )

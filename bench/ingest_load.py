@@ -36,7 +36,7 @@ from privacy_vision.core.pki import PkiPaths, create_pki, read_pins  # noqa: E40
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file  # noqa: E402
 from privacy_vision.core.release_schema import example_release, validate_release  # noqa: E402
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E402
-from privacy_vision.ingest_store import ReleaseStore  # noqa: E402
+from privacy_vision.cloud.ingest_store import ReleaseStore  # noqa: E402
 
 
 def release(index: int) -> bytes:

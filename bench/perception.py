@@ -354,7 +354,7 @@ def process_name(cmdline: list[str]) -> str | None:
     """'camera' ... 'uplink' for `-m privacy_vision.node_main NODE`, 'composed' for all nodes in one, 'ingest'."""
     if "privacy_vision.node_main" in cmdline:
         return cmdline[cmdline.index("privacy_vision.node_main") + 1]
-    return "ingest" if "privacy_vision.ingest" in cmdline else None
+    return "ingest" if "privacy_vision.cloud.ingest" in cmdline else None
 
 
 # (label, capture, composed): the graph layouts measured beside the bare loop.

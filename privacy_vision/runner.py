@@ -185,7 +185,7 @@ class GraphRunner:
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
         self.ingest = ManagedProcess("ingest", [
-            sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert), "--key", str(pki.server_key),
+            sys.executable, "-m", "privacy_vision.cloud.ingest", "--port", "0", "--cert", str(pki.server_cert), "--key", str(pki.server_key),
             "--db", str(self.ingest_db), "--device-key", f"{self._device_id()}={pki.device_key}",
             "--analyst-tokens", str(pki.analyst_tokens)],
             env, self.log_dir / "ingest.log", self.console.message)

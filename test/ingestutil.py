@@ -16,9 +16,9 @@ from aiohttp import web
 
 from privacy_vision.core.analyst_tokens import AnalystTokens
 from privacy_vision.core.pki import PkiPaths
-from privacy_vision.ingest import RELEASES_PATH, build_app, server_ssl_context
-from privacy_vision.ingest_server import ServerLimits, start_tls_server
-from privacy_vision.ingest_store import ReleaseStore
+from privacy_vision.cloud.ingest import RELEASES_PATH, build_app, server_ssl_context
+from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
+from privacy_vision.cloud.ingest_store import ReleaseStore
 
 
 class IngestThread:
@@ -73,12 +73,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class IngestProcess:
-    """`python -m privacy_vision.ingest` on a free port; its output after the first line is copied to `log`
+    """`python -m privacy_vision.cloud.ingest` on a free port; its output after the first line is copied to `log`
     (or dropped), so a chatty ingest can never block on a full pipe. `nofile` limits its descriptors."""
 
     def __init__(self, pki: PkiPaths, db: str, devices: list[str], extra: tuple[str, ...] = (), nofile: int = 0,
                  log: Path | None = None) -> None:
-        command = [sys.executable, "-m", "privacy_vision.ingest", "--port", "0", "--cert", str(pki.server_cert),
+        command = [sys.executable, "-m", "privacy_vision.cloud.ingest", "--port", "0", "--cert", str(pki.server_cert),
                    "--key", str(pki.server_key), "--db", db, "--retention-days", "0", *extra]
         for device in devices:
             command += ["--device-key", f"{device}={pki.device_key}"]

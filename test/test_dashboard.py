@@ -22,7 +22,7 @@ from ingestutil import IngestThread
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.ingest import RELEASES_PATH
+from privacy_vision.cloud.ingest import RELEASES_PATH
 
 DAY = 86400
 NEWEST_DAY = 1_789_344_000  # 2026-09-14 00:00 UTC

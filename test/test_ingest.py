@@ -19,8 +19,8 @@ from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
-from privacy_vision.ingest import RELEASES_PATH, server_ssl_context
-from privacy_vision.ingest_store import ReleaseStore
+from privacy_vision.cloud.ingest import RELEASES_PATH, server_ssl_context
+from privacy_vision.cloud.ingest_store import ReleaseStore
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:
@@ -160,6 +160,6 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
 def test_the_ingest_validates_v2_releases_without_the_device_stack():
     """The schema reads tiers and labels from core/contributions.py; the cloud side must not pull in
     OpenCV, Shapely, OpenDP, NumPy or ROS for that."""
-    code = "import sys, privacy_vision.ingest; print(sorted({'cv2', 'shapely', 'opendp', 'numpy', 'rclpy'} & set(sys.modules)))"
+    code = "import sys, privacy_vision.cloud.ingest; print(sorted({'cv2', 'shapely', 'opendp', 'numpy', 'rclpy'} & set(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr

@@ -18,8 +18,8 @@ from ingestutil import IngestThread
 from privacy_vision.core.pki import PkiPaths
 from privacy_vision.core.protocol import HEADER_BODY_SHA256, HEADER_SEQUENCE, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release
-from privacy_vision.ingest import RELEASES_PATH, build_app
-from privacy_vision.ingest_store import ReleaseStore
+from privacy_vision.cloud.ingest import RELEASES_PATH, build_app
+from privacy_vision.cloud.ingest_store import ReleaseStore
 
 
 _sequence = iter(range(1, 10**9))

@@ -71,6 +71,24 @@ def test_entry_points_match_the_launch_executables():
         assert (REPO / f"privacy_vision/nodes/{node}.py").read_text().count("def main(") == 1
 
 
+def test_the_edge_side_never_loads_the_cloud_side():
+    """Every module outside privacy_vision/cloud (nodes, runner, CLIs, core) imports in a fresh interpreter without
+    loading a privacy_vision.cloud module: the device ships no ingest code path."""
+    import subprocess
+    import sys
+
+    root = REPO / "privacy_vision"
+    edge = [".".join(("privacy_vision", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+            for path in sorted(root.rglob("*.py")) if "cloud" not in path.relative_to(root).parts]
+    assert {"privacy_vision.runner", "privacy_vision.cli", "privacy_vision.monitor", "privacy_vision.nodes.uplink"} <= set(edge)
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]: importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('privacy_vision.cloud')))")
+    result = subprocess.run([sys.executable, "-c", code, *edge], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_every_parameter_has_a_comment_and_a_node():
     text = (REPO / "config/params.yaml").read_text()
     params = yaml.safe_load(text)

@@ -17,7 +17,7 @@ from privacy_vision.core.analyst_tokens import issue_token, revoke_token
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.ingest import RELEASES_PATH
+from privacy_vision.cloud.ingest import RELEASES_PATH
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import time
 from ingestutil import IngestProcess
 from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.ingest import RELEASES_PATH
-from privacy_vision.ingest_store import ReleaseStore
+from privacy_vision.cloud.ingest import RELEASES_PATH
+from privacy_vision.cloud.ingest_store import ReleaseStore
 
 
 def at_once(*calls):

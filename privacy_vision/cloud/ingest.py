@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
 from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, check_signed_body, load_key_file, verify_signed_headers
 from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
-from privacy_vision.ingest_server import ServerLimits, start_tls_server
-from privacy_vision.ingest_store import ReleaseStore
+from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
+from privacy_vision.cloud.ingest_store import ReleaseStore
 
 RELEASES_PATH = "/v1/releases"
-DASHBOARD_HTML = resources.files("privacy_vision").joinpath("dashboard.html").read_text()
+DASHBOARD_HTML = resources.files("privacy_vision.cloud").joinpath("dashboard.html").read_text()
 MAX_BODY_BYTES = 64 * 1024
 
 

@@ -309,7 +309,7 @@ async def start_tls_server(app: web.Application, host: str, port: int, ssl_conte
     report = EventReport(limits.report_interval_s, write)
     guard = ConnectionGuard(limits, report)
     app.middlewares.append(guard.track)
-    server_log = logging.getLogger(f"privacy_vision.ingest.http.{id(guard)}")
+    server_log = logging.getLogger(f"privacy_vision.cloud.ingest.http.{id(guard)}")
     server_log.propagate = False
     server_log.addHandler(_ServerLogHandler(report))
 
