@@ -5,27 +5,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES
+from privacy_vision.compliance_cli import add_commands
+from privacy_vision.core.analyst_tokens import TokenFileError, issue_token, revoke_token
+from privacy_vision.core.calibration import calibrate_from_mot
+from privacy_vision.core.geometry import ConfigError
+from privacy_vision.core.graph import CAPTURE_MODES, parse_overrides
+from privacy_vision.core.pki import PkiPaths, create_pki
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
 
-def _parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
-    """NODE.PARAM=VALUE pairs checked against params.yaml (the nodes themselves take an integer for a double)."""
-    import yaml
-
-    defaults = yaml.safe_load(params_file.read_text()) if params_file.is_file() else {}
-    overrides: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        node, dot, name = key.partition(".")
-        if not separator or not dot or node not in NODE_NAMES or not name:
-            raise SystemExit(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}")
-        known = (defaults.get(node) or {}).get("ros__parameters", {})
-        if name not in known:
-            raise SystemExit(f"--set: node '{node}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
-        overrides.setdefault(node, {})[name] = value
-    return overrides
+def parse_set(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
+    """--set NODE.PARAM=VALUE pairs, or exit with the reason."""
+    try:
+        return parse_overrides(items, params_file)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _default_source() -> str:
@@ -36,9 +31,9 @@ def _default_source() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from privacy_vision.runner import GraphOptions, GraphRunner
+    from privacy_vision.runner import GraphOptions, GraphRunner  # loads rclpy: only the run command needs it
 
-    overrides = _parse_overrides(args.set, Path(args.config_dir) / "params.yaml")
+    overrides = parse_set(args.set, Path(args.config_dir) / "params.yaml")
     if args.fps is not None:
         overrides.setdefault("camera", {})["fps"] = str(float(args.fps))
     if args.max_frames:
@@ -51,9 +46,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
-    from privacy_vision.core.analyst_tokens import TokenFileError, issue_token, revoke_token
-    from privacy_vision.core.pki import PkiPaths, create_pki
-
     paths = PkiPaths(Path(args.out))
     if args.analyst or args.revoke_analyst:  # tokens only: the CA, certificates and device keys stay as they are
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -79,9 +71,6 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from privacy_vision.core.calibration import calibrate_from_mot
-    from privacy_vision.core.geometry import ConfigError
-
     try:
         report = calibrate_from_mot(args.gt, args.out)
     except ConfigError as error:
@@ -128,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--gt", default="../shared/data/mot15/PETS09-S2L1/gt/gt.txt", help="MOT gt.txt with world x, y columns")
     calibrate.add_argument("--out", default="config/homography_pets.yaml", help="YAML to write")
     calibrate.set_defaults(handler=cmd_calibrate)
-
-    from privacy_vision.compliance_cli import add_commands
 
     add_commands(sub)
     args = parser.parse_args(argv)

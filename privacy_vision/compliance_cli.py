@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -14,12 +13,10 @@ from pathlib import Path
 import yaml
 
 from privacy_vision.core.audit import AuditLog, verify
-from privacy_vision.core.graph import REQUEST_NODES, state_paths
+from privacy_vision.core.graph import REQUEST_NODES, parse_overrides, state_paths
 from privacy_vision.core.privacy import LEDGER_TABLE
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.protocol import KeyFileError, load_key_file
-
-
 
 def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -> dict[str, dict]:
     data = yaml.safe_load((config_dir / "params.yaml").read_text())
@@ -27,44 +24,6 @@ def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -
     for node, values in overrides.items():
         params.setdefault(node, {}).update({k: yaml.safe_load(v) for k, v in values.items()})
     return params
-
-
-class GraphClient:
-    """A short-lived ROS node on the graph's domain for service and parameter calls."""
-
-    def __init__(self, domain_id: int, config_dir: Path) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-
-        from privacy_vision.runner import graph_environment
-
-        os.environ.update({k: v for k, v in graph_environment(config_dir, domain_id).items()
-                           if k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")})
-        self._rclpy = rclpy
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = Node(f"privacy_vision_cli_{uuid.uuid4().hex[:6]}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
-        client = self.node.create_client(service_type, name)
-        deadline = time.monotonic() + timeout_s
-        while not client.service_is_ready() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.1)
-        if not client.service_is_ready():
-            return None
-        future = client.call_async(request)
-        while not future.done() and time.monotonic() < deadline + timeout_s:
-            self.executor.spin_once(timeout_sec=0.1)
-        return future.result() if future.done() else None
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.shutdown(context=self.context)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -82,10 +41,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dpia(args: argparse.Namespace) -> int:
-    from privacy_vision.cli import _parse_overrides
-
     config_dir = Path(args.config_dir)
     if args.domain_id is not None:
+        from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
         from privacy_vision_msgs.srv import GenerateDpia
 
         client = GraphClient(args.domain_id, config_dir)
@@ -101,7 +59,10 @@ def cmd_dpia(args: argparse.Namespace) -> int:
             print(f"dpia: warning: {answer.message}", file=sys.stderr)
         document = answer.document
     else:
-        params = _config_parameters(config_dir, _parse_overrides(args.set, config_dir / "params.yaml"))
+        try:
+            params = _config_parameters(config_dir, parse_overrides(args.set, config_dir / "params.yaml"))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
         pins_file = state_paths(args.var_dir)["pki"] / "pins.txt"
         if not any(params["uplink"].get("pins", [])) and pins_file.is_file():
             params["uplink"]["pins"] = pins_file.read_text().split()  # what the run command configures
@@ -147,6 +108,7 @@ NOT_ERASABLE = ("Released aggregates (device outbox, ingest store) are k-anonymo
 
 
 def cmd_dsr(args: argparse.Namespace) -> int:
+    from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
     from privacy_vision_msgs.srv import DataSubjectRequest
 
     request_id = args.request_id or f"dsr-{uuid.uuid4().hex[:12]}"
@@ -181,6 +143,7 @@ def cmd_dsr(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
     from privacy_vision_msgs.srv import Forget
 
     client = GraphClient(args.domain_id, Path(args.config_dir))

@@ -2,34 +2,25 @@
 drives their lifecycle transitions through each node's ~/change_state service."""
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
 
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, source_node
+from privacy_vision.graph_client import GraphClient
 
 
 class GraphMonitor:
+    """The runner's view of the graph: the progress line from /diagnostics and the lifecycle transitions it drives."""
+
     def __init__(self, domain_id: int, config_dir: Path, capture: str = "camera") -> None:
         self.source = source_node(capture)  # the node whose 'frames' count the frames read
-        from privacy_vision.runner import graph_environment
-
-        os.environ.update({k: v for k, v in graph_environment(config_dir, domain_id).items()
-                           if k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")})
-        self._context = Context()
-        rclpy.init(context=self._context, domain_id=domain_id)
-        self._node = Node("privacy_vision_monitor", context=self._context)
-        self._executor = SingleThreadedExecutor(context=self._context)
-        self._executor.add_node(self._node)
+        self._client = GraphClient(domain_id, config_dir, "privacy_vision_monitor")
+        self._node = self._client.node
         self.values: dict[str, dict[str, str]] = {}
         self._node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self._rate_samples: list[tuple[float, int]] = []
@@ -62,9 +53,7 @@ class GraphMonitor:
         return self.values.get(node, {}).get(key, default)
 
     def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._executor.spin_once(timeout_sec=0.05)
+        self._client.spin_for(seconds)
 
     def processed_frames(self) -> int:
         return int(self.value("detection", "frames"))
@@ -82,6 +71,4 @@ class GraphMonitor:
                 f"queued {self.value('uplink', 'queued')}")
 
     def close(self) -> None:
-        self._executor.shutdown()
-        self._node.destroy_node()
-        rclpy.shutdown(context=self._context)
+        self._client.close()

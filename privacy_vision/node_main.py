@@ -10,12 +10,13 @@ kill by SIGTERM's default action. Nothing here runs at import time.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import signal
 import sys
 import threading
 
-from privacy_vision.core.graph import NODE_NAMES
+from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES, pipeline
 
 STOP = threading.Event()  # set by SIGINT or SIGTERM once install_stop_handlers() ran
 
@@ -42,16 +43,12 @@ def run_composed(argv: list[str]) -> None:
     """All nodes of the pipeline for the capture mode in this process. Parameters come from params files with one
     section per node (what the launch file and the runner write); --capture picks the pipeline (no camera node
     in in_process capture)."""
-    import argparse
-
-    from privacy_vision.core.graph import CAPTURE_MODES, pipeline
-
     own, ros = (argv[:argv.index("--ros-args")], argv[argv.index("--ros-args"):]) if "--ros-args" in argv else (argv, [])
     parser = argparse.ArgumentParser(prog="composed_node", description=run_composed.__doc__)
     parser.add_argument("--capture", choices=CAPTURE_MODES, default="camera")
     options = parser.parse_args(own)
     install_stop_handlers()
-    from privacy_vision.nodes.common import run_nodes
+    from privacy_vision.nodes.common import run_nodes  # after the handlers: loading rclpy takes a while (module docstring)
 
     factories = [importlib.import_module(f"privacy_vision.nodes.{node}").NODE_CLASS for node in pipeline(options.capture)]
     run_nodes(factories, [sys.argv[0], *ros])

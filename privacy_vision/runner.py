@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import random
 import re
 import signal
@@ -17,10 +16,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import yaml
 from pathlib import Path
 
-from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, pipeline, source_node, state_paths
+import yaml
+
+from privacy_vision.core.analyst_tokens import issue_token
+from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, graph_environment, pipeline, source_node, state_paths
+from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.monitor import GraphMonitor
 
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
@@ -35,18 +38,6 @@ class RunError(RuntimeError):
 def _die_with_parent() -> None:
     """Child processes get SIGTERM if the runner dies, so nothing is left orphaned."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def graph_environment(config_dir: Path, domain_id: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "FASTDDS_DEFAULT_PROFILES_FILE": str((config_dir / "fastdds.xml").resolve()),
-        "ROS_DOMAIN_ID": str(domain_id),
-        "PYTHONUNBUFFERED": "1",
-        "RCUTILS_COLORIZED_OUTPUT": "0",
-    })
-    return env
 
 
 @dataclass
@@ -162,13 +153,11 @@ class GraphRunner:
         self.domain_id = options.domain_id if options.domain_id is not None else random.randint(1, 101)
         self.log_dir = self.state["logs"] / time.strftime("%Y%m%d-%H%M%S")
         self.started_wall = 0.0
-        self.monitor = None
+        self.monitor: GraphMonitor | None = None
         self.interrupted = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
-        from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
-
         config = self.options.config_dir
         for required in ("params.yaml", "zones.yaml", "fastdds.xml"):
             if not (config / required).is_file():
@@ -179,8 +168,6 @@ class GraphRunner:
             primary, backup = create_pki(pki.root)
             self.console.message(f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})")
         if not pki.analyst_token(DEMO_ANALYST).is_file():
-            from privacy_vision.core.analyst_tokens import issue_token
-
             issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
@@ -214,8 +201,6 @@ class GraphRunner:
         else:
             self.processes = {node: ManagedProcess(node, [sys.executable, "-m", "privacy_vision.node_main", node, *ros_args], env,
                                                    self.log_dir / f"{node}.log", self.console.message) for node in per_node}
-        from privacy_vision.monitor import GraphMonitor
-
         self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
         layout = "in one process (composed)" if self.options.composed else "as separate processes"

@@ -19,7 +19,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from privacy_vision.runner import graph_environment
+from privacy_vision.core.graph import graph_environment
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"

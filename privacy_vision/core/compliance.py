@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from privacy_vision.core.aggregator import (HOUR_METRICS, MECHANISM, PRIVACY_UNIT, STRICT_MECHANISM, AggregatorSettings, Bounds, StrictAccount,
                                             TrackDayAccount)
@@ -47,8 +48,6 @@ class SystemFacts:
 
 def system_facts(environment: dict[str, str], topics: dict[str, list[str]], ingest_retention_days: float, source: str) -> SystemFacts:
     """Discovery range and DDS profile as the environment sets them for the nodes."""
-    from pathlib import Path
-
     profile = Path(environment.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
     localhost = profile.is_file() and "<address>127.0.0.1</address>" in profile.read_text()
     return SystemFacts(discovery_range=environment.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET (ROS default)"),

@@ -7,8 +7,11 @@ package test read this module instead of keeping their own lists.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 CAPTURE_MODES = ("camera", "in_process")  # camera node + image topic, or the detection node reads the source itself
 
@@ -74,6 +77,9 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and privacy-relevant settings (read by the monitor and the live DPIA)
+
+# What a process needs to join the graph: the domain and the DDS transport settings the nodes run with.
+DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")
 
 # State stores, relative to the state directory (`privacy-vision run --var-dir`, launch `state_dir`).
 STATE_STORES = {
@@ -141,3 +147,34 @@ def leaves_device() -> dict[str, str]:
 def state_paths(state_dir: Path | str) -> dict[str, Path]:
     root = Path(state_dir).expanduser()
     return {store: root / relative for store, relative in STATE_STORES.items()}
+
+
+def graph_environment(config_dir: Path, domain_id: int) -> dict[str, str]:
+    """The environment of the graph's processes: this process's own, with local discovery, the shipped Fast DDS
+    profile and the domain (the runner starts the nodes with it; monitors and clients join with its DDS_ENVIRONMENT)."""
+    env = dict(os.environ)
+    env.update({
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_DEFAULT_PROFILES_FILE": str((Path(config_dir) / "fastdds.xml").resolve()),
+        "ROS_DOMAIN_ID": str(domain_id),
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    })
+    return env
+
+
+def parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
+    """NODE.PARAM=VALUE pairs (the command lines' --set) checked against params.yaml; ValueError names a bad one.
+    Values stay YAML text: the nodes themselves take an integer for a double."""
+    defaults = yaml.safe_load(params_file.read_text()) if params_file.is_file() else {}
+    overrides: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        node_name, dot, name = key.partition(".")
+        if not separator or not dot or node_name not in NODE_NAMES or not name:
+            raise ValueError(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}")
+        known = (defaults.get(node_name) or {}).get("ros__parameters", {})
+        if name not in known:
+            raise ValueError(f"--set: node '{node_name}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
+        overrides.setdefault(node_name, {})[name] = value
+    return overrides
