@@ -25,18 +25,14 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "test"))
-
-from ingestutil import IngestProcess, slow_connections  # noqa: E402
-from pgutil import postgres_bindir, postgres_server  # noqa: E402
-
-from privacy_vision.core.analyst_tokens import issue_token  # noqa: E402
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins  # noqa: E402
-from privacy_vision.core.protocol import canonical_release_bytes, load_key_file  # noqa: E402
-from privacy_vision.core.release_schema import example_release, validate_release  # noqa: E402
-from privacy_vision.core.uplink import Outbox, PinnedClient, Sender  # noqa: E402
-from privacy_vision.cloud.ingest_store import ReleaseStore  # noqa: E402
+from privacy_vision.core.analyst_tokens import issue_token
+from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.protocol import canonical_release_bytes, load_key_file
+from privacy_vision.core.release_schema import example_release, validate_release
+from privacy_vision.core.uplink import Outbox, PinnedClient, Sender
+from privacy_vision.cloud.ingest_store import ReleaseStore
+from testkit.ingest import IngestProcess, slow_connections  # shared with the tests (testkit/__init__.py says why)
+from testkit.postgres import postgres_bindir, postgres_server
 
 
 def release(index: int) -> bytes:

@@ -27,7 +27,6 @@ SHARED = REPO.parent / "shared"
 MOT15 = SHARED / "data/mot15"
 SEQUENCES = ("ADL-Rundle-6", "ETH-Sunnyday", "KITTI-13", "PETS09-S2L1", "TUD-Campus")
 sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "test"))
 
 import trackeval  # noqa: E402
 
@@ -301,7 +300,8 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
     """Run the whole graph; measure /tracks throughput, capture→track latency and per-process CPU/RSS."""
     import psutil
 
-    from rosutil import RosProbe, free_domain_id
+    from testkit.core import free_domain_id
+    from testkit.ros import RosProbe
     from privacy_vision_msgs.msg import Tracks
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 

@@ -48,7 +48,7 @@ def vtest_frames(vtest_video):
 
 @pytest.fixture(scope="session")
 def postgres_dsn():
-    from pgutil import postgres_server
+    from testkit.postgres import postgres_server
 
     with postgres_server() as dsn:
         yield dsn
@@ -81,7 +81,7 @@ def pki(tmp_path_factory):
 @pytest.fixture
 def ingest(pki, tmp_path):
     """A TLS ingest on SQLite that knows the module's device key."""
-    from ingestutil import IngestThread
+    from testkit.ingest import IngestThread
     from privacy_vision.core.protocol import load_key_file
 
     server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))

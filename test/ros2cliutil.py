@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rosutil import CONFIG, REPO, free_domain_id
+from testkit.core import CONFIG, REPO, free_domain_id
 
 VENV = REPO / ".venv"
 ROS2 = VENV / "bin" / "ros2"

@@ -6,7 +6,7 @@ import json
 import yaml
 
 from privacy_vision.core.compliance import SystemFacts, build_dpia, render_markdown, risk_flags
-from rosutil import REPO
+from testkit.core import REPO
 
 LOCAL = SystemFacts(discovery_range="LOCALHOST", dds_profile_localhost=True)
 

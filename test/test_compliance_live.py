@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from rosutil import REPO, RosProbe, free_domain_id
-from test_nodes import ParameterClient
+from testkit.core import REPO, free_domain_id
+from testkit.ros import RosProbe
+from testkit.ros import ParameterClient
 
 pytestmark = pytest.mark.graph
 FORBIDDEN = ("box", "bbox", "x_m", "y_m", "cell_x_m", "cell_y_m", "position", "track_id", "privacy_id", "pixels", "image")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from browser import Chromium, chromium_binary
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release

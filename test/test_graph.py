@@ -11,34 +11,11 @@ from pathlib import Path
 import pytest
 
 from privacy_vision.core import graph
-from rosutil import REPO, RosProbe, free_domain_id, pixel_like_fields
+from testkit.core import REPO, free_domain_id
+from testkit.ros import RosProbe, pixel_like_fields
 
 pytestmark = pytest.mark.graph
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-
-
-def run_graph(tmp: Path, source: str, extra: list[str], probe_domain: int | None = None):
-    """Run `privacy-vision run` in a subprocess, watching its topics from this process meanwhile."""
-    domain = probe_domain or free_domain_id()
-    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", source, "--var-dir", str(tmp / "var"),
-               "--domain-id", str(domain), "--quiet", *extra]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    probe = RosProbe(domain)
-    try:
-        while process.poll() is None:
-            probe.watch_topics()
-            probe.spin_for(0.2)
-        output = process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        probe.close()
-    return process.returncode, output, probe
-
-
-def stored_releases(var: Path) -> list[dict]:
-    with sqlite3.connect(str(var / "ingest.sqlite")) as db:
-        return [json.loads(row[0]) for row in db.execute("SELECT body FROM releases")]
 
 
 @pytest.fixture(scope="module")

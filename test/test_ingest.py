@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 from privacy_vision.core.pki import PkiPaths
 from privacy_vision.core.protocol import HEADER_BODY_SHA256, HEADER_SEQUENCE, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release

@@ -12,7 +12,7 @@ import threading
 import time
 
 
-from ingestutil import IngestProcess, IngestThread, slow_connections
+from testkit.ingest import IngestProcess, IngestThread, slow_connections
 from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release

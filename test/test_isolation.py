@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from rosutil import REPO, free_domain_id
-from test_graph import run_graph, stored_releases
+from testkit.core import REPO, free_domain_id
+from testkit.graph import run_graph, stored_releases
 
 pytestmark = pytest.mark.graph
 PROBE = str(REPO / "test" / "netns_probe.py")

@@ -6,52 +6,16 @@ import shutil
 import numpy as np
 import pytest
 import rclpy
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields
 from privacy_vision_msgs.msg import Detections
-from rosutil import RosProbe, free_domain_id, start_node, stop
+from testkit.core import free_domain_id, start_node, stop
+from testkit.ros import RosProbe
 
 pytestmark = pytest.mark.graph
-
-
-def _value(python_value) -> ParameterValue:
-    if isinstance(python_value, bool):
-        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=python_value)
-    if isinstance(python_value, int):
-        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=python_value)
-    if isinstance(python_value, float):
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=python_value)
-    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=python_value)
-
-
-class ParameterClient:
-    """What `ros2 param set/get` does: the node's rcl_interfaces parameter services."""
-
-    def __init__(self, probe: RosProbe, node: str) -> None:
-        self.probe = probe
-        self.set_client = probe.node.create_client(SetParameters, f"/{node}/set_parameters")
-        self.get_client = probe.node.create_client(GetParameters, f"/{node}/get_parameters")
-        assert probe.spin_until(lambda: self.set_client.service_is_ready() and self.get_client.service_is_ready(), 60.0), \
-            f"parameter services of /{node} did not appear"
-
-    def _call(self, client, request):
-        future = client.call_async(request)
-        assert self.probe.spin_until(future.done, 10.0)
-        return future.result()
-
-    def set(self, name: str, value):
-        result = self._call(self.set_client, SetParameters.Request(parameters=[Parameter(name=name, value=_value(value))]))
-        return result.results[0]
-
-    def get(self, name: str):
-        value = self._call(self.get_client, GetParameters.Request(names=[name])).values[0]
-        return {ParameterType.PARAMETER_DOUBLE: value.double_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
-                ParameterType.PARAMETER_STRING: value.string_value}[value.type]
 
 
 @pytest.fixture

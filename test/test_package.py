@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import yaml
 
-from rosutil import REPO
+from testkit.core import REPO
 
 from privacy_vision.core.graph import (DRAIN_TIMEOUT_S, LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, NODE_NAMES as NODES,
                                        STOP_MARGIN_S, UPSTREAM_WAIT_S)
@@ -74,9 +77,6 @@ def test_entry_points_match_the_launch_executables():
 def test_the_edge_side_never_loads_the_cloud_side():
     """Every module outside privacy_vision/cloud (nodes, runner, CLIs, core) imports in a fresh interpreter without
     loading a privacy_vision.cloud module: the device ships no ingest code path."""
-    import subprocess
-    import sys
-
     root = REPO / "privacy_vision"
     edge = [".".join(("privacy_vision", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
             for path in sorted(root.rglob("*.py")) if "cloud" not in path.relative_to(root).parts]
@@ -87,6 +87,30 @@ def test_the_edge_side_never_loads_the_cloud_side():
     result = subprocess.run([sys.executable, "-c", code, *edge], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# A meta-path finder that refuses rclpy, as on a machine without the ROS client libraries.
+WITHOUT_RCLPY = """
+import importlib, importlib.abc, sys
+class NoRclpy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "rclpy" or name.startswith("rclpy."):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, NoRclpy())
+sys.path.insert(0, "test")
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+"""
+
+
+def test_tests_of_the_pure_core_import_without_rclpy():
+    """Every test module that starts no ROS graph (not marked `graph`), with conftest.py and its helpers, loads
+    with rclpy blocked: the core, the cloud side and their tests need no ROS install."""
+    modules = ["conftest"] + [path.stem for path in sorted((REPO / "test").glob("test_*.py"))
+                              if not re.search(r"^pytestmark = pytest\.mark\.graph", path.read_text(), re.M)]
+    assert {"test_compliance", "test_package", "test_release_model", "test_ingest"} <= set(modules)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_RCLPY, *modules], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_every_parameter_has_a_comment_and_a_node():
@@ -115,11 +139,6 @@ def test_fastdds_profile_keeps_dds_on_this_host():
 def test_a_pip_install_puts_both_commands_on_path(tmp_path):
     """setup.cfg sends scripts to lib/privacy_vision for colcon (`ros2 run privacy_vision privacy-vision`); a pip
     install must still put privacy-vision and privacy-vision-ingest in the environment's bin/."""
-    import subprocess
-    import sys
-
-    import shutil
-
     source, wheels, prefix = tmp_path / "src", tmp_path / "wheels", tmp_path / "prefix"
     # Built from a copy: an in-tree build leaves an egg-info that the venv (which has the repository on its path) takes for an install.
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "var", "data", "bench_out", "*.egg-info", "__pycache__"))

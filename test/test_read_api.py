@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 from privacy_vision.core.analyst_tokens import issue_token, revoke_token
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file

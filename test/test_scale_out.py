@@ -10,7 +10,7 @@ import threading
 import time
 
 
-from ingestutil import IngestProcess
+from testkit.ingest import IngestProcess
 from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.cloud.ingest import RELEASES_PATH

@@ -13,7 +13,7 @@ from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
 from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.cloud.ingest_store import ReleaseStore
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 
 
 @pytest.fixture

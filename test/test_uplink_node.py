@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ingestutil import IngestThread
+from testkit.ingest import IngestThread
 from privacy_vision.core.aggregator import Release
 from privacy_vision.core.contributions import TIERS
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
@@ -18,7 +18,8 @@ from privacy_vision.core.release_schema import example_release, wire_from_releas
 from privacy_vision.nodes.aggregator import message_from_release
 from privacy_vision.nodes.uplink import release_from_message
 from privacy_vision_msgs.msg import ZoneAnalytics
-from rosutil import RELIABLE_QOS_FOR_TESTS, RosProbe, free_domain_id, start_node, stop
+from testkit.core import free_domain_id, start_node, stop
+from testkit.ros import RELIABLE_QOS_FOR_TESTS, RosProbe
 
 pytestmark = pytest.mark.graph
 

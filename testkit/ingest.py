@@ -19,6 +19,7 @@ from privacy_vision.core.pki import PkiPaths
 from privacy_vision.cloud.ingest import RELEASES_PATH, build_app, server_ssl_context
 from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from testkit.core import REPO
 
 
 class IngestThread:
@@ -67,9 +68,6 @@ class IngestThread:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class IngestProcess:

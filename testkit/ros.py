@@ -1,73 +1,23 @@
-"""Helpers for tests that talk to real node processes over DDS."""
+"""Helpers for tests and benchmarks that talk to real node processes over DDS (these load rclpy)."""
 from __future__ import annotations
 
-import fcntl
 import importlib
 import os
 import random
-import subprocess
-import sys
-import tempfile
 import time
 from array import array
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from privacy_vision.core.graph import graph_environment
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "config"
-
-
-_HELD_DOMAINS: list = []  # open lock files: a domain stays ours until this test process exits
-
-
-def free_domain_id() -> int:
-    """A ROS domain no other test process on this host holds (an exclusive lock file per domain): random
-    picks alone let two concurrent test runs talk to each other's graphs."""
-    folder = Path(tempfile.gettempdir()) / "privacy_vision_ros_domains"
-    folder.mkdir(exist_ok=True)
-    for domain in random.sample(range(110, 201), 91):
-        handle = open(folder / f"{domain}.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        _HELD_DOMAINS.append(handle)
-        return domain
-    raise RuntimeError("every ROS domain from 110 to 200 is held by another test process on this host: wait for them to end")
-
-
-def node_environment(domain_id: int) -> dict[str, str]:
-    return graph_environment(CONFIG, domain_id)
-
-
-def start_node(name: str, domain_id: int, parameters: dict[str, str], log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "privacy_vision.node_main", name, "--ros-args", "--params-file", str(CONFIG / "params.yaml")]
-    parameters = {"audit_dir": str(log_path.parent / "audit"), **parameters}
-    for key, value in parameters.items():
-        command += ["-p", f"{key}:={value}"]
-    log = open(log_path, "w")
-    return subprocess.Popen(command, cwd=REPO, env=node_environment(domain_id), stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
-    if process.poll() is None:
-        process.send_signal(2)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
+from privacy_vision.core.graph import DDS_ENVIRONMENT
+from testkit.core import node_environment
 
 def message_class(type_name: str):
     package, kind, name = type_name.split("/")
@@ -78,8 +28,7 @@ class RosProbe:
     """A node in the test process, on the graph's domain and transport settings."""
 
     def __init__(self, domain_id: int) -> None:
-        os.environ.update({k: v for k, v in node_environment(domain_id).items()
-                           if k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")})
+        os.environ.update({k: v for k, v in node_environment(domain_id).items() if k in DDS_ENVIRONMENT})
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node(f"test_probe_{random.randint(0, 10**6)}", context=self.context)
@@ -141,3 +90,38 @@ def pixel_like_fields(message, path: str = "") -> list[str]:
 
 
 RELIABLE_QOS_FOR_TESTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _value(python_value) -> ParameterValue:
+    if isinstance(python_value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=python_value)
+    if isinstance(python_value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=python_value)
+    if isinstance(python_value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=python_value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=python_value)
+
+
+class ParameterClient:
+    """What `ros2 param set/get` does: the node's rcl_interfaces parameter services."""
+
+    def __init__(self, probe: RosProbe, node: str) -> None:
+        self.probe = probe
+        self.set_client = probe.node.create_client(SetParameters, f"/{node}/set_parameters")
+        self.get_client = probe.node.create_client(GetParameters, f"/{node}/get_parameters")
+        assert probe.spin_until(lambda: self.set_client.service_is_ready() and self.get_client.service_is_ready(), 60.0), \
+            f"parameter services of /{node} did not appear"
+
+    def _call(self, client, request):
+        future = client.call_async(request)
+        assert self.probe.spin_until(future.done, 10.0)
+        return future.result()
+
+    def set(self, name: str, value):
+        result = self._call(self.set_client, SetParameters.Request(parameters=[Parameter(name=name, value=_value(value))]))
+        return result.results[0]
+
+    def get(self, name: str):
+        value = self._call(self.get_client, GetParameters.Request(names=[name])).values[0]
+        return {ParameterType.PARAMETER_DOUBLE: value.double_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
+                ParameterType.PARAMETER_STRING: value.string_value}[value.type]

@@ -1,0 +1,60 @@
+"""Test and benchmark helpers that need no rclpy: paths, ROS domains, node processes. Pure-core tests import only
+this module (and the package's core), so they run where the ROS client libraries are not installed."""
+from __future__ import annotations
+
+import fcntl
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from privacy_vision.core.graph import graph_environment
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config"
+SHARED = REPO.parent / "shared"  # test data, models and the ros2 command line beside the repository
+
+
+_HELD_DOMAINS: list = []  # open lock files: a domain stays ours until this test process exits
+
+
+def free_domain_id() -> int:
+    """A ROS domain no other test process on this host holds (an exclusive lock file per domain): random
+    picks alone let two concurrent test runs talk to each other's graphs."""
+    folder = Path(tempfile.gettempdir()) / "privacy_vision_ros_domains"
+    folder.mkdir(exist_ok=True)
+    for domain in random.sample(range(110, 201), 91):
+        handle = open(folder / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _HELD_DOMAINS.append(handle)
+        return domain
+    raise RuntimeError("every ROS domain from 110 to 200 is held by another test process on this host: wait for them to end")
+
+
+def node_environment(domain_id: int) -> dict[str, str]:
+    return graph_environment(CONFIG, domain_id)
+
+
+def start_node(name: str, domain_id: int, parameters: dict[str, str], log_path: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "privacy_vision.node_main", name, "--ros-args", "--params-file", str(CONFIG / "params.yaml")]
+    parameters = {"audit_dir": str(log_path.parent / "audit"), **parameters}
+    for key, value in parameters.items():
+        command += ["-p", f"{key}:={value}"]
+    log = open(log_path, "w")
+    return subprocess.Popen(command, cwd=REPO, env=node_environment(domain_id), stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    if process.poll() is None:
+        process.send_signal(2)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
