@@ -1,18 +1,14 @@
 """The whole graph as separate processes: analytics reach the ingest over TLS, pixels stay on one link."""
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from privacy_vision.core import graph
-from testkit.core import REPO, free_domain_id
-from testkit.ros import RosProbe, pixel_like_fields
+from testkit.core import REPO
+from testkit.graph import run_graph, stored_releases
+from testkit.ros import pixel_like_fields
 
 pytestmark = pytest.mark.graph
 IMAGE_TYPE = "sensor_msgs/msg/Image"

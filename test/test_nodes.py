@@ -1,19 +1,22 @@
 """Single nodes as real processes: parameter services, bad frames, bad sources; frame zeroing in-process."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields
 from privacy_vision_msgs.msg import Detections
+from privacy_vision_msgs.srv import GenerateDpia
 from testkit.core import free_domain_id, start_node, stop
-from testkit.ros import RosProbe
+from testkit.ros import ParameterClient, RosProbe
 
 pytestmark = pytest.mark.graph
 
@@ -236,3 +239,32 @@ def test_out_of_range_parameter_at_start_up_is_a_clear_error(tmp_path):
     assert process.wait(timeout=60) == 2
     log = (tmp_path / "agg.log").read_text()
     assert "invalid parameter at start-up" in log and "Parameter k out of range" in log and "Traceback" not in log
+
+
+def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnostics(probe, tmp_path):
+    """A local publisher's /diagnostics with a non-JSON `param.` value (once enough to kill the aggregator) and a
+    fake setting change nothing: the DPIA states what the tracking node's parameter service says."""
+    tracking = start_node("tracking", probe.domain, {"track_buffer_s": 7.5}, tmp_path / "tracking.log")
+    aggregator = start_node("aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log")
+    try:
+        ParameterClient(probe, "tracking")
+        ParameterClient(probe, "aggregator")
+        hostile = probe.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        for hardware_id in ("tracking", "aggregator", "intruder"):
+            hostile.publish(DiagnosticArray(status=[DiagnosticStatus(name="fake", hardware_id=hardware_id, values=[
+                KeyValue(key="param.x", value="{not json"), KeyValue(key="param.track_buffer_s", value="99")])]))
+        probe.spin_for(1.0)
+        assert aggregator.poll() is None, (tmp_path / "aggregator.log").read_text()
+        client = probe.node.create_client(GenerateDpia, "/aggregator/generate_dpia")
+        assert probe.spin_until(client.service_is_ready, 30.0)
+        future = client.call_async(GenerateDpia.Request(format="json"))
+        assert probe.spin_until(future.done, 30.0)
+        answer = future.result()
+        assert answer.success, answer.message
+        dpia = json.loads(answer.document)
+        assert "a lost track is dropped after 7.5 s" in dpia["processing"]["data_categories_on_device"]["person boxes and tracks"]
+        assert dpia["privacy_guarantee"]["k_anonymity"]["k"] == 5
+        assert "'tracking'" not in answer.message and "'aggregator'" not in answer.message, answer.message
+    finally:
+        assert stop(aggregator) == 0, (tmp_path / "aggregator.log").read_text()
+        stop(tracking)

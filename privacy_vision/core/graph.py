@@ -23,7 +23,7 @@ class NodeSpec:
     upstream: str | None  # the node whose output this one consumes (camera capture); it stops after that one
     personal_data: str  # per-person data held in memory ("" = none); such nodes answer forget and data-subject requests
     answers_requests: bool  # offers ~/forget and ~/data_subject_request (a node without personal data says so)
-    dpia_settings: bool  # reports privacy-relevant settings on /diagnostics for the live DPIA
+    dpia_settings: bool  # the live DPIA reads its parameters (its get_parameters service)
 
 
 NODES: tuple[NodeSpec, ...] = (
@@ -76,7 +76,7 @@ TOPICS: tuple[TopicSpec, ...] = (
               leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest"),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
-DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and privacy-relevant settings (read by the monitor and the live DPIA)
+DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and counters (read by the runner's monitor)
 
 # What a process needs to join the graph: the domain and the DDS transport settings the nodes run with.
 DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")

@@ -1,8 +1,6 @@
 """Aggregator node: OpenDP noise on every cell of the public release grid, k on noisy values, daily ledger."""
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 from typing import Any
@@ -10,13 +8,9 @@ from typing import Any
 from privacy_vision.core.aggregator import MODES, AggregatorSettings, Bounds, CellReleaser, Release
 from privacy_vision.core.contributions import TIERS, CellTotals
 from privacy_vision.core.privacy import PrivacyLedger
-from diagnostic_msgs.msg import DiagnosticArray
-
-from privacy_vision.core.graph import DPIA_NODES
-from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
-from privacy_vision_msgs.srv import GenerateDpia
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, DIAGNOSTICS_TOPIC, ERROR, OK, RELIABLE_DEEP_QOS, RELIABLE_QOS, WARN, PrivacyVisionNode,
+from privacy_vision.nodes.live_dpia import LiveDpia
+from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, ERROR, OK, RELIABLE_DEEP_QOS, RELIABLE_QOS, WARN, PrivacyVisionNode,
                                          StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
 
 RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode", "strict_delta", "strict_test_share")
@@ -67,9 +61,7 @@ class AggregatorNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         self.privacy_parameters = set(RUNTIME_SETTINGS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
-        self._live_parameters: dict[str, dict] = {}
-        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
-        self.create_service(GenerateDpia, "~/generate_dpia", self._on_generate_dpia)
+        self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
         self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
         self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, RELIABLE_DEEP_QOS)
         self.released = 0
@@ -119,31 +111,6 @@ class AggregatorNode(PrivacyVisionNode):
         self.publisher.publish(message)
         self.released += 1
         self.below_k += release.below_k
-
-    def _on_diagnostics(self, message: DiagnosticArray) -> None:
-        for status in message.status:
-            values = {kv.key[6:]: json.loads(kv.value) for kv in status.values if kv.key.startswith("param.")}
-            if values:
-                self._live_parameters[status.hardware_id] = values
-
-    def _on_generate_dpia(self, request: GenerateDpia.Request, response: GenerateDpia.Response) -> GenerateDpia.Response:
-        """DPIA from the parameters the nodes report live (their /diagnostics) and this node's own."""
-        fmt = request.format.strip().lower() or "markdown"
-        if fmt not in ("markdown", "json"):
-            response.success, response.message = False, "format must be 'markdown' or 'json'"
-            return response
-        params = {node: dict(values) for node, values in self._live_parameters.items()}
-        params["aggregator"] = {name: self.get_parameter(name).value for name in self.dpia_parameters}
-        topics = {name: list(types) for name, types in self.get_topic_names_and_types()
-                  if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))}
-        facts = system_facts(dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live")
-        dpia = build_dpia(params, facts)
-        missing = sorted(set(DPIA_NODES) - set(params))
-        response.success = True
-        response.message = f"nodes not reporting (their settings are missing from the document): {missing}" if missing else "complete"
-        response.document = render_markdown(dpia) if fmt == "markdown" else dpia_json(dpia)
-        self.audit.append("dpia_generated", self.get_name(), format=fmt, risks=len(dpia["risks"]), missing_nodes=missing)
-        return response
 
     def personal_data_summary(self) -> dict:
         return {"holds_personal_data": False,

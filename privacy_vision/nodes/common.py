@@ -73,7 +73,7 @@ class PrivacyVisionNode(LifecycleNode):
         self._data_publishers: list = []  # reliable lifecycle publishers whose last messages must be acknowledged
         self.audit: AuditLog | None = None
         self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
-        self.dpia_parameters: set[str] = set()  # reported on /diagnostics for the live DPIA
+        self.dpia_parameters: set[str] = set()  # what the DPIA states: recorded in the audit log at start
         self.autostart = self.declare("autostart", True, "configure and activate at start; false: a lifecycle manager (the launch "
                                       "file, privacy-vision run) drives the transitions", read_only=True)
         self.stop_wait_s = self.declare("stop_wait_s", UPSTREAM_WAIT_S, "on a stop request, wait at most this long for the upstream "
@@ -350,11 +350,9 @@ class PrivacyVisionNode(LifecycleNode):
         return updates[name] if name in updates else self.get_parameter(name).value
 
     def publish_diagnostic(self, level: int, message: str, values: dict[str, Any]) -> None:
-        # Privacy-relevant parameters ride along, so the live DPIA can read what is in force.
-        settings = {f"param.{name}": json.dumps(_plain(self.get_parameter(name).value)) for name in sorted(self.dpia_parameters)}
+        """Health and counters on /diagnostics (the live DPIA reads parameters through the parameter services)."""
         status = DiagnosticStatus(level=level, name=f"privacy_vision/{self.get_name()}", message=message,
-                                  hardware_id=self.get_name(),
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in {**values, **settings}.items()])
+                                  hardware_id=self.get_name(), values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
