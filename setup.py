@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from privacy_vision.core.graph import NODE_NAMES as NODES  # noqa: E402  (the one description of the graph; pure Python)
+from privacy_vision.core.graph import NODE_NAMES as NODES
 
 PACKAGE = "privacy_vision"
 

@@ -25,12 +25,12 @@ import time
 import uuid
 from pathlib import Path
 
+from privacy_vision.cloud.ingest_store import ReleaseStore
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender
-from privacy_vision.cloud.ingest_store import ReleaseStore
 from testkit.ingest import IngestProcess, slow_connections  # shared with the tests (testkit/__init__.py says why)
 from testkit.postgres import postgres_bindir, postgres_server
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -29,11 +30,11 @@ SEQUENCES = ("ADL-Rundle-6", "ETH-Sunnyday", "KITTI-13", "PETS09-S2L1", "TUD-Cam
 sys.path.insert(0, str(REPO / "bench"))
 
 import trackeval  # noqa: E402
-
-from privacy_vision.core.graph import NODE_NAMES  # noqa: E402
-from privacy_vision.core.geometry import Homography, load_homography  # noqa: E402
-from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState  # noqa: E402
 from sort_reference import Sort  # noqa: E402
+
+from privacy_vision.core.geometry import Homography, load_homography  # noqa: E402
+from privacy_vision.core.graph import NODE_NAMES  # noqa: E402
+from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState  # noqa: E402
 
 # SORT paper (Bewley et al. 2016), Table 1, 2D MOT 2015 *test* set with Faster R-CNN detections.
 SORT_PUBLISHED = {"MOTA": 33.4, "MOTP": 72.1, "ID switches": 1001}
@@ -299,11 +300,11 @@ def bare_detector_fps(backend: str, model: str) -> tuple[float, float]:
 def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: str = "camera", composed: bool = False) -> dict:
     """Run the whole graph; measure /tracks throughput, capture→track latency and per-process CPU/RSS."""
     import psutil
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+    from privacy_vision_msgs.msg import Tracks
     from testkit.core import free_domain_id
     from testkit.ros import RosProbe
-    from privacy_vision_msgs.msg import Tracks
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     domain = free_domain_id()
     var = Path(tempfile.mkdtemp(prefix="pv-speed-"))
@@ -334,10 +335,8 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
                         continue
                 if child.pid in watched:
                     name, handle = watched[child.pid]
-                    try:
+                    with contextlib.suppress(psutil.NoSuchProcess):
                         samples.setdefault(name, []).append((handle.cpu_percent(None), handle.memory_info().rss / 2**20))
-                    except psutil.NoSuchProcess:
-                        pass
     output = process.stdout.read()
     probe.close()
     if process.returncode != 0 or len(arrivals) < 10:

@@ -41,7 +41,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, StrictAccount, TrackDayAccount  # noqa: E402
-from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample, direction_sector  # noqa: E402
+from privacy_vision.core.anonymizer import (  # noqa: E402
+    AnonymizedRecord,
+    Anonymizer,
+    AnonymizerSettings,
+    TrackSample,
+    direction_sector,
+)
 from privacy_vision.core.contributions import TIERS, CellTotals, ContributionBounder, ContributionSettings  # noqa: E402
 from privacy_vision.core.geometry import Zone  # noqa: E402
 from privacy_vision.core.privacy import IntegerNoise, PrivacyLedger  # noqa: E402
@@ -56,6 +62,7 @@ Frames = list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]  # (time_s, ids,
 
 @dataclass
 class Workload:
+    """One scenario: zones, the true people per frame and what the tracker reports, to score releases against."""
     name: str
     description: str
     zones: list[Zone]
@@ -161,6 +168,7 @@ def cells(workload: Workload, contribution: ContributionSettings, device: bool) 
 
 @dataclass
 class StrictScore:
+    """How well strict mode's released groups match the truth of one workload."""
     groups: int
     median_minutes: float
     accuracy: float
@@ -204,6 +212,7 @@ def run_strict(workload: Workload, records: Records, inside: dict[str, list[set[
 
 @dataclass
 class TierScore:
+    """How well one tier's released cells match the truth of one workload."""
     accuracy: float
     mae: float
     bias: float

@@ -55,6 +55,8 @@ class _SortTrack:
 
 
 class Sort:
+    """The reference SORT tracker (Bewley et al. 2016), to compare our ByteTracker with on the same detections."""
+
     def __init__(self, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3) -> None:
         self.max_age, self.min_hits, self.iou_threshold = max_age, min_hits, iou_threshold
         self.tracks: list[_SortTrack] = []

@@ -22,9 +22,9 @@ from shapely.geometry import Point, Polygon, box
 from privacy_vision.core.geometry import Zone
 
 
-
 @dataclass(frozen=True)
 class Layout:
+    """A shop floor for the simulation: its size, racks and entry."""
     name: str
     width_m: float
     depth_m: float
@@ -51,6 +51,7 @@ SHOP = Layout(
 
 @dataclass
 class Shopper:
+    """One simulated person's plan (targets, pauses, speed) and progress through it."""
     targets: list[tuple[float, float]]
     pauses_s: list[float]
     speed_mps: float
@@ -120,10 +121,9 @@ def simulate(layout: Layout, minutes: float, arrivals_per_hour: float, staff: in
     last_report = time.monotonic()
     while simulation.elapsed_time() < duration_s:
         now = simulation.elapsed_time()
-        if now >= next_arrival:
-            if not list(simulation.agents_in_range(layout.entry, 0.6)):
-                add(layout.entry, is_staff=False)
-                next_arrival += rng.exponential(1.0 / rate_per_s(now))
+        if now >= next_arrival and not list(simulation.agents_in_range(layout.entry, 0.6)):
+            add(layout.entry, is_staff=False)
+            next_arrival += rng.exponential(1.0 / rate_per_s(now))
         if simulation.iteration_count() % steps_per_sample == 0:
             _steer(simulation, shoppers, now, lambda: (shelf_point(rng, floor, layout), float(rng.uniform(30.0, 300.0))))
             ids = np.fromiter(shoppers, dtype=np.int64, count=len(shoppers))

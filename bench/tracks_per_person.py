@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import perception  # noqa: E402
+import perception
 
 MIN_IOU = 0.5
 

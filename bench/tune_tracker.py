@@ -15,10 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perception import (IDENTITY, MOT15, PETS_FPS, REPO, detect_video, frame_rate, pets_video,  # noqa: E402
-                        trackeval_scores, track_video)
-from privacy_vision.core.geometry import load_homography  # noqa: E402
-from privacy_vision.core.tracking import TrackerSettings  # noqa: E402
+from perception import (
+    IDENTITY,
+    MOT15,
+    PETS_FPS,
+    REPO,
+    detect_video,
+    frame_rate,
+    pets_video,
+    track_video,
+    trackeval_scores,
+)
+
+from privacy_vision.core.geometry import load_homography
+from privacy_vision.core.tracking import TrackerSettings
 
 GRID_TRACK = (0.3, 0.4, 0.5, 0.6, 0.7)
 GRID_NEW_TRACK_MARGIN = (0.0, 0.1, 0.2)

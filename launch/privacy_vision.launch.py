@@ -27,8 +27,14 @@ from pathlib import Path
 import launch.logging
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, TimerAction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+    TimerAction,
+)
 from launch.event_handlers import OnProcessExit, OnProcessStart
 from launch.events import Shutdown, matches_action
 from launch.substitutions import LaunchConfiguration
@@ -39,8 +45,16 @@ from launch_ros.ros_adapters import get_ros_node
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import GetState
 
-from privacy_vision.core.graph import (CAPTURE_MODES, LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, SOURCE_PARAMETERS, pipeline,
-                                       source_node, state_paths)
+from launch import LaunchDescription
+from privacy_vision.core.graph import (
+    CAPTURE_MODES,
+    LAUNCH_SIGKILL_TIMEOUT_S,
+    LAUNCH_SIGTERM_TIMEOUT_S,
+    SOURCE_PARAMETERS,
+    pipeline,
+    source_node,
+    state_paths,
+)
 
 SOURCE_START_TIMEOUT_S = 90.0  # the source node starts anyway (with a warning) if other nodes are not active by then
 GET_STATE_TIMEOUT_S = 2.0
@@ -161,7 +175,7 @@ class Startup:
                     continue
                 answered = threading.Event()
                 future = client.call_async(GetState.Request())
-                future.add_done_callback(lambda _: answered.set())
+                future.add_done_callback(lambda _, answered=answered: answered.set())
                 if not answered.wait(GET_STATE_TIMEOUT_S):
                     future.cancel()
                     continue

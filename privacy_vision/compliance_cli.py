@@ -13,10 +13,11 @@ from pathlib import Path
 import yaml
 
 from privacy_vision.core.audit import AuditLog, verify
+from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.graph import REQUEST_NODES, parse_overrides, state_paths
 from privacy_vision.core.privacy import LEDGER_TABLE
-from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.protocol import KeyFileError, load_key_file
+
 
 def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -> dict[str, dict]:
     data = yaml.safe_load((config_dir / "params.yaml").read_text())
@@ -43,7 +44,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_dpia(args: argparse.Namespace) -> int:
     config_dir = Path(args.config_dir)
     if args.domain_id is not None:
-        from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
+        from privacy_vision.graph_client import (
+            GraphClient,  # ROS only where the graph is asked: offline commands run without it
+        )
         from privacy_vision_msgs.srv import GenerateDpia
 
         client = GraphClient(args.domain_id, config_dir)
@@ -108,7 +111,9 @@ NOT_ERASABLE = ("Released aggregates (device outbox, ingest store) are k-anonymo
 
 
 def cmd_dsr(args: argparse.Namespace) -> int:
-    from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
+    from privacy_vision.graph_client import (
+        GraphClient,  # ROS only where the graph is asked: offline commands run without it
+    )
     from privacy_vision_msgs.srv import DataSubjectRequest
 
     request_id = args.request_id or f"dsr-{uuid.uuid4().hex[:12]}"
@@ -143,7 +148,9 @@ def cmd_dsr(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from privacy_vision.graph_client import GraphClient  # ROS only where the graph is asked: offline commands run without it
+    from privacy_vision.graph_client import (
+        GraphClient,  # ROS only where the graph is asked: offline commands run without it
+    )
     from privacy_vision_msgs.srv import Forget
 
     client = GraphClient(args.domain_id, Path(args.config_dir))

@@ -48,7 +48,9 @@ def run_composed(argv: list[str]) -> None:
     parser.add_argument("--capture", choices=CAPTURE_MODES, default="camera")
     options = parser.parse_args(own)
     install_stop_handlers()
-    from privacy_vision.nodes.common import run_nodes  # after the handlers: loading rclpy takes a while (module docstring)
+    from privacy_vision.nodes.common import (
+        run_nodes,  # after the handlers: loading rclpy takes a while (module docstring)
+    )
 
     factories = [importlib.import_module(f"privacy_vision.nodes.{node}").NODE_CLASS for node in pipeline(options.capture)]
     run_nodes(factories, [sys.argv[0], *ros])

@@ -15,13 +15,20 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import yaml
 
 from privacy_vision.core.analyst_tokens import issue_token
-from privacy_vision.core.graph import NODE_NAMES, SOURCE_PARAMETERS, check_capture, graph_environment, pipeline, source_node, state_paths
+from privacy_vision.core.graph import (
+    NODE_NAMES,
+    SOURCE_PARAMETERS,
+    check_capture,
+    graph_environment,
+    pipeline,
+    source_node,
+    state_paths,
+)
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.monitor import GraphMonitor
 
@@ -42,6 +49,7 @@ def _die_with_parent() -> None:
 
 @dataclass
 class GraphOptions:
+    """What `privacy-vision run` was asked for: source, folders, overrides, domain, capture mode."""
     source: str
     config_dir: Path = Path("config")
     var_dir: Path = Path("var")
@@ -75,7 +83,7 @@ class ManagedProcess:
     def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path, echo) -> None:
         self.name = name
         self.log_path = log_path
-        self._log = open(log_path, "w", buffering=1)
+        self._log = open(log_path, "w", buffering=1)  # noqa: SIM115 - open while the process runs; _pump closes it
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True, preexec_fn=_die_with_parent)
         self.first_lines: list[str] = []
@@ -143,6 +151,8 @@ class Console:
 
 
 class GraphRunner:
+    """Runs the graph without `ros2 launch`: ingest and node processes, lifecycle transitions, ordered stop, summary."""
+
     def __init__(self, options: GraphOptions) -> None:
         self.options = options
         self.console = Console(options.quiet)

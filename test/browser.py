@@ -27,7 +27,7 @@ class Chromium:
         self.width, self.height = width, height
         self._ids = itertools.count(1)
 
-    async def __aenter__(self) -> "Chromium":
+    async def __aenter__(self) -> Chromium:
         binary = chromium_binary()
         if binary is None:
             raise RuntimeError("chromium is not installed: make setup installs Debian's chromium package")

@@ -81,8 +81,8 @@ def pki(tmp_path_factory):
 @pytest.fixture
 def ingest(pki, tmp_path):
     """A TLS ingest on SQLite that knows the module's device key."""
-    from testkit.ingest import IngestThread
     from privacy_vision.core.protocol import load_key_file
+    from testkit.ingest import IngestThread
 
     server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
     yield server

@@ -7,8 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privacy_vision.core.anonymizer import (Anonymizer, TrackSample, AnonymizerSettings, RotatingKey, direction_sector, quantize,
-                                            round_time, size_category)
+from privacy_vision.core.anonymizer import (
+    Anonymizer,
+    AnonymizerSettings,
+    RotatingKey,
+    TrackSample,
+    direction_sector,
+    quantize,
+    round_time,
+    size_category,
+)
 
 
 @given(st.floats(-1e4, 1e4), st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]))

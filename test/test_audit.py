@@ -43,7 +43,7 @@ def test_editing_one_byte_is_caught_at_that_entry(tmp_path):
 
 @pytest.mark.parametrize("damage, expected", [
     (lambda ls: ls[:3] + ls[4:], ":4: chain broken"),  # delete entry 4
-    (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], ":4: chain broken"),  # swap 4 and 5
+    (lambda ls: [*ls[:3], ls[4], ls[3], *ls[5:]], ":4: chain broken"),  # swap 4 and 5
     (lambda ls: ls[:-2], "end of log"),  # cut the last two
 ])
 def test_deletion_reordering_and_truncation_are_caught(tmp_path, damage, expected):

@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from testkit.core import REPO, free_domain_id
-from testkit.ros import RosProbe
-from testkit.ros import ParameterClient
+from testkit.ros import ParameterClient, RosProbe
 
 pytestmark = pytest.mark.graph
 FORBIDDEN = ("box", "bbox", "x_m", "y_m", "cell_x_m", "cell_y_m", "position", "track_id", "privacy_id", "pixels", "image")

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser import Chromium, chromium_binary
-from testkit.ingest import IngestThread
+
+from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.cloud.ingest import RELEASES_PATH
+from testkit.ingest import IngestThread
 
 DAY = 86400
 NEWEST_DAY = 1_789_344_000  # 2026-09-14 00:00 UTC
@@ -70,7 +70,7 @@ def week_of_releases() -> list[dict]:
             if zone == "checkout" and day_index == 2:
                 footfall = 3  # a quiet day: shown as "< k"
             releases.append(example_release(zone, day_start, tier="day", below_k=True) if footfall < item["k"] else {**item, "occupancy": footfall})
-    for index, (hour, windows, size) in enumerate([(8, 2, 9), (10, 4, 14), (12, 3, 22), (15, 6, 11), (17, 2, 8), (19, 3, 12)]):
+    for _index, (hour, windows, size) in enumerate([(8, 2, 9), (10, 4, 14), (12, 3, 22), (15, 6, 11), (17, 2, 8), (19, 3, 12)]):
         releases.append(example_release("plaza (strict)", NEWEST_DAY + hour * 3600, tier="group", occupancy=size,
                                         period_end_s=NEWEST_DAY + hour * 3600 + windows * 900))
     return releases

@@ -1,6 +1,7 @@
 """The whole graph as separate processes: analytics reach the ingest over TLS, pixels stay on one link."""
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -50,7 +51,7 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
 
 def test_the_running_graph_is_the_one_described(demo_run):
     """Every topic of the graph description (core/graph.py) exists with its type; only the camera topic carries images."""
-    _, output, probe, _ = demo_run
+    _, _output, probe, _ = demo_run
     image_topics = {topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types}
     assert image_topics == {"/camera/image_raw"}, probe.topic_types
     for topic in graph.topics("camera"):
@@ -102,7 +103,7 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
 def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):
     """Strict mode through the real nodes: group totals from the anonymizer, the sparse-vector test in the
     aggregator, the release read back by the anonymizer so that the next group starts where this one ended."""
-    code, output, probe = run_graph(tmp_path, str(vtest_video), [
+    code, output, _probe = run_graph(tmp_path, str(vtest_video), [
         "--max-frames", "300", "--fps", "20", "--set", "anonymizer.window_s=2", "--set", "anonymizer.groups_per_day=3",
         "--set", "aggregator.mode=strict", "--set", "aggregator.k=2", "--set", "aggregator.epsilon_per_track_day=100.0",
         "--set", "aggregator.daily_epsilon_cap=100.0"])  # large ε: a margin of a few people, so the short clip fills groups
@@ -118,7 +119,7 @@ def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytic
     # each zone's groups follow each other: the anonymizer restarted the group at the released end
     assert any(len(periods) > 1 for periods in by_zone.values()), by_zone
     for periods in by_zone.values():
-        assert all(end == pytest.approx(next_start) for (_, end), (next_start, _) in zip(periods, periods[1:])), periods
+        assert all(end == pytest.approx(next_start) for (_, end), (next_start, _) in itertools.pairwise(periods)), periods
     assert "strict mode:" in output
 
 
@@ -157,7 +158,7 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
 def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_video):
     """--composed: the six nodes in one process on one executor; the source's end stops them in pipeline order in that
     process, and everything the aggregator released is in the ingest."""
-    code, output, probe = run_graph(tmp_path, str(vtest_video), ["--composed", "--max-frames", "60", "--fps", "20",
+    code, output, _probe = run_graph(tmp_path, str(vtest_video), ["--composed", "--max-frames", "60", "--fps", "20",
                                                                   "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"])
     assert code == 0, output
     assert "6 nodes in one process (composed)" in output

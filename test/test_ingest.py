@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from testkit.ingest import IngestThread
+from privacy_vision.cloud.ingest import RELEASES_PATH, server_ssl_context
+from privacy_vision.cloud.ingest_store import ReleaseStore
 from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import PinMismatch, PinnedClient
-from privacy_vision.cloud.ingest import RELEASES_PATH, server_ssl_context
-from privacy_vision.cloud.ingest_store import ReleaseStore
+from testkit.ingest import IngestThread
 
 
 def release(zone: str = "hall", start: float = 0.0, **extra) -> dict:

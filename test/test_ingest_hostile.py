@@ -12,15 +12,21 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from testkit.ingest import IngestThread
-from privacy_vision.core.pki import PkiPaths
-from privacy_vision.core.protocol import HEADER_BODY_SHA256, HEADER_SEQUENCE, canonical_release_bytes, load_key_file, sign_request
-from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release
 from privacy_vision.cloud.ingest import RELEASES_PATH, build_app
 from privacy_vision.cloud.ingest_store import ReleaseStore
-
+from privacy_vision.core.pki import PkiPaths
+from privacy_vision.core.protocol import (
+    HEADER_BODY_SHA256,
+    HEADER_SEQUENCE,
+    canonical_release_bytes,
+    load_key_file,
+    sign_request,
+)
+from privacy_vision.core.release_schema import InvalidRelease, example_release, validate_release
+from testkit.ingest import IngestThread
 
 _sequence = iter(range(1, 10**9))
 

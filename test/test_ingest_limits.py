@@ -11,14 +11,13 @@ import statistics
 import threading
 import time
 
-
-from testkit.ingest import IngestProcess, IngestThread, slow_connections
+from privacy_vision.cloud.ingest import RELEASES_PATH
+from privacy_vision.cloud.ingest_server import ServerLimits
 from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release
 from privacy_vision.core.uplink import PinnedClient
-from privacy_vision.cloud.ingest import RELEASES_PATH
-from privacy_vision.cloud.ingest_server import ServerLimits
+from testkit.ingest import IngestProcess, IngestThread, slow_connections
 
 
 def post_on_a_new_connection(pki: PkiPaths, url: str, sequence: int) -> tuple[bool, float]:

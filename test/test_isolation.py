@@ -80,7 +80,7 @@ def test_graph_topics_stay_on_this_host_while_analytics_reach_the_ingest(other_h
     code, output, local = run_graph(tmp_path, str(vtest_video), ["--max-frames", "80", "--fps", "20", "--set",
                                                                  "anonymizer.window_s=4", "--set", "aggregator.k=1"],
                                     probe_domain=domain)
-    out, err = probe.communicate(timeout=90)
+    out, _err = probe.communicate(timeout=90)
     remote_topics = json.loads(out)
     assert code == 0, output
     assert "/camera/image_raw" in local.topic_types and "/tracks" in local.topic_types  # they existed here

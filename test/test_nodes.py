@@ -1,21 +1,27 @@
 """Single nodes as real processes: parameter services, bad frames, bad sources; frame zeroing in-process."""
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from privacy_vision.core.graph import NODE_NAMES
 from privacy_vision.core.imaging import frame_to_fields
+from privacy_vision.core.pki import read_pins
 from privacy_vision_msgs.msg import Detections
 from privacy_vision_msgs.srv import GenerateDpia
-from testkit.core import free_domain_id, start_node, stop
+from testkit.core import CONFIG, free_domain_id, start_node, stop
 from testkit.ros import ParameterClient, RosProbe
 
 pytestmark = pytest.mark.graph
@@ -268,3 +274,80 @@ def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnosti
     finally:
         assert stop(aggregator) == 0, (tmp_path / "aggregator.log").read_text()
         stop(tracking)
+
+
+def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
+    """Validate all, then apply, then audit: an atomic batch with one bad value changes no setting (not even the
+    valid ones, in the core objects or the parameters) and writes no audit entry; an accepted batch is audited
+    with the values it replaced."""
+    from privacy_vision.nodes.anonymizer import AnonymizerNode
+
+    rclpy.init(args=["test", "--ros-args", "-p", f"zones_file:={CONFIG / 'zones.yaml'}", "-p", f"audit_dir:={tmp_path}"])
+    try:
+        node = AnonymizerNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        anonymizer, bounder = node.anonymizer.settings, node.bounder.settings
+
+        def audited(event: str) -> list[dict]:
+            return [entry["data"] for path in sorted(tmp_path.glob("audit-*.jsonl")) for entry in map(json.loads, path.read_text().splitlines())
+                    if entry["event"] == event]
+
+        batch = [Parameter("grid_size_m", value=1.0), Parameter("window_s", value=600.0), Parameter("direction_sectors", value=6)]
+        result = node.set_parameters_atomically(batch)
+        assert not result.successful and "4 or 8" in result.reason
+        assert node.anonymizer.settings == anonymizer and node.bounder.settings == bounder
+        assert [node.get_parameter(p.name).value for p in batch] == [0.5, 900.0, 8]
+        assert audited("parameter_changed") == []
+        assert node.set_parameters_atomically(batch[:2]).successful
+        assert node.anonymizer.settings.grid_size_m == 1.0 and node.bounder.settings.window_s == 600.0
+        assert [(d["parameter"], d["old"], d["new"]) for d in audited("parameter_changed")] == [("grid_size_m", 0.5, 1.0), ("window_s", 900.0, 600.0)]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
+# Declared by every node for the launch file and the runner (or by rclpy itself), not configured in params.yaml.
+NOT_IN_PARAMS_YAML = {"autostart", "stop_wait_s", "runtime_parameters_file", "use_sim_time", "start_type_description_service"}
+
+
+def yaml_comments(text: str) -> dict[str, dict[str, str]]:
+    """params.yaml's comment of each parameter, per node."""
+    comments: dict[str, dict[str, str]] = {}
+    node = ""
+    for line in text.splitlines():
+        if match := re.match(r"^(\w+):", line):
+            node = match.group(1)
+        elif match := re.match(r"^    (\w+): .*?#\s*(.*)$", line):
+            comments.setdefault(node, {})[match.group(1)] = match.group(2)
+    return comments
+
+
+def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video):
+    """The declared parameters are the documentation (`ros2 param describe`); params.yaml names the same parameters,
+    each with the declared description as its comment."""
+    text = (CONFIG / "params.yaml").read_text()
+    documented = yaml_comments(text)
+    local = {"audit_dir": str(tmp_path / "audit"), "audit_key_file": str(pki.audit_key)}
+    overrides = {"camera": {"source": str(vtest_video)}, "detection": {"backend": "hog"},
+                 "tracking": {"homography_file": str(CONFIG / "homography_pets.yaml")}, "anonymizer": {"zones_file": str(CONFIG / "zones.yaml")},
+                 "aggregator": {"ledger_path": str(tmp_path / "ledger.sqlite")},
+                 "uplink": {"key_file": str(pki.device_key), "ca_file": str(pki.ca_cert), "outbox_path": str(tmp_path / "outbox.sqlite"),
+                            "pins": read_pins(pki)}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({node: {"ros__parameters": {"autostart": False, **local, **overrides.get(node, {})}} for node in NODE_NAMES}))
+    rclpy.init(args=["test", "--ros-args", "--params-file", str(CONFIG / "params.yaml"), "--params-file", str(params_file)])
+    try:
+        declared = {}
+        for name in NODE_NAMES:
+            node = importlib.import_module(f"privacy_vision.nodes.{name}").NODE_CLASS()
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, name
+            names = sorted(set(node._parameters) - NOT_IN_PARAMS_YAML)
+            declared[name] = {n: d.description for n, d in zip(names, node.describe_parameters(names))}
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    assert set(documented) == set(NODE_NAMES)
+    for name in NODE_NAMES:
+        assert sorted(documented[name]) == sorted(declared[name]), name
+        wrong = {parameter: f"# {description}" for parameter, description in declared[name].items() if documented[name][parameter] != description}
+        assert not wrong, f"{name}: params.yaml comments should be the declared descriptions: {wrong}"

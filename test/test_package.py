@@ -10,10 +10,15 @@ import xml.etree.ElementTree as ET
 
 import yaml
 
+from privacy_vision.core.graph import (
+    DRAIN_TIMEOUT_S,
+    LAUNCH_SIGKILL_TIMEOUT_S,
+    LAUNCH_SIGTERM_TIMEOUT_S,
+    STOP_MARGIN_S,
+    UPSTREAM_WAIT_S,
+)
+from privacy_vision.core.graph import NODE_NAMES as NODES
 from testkit.core import REPO
-
-from privacy_vision.core.graph import (DRAIN_TIMEOUT_S, LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, NODE_NAMES as NODES,
-                                       STOP_MARGIN_S, UPSTREAM_WAIT_S)
 
 # What issue 12 asks the launch file to take (besides the pins and CA, which have defaults under state_dir).
 LAUNCH_ARGUMENTS = ("source", "capture", "params_file", "zones_file", "homography_file", "model", "onnx_model", "window_s", "k",

@@ -43,7 +43,7 @@ def test_source_errors_are_explained(tmp_path):
         FrameSource(str(tmp_path / "empty"))
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(b"\x00" * 100)
-    with pytest.raises(SourceError, match="truncated.avi"):
+    with pytest.raises(SourceError, match=r"truncated\.avi"):
         FrameSource(str(truncated))
     assert classify_source("0") == "device" and classify_source("rtsp://cam/stream") == "stream"
     assert classify_source("videotestsrc ! appsink") == "stream"

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from testkit.ingest import IngestThread
+from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.core.analyst_tokens import issue_token, revoke_token
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.cloud.ingest import RELEASES_PATH
+from testkit.ingest import IngestThread
 
 
 @pytest.fixture(scope="module")

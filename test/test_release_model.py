@@ -2,6 +2,7 @@
 consistency, accounting composed by OpenDP, a whole day without blackout, and bad settings refused."""
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 
@@ -10,9 +11,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
-from privacy_vision.core.aggregator import AggregatorSettings, Bounds, CellReleaser, TrackDayAccount, utc_day, within_finer_tier
-from privacy_vision.core.anonymizer import Anonymizer, AnonymizedRecord, AnonymizerSettings, TrackSample
-from privacy_vision.core.contributions import DAY_S, NESTED_IN, TIERS, CellTotals, ContributionBounder, ContributionSettings
+from privacy_vision.core.aggregator import (
+    AggregatorSettings,
+    Bounds,
+    CellReleaser,
+    TrackDayAccount,
+    utc_day,
+    within_finer_tier,
+)
+from privacy_vision.core.anonymizer import AnonymizedRecord, Anonymizer, AnonymizerSettings, TrackSample
+from privacy_vision.core.contributions import (
+    DAY_S,
+    NESTED_IN,
+    TIERS,
+    CellTotals,
+    ContributionBounder,
+    ContributionSettings,
+)
 from privacy_vision.core.geometry import Zone
 from privacy_vision.core.privacy import PrivacyLedger
 from privacy_vision.core.release_schema import wire_from_release
@@ -38,7 +53,7 @@ def test_occupancy_counts_people_not_records_and_crossings_once_clear_of_the_edg
     closed = [c for c in bounder.observe(DAY0 + 61, []) if c.tier == "window"]
     (cell,) = closed
     assert cell.occupancy == 3 and sum(cell.directions) == 3 and sum(cell.dwell) == 3
-    hour = [c for c in bounder.flush() if c.tier == "hour"][0]
+    hour = next(c for c in bounder.flush() if c.tier == "hour")
     assert hour.entries == 1 and hour.exits == 0 and hour.occupancy == 3 and not hour.complete
 
 
@@ -50,7 +65,7 @@ def test_dwell_survives_key_rotation_because_it_is_kept_by_tracker_id():
         if t == 150:
             anonymizer.key.rotate(DAY0 + t)  # the ID changes; the stay does not
         bounder.observe(DAY0 + t, list(zip([7], anonymizer.anonymize_frame([sample]))))
-    hour = [c for c in bounder.flush() if c.tier == "hour"][0]
+    hour = next(c for c in bounder.flush() if c.tier == "hour")
     assert hour.occupancy == 1 and hour.dwell == (0, 0, 1)  # one person, a long stay (≥ 120 s)
 
 
@@ -142,7 +157,7 @@ def test_a_whole_simulated_day_releases_every_cell_of_the_grid_and_charges_once(
 def test_k_is_applied_to_noisy_values_only_and_below_k_withholds_every_value(tmp_path):
     bounder = ContributionBounder(ZONES[:1], ContributionSettings(window_s=60.0))
     bounder.observe(DAY0, [(i, record(5)) for i in range(3)])
-    window = [c for c in bounder.flush() if c.tier == "window"][0]
+    window = next(c for c in bounder.flush() if c.tier == "window")
     shown = releaser(tmp_path, epsilon_per_track_day=100.0, daily_epsilon_cap=100.0, k=5)  # noise ~0: 3 people < k
     release = shown.release(window, Bounds(60.0, (4, 3, 6)))
     assert release.below_k and release.occupancy == 0
@@ -223,7 +238,7 @@ def test_strict_mode_releases_only_groups_of_at_least_k_true_people_and_charges_
         assert release.epsilon_track_day == pytest.approx(account.epsilon) == pytest.approx(2.0)
         wire_from_release(release)  # valid under the one wire schema
     periods = [(r.period_start_s, r.period_end_s) for r, _ in released]
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(periods, periods[1:]))  # groups never overlap
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(periods))  # groups never overlap
     assert strict.ledger.spent(utc_day(DAY0)) == pytest.approx(account.epsilon)
     assert account.threshold > account.margin >= 0
 
@@ -236,7 +251,8 @@ def test_strict_mode_releases_after_the_noisy_test_passes_and_never_below_k(tmp_
     noisy_sizes = iter([threshold - 1, threshold + 10, threshold])  # what the test sees for the three groups below
     monkeypatch.setattr(account.threshold_noise, "count", lambda value: value)
     monkeypatch.setattr(account.query_noise, "count", lambda value: next(noisy_sizes))
-    group = lambda size, end: CellTotals("group", "west", DAY0, DAY0 + end, True, size, (0,) * 9, (0, 0, 0), 0, 0)
+    def group(size, end):
+        return CellTotals("group", "west", DAY0, DAY0 + end, True, size, (0,) * 9, (0, 0, 0), 0, 0)
     assert strict.release(group(9, 60), bounds) is None  # 9 true people, but the noisy size is below k + margin
     assert strict.release(group(4, 120), bounds) is None  # the noisy test passes; the hard rule refuses a true size below k
     release = strict.release(group(5, 180), bounds)

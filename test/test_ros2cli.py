@@ -12,10 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
+from ros2cliutil import (
+    Ros2Session,
+    StateDir,
+    count_in,
+    finalized,
+    launch_arguments,
+    outbox_size,
+    processes_of,
+    short_clip,
+    stop_group,
+    tracebacks_in,
+)
 
 from privacy_vision.core.graph import LAUNCH_SIGKILL_TIMEOUT_S, LAUNCH_SIGTERM_TIMEOUT_S, TOPICS, pipeline
-from ros2cliutil import (Ros2Session, StateDir, count_in, finalized, launch_arguments, outbox_size, processes_of, short_clip,
-                         stop_group, tracebacks_in)
 
 pytestmark = pytest.mark.graph
 NODE_PATHS = {f"/{name}" for name in pipeline("camera")}
@@ -47,7 +57,7 @@ class Launch:
         return self.log.read_text()
 
     def wait_for_nodes(self) -> None:
-        assert self.session.wait_for(lambda: NODE_PATHS <= self.session.node_names(), 180.0), self.text()[-4000:]
+        assert self.session.wait_for(lambda: self.session.node_names() >= NODE_PATHS, 180.0), self.text()[-4000:]
 
     def wait_for_releases(self, count: int) -> None:
         """Until the ingest stored this many releases of this launch (the graph runs and delivers)."""
@@ -103,9 +113,9 @@ def running(session, vtest_video):
 
 
 def test_node_list_shows_the_six_lifecycle_nodes_active(session, running):
-    assert session.wait_for(lambda: NODE_PATHS <= session.node_names(), 60.0), session.node_names()
+    assert session.wait_for(lambda: session.node_names() >= NODE_PATHS, 60.0), session.node_names()
     for name in NODE_PATHS:
-        assert session.wait_for(lambda: "active [3]" in session.run("lifecycle", "get", name, check=False).output, 90.0), name
+        assert session.wait_for(lambda name=name: "active [3]" in session.run("lifecycle", "get", name, check=False).output, 90.0), name
 
 
 def test_topic_echo_shows_anonymised_tracks_and_analytics(session, running):

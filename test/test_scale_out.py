@@ -9,12 +9,11 @@ import ssl
 import threading
 import time
 
-
-from testkit.ingest import IngestProcess
-from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
-from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.release_schema import example_release, validate_release
+from testkit.ingest import IngestProcess
 
 
 def at_once(*calls):
@@ -45,13 +44,14 @@ def test_two_stores_race_on_the_same_nonce_and_sequence_and_exactly_one_wins(sto
         for round_ in range(1, 26):
             item = validate_release(example_release("hall", 900.0 * round_))
             body = item.model_dump_json()
-            outcomes = at_once(*(lambda store=store: store.accept("dev-1", f"{round_:032x}", round_, item, body, time.time())
+            # at_once() calls the lambdas within this iteration, so the loop variables they read are this round's
+            outcomes = at_once(*(lambda store=store: store.accept("dev-1", f"{round_:032x}", round_, item, body, time.time())  # noqa: B023
                                  for store in (first, second)))
             assert sorted(map(_outcome, outcomes)) == ["409 nonce", "stored"], outcomes
         for round_ in range(26, 51):
             item = validate_release(example_release("hall", 900.0 * round_))
             body = item.model_dump_json()
-            outcomes = at_once(*(lambda store=store, nonce=nonce: store.accept("dev-1", nonce, round_, item, body, time.time())
+            outcomes = at_once(*(lambda store=store, nonce=nonce: store.accept("dev-1", nonce, round_, item, body, time.time())  # noqa: B023
                                  for store, nonce in ((first, f"a{round_:031x}"), (second, f"b{round_:031x}"))))
             assert sorted(map(_outcome, outcomes)) == ["409 sequence", "stored"], outcomes
         assert first.count() == 50
@@ -82,7 +82,7 @@ def test_the_same_signed_request_to_two_ingest_processes_is_accepted_once(pki, s
         for sequence in range(1, 11):
             body = canonical_release_bytes(example_release("hall", 900.0 * sequence))
             headers = sign_request(key, "POST", RELEASES_PATH, "dev-1", body, int(time.time()), sequence).as_dict()
-            statuses = at_once(*(lambda port=ingest.port: post(port, body, headers) for ingest in ingests))
+            statuses = at_once(*(lambda port=ingest.port: post(port, body, headers) for ingest in ingests))  # noqa: B023 - called in this iteration
             assert sorted(statuses, key=str) == sorted([200, (409, "replayed request: nonce already used")], key=str), statuses
     finally:
         for ingest in ingests:

@@ -6,13 +6,20 @@ import os
 import time
 
 import pytest
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
-from privacy_vision.core.protocol import (KeyFileError, RequestRejected, canonical_release_bytes, load_key_file, sign_request,
-                                          verify_request)
-from privacy_vision.core.release_schema import example_release, validate_release
-from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
+
 from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.protocol import (
+    KeyFileError,
+    RequestRejected,
+    canonical_release_bytes,
+    load_key_file,
+    sign_request,
+    verify_request,
+)
+from privacy_vision.core.release_schema import example_release, validate_release
+from privacy_vision.core.uplink import Outbox, PinMismatch, PinnedClient, Sender
 from testkit.ingest import IngestThread
 
 

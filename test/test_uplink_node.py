@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from testkit.ingest import IngestThread
 from privacy_vision.core.aggregator import Release
 from privacy_vision.core.contributions import TIERS
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
@@ -19,6 +18,7 @@ from privacy_vision.nodes.aggregator import message_from_release
 from privacy_vision.nodes.uplink import release_from_message
 from privacy_vision_msgs.msg import ZoneAnalytics
 from testkit.core import free_domain_id, start_node, stop
+from testkit.ingest import IngestThread
 from testkit.ros import RELIABLE_QOS_FOR_TESTS, RosProbe
 
 pytestmark = pytest.mark.graph
@@ -45,6 +45,8 @@ def test_a_release_survives_the_message_between_aggregator_and_uplink(tier, belo
 
 
 class UplinkUnderTest:
+    """An uplink node process with its own keys and ingest port, for the delivery tests."""
+
     def __init__(self, tmp_path, port: int) -> None:
         create_pki(tmp_path / "pki")
         self.pki = PkiPaths(tmp_path / "pki")

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from privacy_vision.core.detectors import (BUNDLED_ONNX_MODEL, REPOSITORY_ROOT, DetectorError, DetectorSettings,
-                                           bundled_onnx_model, create_detector, fallback_warning)
+from privacy_vision.core.detectors import (
+    BUNDLED_ONNX_MODEL,
+    REPOSITORY_ROOT,
+    DetectorError,
+    DetectorSettings,
+    bundled_onnx_model,
+    create_detector,
+    fallback_warning,
+)
 from privacy_vision.core.tracking import iou_matrix
 
 PETS_FRAMES = (1, 60, 120, 180, 240, 300)

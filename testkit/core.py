@@ -25,7 +25,7 @@ def free_domain_id() -> int:
     folder = Path(tempfile.gettempdir()) / "privacy_vision_ros_domains"
     folder.mkdir(exist_ok=True)
     for domain in random.sample(range(110, 201), 91):
-        handle = open(folder / f"{domain}.lock", "w")
+        handle = open(folder / f"{domain}.lock", "w")  # noqa: SIM115 - held (locked) until the process exits
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -45,7 +45,7 @@ def start_node(name: str, domain_id: int, parameters: dict[str, str], log_path: 
     parameters = {"audit_dir": str(log_path.parent / "audit"), **parameters}
     for key, value in parameters.items():
         command += ["-p", f"{key}:={value}"]
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 - the node process writes it for its lifetime
     return subprocess.Popen(command, cwd=REPO, env=node_environment(domain_id), stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -14,19 +14,21 @@ from pathlib import Path
 
 from aiohttp import web
 
-from privacy_vision.core.analyst_tokens import AnalystTokens
-from privacy_vision.core.pki import PkiPaths
 from privacy_vision.cloud.ingest import RELEASES_PATH, build_app, server_ssl_context
 from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from privacy_vision.core.analyst_tokens import AnalystTokens
+from privacy_vision.core.pki import PkiPaths
 from testkit.core import REPO
+
+DEFAULT_LIMITS = ServerLimits()  # frozen: one shared default is safe
 
 
 class IngestThread:
     """The real ingest app on a loopback TLS port, in a thread, counting requests that reach it."""
 
     def __init__(self, pki: PkiPaths, db_path, device_key: bytes, port: int = 0, response_delay_s: float = 0.0,
-                 analyst_tokens=None, limits: ServerLimits = ServerLimits()) -> None:
+                 analyst_tokens=None, limits: ServerLimits = DEFAULT_LIMITS) -> None:
         self.requests = 0
         self.seen: list[tuple[str, str, bool]] = []  # method, path with query, whether an Authorization header came
         self.analysts = AnalystTokens(analyst_tokens)
@@ -89,7 +91,7 @@ class IngestProcess:
             raise RuntimeError(f"ingest did not start: {line}{self.process.stdout.read()}")
         self.url = f"https://127.0.0.1:{match.group(1)}{match.group(2)}"
         self.port = int(match.group(1))
-        self._log = open(log or os.devnull, "w")
+        self._log = open(log or os.devnull, "w")  # noqa: SIM115 - written by the copier thread while the ingest runs
         self._log.write(line)
         self._copier = threading.Thread(target=self._copy_output, daemon=True)
         self._copier.start()
@@ -119,7 +121,7 @@ async def slow_connections(host: str, port: int, connections: int, interval_s: f
         while not stop.is_set():
             try:
                 reader, writer = await asyncio.open_connection(host, port, ssl=context)
-            except (OSError, asyncio.TimeoutError):  # ssl.SSLError is an OSError
+            except (TimeoutError, OSError):  # ssl.SSLError is an OSError
                 counts["refused or failed"] += 1
                 await asyncio.sleep(interval_s)
                 continue
@@ -131,7 +133,7 @@ async def slow_connections(host: str, port: int, connections: int, interval_s: f
                     await writer.drain()
                     try:
                         await asyncio.wait_for(reader.read(1024), timeout=interval_s)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                 counts["closed by the server"] += not stop.is_set()
             except OSError:

@@ -9,15 +9,16 @@ from array import array
 from collections.abc import Callable
 
 import rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from privacy_vision.core.graph import DDS_ENVIRONMENT
 from testkit.core import node_environment
+
 
 def message_class(type_name: str):
     package, kind, name = type_name.split("/")

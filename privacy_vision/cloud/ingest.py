@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -14,17 +15,29 @@ import ssl
 import sys
 import time
 from importlib import resources
-
 from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
-from privacy_vision.core.protocol import HEADER_DEVICE, RequestRejected, check_signed_body, load_key_file, verify_signed_headers
-from privacy_vision.core.release_schema import Identifier, InvalidRelease, Name, Seconds, parse_release_json, validation_reason
 from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
+from privacy_vision.core.protocol import (
+    HEADER_DEVICE,
+    RequestRejected,
+    check_signed_body,
+    load_key_file,
+    verify_signed_headers,
+)
+from privacy_vision.core.release_schema import (
+    Identifier,
+    InvalidRelease,
+    Name,
+    Seconds,
+    parse_release_json,
+    validation_reason,
+)
 
 RELEASES_PATH = "/v1/releases"
 DASHBOARD_HTML = resources.files("privacy_vision.cloud").joinpath("dashboard.html").read_text()
@@ -53,7 +66,7 @@ class ReleaseQuery(BaseModel):
     _position: tuple[float, str] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _decode_cursor(self) -> "ReleaseQuery":
+    def _decode_cursor(self) -> ReleaseQuery:
         if self.cursor is not None:
             try:
                 start, release_id = json.loads(base64.urlsafe_b64decode(self.cursor))
@@ -197,10 +210,8 @@ async def _housekeeping(store: ReleaseStore, retention_days: float, stop: asynci
                     print(f"retention: deleted {removed} releases older than {retention_days:g} days", flush=True)
         except Exception as error:  # the database: reported, and the next round tries again
             print(f"ERROR housekeeping failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_S)
-        except asyncio.TimeoutError:
-            pass
 
 
 async def _serve(args: argparse.Namespace) -> None:

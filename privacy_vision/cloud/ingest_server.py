@@ -35,6 +35,7 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 @dataclass(frozen=True)
 class ServerLimits:
+    """Connection limits and timeouts of the ingest's accept loop, so that slow or many clients cannot starve it."""
     max_connections: int = 1000
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 10.0  # aiohttp's keepalive_timeout: also the deadline of a new connection's first headers
@@ -115,7 +116,7 @@ class _ServerLogHandler(logging.Handler):
 class _Slot:
     """One accepted connection, from accept to close: a descriptor the server holds."""
 
-    __slots__ = ("sock", "last_active", "busy", "handshake", "handler")
+    __slots__ = ("busy", "handler", "handshake", "last_active", "sock")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock

@@ -70,6 +70,7 @@ POSTGRES = _Dialect(
 
 @dataclass(frozen=True)
 class Page:
+    """One page of the read API: the rows as JSON and where the next page starts."""
     json: str
     rows: int
     last: tuple[float, str] | None  # period start and release id of the last row: where the next page starts
@@ -150,7 +151,7 @@ class ReleaseStore:
         return json.loads(self.releases_page(zone_id, since_s, until_s, device_id, before, limit).json)
 
     def releases_page(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
-                      before: tuple[float, str] | None = None, limit: int = 1000) -> "Page":
+                      before: tuple[float, str] | None = None, limit: int = 1000) -> Page:
         """One page as a JSON array, with the (period start, release id) of its last row for the cursor.
 
         The stored bodies are already validated JSON objects, so the page is joined, not parsed and

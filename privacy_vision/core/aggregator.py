@@ -18,15 +18,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 import opendp.prelude as dp
 from scipy import optimize
 
-from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, GROUP_TIER, NESTED_IN, TIERS, CellTotals, ContributionSettings
+from privacy_vision.core.contributions import (
+    DAY_S,
+    DIRECTION_LABELS,
+    DWELL_LABELS,
+    GROUP_TIER,
+    NESTED_IN,
+    TIERS,
+    CellTotals,
+    ContributionSettings,
+)
 from privacy_vision.core.privacy import BudgetDecision, IntegerNoise, PrivacyLedger
 
 MECHANISM = "discrete_laplace"
@@ -38,6 +47,7 @@ STRICT_MECHANISM = "sparse_vector+discrete_laplace"
 
 @dataclass
 class AggregatorSettings:
+    """The privacy settings of the releases (ε, its shares, k, cap, mode), validated before any use."""
     epsilon_per_track_day: float = 2.0
     tier_shares: tuple[float, float, float] = (0.4, 0.45, 0.15)  # of epsilon_per_track_day, in TIERS order
     hour_metric_shares: tuple[float, ...] = (0.5, 0.35, 0.05, 0.05, 0.05)  # of an hour cell's ε, in HOUR_METRICS order
@@ -243,7 +253,7 @@ def within_finer_tier(estimate: int, variance: float, finer: list[int], finer_va
 
 
 def utc_day(stamp_s: float) -> str:
-    return datetime.fromtimestamp(stamp_s, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(stamp_s, tz=UTC).strftime("%Y-%m-%d")
 
 
 @dataclass

@@ -15,6 +15,7 @@ SIZE_CATEGORIES = ("small", "medium", "large")
 
 @dataclass(frozen=True)
 class AnonymizedRecord:
+    """What leaves the anonymizer for one track and frame: a rotating ID, a grid cell, a size class, a heading."""
     privacy_id: str
     cell_x_m: float
     cell_y_m: float
@@ -90,6 +91,7 @@ def size_category(box_height_fraction: float, thresholds: tuple[float, float]) -
 
 @dataclass
 class AnonymizerSettings:
+    """How coarse the anonymised records are (grid, time, heading) and how often IDs rotate."""
     grid_size_m: float = 0.5
     time_precision_s: float = 5.0
     rotation_interval_s: float = 3600.0
@@ -115,6 +117,7 @@ class AnonymizerSettings:
 
 @dataclass(frozen=True)
 class TrackSample:
+    """One confirmed track in one frame, as the anonymizer takes it (no box, no pixels)."""
     track_id: int
     x_m: float
     y_m: float
@@ -124,6 +127,8 @@ class TrackSample:
 
 
 class Anonymizer:
+    """The step after which no tracker ID exists: keyed rotating pseudonyms, grid cells, size class, heading, no speed."""
+
     def __init__(self, settings: AnonymizerSettings, now_s: float) -> None:
         settings.validate()
         self.settings = settings

@@ -50,6 +50,8 @@ def configuration_digest(parameters: dict) -> str:
 
 
 class AuditLog:
+    """Tamper-evident record of what the system did (HMAC chain over JSON lines) that refuses per-person fields."""
+
     def __init__(self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ class AuditLog:
         self.head_path = self.directory / "audit.head"
 
     @classmethod
-    def from_key_file(cls, directory: str | Path, key_file: str | Path, max_bytes: int = 10 * 2**20) -> "AuditLog":
+    def from_key_file(cls, directory: str | Path, key_file: str | Path, max_bytes: int = 10 * 2**20) -> AuditLog:
         return cls(directory, load_key_file(key_file), max_bytes)
 
     def files(self) -> list[Path]:
@@ -107,6 +109,7 @@ def _read_head(text: str, key: bytes) -> dict:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """The outcome of checking an audit log: entries read and the first broken one, if any."""
     ok: bool
     entries: int
     files: int

@@ -10,10 +10,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privacy_vision.core.aggregator import (HOUR_METRICS, MECHANISM, PRIVACY_UNIT, STRICT_MECHANISM, AggregatorSettings, Bounds, StrictAccount,
-                                            TrackDayAccount)
-from privacy_vision.core.graph import IMAGE_TOPIC, TOPICS, leaves_device, topics as graph_topics
+from privacy_vision.core.aggregator import (
+    HOUR_METRICS,
+    MECHANISM,
+    PRIVACY_UNIT,
+    STRICT_MECHANISM,
+    AggregatorSettings,
+    Bounds,
+    StrictAccount,
+    TrackDayAccount,
+)
 from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSettings
+from privacy_vision.core.graph import IMAGE_TOPIC, TOPICS, leaves_device
+from privacy_vision.core.graph import topics as graph_topics
 
 # Tracks per annotated person (V) with the real tracker (default thresholds; IoU ≥ 0.5 matching to the ground truth,
 # mean over matched people), measured 2026-11-25: PETS on vtest.avi with the SSD TFLite detector, and the five MOT15
@@ -29,6 +38,7 @@ LEAVES_DEVICE = leaves_device()
 
 @dataclass(frozen=True)
 class RiskFlag:
+    """A setting the DPIA flags as weak, with the reason."""
     setting: str
     value: object
     reason: str
@@ -104,7 +114,7 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
 
 
 def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | None = None) -> dict:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     aggregator, anonymizer = params.get("aggregator", {}), params.get("anonymizer", {})
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
     account, settings, contribution = track_day_account(aggregator, anonymizer)

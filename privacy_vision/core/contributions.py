@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from privacy_vision.core.anonymizer import DIRECTIONS_8, NO_DIRECTION, AnonymizedRecord
 
@@ -32,6 +33,7 @@ TRACK_GONE_AFTER_S = 60.0
 
 @dataclass
 class ContributionSettings:
+    """The per-track contribution bound of the release grid (cells per tier and day, window, dwell bins)."""
     window_s: float = 900.0  # the short tier; it must divide the hour so that windows nest in hours
     cells_per_day: tuple[int, int, int] = (4, 3, 6)  # L: cells a track may count in per UTC day, per tier (TIERS order)
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
@@ -124,11 +126,15 @@ class ContributionBounder:
         self._open: dict[str, tuple[float, dict[str, dict[int, _Presence]]]] = {}
         self._groups: dict[str, _Group] = {}  # strict mode only; restarted by close_group() and at midnight
 
-    def reconfigure(self, settings: ContributionSettings) -> None:
-        """New bounds apply from now on; counts already made today still count against them."""
+    def check(self, settings: ContributionSettings) -> None:
+        """ValueError when reconfigure(settings) would refuse them now; changes nothing."""
         settings.validate()
         if settings.window_s != self.settings.window_s and "window" in self._open:
             raise ValueError("window_s cannot change while a window is open: flush first")
+
+    def reconfigure(self, settings: ContributionSettings) -> None:
+        """New bounds apply from now on; counts already made today still count against them."""
+        self.check(settings)
         self.settings = settings
         if not settings.groups_per_day:
             self._groups.clear()
@@ -162,9 +168,9 @@ class ContributionBounder:
         inside_now = zone.contains(record.cell_x_m, record.cell_y_m)
         previous = track.inside.get(zone.zone_id)
         state = inside_now
-        if previous is not None and previous != inside_now:  # a crossing counts only once clear of the edge
-            if zone.boundary_distance(record.cell_x_m, record.cell_y_m) <= self.settings.boundary_hysteresis_m:
-                state = previous
+        near_edge = zone.boundary_distance(record.cell_x_m, record.cell_y_m) <= self.settings.boundary_hysteresis_m
+        if previous is not None and previous != inside_now and near_edge:  # a crossing counts only once clear of the edge
+            state = previous
         track.inside[zone.zone_id] = state
         if state:
             track.stay_since_s.setdefault(zone.zone_id, stamp_s)

@@ -27,6 +27,7 @@ class DetectorError(RuntimeError):
 
 @dataclass
 class DetectorSettings:
+    """Which person detector runs and how (backend, model, thresholds, threads)."""
     backend: str = "auto"
     model: str = "yolov8n.pt"  # ultralytics weights path or a model YAML (random weights, for tests)
     onnx_model: str = ""  # YOLOX-format ONNX export; empty: the YOLOX-nano shipped with the package
@@ -40,6 +41,7 @@ class DetectorSettings:
 
 
 class PersonDetector(Protocol):
+    """What every detector backend offers, so that the node does not care which one runs."""
     name: str
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ class Homography:
     matrix: np.ndarray
 
     @classmethod
-    def from_values(cls, values: list[float] | np.ndarray) -> "Homography":
+    def from_values(cls, values: list[float] | np.ndarray) -> Homography:
         matrix = np.asarray(values, dtype=np.float64).reshape(-1)
         if matrix.size != 9:
             raise ConfigError(f"a homography needs 9 values (3x3 row-major), got {matrix.size}")
@@ -32,7 +32,7 @@ class Homography:
         return cls(matrix)
 
     @classmethod
-    def fit(cls, image_points: np.ndarray, floor_points: np.ndarray) -> tuple["Homography", float]:
+    def fit(cls, image_points: np.ndarray, floor_points: np.ndarray) -> tuple[Homography, float]:
         """Fit from ≥4 image↔floor pairs with RANSAC; returns the median reprojection error in metres."""
         image_points = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
         floor_points = np.asarray(floor_points, dtype=np.float64).reshape(-1, 2)
@@ -67,6 +67,7 @@ def load_homography(path: str | Path) -> Homography:
 
 @dataclass(frozen=True)
 class Zone:
+    """A named floor polygon in metres that the analytics count people in."""
     zone_id: str
     polygon: Polygon
 

@@ -18,6 +18,7 @@ CAPTURE_MODES = ("camera", "in_process")  # camera node + image topic, or the de
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """One node of the graph, as the runner, launch file, CLIs and compliance code need to know it."""
     name: str
     does: str
     upstream: str | None  # the node whose output this one consumes (camera capture); it stops after that one
@@ -45,6 +46,7 @@ DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the liv
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device."""
     name: str
     type: str
     publisher: str

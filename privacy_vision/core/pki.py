@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class PkiPaths:
+    """Where the CA, certificates, device and audit keys, pins and analyst tokens live under one folder."""
     root: Path
 
     @property
@@ -91,7 +92,7 @@ def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ip
     returns the (primary, backup) pins."""
     paths = PkiPaths(Path(root))
     paths.root.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privacy_vision ingest CA")])
     ca_cert = (

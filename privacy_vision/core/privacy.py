@@ -5,9 +5,9 @@ import functools
 import math
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import opendp.prelude as dp
@@ -84,6 +84,7 @@ def zcdp_rho_for(epsilon: float, delta: float) -> float:
 
 @dataclass(frozen=True)
 class BudgetDecision:
+    """The ledger's answer to a charge: granted or not, and the day's spend against the cap."""
     granted: bool
     spent_today: float
     cap: float

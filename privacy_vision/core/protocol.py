@@ -31,6 +31,7 @@ def canonical_release_bytes(release: dict) -> bytes:
 
 @dataclass(frozen=True)
 class SignedHeaders:
+    """The signed request headers of a release upload (device, time, nonce, sequence, body hash)."""
     device_id: str
     timestamp: int
     nonce: str
@@ -62,6 +63,8 @@ def sign_request(key: bytes, method: str, path: str, device_id: str, body: bytes
 
 
 class RequestRejected(Exception):
+    """An upload the ingest refuses, with the HTTP status and reason the device is told."""
+
     def __init__(self, status: int, reason: str, **details: int) -> None:
         super().__init__(reason)
         self.status = status

@@ -18,7 +18,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from privacy_vision.core.contributions import DAY_S, DIRECTION_LABELS, DWELL_LABELS, GROUP_TIER, HOUR_S, TIERS, ContributionSettings
+from privacy_vision.core.contributions import (
+    DAY_S,
+    DIRECTION_LABELS,
+    DWELL_LABELS,
+    GROUP_TIER,
+    HOUR_S,
+    TIERS,
+    ContributionSettings,
+)
 
 MAX_COUNT = 10**9
 MAX_EPSILON = 10**6
@@ -78,7 +86,7 @@ class WireRelease(BaseModel):
     mode: Identifier
 
     @model_validator(mode="after")
-    def _consistent(self) -> "WireRelease":
+    def _consistent(self) -> WireRelease:
         try:
             periods = ContributionSettings(window_s=self.window_s)
             periods.validate()
@@ -145,7 +153,12 @@ def example_release(zone_id: str = "hall", period_start_s: float = 0.0, tier: st
     """A valid wire release of one cell as the aggregator makes it with the default settings (for tests,
     the load benchmark and the docs); only the hour tier carries histograms, entries and exits, and
     `below_k=True` withholds every value as the aggregator does. Overrides replace fields."""
-    from privacy_vision.core.aggregator import MECHANISM, PRIVACY_UNIT, STRICT_MECHANISM, AggregatorSettings  # OpenDP: not needed to validate
+    from privacy_vision.core.aggregator import (  # OpenDP: not needed to validate
+        MECHANISM,
+        PRIVACY_UNIT,
+        STRICT_MECHANISM,
+        AggregatorSettings,
+    )
 
     contributions, settings = ContributionSettings(), AggregatorSettings()
     if tier == GROUP_TIER:  # strict mode: one group of 3 windows, its size and the cost of one group per track-day

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ class SourceError(RuntimeError):
 
 @dataclass
 class Frame:
+    """One frame read from a source, with its index in the source."""
     image: np.ndarray
     index: int
 

@@ -19,6 +19,7 @@ from privacy_vision.core.geometry import Homography
 
 
 class TrackState(IntEnum):
+    """A track's life cycle: only confirmed tracks are counted downstream."""
     TENTATIVE = 0
     CONFIRMED = 1
     LOST = 2
@@ -106,7 +107,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-9)
 
 
-def _assign(tracks: list["Track"], boxes: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+def _assign(tracks: list[Track], boxes: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Hungarian assignment on IoU; returns matches (track idx, box idx) and the unmatched of each."""
     if not tracks or len(boxes) == 0:
         return [], list(range(len(tracks))), list(range(len(boxes)))
@@ -121,6 +122,7 @@ def _assign(tracks: list["Track"], boxes: np.ndarray, min_iou: float) -> tuple[l
 
 @dataclass
 class Track:
+    """One tracked person: motion state only (Kalman box, floor position), no appearance."""
     track_id: int
     kalman: _KalmanXYAH
     score: float
@@ -138,6 +140,8 @@ class Track:
 
 
 class ByteTracker:
+    """Motion-only ByteTrack association with floor positions, so that people are counted without appearance features."""
+
     def __init__(self, settings: TrackerSettings, homography: Homography) -> None:
         settings.validate()
         self.settings = settings

@@ -9,8 +9,8 @@ import sqlite3
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ class OutboxCorrupt(RuntimeError):
 
 @dataclass(frozen=True)
 class OutboxItem:
+    """A release waiting in the outbox, with its delivery attempts so far."""
     row_id: int
     release_id: str
     body: bytes
@@ -111,7 +112,7 @@ class Outbox:
         except OutboxCorrupt:
             db.close()
             raise
-        if marker not in (0, OUTBOX_APPLICATION_ID) or not _OUTBOX_TABLES <= tables:
+        if marker not in (0, OUTBOX_APPLICATION_ID) or not tables >= _OUTBOX_TABLES:
             db.close()
             raise OutboxCorrupt(f"{self.path} is not an outbox (application id {marker:#x}, tables {sorted(tables)})")
         return db
@@ -233,6 +234,7 @@ class Outbox:
 
 @dataclass(frozen=True)
 class DeliveryResult:
+    """What one upload attempt achieved: delivered or not, the HTTP status and why."""
     delivered: bool
     status: int
     detail: str
@@ -328,6 +330,7 @@ OK, WARN, ERROR = "OK", "WARN", "ERROR"
 
 @dataclass(frozen=True)
 class Health:
+    """The sender's state for the node's diagnostics: a level and a message."""
     level: str
     message: str
 

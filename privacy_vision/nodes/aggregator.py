@@ -8,12 +8,36 @@ from typing import Any
 from privacy_vision.core.aggregator import MODES, AggregatorSettings, Bounds, CellReleaser, Release
 from privacy_vision.core.contributions import TIERS, CellTotals
 from privacy_vision.core.privacy import PrivacyLedger
-from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage, PrivacyParameters, ZoneAnalytics
+from privacy_vision.nodes.common import (
+    ANALYTICS_TOPIC,
+    CELL_TOTALS_TOPIC,
+    ERROR,
+    OK,
+    RELIABLE_DEEP_QOS,
+    RELIABLE_QOS,
+    WARN,
+    ParameterSpec,
+    PrivacyVisionNode,
+    StartupError,
+    run_node,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from privacy_vision.nodes.live_dpia import LiveDpia
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, CELL_TOTALS_TOPIC, ERROR, OK, RELIABLE_DEEP_QOS, RELIABLE_QOS, WARN, PrivacyVisionNode,
-                                         StartupError, run_node, seconds_to_stamp, stamp_to_seconds)
+from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
+from privacy_vision_msgs.msg import PrivacyParameters, ZoneAnalytics
 
-RUNTIME_SETTINGS = ("epsilon_per_track_day", "tier_shares", "hour_metric_shares", "k", "daily_epsilon_cap", "mode", "strict_delta", "strict_test_share")
+# The releaser's settings (core/aggregator.py AggregatorSettings), all changeable at runtime and audit-logged.
+RELEASE_PARAMETERS = {
+    "epsilon_per_track_day": ParameterSpec("DP epsilon of one track's whole UTC day (all tiers, all cells)", 0.001, 100.0),
+    "tier_shares": ParameterSpec(f"shares of epsilon_per_track_day for the tiers {', '.join(TIERS)} (normalised)"),
+    "hour_metric_shares": ParameterSpec("shares of an hour cell's epsilon: occupancy, direction, dwell, entries, exits"),
+    "k": ParameterSpec("cells whose noisy occupancy is below k are shown as '< k'", 1, 1000),
+    "daily_epsilon_cap": ParameterSpec("epsilon per track-day the ledger allows per UTC day over all configurations", 0.001, 1e6),
+    "mode": ParameterSpec(f"release mode: one of {MODES} (strict: only groups of at least k people; needs anonymizer groups_per_day ≥ 1)"),
+    "strict_delta": ParameterSpec("strict mode: delta per track-day of the hard rule 'true size ≥ k'", 1e-12, 1e-3),
+    "strict_test_share": ParameterSpec("strict mode: share of a group's epsilon for its threshold test", 0.01, 0.99),
+}
 
 
 def message_from_release(release: Release) -> ZoneAnalytics:
@@ -42,24 +66,14 @@ class AggregatorNode(PrivacyVisionNode):
         super().__init__("aggregator", **node_options)
 
     def configure(self) -> None:
-        d = AggregatorSettings()
         ledger_path = self.declare("ledger_path", "var/privacy_ledger.sqlite", "SQLite file of the daily privacy-budget ledger", read_only=True)
-        settings = AggregatorSettings(
-            epsilon_per_track_day=self.declare("epsilon_per_track_day", d.epsilon_per_track_day, "DP epsilon of one track's whole UTC day (all tiers, all cells)", minimum=0.001, maximum=100.0),
-            tier_shares=tuple(self.declare("tier_shares", list(d.tier_shares), f"shares of epsilon_per_track_day for the tiers {', '.join(TIERS)} (normalised)")),
-            hour_metric_shares=tuple(self.declare("hour_metric_shares", list(d.hour_metric_shares), "shares of an hour cell's epsilon: occupancy, direction, dwell, entries, exits")),
-            k=self.declare("k", d.k, "cells whose noisy occupancy is below k are shown as '< k'", minimum=1, maximum=1000),
-            daily_epsilon_cap=self.declare("daily_epsilon_cap", d.daily_epsilon_cap, "epsilon per track-day the ledger allows per UTC day over all configurations", minimum=0.001, maximum=1e6),
-            mode=self.declare("mode", d.mode, f"release mode: one of {MODES} (strict: only groups of at least k people; needs anonymizer groups_per_day ≥ 1)"),
-            strict_delta=self.declare("strict_delta", d.strict_delta, "strict mode: delta per track-day of the hard rule 'true size ≥ k'", minimum=1e-12, maximum=1e-3),
-            strict_test_share=self.declare("strict_test_share", d.strict_test_share, "strict mode: share of a group's epsilon for its threshold test", minimum=0.01, maximum=0.99),
-        )
+        settings = AggregatorSettings(**self.declare_settings(AggregatorSettings(), RELEASE_PARAMETERS))
         self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
         try:
             self.releaser = CellReleaser(settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap), lambda: str(uuid.uuid4()), time.time)
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
-        self.privacy_parameters = set(RUNTIME_SETTINGS)
+        self.privacy_parameters = set(RELEASE_PARAMETERS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
         self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
@@ -71,12 +85,18 @@ class AggregatorNode(PrivacyVisionNode):
         self.get_logger().info(f"epsilon {settings.epsilon_per_track_day:g} per track-day over the tiers {', '.join(TIERS)}, k={settings.k} on noisy values, "
                                f"daily cap {settings.daily_epsilon_cap:g}")
 
+    @staticmethod
+    def _changes(updates: dict[str, Any]) -> dict[str, Any]:
+        return {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items() if name in RELEASE_PARAMETERS}
+
     def validate_parameters(self, updates: dict[str, Any]) -> None:
-        changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items() if name in RUNTIME_SETTINGS}
-        if not changes:
-            return
-        self.releaser.reconfigure(AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}))
-        self.get_logger().info(f"privacy parameters updated: {changes}")
+        if changes := self._changes(updates):
+            AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
+
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
+        if changes := self._changes(updates):
+            self.releaser.reconfigure(AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}))
+            self.get_logger().info(f"privacy parameters updated: {changes}")
 
     def deactivate(self) -> None:
         """Nothing to close here: the aggregator holds no open cell (the anonymizer closed its cells when it deactivated,

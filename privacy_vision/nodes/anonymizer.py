@@ -6,14 +6,49 @@ import time
 from typing import Any
 
 from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
-from privacy_vision.core.contributions import GROUP_TIER, TIERS, TRACK_GONE_AFTER_S, CellTotals, ContributionBounder, ContributionSettings
+from privacy_vision.core.contributions import (
+    GROUP_TIER,
+    TIERS,
+    TRACK_GONE_AFTER_S,
+    CellTotals,
+    ContributionBounder,
+    ContributionSettings,
+)
 from privacy_vision.core.geometry import ConfigError, load_zones, overlapping_zones
+from privacy_vision.nodes.common import (
+    ANALYTICS_TOPIC,
+    ANONYMIZED_TOPIC,
+    CELL_TOTALS_TOPIC,
+    OK,
+    RELIABLE_QOS,
+    TRACKS_TOPIC,
+    ParameterSpec,
+    PrivacyVisionNode,
+    StartupError,
+    run_node,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from privacy_vision_msgs.msg import AnonymizedTrack, AnonymizedTracks, Track, Tracks, ZoneAnalytics
 from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
-from privacy_vision.nodes.common import (ANALYTICS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError,
-                                         run_node, seconds_to_stamp, stamp_to_seconds)
 
-CONTRIBUTION_SETTINGS = ("window_s", "cells_per_day", "dwell_thresholds_s", "boundary_hysteresis_m", "groups_per_day")
+# The anonymizer's settings (core/anonymizer.py) and the contribution bound's (core/contributions.py): all changeable at
+# runtime and audit-logged.
+ANONYMIZER_PARAMETERS = {
+    "grid_size_m": ParameterSpec("floor positions are snapped to cells of this size (metres)", 0.05, 10.0),
+    "time_precision_s": ParameterSpec("timestamps are floored to this precision (seconds)", 0.0, 3600.0),
+    "rotation_interval_s": ParameterSpec("privacy-ID key lifetime; IDs of two key periods cannot be linked", 1.0, 86400.0),
+    "direction_sectors": ParameterSpec("heading sectors: 4 or 8", 4, 8),
+    "min_speed_mps": ParameterSpec("below this floor speed the direction is 'none'", 0.0, 5.0),
+    "size_thresholds": ParameterSpec("box height / frame height limits of small and medium"),
+}
+CONTRIBUTION_PARAMETERS = {
+    "window_s": ParameterSpec("period of the window tier in seconds; must divide an hour", 1.0, 3600.0),
+    "cells_per_day": ParameterSpec(f"L: cells one track may count in per UTC day, per tier ({', '.join(TIERS)})"),
+    "dwell_thresholds_s": ParameterSpec("dwell bins: short below the first, long from the second (seconds)"),
+    "boundary_hysteresis_m": ParameterSpec("distance from a zone edge needed to count an entry or exit", 0.0, 5.0),
+    "groups_per_day": ParameterSpec("strict mode (aggregator mode 'strict'): pending groups one track may join per UTC day; 0 = none formed", 0, 1000),
+}
 
 
 class AnonymizerNode(PrivacyVisionNode):
@@ -23,24 +58,9 @@ class AnonymizerNode(PrivacyVisionNode):
         super().__init__("anonymizer", **node_options)
 
     def configure(self) -> None:
-        d = AnonymizerSettings()
-        settings = AnonymizerSettings(
-            grid_size_m=self.declare("grid_size_m", d.grid_size_m, "floor positions are snapped to cells of this size (metres)", minimum=0.05, maximum=10.0),
-            time_precision_s=self.declare("time_precision_s", d.time_precision_s, "timestamps are floored to this precision (seconds)", minimum=0.0, maximum=3600.0),
-            rotation_interval_s=self.declare("rotation_interval_s", d.rotation_interval_s, "privacy-ID key lifetime; IDs of two key periods cannot be linked", minimum=1.0, maximum=86400.0),
-            direction_sectors=self.declare("direction_sectors", d.direction_sectors, "heading sectors: 4 or 8", minimum=4, maximum=8),
-            min_speed_mps=self.declare("min_speed_mps", d.min_speed_mps, "below this floor speed the direction is 'none'", minimum=0.0, maximum=5.0),
-            size_thresholds=tuple(self.declare("size_thresholds", list(d.size_thresholds), "box height / frame height limits of small and medium")),
-        )
-        c = ContributionSettings()
+        settings = AnonymizerSettings(**self.declare_settings(AnonymizerSettings(), ANONYMIZER_PARAMETERS))
         zones_file = self.declare("zones_file", "", "YAML with zone polygons in floor metres (the release grid's zones)", read_only=True)
-        contribution = ContributionSettings(
-            window_s=self.declare("window_s", c.window_s, "period of the window tier in seconds; must divide an hour", minimum=1.0, maximum=3600.0),
-            cells_per_day=tuple(self.declare("cells_per_day", list(c.cells_per_day), f"L: cells one track may count in per UTC day, per tier ({', '.join(TIERS)})")),
-            dwell_thresholds_s=tuple(self.declare("dwell_thresholds_s", list(c.dwell_thresholds_s), "dwell bins: short below the first, long from the second (seconds)")),
-            boundary_hysteresis_m=self.declare("boundary_hysteresis_m", c.boundary_hysteresis_m, "distance from a zone edge needed to count an entry or exit", minimum=0.0, maximum=5.0),
-            groups_per_day=self.declare("groups_per_day", c.groups_per_day, "strict mode (aggregator mode 'strict'): pending groups one track may join per UTC day; 0 = none formed", minimum=0, maximum=1000),
-        )
+        contribution = ContributionSettings(**self.declare_settings(ContributionSettings(), CONTRIBUTION_PARAMETERS))
         try:
             self.anonymizer = Anonymizer(settings, time.time())
             if not zones_file:
@@ -51,8 +71,7 @@ class AnonymizerNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         for first, second in overlapping_zones(zones):
             self.get_logger().warning(f"zones {first} and {second} overlap: a person in both counts in both (still within the bound L)")
-        self.privacy_parameters = {"grid_size_m", "time_precision_s", "rotation_interval_s", "direction_sectors", "min_speed_mps", "size_thresholds",
-                                   *CONTRIBUTION_SETTINGS}
+        self.privacy_parameters = {*ANONYMIZER_PARAMETERS, *CONTRIBUTION_PARAMETERS}
         self.dpia_parameters = set(self.privacy_parameters)
         self.publisher = self.create_data_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
         self.cells_publisher = self.create_data_publisher(CellTotalsMessage, CELL_TOTALS_TOPIC, RELIABLE_QOS)
@@ -63,16 +82,26 @@ class AnonymizerNode(PrivacyVisionNode):
         self.cells_closed = 0
         self.create_timer(1.0, self._report)
 
-    def validate_parameters(self, updates: dict[str, Any]) -> None:
+    def _settings_after(self, updates: dict[str, Any]) -> tuple[AnonymizerSettings, ContributionSettings | None]:
+        """The anonymizer's and (None when unchanged) the contribution bound's settings once `updates` is in force."""
         changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items()}
-        contribution = {name: value for name, value in changes.items() if name in CONTRIBUTION_SETTINGS}
-        candidate = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **{n: v for n, v in changes.items() if n not in CONTRIBUTION_SETTINGS}})
-        candidate.validate()
-        if contribution:
-            self.bounder.reconfigure(ContributionSettings(**{**self.bounder.settings.__dict__, **contribution}))
-        self.anonymizer.settings = candidate
+        contribution = {name: value for name, value in changes.items() if name in CONTRIBUTION_PARAMETERS}
+        anonymizer = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **{n: v for n, v in changes.items() if n not in CONTRIBUTION_PARAMETERS}})
+        return anonymizer, ContributionSettings(**{**self.bounder.settings.__dict__, **contribution}) if contribution else None
+
+    def validate_parameters(self, updates: dict[str, Any]) -> None:
+        anonymizer, contribution = self._settings_after(updates)
+        anonymizer.validate()
+        if contribution is not None:
+            self.bounder.check(contribution)
+
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
+        anonymizer, contribution = self._settings_after(updates)
+        if contribution is not None:
+            self.bounder.reconfigure(contribution)
+        self.anonymizer.settings = anonymizer
         if "rotation_interval_s" in updates:
-            self.anonymizer.key.rotation_interval_s = candidate.rotation_interval_s
+            self.anonymizer.key.rotation_interval_s = anonymizer.rotation_interval_s
 
     def _on_tracks(self, message: Tracks) -> None:
         if not self.accepting(message):

@@ -8,11 +8,24 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from privacy_vision.core.imaging import frame_to_fields, zero_message_data
-from privacy_vision.nodes.common import (IMAGE_QOS, IMAGE_TOPIC, OK, WARN, CaptureThread, PrivacyVisionNode, apply_capture_updates,
-                                         declare_capture, declare_wait_for_subscriber, run_node, seconds_to_stamp)
+from privacy_vision.nodes.common import (
+    IMAGE_QOS,
+    IMAGE_TOPIC,
+    OK,
+    WARN,
+    CaptureThread,
+    PrivacyVisionNode,
+    apply_capture_updates,
+    declare_capture,
+    declare_wait_for_subscriber,
+    run_node,
+    seconds_to_stamp,
+)
 
 
 class CameraNode(PrivacyVisionNode):
+    """Reads the source and publishes frames, for the camera capture mode (the only node that publishes pixels)."""
+
     def __init__(self, **node_options: Any) -> None:
         super().__init__("camera", **node_options)
 
@@ -43,7 +56,7 @@ class CameraNode(PrivacyVisionNode):
     def published(self) -> int:
         return self.capture.delivered
 
-    def validate_parameters(self, updates: dict[str, Any]) -> None:
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
         apply_capture_updates(self.capture, updates)
 
     def _publish(self, image: np.ndarray, stamp: float) -> None:

@@ -4,28 +4,30 @@ from __future__ import annotations
 import ctypes
 import json
 import signal
-import traceback
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from lifecycle_msgs.msg import State, TransitionEvent
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.experimental import EventsExecutor
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
-from lifecycle_msgs.msg import State, TransitionEvent
-from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
-from privacy_vision.core.audit import AuditLog, configuration_digest
 from privacy_vision.core import graph
+from privacy_vision.core.audit import AuditLog, configuration_digest
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, UPSTREAM_WAIT_S, upstream_of
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
@@ -48,9 +50,18 @@ RELIABLE_DEEP_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=H
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A parameter that sets the same-named field of a core settings dataclass: what it means and its range."""
+
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+
 class PrivacyVisionNode(LifecycleNode):
-    """Base node: a ROS 2 lifecycle node (rclpy.lifecycle) with declare() for parameters, a validate_parameters()
-    hook, diagnostics, and the ordered stop.
+    """Base node: a ROS 2 lifecycle node (rclpy.lifecycle) with declare() for parameters, validate_parameters() and
+    apply_parameters() hooks, diagnostics, and the ordered stop.
 
     unconfigured --configure--> inactive: configure() declares the node's parameters and opens its files, keys,
     model and source; --activate--> active: activate() starts the data flowing (data publishers are lifecycle
@@ -72,6 +83,7 @@ class PrivacyVisionNode(LifecycleNode):
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._data_publishers: list = []  # reliable lifecycle publishers whose last messages must be acknowledged
         self.audit: AuditLog | None = None
+        self._audited: dict[str, Any] = {}  # privacy parameters' values in force, as last audit-logged
         self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
         self.dpia_parameters: set[str] = set()  # what the DPIA states: recorded in the audit log at start
         self.autostart = self.declare("autostart", True, "configure and activate at start; false: a lifecycle manager (the launch "
@@ -184,7 +196,7 @@ class PrivacyVisionNode(LifecycleNode):
             # A params file or -p override outside a parameter's declared type or range.
             self.get_logger().error(f"invalid parameter at start-up: {error}; fix the params file or the override")
             self.fail(2)
-        except Exception:  # noqa: BLE001 - logged with its traceback, then the transition fails
+        except Exception:
             self.get_logger().error(f"{what} failed:\n{traceback.format_exc()}")
             self.fail(1)
         return TransitionCallbackReturn.FAILURE
@@ -289,14 +301,17 @@ class PrivacyVisionNode(LifecycleNode):
 
     def accept_parameter_updates(self) -> None:
         """Once configured: audits the configuration in force at start (start-time overrides
-        such as `--set aggregator.epsilon_per_track_day=100` included), then routes updates through validate_parameters();
-        runtime changes kept from an earlier run of this node (a respawn) are applied again, through the same validation."""
+        such as `--set aggregator.epsilon_per_track_day=100` included), then takes updates in three steps, as the
+        ros2/demos parameter examples do: validate the whole batch with no side effect (on_set: a rejected batch leaves
+        no trace), then, once rclpy has stored the values, apply them, write the audit entries and keep them for a
+        respawn (post_set). Runtime changes kept from an earlier run of this node (a respawn) take the same path."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
         self.audit.append("configuration_at_start", self.get_name(), parameters={name: everything[name] for name in relevant},
                           all_parameters_sha256=configuration_digest(everything), parameter_count=len(everything))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._keep_runtime_changes)
+        self._audited = {name: everything[name] for name in self.privacy_parameters}  # in force: the 'old' of the next change
+        self.add_on_set_parameters_callback(self._validate_update)
+        self.add_post_set_parameters_callback(self._commit_update)
         if not self.runtime_parameters_file:
             return
         kept = load_runtime_parameters(self.runtime_parameters_file)
@@ -308,9 +323,24 @@ class PrivacyVisionNode(LifecycleNode):
             raise StartupError(self.get_name(), f"runtime parameter changes kept in {self.runtime_parameters_file} are refused: {refused}")
         self.get_logger().info(f"restored runtime parameter changes from {self.runtime_parameters_file}: {sorted(kept)}")
 
-    def _keep_runtime_changes(self, parameters: list[Parameter]) -> None:
+    def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
+        updates = {p.name: p.value for p in parameters}
+        try:
+            self.validate_parameters(updates)
+        except (ValueError, TypeError) as error:
+            self.get_logger().warning(f"rejected parameter update {sorted(updates)}: {error}")
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _commit_update(self, parameters: list[Parameter]) -> None:
+        updates = {p.name: p.value for p in parameters}
+        self.apply_parameters(updates)
+        for name in sorted(set(updates) & self.privacy_parameters):
+            new = _plain(updates[name])
+            self.audit.append("parameter_changed", self.get_name(), parameter=name, old=self._audited.get(name), new=new)
+            self._audited[name] = new
         if self.runtime_parameters_file:
-            store_runtime_parameters(self.runtime_parameters_file, {p.name: _plain(p.value) for p in parameters})
+            store_runtime_parameters(self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()})
 
     def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
         return [as_declared_type(p, self.describe_parameter(p.name).type) if self.has_parameter(p.name) else p for p in parameters]
@@ -330,23 +360,26 @@ class PrivacyVisionNode(LifecycleNode):
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(minimum), to_value=float(maximum), step=0.0)]
         return self.declare_parameter(name, default, descriptor).value
 
-    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        updates = {p.name: p.value for p in parameters}
-        previous = {name: self.get_parameter(name).value for name in updates if self.has_parameter(name)}
-        try:
-            self.validate_parameters(updates)
-        except (ValueError, TypeError) as error:
-            self.get_logger().warning(f"rejected parameter update {sorted(updates)}: {error}")
-            return SetParametersResult(successful=False, reason=str(error))
-        for name in sorted(set(updates) & self.privacy_parameters):
-            self.audit.append("parameter_changed", self.get_name(), parameter=name,
-                              old=_plain(previous.get(name)), new=_plain(updates[name]))
-        return SetParametersResult(successful=True)
+    def declare_settings(self, defaults: Any, specs: dict[str, ParameterSpec]) -> dict[str, Any]:
+        """One parameter per entry of `specs`, defaulting to the same-named field of `defaults` (a core settings
+        dataclass); returns the values as that dataclass holds them (lists as tuples)."""
+        values = {}
+        for name, spec in specs.items():
+            default = getattr(defaults, name)
+            value = self.declare(name, list(default) if isinstance(default, tuple) else default, spec.description,
+                                 minimum=spec.minimum, maximum=spec.maximum)
+            values[name] = tuple(value) if isinstance(default, tuple) else value
+        return values
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
-        """Check and apply an update; raise ValueError with the reason to reject it (old values stay)."""
+        """Check a batch of updates against the node's state without changing anything; raise ValueError with the
+        reason to reject the whole batch (the declared types and ranges are checked before, by rclpy)."""
+
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
+        """Put a validated batch into effect (the new values are already stored)."""
 
     def current(self, name: str, updates: dict[str, Any]) -> Any:
+        """The value `name` will have once the batch `updates` is in force."""
         return updates[name] if name in updates else self.get_parameter(name).value
 
     def publish_diagnostic(self, level: int, message: str, values: dict[str, Any]) -> None:

@@ -10,15 +10,30 @@ from sensor_msgs.msg import Image
 
 from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr, zero_message_data
+from privacy_vision.nodes.common import (
+    DETECTIONS_TOPIC,
+    IMAGE_QOS,
+    IMAGE_TOPIC,
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    CaptureThread,
+    PrivacyVisionNode,
+    StartupError,
+    apply_capture_updates,
+    declare_capture,
+    declare_wait_for_subscriber,
+    run_node,
+    seconds_to_stamp,
+)
 from privacy_vision_msgs.msg import Detection, Detections
-from privacy_vision.nodes.common import (DETECTIONS_TOPIC, IMAGE_QOS, IMAGE_TOPIC, OK, RELIABLE_QOS, WARN, CaptureThread,
-                                         PrivacyVisionNode, StartupError, apply_capture_updates, declare_capture, declare_wait_for_subscriber,
-                                         run_node, seconds_to_stamp)
 
 CAPTURE_MODES = ("topic", "in_process")
 
 
 class DetectionNode(PrivacyVisionNode):
+    """Person boxes from frames; zeroes every frame buffer after inference so that no pixels outlive it."""
+
     def __init__(self, **node_options: Any) -> None:
         super().__init__("detection", **node_options)
         self.capture = None
@@ -97,7 +112,7 @@ class DetectionNode(PrivacyVisionNode):
     def summary(self) -> str:
         return f"{self.frames} frames inferred and zeroed, {self.rejected} malformed frames dropped"
 
-    def validate_parameters(self, updates: dict[str, Any]) -> None:
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
         if self.capture is not None:
             apply_capture_updates(self.capture, updates)
         for name in ("conf", "iou", "max_det"):

@@ -8,8 +8,17 @@ import numpy as np
 
 from privacy_vision.core.geometry import ConfigError, Homography, load_homography
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
+from privacy_vision.nodes.common import (
+    DETECTIONS_TOPIC,
+    OK,
+    RELIABLE_QOS,
+    TRACKS_TOPIC,
+    PrivacyVisionNode,
+    StartupError,
+    run_node,
+    stamp_to_seconds,
+)
 from privacy_vision_msgs.msg import Detections, Track, Tracks
-from privacy_vision.nodes.common import DETECTIONS_TOPIC, OK, RELIABLE_QOS, TRACKS_TOPIC, PrivacyVisionNode, StartupError, run_node, stamp_to_seconds
 
 TRACKER_PARAMETERS = {
     "track_thresh": ("detections at or above this score are matched first (ByteTrack high set)", 0.05, 1.0),
@@ -25,6 +34,8 @@ TRACKER_PARAMETERS = {
 
 
 class TrackingNode(PrivacyVisionNode):
+    """Motion-only tracks in floor metres from the detections; no appearance features are kept."""
+
     def __init__(self, **node_options: Any) -> None:
         super().__init__("tracking", **node_options)
 
@@ -51,13 +62,15 @@ class TrackingNode(PrivacyVisionNode):
         self.frames = 0
         self.create_timer(1.0, self._report)
 
-    def validate_parameters(self, updates: dict[str, Any]) -> None:
+    def _settings_after(self, updates: dict[str, Any]) -> TrackerSettings:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
-        if not known:
-            return
-        candidate = TrackerSettings(**{**self.tracker.settings.__dict__, **known})
-        candidate.validate()
-        self.tracker.settings = candidate
+        return TrackerSettings(**{**self.tracker.settings.__dict__, **known})
+
+    def validate_parameters(self, updates: dict[str, Any]) -> None:
+        self._settings_after(updates).validate()
+
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
+        self.tracker.settings = self._settings_after(updates)
 
     def _on_detections(self, message: Detections) -> None:
         if not self.accepting(message):

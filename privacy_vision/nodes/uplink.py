@@ -7,12 +7,24 @@ import time
 from typing import Any
 
 from privacy_vision.core.aggregator import Release
+from privacy_vision.core.graph import DRAIN_TIMEOUT_S
 from privacy_vision.core.protocol import KeyFileError, canonical_release_bytes, load_key_file
 from privacy_vision.core.release_schema import InvalidRelease, wire_from_release
-from privacy_vision.core.uplink import OK as CORE_OK, WARN as CORE_WARN, Outbox, OutboxFull, OutboxUnavailable, PinnedClient, Sender
+from privacy_vision.core.uplink import OK as CORE_OK
+from privacy_vision.core.uplink import WARN as CORE_WARN
+from privacy_vision.core.uplink import Outbox, OutboxFull, OutboxUnavailable, PinnedClient, Sender
+from privacy_vision.nodes.common import (
+    ANALYTICS_TOPIC,
+    ERROR,
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    PrivacyVisionNode,
+    StartupError,
+    run_node,
+    stamp_to_seconds,
+)
 from privacy_vision_msgs.msg import ZoneAnalytics
-from privacy_vision.core.graph import DRAIN_TIMEOUT_S
-from privacy_vision.nodes.common import ANALYTICS_TOPIC, ERROR, OK, RELIABLE_QOS, WARN, PrivacyVisionNode, StartupError, run_node, stamp_to_seconds
 
 
 def release_from_message(message: ZoneAnalytics) -> Release:
@@ -34,6 +46,8 @@ def release_from_message(message: ZoneAnalytics) -> Release:
 
 
 class UplinkNode(PrivacyVisionNode):
+    """The only node that talks off the device: durable outbox, pinned and signed HTTPS to the ingest."""
+
     def __init__(self, **node_options: Any) -> None:
         super().__init__("uplink", **node_options)
 
@@ -76,12 +90,12 @@ class UplinkNode(PrivacyVisionNode):
         self.get_logger().info(f"sending to {url} as {device_id}; {self.outbox.size()} releases waiting in the outbox")
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
-        base = self.current("retry_base_s", updates)
-        maximum = self.current("retry_max_s", updates)
-        if base > maximum:
+        if self.current("retry_base_s", updates) > self.current("retry_max_s", updates):
             raise ValueError("retry_base_s must not exceed retry_max_s")
-        self.sender.base_delay_s, self.sender.max_delay_s = base, maximum
-        self.drain_timeout_s = self.current("drain_timeout_s", updates)
+
+    def apply_parameters(self, updates: dict[str, Any]) -> None:
+        self.sender.base_delay_s, self.sender.max_delay_s = self.get_parameter("retry_base_s").value, self.get_parameter("retry_max_s").value
+        self.drain_timeout_s = self.get_parameter("drain_timeout_s").value
 
     def _on_release(self, message: ZoneAnalytics) -> None:
         """Store the release, or refuse it loudly (outbox full, disk failing, invalid); never crash the node."""
