@@ -1,6 +1,7 @@
 """Audit log: chain and MACs catch edits, deletions, reordering, truncation; rotation keeps the chain."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 
@@ -137,3 +138,12 @@ def test_audit_verify_command_fails_on_an_empty_log(tmp_path):
     run = subprocess.run([sys.executable, "-m", "privacy_vision.cli", "audit", "verify", "--dir", str(tmp_path / "audit"), "--key", str(key_file)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "missing or empty" in run.stdout, run.stdout + run.stderr
+
+
+def test_entries_carry_the_injected_clock_and_still_verify(tmp_path):
+    """The clock is injected (as in the aggregator), so a test can pin an entry's time."""
+    log = AuditLog(tmp_path, KEY, clock=lambda: 1_700_000_000.1234)
+    log.append("first", "test", n=1)
+    entry = json.loads(log.files()[0].read_text().splitlines()[0])
+    assert entry["ts"] == 1_700_000_000.123
+    assert verify(tmp_path, KEY).ok

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def configuration_digest(parameters: dict) -> str:
 class AuditLog:
     """Tamper-evident record of what the system did (HMAC chain over JSON lines) that refuses per-person fields."""
 
-    def __init__(self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20) -> None:
+    def __init__(self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # wall time of each entry (injected, as in the aggregator's CellReleaser)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._key = key
@@ -77,7 +79,7 @@ class AuditLog:
                 current = files[-1] if files else self.directory / "audit-000001.jsonl"
                 if files and current.stat().st_size >= self.max_bytes:
                     current = self.directory / f"audit-{int(current.stem.split('-')[1]) + 1:06d}.jsonl"
-                entry = {"seq": state["seq"] + 1, "ts": round(time.time(), 3), "event": event, "source": source,
+                entry = {"seq": state["seq"] + 1, "ts": round(self._clock(), 3), "event": event, "source": source,
                          "data": data, "prev_sha256": state["last_sha256"]}
                 entry["hmac"] = hmac.new(self._key, _canonical(entry), hashlib.sha256).hexdigest()
                 line = _canonical(entry) + b"\n"

@@ -61,10 +61,11 @@ class Outbox:
     it; a fresh outbox is then created, so a respawning node does not crash-loop.
     """
 
-    def __init__(self, path: str | Path, max_items: int) -> None:
+    def __init__(self, path: str | Path, max_items: int, clock: Callable[[], float] = time.time) -> None:
         if max_items < 1:
             raise ValueError("max_items must be ≥ 1")
         self.max_items = max_items
+        self._clock = clock  # enqueue and failure times, and the floor of the sequence (microseconds)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.recovered_from: Path | None = None
@@ -145,7 +146,7 @@ class Outbox:
                 raise OutboxFull(f"outbox holds {self.max_items} unsent releases (max_outbox); new releases are refused until the ingest is reachable")
             try:
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)", (release_id, body, time.time())
+                    "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)", (release_id, body, self._clock())
                 )
             except sqlite3.OperationalError as error:
                 raise _storage_error(error) from None
@@ -201,7 +202,7 @@ class Outbox:
 
     def dead_letter(self, row_id: int, reason: str) -> None:
         self._write(("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
-                     (reason, time.time(), row_id)),
+                     (reason, self._clock(), row_id)),
                     ("DELETE FROM outbox WHERE id = ?", (row_id,)))
 
     def advance_sequence(self, at_least: int) -> None:
@@ -215,7 +216,7 @@ class Outbox:
         (disk full) still grows across a restart; a 409 naming the ingest's last sequence repairs the rest.
         The send goes ahead when persisting fails: a full disk must not stop the outbox draining.
         """
-        self._sequence = max(self._sequence + 1, int(time.time() * 1e6))
+        self._sequence = max(self._sequence + 1, int(self._clock() * 1e6))
         self._persist_sequence()
         return self._sequence
 
@@ -247,7 +248,9 @@ class PinnedClient:
     written, which lets the pin check sit between the two; a mismatch closes the socket unused.
     """
 
-    def __init__(self, url: str, pins: list[str], ca_file: str | None, device_id: str, key: bytes, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, pins: list[str], ca_file: str | None, device_id: str, key: bytes, timeout_s: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # the signed request timestamp
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"ingest_url must be an https:// URL, got {url!r}")
@@ -294,7 +297,7 @@ class PinnedClient:
     def _post(self, body: bytes, sequence: int) -> DeliveryResult:
         if self._connection is None:
             self._connection = self._connect()
-        headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(time.time()), sequence).as_dict()
+        headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(self._clock()), sequence).as_dict()
         headers["Content-Type"] = "application/json"
         try:
             self._connection.request("POST", self.path, body=body, headers=headers)
