@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
 import statistics
 import subprocess
 import sys
@@ -364,8 +365,9 @@ GRAPH_LAYOUTS = (("graph, camera node", "camera", False), ("graph, in-process ca
 
 
 def speed_benchmark(report: list[str], labels: list[str], seconds: float, realtime_frames: int) -> None:
-    report.append("## 3. Speed (each backend: the bare loop and three graph layouts side by side, in one run)\n")
-    report.append("Bare loop: OpenCV reads and decodes vtest.avi and the same detector runs, in one loop. Graphs: the camera "
+    report.append("## 3. Speed (each backend: three graph layouts, each right after its own bare loop, in one run)\n")
+    report.append("Bare loop: OpenCV reads and decodes vtest.avi and the same detector runs, in one loop (load: the 1-minute "
+                  "load average of the machine then). Graphs: the camera "
                   f"(or the in-process capture) offers twice the bare rate (≤ 240 fps) for at least {seconds:g} s; latency: capture → "
                   f"/tracks at the source's 10 fps ({realtime_frames} frames); CPU and RSS: the device's processes (the local ingest "
                   "excluded), CPU flat out, RSS peak, summed over processes.\n")
@@ -374,14 +376,17 @@ def speed_benchmark(report: list[str], labels: list[str], seconds: float, realti
     node_tables = []
     for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
         print(f"[speed] {label}: bare loop vs " + ", ".join(layout for layout, _, _ in GRAPH_LAYOUTS), flush=True)
-        bare_fps, bare_ms = bare_detector_fps(backend, model)
-        offered = min(240.0, 2 * bare_fps)
-        report.append(f"| {label} | bare loop ({bare_ms:.1f} ms/frame) | {bare_fps:.1f} | 1.00 | - | - | - |")
+        # The bare loop runs right before each graph layout, so a ratio compares two runs minutes apart at most
+        # on a machine whose load drifts; the load average at each bare run is reported beside it.
         for layout, capture, composed in GRAPH_LAYOUTS:
+            bare_fps, bare_ms = bare_detector_fps(backend, model)
+            load = os.getloadavg()[0]
+            offered = min(240.0, 2 * bare_fps)
             flat_out = graph_run(offered, max(SPEED_FRAMES, int(seconds * offered)), backend, model, capture, composed)
             realtime = graph_run(10.0, realtime_frames, backend, model, capture, composed)
             device = {name: value for name, value in flat_out["nodes"].items() if name != "ingest"}
             print(f"  {layout}: {flat_out['fps']:.1f} fps (bare {bare_fps:.1f}), RSS {sum(m for _, m in device.values()):.0f} MiB", flush=True)
+            report.append(f"| {label} | bare loop ({bare_ms:.1f} ms/frame, load {load:.1f}) | {bare_fps:.1f} | 1.00 | - | - | - |")
             report.append(f"| {label} | {layout} | {flat_out['fps']:.1f} | {flat_out['fps'] / bare_fps:.2f} | "
                           f"{realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms | "
                           f"{sum(c for c, _ in device.values()):.0f} | {sum(m for _, m in device.values()):.0f} |")

@@ -170,7 +170,7 @@ class DetectionNode(PrivacyVisionNode):
         level = WARN if self.rejected or self.fallback else OK
         message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
         self.publish_diagnostic(level, message, {
-            "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
+            "backend": self.detector.name, "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
             "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
 
     def _audit_frames(self) -> None:
