@@ -171,7 +171,8 @@ class DetectionNode(PrivacyVisionNode):
         message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
         self.publish_diagnostic(level, message, {
             "backend": self.detector.name, "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
-            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
+            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained),
+            **({"source_frames_dropped_behind_pace": self.capture.skipped_late} if self.capture is not None else {})})
 
     def _audit_frames(self) -> None:
         if any(self._audit_counts.values()):
