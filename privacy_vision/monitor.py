@@ -65,7 +65,7 @@ class GraphMonitor:
         (t0, n0), (t1, n1) = self._rate_samples[0], self._rate_samples[-1]
         fps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         return (f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
-                f"{self.value('detection', 'inference_ms_median')} ms/inference) | people tracked "
+                f"{self.value('detection', 'inference_ms_median')} ms/inference, {self.value('detection', 'backend', 'detector starting')}) | people tracked "
                 f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
                 f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
                 f"queued {self.value('uplink', 'queued')}")

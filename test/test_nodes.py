@@ -185,6 +185,43 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
         rclpy.shutdown()
 
 
+def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_path):
+    from privacy_vision.core.tracking import BACKEND_SCORE_THRESHOLDS
+    from privacy_vision.nodes.tracking import TrackingNode
+    from privacy_vision_msgs.msg import Detection
+
+    def walk(node, backend: str, score: float, start_s: float) -> int:
+        for frame in range(8):
+            stamp = start_s + frame * 0.1
+            message = Detections(backend=backend, image_width=768, image_height=576, detections=[
+                Detection(x_min=100.0 + 5 * frame, y_min=200.0, x_max=140.0 + 5 * frame, y_max=300.0, confidence=score)])
+            message.header.stamp.sec, message.header.stamp.nanosec = int(stamp), int(stamp % 1 * 1e9)
+            node._on_detections(message)
+        confirmed = sum(t.state == 1 for t in node.tracker.tracks)  # confirmed and matched in the last frame
+        node.tracker.reset()
+        return confirmed
+
+    ssd_score = BACKEND_SCORE_THRESHOLDS["tflite"][1] + 0.02  # a typical SSD person score, below YOLOX's new-track threshold
+    rclpy.init(args=["test", "--ros-args", "-p", f"audit_dir:={tmp_path}"])
+    try:
+        node = TrackingNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.get_parameter("track_thresh").value == -1.0
+        assert walk(node, "tflite", ssd_score, 0.0) == 1
+        assert walk(node, "yolox", ssd_score, 10.0) == 0
+        rejected = node.set_parameters([rclpy.parameter.Parameter("track_thresh", value=-0.5)])[0]
+        assert not rejected.successful and "-1 (the value tuned for the detector backend)" in rejected.reason
+        assert node.set_parameters([rclpy.parameter.Parameter("new_track_thresh", value=0.95)])[0].successful
+        assert walk(node, "tflite", ssd_score, 20.0) == 0  # an explicit value applies to every backend
+        assert node.set_parameters([rclpy.parameter.Parameter("new_track_thresh", value=-1.0)])[0].successful
+        assert walk(node, "tflite", ssd_score, 30.0) == 1
+        assert walk(node, "someone-elses-detector", 0.99, 40.0) == 0
+        assert node.unreadable_frames == 8
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 class MjpegServer:
     """An IP-camera stand-in: an MJPEG stream over HTTP on loopback that can be switched off and on."""
 

@@ -1,12 +1,14 @@
 """Frame sources, Image conversion and the three detector backends on real frames."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from privacy_vision.core.detectors import DetectorError, DetectorSettings, create_detector
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr, frame_to_fields
-from privacy_vision.core.sources import FrameSource, SourceError, classify_source
+from privacy_vision.core.sources import CaptureLoop, CaptureSettings, FrameSource, SourceError, classify_source
 
 
 def test_video_source_reads_and_resizes(vtest_video):
@@ -33,6 +35,31 @@ def test_looping_restarts_a_short_folder(tmp_path, vtest_frames):
     frames = [frame for frame, _ in zip(FrameSource(str(tmp_path), loop=True).frames(), range(7))]
     assert [f.index for f in frames] == list(range(7))
     assert np.array_equal(frames[3].image, frames[0].image)
+
+
+def test_a_slow_handler_drops_the_recorded_frames_whose_moment_passed(vtest_video):
+    """In-process capture at a recording's pace: a frame that came due while inference ran is dropped and zeroed
+    (as a camera's would be), so latency does not pile up; the frames handled keep their media-time stamps."""
+    handled: list[tuple[int, float]] = []
+    dropped_images = []
+
+    def slow_handler(image: np.ndarray, stamp: float) -> None:
+        handled.append((len(handled), stamp))
+        time.sleep(0.55 if len(handled) == 3 else 0.0)  # the third frame takes five and a half periods
+
+    loop = CaptureLoop(CaptureSettings(source=str(vtest_video), fps=10.0, max_frames=20), lambda *_: None, lambda _: None)
+    original_frames = loop.source.frames
+    loop.source.frames = lambda: (dropped_images.append(f.image) or f for f in original_frames())
+    started = time.monotonic()
+    loop.run(slow_handler)
+    elapsed = time.monotonic() - started
+    assert loop.skipped_late >= 4 and loop.delivered + loop.skipped_late == 20  # max_frames counts the source's frames
+    assert elapsed < 2.0 + 0.3  # the pace of 20 frames at 10 fps; queueing behind the stall would take 2.55 s or more
+    gaps = np.diff([stamp for _, stamp in handled])
+    assert gaps[1] == pytest.approx(0.1, abs=1e-3) and gaps[2] >= 0.5 - 1e-3  # media-time stamps; the frames in the stall are gone
+    assert np.allclose(gaps / 0.1, np.round(gaps / 0.1), atol=1e-2)
+    assert not any(image.any() for image in dropped_images[3:3 + loop.skipped_late])
+    loop.close()
 
 
 def test_source_errors_are_explained(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from privacy_vision.core.geometry import Homography
-from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
+from privacy_vision.core.tracking import BACKEND_SCORE_THRESHOLDS, ByteTracker, TrackerSettings, TrackState
 
 PIXELS_PER_METRE = 100.0
 HOMOGRAPHY = Homography(np.diag([1 / PIXELS_PER_METRE, 1 / PIXELS_PER_METRE, 1.0]))
@@ -83,7 +83,38 @@ def test_two_people_crossing_apart_keep_distinct_ids():
     assert velocities == pytest.approx([-0.8, 0.8], abs=0.05)
 
 
-@pytest.mark.parametrize("changes", [{"track_thresh": 0.05, "low_thresh": 0.1}, {"min_hits": 0}, {"match_iou": 1.5}])
+def _confirmed_after_walk(settings: TrackerSettings, score: float, backend: str) -> int:
+    tracker = ByteTracker(settings, HOMOGRAPHY)
+    for frame in range(10):
+        tracks = tracker.update(frame * 0.1, np.array([box_at(100 + 5 * frame, 300)]), np.array([score]), backend)
+    return sum(t.state == TrackState.CONFIRMED for t in tracks)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_SCORE_THRESHOLDS))
+def test_each_backend_starts_tracks_on_its_own_score_scale(backend):
+    _, new_track = BACKEND_SCORE_THRESHOLDS[backend]
+    assert _confirmed_after_walk(TrackerSettings(), min(1.0, new_track + 0.01), backend) == 1
+    assert _confirmed_after_walk(TrackerSettings(), new_track - 0.01, backend) == 0
+
+
+def test_the_ssd_scale_gets_tracks_where_yolox_thresholds_would_give_none():
+    ssd_new = BACKEND_SCORE_THRESHOLDS["tflite"][1]
+    typical_ssd_score = ssd_new + 0.02
+    assert typical_ssd_score < BACKEND_SCORE_THRESHOLDS["yolox"][1]  # the bug: the SSD fallback confirmed nothing
+    assert _confirmed_after_walk(TrackerSettings(), typical_ssd_score, "yolox") == 0
+    assert _confirmed_after_walk(TrackerSettings(), typical_ssd_score, "tflite") == 1
+
+
+def test_explicit_thresholds_override_the_backend_and_unknown_backends_need_them():
+    settings = TrackerSettings(track_thresh=0.3, new_track_thresh=0.35)
+    assert settings.score_thresholds("yolox") == settings.score_thresholds("a-custom-detector") == (0.3, 0.35)
+    assert TrackerSettings(new_track_thresh=0.95).score_thresholds("yolox") == (BACKEND_SCORE_THRESHOLDS["yolox"][0], 0.95)
+    with pytest.raises(ValueError, match="a-custom-detector"):
+        ByteTracker(TrackerSettings(), HOMOGRAPHY).update(0.0, np.array([box_at(100, 300)]), np.array([0.9]), "a-custom-detector")
+
+
+@pytest.mark.parametrize("changes", [{"track_thresh": 0.05, "low_thresh": 0.1}, {"new_track_thresh": 1.5}, {"min_hits": 0},
+                                     {"match_iou": 1.5}, {"low_thresh": 0.99}])
 def test_bad_settings_are_rejected(changes):
     with pytest.raises(ValueError):
         ByteTracker(TrackerSettings(**changes), HOMOGRAPHY)

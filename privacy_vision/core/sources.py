@@ -151,6 +151,7 @@ class CaptureLoop:
         self.source = FrameSource(settings.source, loop=settings.loop, resize_width=settings.resize_width)
         self.stop = threading.Event()
         self.delivered = 0
+        self.skipped_late = 0  # recorded frames dropped because the handler was a period or more behind their pace
         self._log = log  # (level 'info' | 'warning' | 'error', message)
         self._on_dropped = on_dropped  # reconnect attempt number, for the node's diagnostics
 
@@ -163,7 +164,7 @@ class CaptureLoop:
         return 1.0 / rate if rate > 0 else 0.0
 
     def limit_reached(self) -> bool:
-        return 0 < self.settings.max_frames <= self.delivered
+        return 0 < self.settings.max_frames <= self.delivered + self.skipped_late
 
     def run(self, handle: Callable[[np.ndarray, float], None]) -> None:
         """Until the end of a recording, the frame limit or stop; live sources are reopened when they drop."""
@@ -186,7 +187,8 @@ class CaptureLoop:
                 attempt = 0
             except SourceError as error:
                 self._log("error", str(error))
-        self._log("info", f"end of stream after {self.delivered} frames ({self.source.skipped_corrupt} unreadable images skipped)")
+        self._log("info", f"end of stream after {self.delivered} frames ({self.skipped_late} dropped behind the source's pace, "
+                          f"{self.source.skipped_corrupt} unreadable images skipped)")
 
     def _stream(self, handle: Callable[[np.ndarray, float], None]) -> None:
         start_wall = time.time()
@@ -204,7 +206,14 @@ class CaptureLoop:
                 delay = next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                else:
+                elif -delay >= period and not self.source.is_live:
+                    # The handler (in-process inference) fell a whole period behind a recording's pace: this
+                    # frame's moment has passed, as a camera frame's would, so it is dropped, not queued behind.
+                    frame.image.fill(0)
+                    self.skipped_late += 1
+                    next_due += period
+                    continue
+                elif self.source.is_live:
                     next_due = time.monotonic()
                 next_due += period
             if self.source.is_live or not self.source.source_fps:

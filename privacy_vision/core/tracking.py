@@ -25,15 +25,29 @@ class TrackState(IntEnum):
     LOST = 2
 
 
+# ByteTrack's two score thresholds live on the detector's score scale, which differs per backend (quartiles of
+# the person scores on PETS and TUD-Campus: YOLOX-nano 0.45 / 0.82, the SSD 0.55 / 0.69, HOG's squashed SVM
+# margin 0.69 / 0.93), so each backend has its own pair (track_thresh, new_track_thresh); a pair tuned for one
+# scale confirms no track at all on another. yolox, tflite and hog were chosen by
+# `bench/tune_tracker.py --backend NAME` (docs/tracker_tuning_NAME.md) on PETS09-S2L1 and TUD-Campus only, the
+# shared MOT15 sequences with video: tuned on the data the PETS figures are reported on. ultralytics is not
+# tuned (no YOLO weights can be fetched where this was built) and takes YOLOX's pair: set both for your model.
+BACKEND_SCORE_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "yolox": (0.7, 0.8),
+    "tflite": (0.6, 0.6),
+    "hog": (0.6, 0.7),
+    "ultralytics": (0.7, 0.8),
+}
+
+
 @dataclass
 class TrackerSettings:
-    """Defaults suit YOLOX-nano's score scale (the shipped detector) at 10 fps; the score thresholds and
-    min_hits were chosen by bench/tune_tracker.py on PETS09-S2L1 and TUD-Campus only (the shared MOT15
-    sequences with video). A detector with another score scale needs track_thresh near its median person score."""
+    """Defaults suit 10 fps; min_hits was chosen with YOLOX-nano by bench/tune_tracker.py on PETS09-S2L1 and
+    TUD-Campus only. The score thresholds default to None: the pair tuned for the backend whose scores arrive."""
 
-    track_thresh: float = 0.7  # detections at or above this score are "high" (first association)
+    track_thresh: float | None = None  # detections at or above this score are "high" (first association)
     low_thresh: float = 0.1  # detections below this are ignored entirely
-    new_track_thresh: float = 0.8  # a high detection left unmatched starts a track above this score
+    new_track_thresh: float | None = None  # a high detection left unmatched starts a track above this score
     match_iou: float = 0.2  # minimum IoU for the first association
     low_match_iou: float = 0.5  # minimum IoU for the second (low-score) association
     min_hits: int = 3  # consecutive matches before a track is confirmed
@@ -41,9 +55,24 @@ class TrackerSettings:
     velocity_window_s: float = 1.0  # floor velocity is the slope of positions over this window
     reassociation_m: float = 2.0  # a lost track takes an unmatched detection this close on the floor (0 = off)
 
+    def score_thresholds(self, backend: str) -> tuple[float, float]:
+        """(track_thresh, new_track_thresh) for scores from this backend: the explicit values, else its tuned pair."""
+        if self.track_thresh is not None and self.new_track_thresh is not None:
+            return self.track_thresh, self.new_track_thresh
+        if backend not in BACKEND_SCORE_THRESHOLDS:
+            raise ValueError(f"no tuned score thresholds for detector backend {backend!r} (known: "
+                             f"{', '.join(BACKEND_SCORE_THRESHOLDS)}); set track_thresh and new_track_thresh")
+        tuned_track, tuned_new = BACKEND_SCORE_THRESHOLDS[backend]
+        return (tuned_track if self.track_thresh is None else self.track_thresh,
+                tuned_new if self.new_track_thresh is None else self.new_track_thresh)
+
     def validate(self) -> None:
-        if not 0 <= self.low_thresh <= self.track_thresh <= 1:
-            raise ValueError("need 0 ≤ low_thresh ≤ track_thresh ≤ 1")
+        for name in ("track_thresh", "new_track_thresh"):
+            value = getattr(self, name)
+            if value is not None and not self.low_thresh <= value <= 1:
+                raise ValueError(f"{name} must lie in [low_thresh = {self.low_thresh}, 1] (or be unset: the backend's tuned value)")
+        if not 0 <= self.low_thresh <= min(pair[0] for pair in BACKEND_SCORE_THRESHOLDS.values()):
+            raise ValueError("low_thresh must lie in [0, every backend's tuned track_thresh]")
         if not 0 < self.match_iou < 1 or not 0 < self.low_match_iou < 1:
             raise ValueError("IoU thresholds must lie in (0, 1)")
         if self.min_hits < 1:
@@ -149,12 +178,14 @@ class ByteTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, stamp_s: float, boxes: np.ndarray, scores: np.ndarray) -> list[Track]:
-        """Advance one frame; boxes are (N, 4) x_min, y_min, x_max, y_max pixels."""
+    def update(self, stamp_s: float, boxes: np.ndarray, scores: np.ndarray, backend: str = "yolox") -> list[Track]:
+        """Advance one frame; boxes are (N, 4) x_min, y_min, x_max, y_max pixels, scores on the score scale of
+        the detector `backend` (the shipped YOLOX-nano unless said), which picks the tuned thresholds."""
         s = self.settings
+        track_thresh, new_track_thresh = s.score_thresholds(backend)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        high = scores >= s.track_thresh
+        high = scores >= track_thresh
         low = (scores >= s.low_thresh) & ~high
         high_boxes, high_scores = boxes[high], scores[high]
         low_boxes, low_scores = boxes[low], scores[low]
@@ -194,7 +225,7 @@ class ByteTracker:
             if id(t) not in dropped and not (t.state == TrackState.LOST and stamp_s - t.last_update_s > s.track_buffer_s)
         ]
         for di in unmatched_left:
-            if leftover_scores[di] >= s.new_track_thresh:
+            if leftover_scores[di] >= new_track_thresh:
                 self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
         return list(self.tracks)
 

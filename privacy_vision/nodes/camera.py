@@ -74,7 +74,8 @@ class CameraNode(PrivacyVisionNode):
         source = self.capture.source
         level = OK if source.skipped_corrupt == 0 else WARN
         self.publish_diagnostic(level, "streaming", {"frames": self.published, "fps": f"{self.published / elapsed:.2f}",
-                                                     "skipped_unreadable": source.skipped_corrupt, "source_kind": source.kind})
+                                                     "skipped_unreadable": source.skipped_corrupt, "source_kind": source.kind,
+                                                     "dropped_behind_pace": self.capture.skipped_late})
 
 
 NODE_CLASS = CameraNode  # what node_main runs for this graph node, alone or composed

@@ -185,8 +185,9 @@ class DetectionNode(PrivacyVisionNode):
         level = WARN if self.rejected or self.fallback else OK
         message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
         self.publish_diagnostic(level, message, {
-            "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
-            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained)})
+            "backend": self.detector.name, "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
+            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained),
+            **({"source_frames_dropped_behind_pace": self.capture.skipped_late} if self.capture is not None else {})})
 
     def _audit_frames(self) -> None:
         if any(self._audit_counts.values()):

@@ -10,6 +10,7 @@ from privacy_vision.core.geometry import ConfigError, Homography, load_homograph
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
 from privacy_vision.nodes.common import (
     DETECTIONS_TOPIC,
+    ERROR,
     OK,
     RELIABLE_QOS,
     TRACKS_TOPIC,
@@ -20,10 +21,17 @@ from privacy_vision.nodes.common import (
 )
 from privacy_vision_msgs.msg import Detections, Track, Tracks
 
+# ROS parameters cannot be unset: this value of a score threshold stands for None in TrackerSettings,
+# i.e. the pair tuned for the backend that produced the detections.
+BACKEND_TUNED = -1.0
+SCORE_THRESHOLDS = ("track_thresh", "new_track_thresh")
+
 TRACKER_PARAMETERS = {
-    "track_thresh": ("detections at or above this score are matched first (ByteTrack high set)", 0.05, 1.0),
+    "track_thresh": ("detections at or above this score are matched first (ByteTrack high set); "
+                     "-1 = the value tuned for the detector backend named on /detections", -1.0, 1.0),
     "low_thresh": ("detections below this score are ignored", 0.0, 1.0),
-    "new_track_thresh": ("an unmatched detection starts a track at or above this score", 0.05, 1.0),
+    "new_track_thresh": ("an unmatched detection starts a track at or above this score; "
+                         "-1 = the value tuned for the detector backend named on /detections", -1.0, 1.0),
     "match_iou": ("minimum IoU of the first association", 0.01, 0.99),
     "low_match_iou": ("minimum IoU of the low-score association", 0.01, 0.99),
     "min_hits": ("matches before a track is confirmed (tentative tracks are never counted)", 1, 100),
@@ -51,11 +59,15 @@ class TrackingNode(PrivacyVisionNode):
         values = {}
         for f in fields(TrackerSettings):
             description, minimum, maximum = TRACKER_PARAMETERS[f.name]
-            values[f.name] = self.declare(f.name, getattr(defaults, f.name), description, minimum=minimum, maximum=maximum)
+            default = getattr(defaults, f.name)
+            values[f.name] = self.declare(f.name, BACKEND_TUNED if default is None else default, description,
+                                          minimum=minimum, maximum=maximum)
         try:
-            self.tracker = ByteTracker(TrackerSettings(**values), homography)
+            self.tracker = ByteTracker(tracker_settings(values), homography)
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
+        self.backend = ""  # the detector backend of the last /detections message
+        self.unreadable_frames = 0
         self.dpia_parameters = {"track_buffer_s"}
         self.publisher = self.create_data_publisher(Tracks, TRACKS_TOPIC, RELIABLE_QOS)
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
@@ -64,7 +76,8 @@ class TrackingNode(PrivacyVisionNode):
 
     def _settings_after(self, updates: dict[str, Any]) -> TrackerSettings:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
-        return TrackerSettings(**{**self.tracker.settings.__dict__, **known})
+        current = {name: BACKEND_TUNED if value is None else value for name, value in self.tracker.settings.__dict__.items()}
+        return tracker_settings({**current, **known})
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         self._settings_after(updates).validate()
@@ -77,7 +90,13 @@ class TrackingNode(PrivacyVisionNode):
             return
         boxes = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in message.detections]).reshape(-1, 4)
         scores = np.array([d.confidence for d in message.detections])
-        tracks = self.tracker.update(stamp_to_seconds(message.header.stamp), boxes, scores)
+        try:
+            tracks = self.tracker.update(stamp_to_seconds(message.header.stamp), boxes, scores, message.backend)
+        except ValueError as error:  # a backend with no tuned thresholds: its scores cannot be read
+            self.unreadable_frames += 1
+            self.get_logger().error(f"/detections frame dropped: {error}", throttle_duration_sec=10.0)
+            return
+        self.backend = message.backend
         self.frames += 1
         out = Tracks(header=message.header, image_width=message.image_width, image_height=message.image_height)
         out.tracks = [
@@ -104,8 +123,22 @@ class TrackingNode(PrivacyVisionNode):
 
     def _report(self) -> None:
         confirmed = sum(t.state == TrackState.CONFIRMED for t in self.tracker.tracks)
-        self.publish_diagnostic(OK, "tracking", {"frames": self.frames, "confirmed_tracks": confirmed,
-                                                 "all_tracks": len(self.tracker.tracks)})
+        report = {"frames": self.frames, "confirmed_tracks": confirmed, "all_tracks": len(self.tracker.tracks)}
+        if self.unreadable_frames:
+            report["frames_dropped_unknown_backend"] = self.unreadable_frames
+        if self.backend:
+            report["score_thresholds"] = "track {} / new track {} for {}".format(
+                *self.tracker.settings.score_thresholds(self.backend), self.backend)
+        self.publish_diagnostic(ERROR if self.unreadable_frames else OK, "tracking", report)
+
+
+def tracker_settings(values: dict[str, Any]) -> TrackerSettings:
+    """Parameter values → settings; a score threshold of -1 means the backend's tuned value, other negatives are refused."""
+    for name in SCORE_THRESHOLDS:
+        if values[name] < 0 and values[name] != BACKEND_TUNED:
+            raise ValueError(f"{name} must be -1 (the value tuned for the detector backend) or a score in [0, 1]")
+    return TrackerSettings(**{name: None if name in SCORE_THRESHOLDS and value == BACKEND_TUNED else value
+                              for name, value in values.items()})
 
 
 NODE_CLASS = TrackingNode  # what node_main runs for this graph node, alone or composed
