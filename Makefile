@@ -10,9 +10,9 @@ setup:
 demo: setup
 	$(PY) -m privacy_vision.cli run $(DEMO_ARGS) $(ARGS)
 
-# ruff check (lint only, ruff.toml) first: a lint failure fails the test command before pytest starts.
+# ruff lint and format check (ruff.toml) first: a finding fails the test command before pytest starts.
 test: setup
-	@start=$$(date +%s); $(PY) -m ruff check . && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - start )) s"; exit $$rc
+	@start=$$(date +%s); $(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - start )) s"; exit $$rc
 
 lock:
 	rm -rf build/lock-venv && python3.11 -m venv build/lock-venv

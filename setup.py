@@ -1,4 +1,5 @@
 """ament_python package privacy_vision (the interfaces live in msg/, package privacy_vision_msgs)."""
+
 import sys
 from glob import glob
 from pathlib import Path
@@ -31,7 +32,8 @@ setup(
     description="Anonymous spatial analytics on ROS 2 with k-anonymity, differential privacy and a pinned, signed uplink.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES] + [f"composed_node = {PACKAGE}.node_main:composed"]
+        "console_scripts": [f"{node}_node = {PACKAGE}.node_main:{node}" for node in NODES]
+        + [f"composed_node = {PACKAGE}.node_main:composed"]
         + [f"privacy-vision = {PACKAGE}.cli:main", f"privacy-vision-ingest = {PACKAGE}.cloud.ingest:main"],
     },
 )

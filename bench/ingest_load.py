@@ -10,6 +10,7 @@ to 1,024 file descriptors (and its log volume), and the uplink's outbox drain af
 Devices, analysts, attacker and ingest processes share this machine's cores, so the figures are for the
 whole loopback system.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,13 @@ def accepted_per_second(pki: PkiPaths, db: str, requests: int, clients: int, pro
     context = multiprocessing.get_context("spawn")
     go, results = context.Event(), context.Queue()
     per_device = requests // clients
-    workers = [context.Process(target=_device_process, args=(str(pki.root), ingests[i % processes].url, device, i * per_device,
-                                                              per_device, go, results)) for i, device in enumerate(devices)]
+    workers = [
+        context.Process(
+            target=_device_process,
+            args=(str(pki.root), ingests[i % processes].url, device, i * per_device, per_device, go, results),
+        )
+        for i, device in enumerate(devices)
+    ]
     try:
         for worker in workers:
             worker.start()
@@ -104,11 +110,13 @@ def _read_forever(url: str, token: str, ca_file: str, readers: int, stop, result
         statuses: dict[int, int] = {}
         connector = aiohttp.TCPConnector(ssl=context, limit=readers)
         async with aiohttp.ClientSession(connector=connector, headers={"Authorization": f"Bearer {token}"}) as session:
+
             async def reader() -> None:
                 while not stop.is_set():
                     async with session.get(f"{url}?limit=1000") as response:
                         await response.read()
                         statuses[response.status] = statuses.get(response.status, 0) + 1
+
             tasks = [asyncio.create_task(reader()) for _ in range(readers)]
             while not stop.is_set():
                 await asyncio.sleep(0.05)
@@ -133,7 +141,9 @@ def post_latencies(pki: PkiPaths, url: str, device: str, posts: int, first_index
     return latencies
 
 
-def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, stored: int) -> list[tuple[str, list[float], str]]:
+def posts_under_readers(
+    pki: PkiPaths, workdir: Path, readers: int, posts: int, stored: int
+) -> list[tuple[str, list[float], str]]:
     """Device POST latency with no readers and with `readers` concurrent analysts, side by side on one ingest."""
     db = str(workdir / f"read-{uuid.uuid4().hex[:6]}.sqlite")
     store = ReleaseStore(db)  # a store with history, so every read returns a full page of 1,000
@@ -142,14 +152,18 @@ def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, 
         store.accept("history", f"{index:032x}", index + 1, item, item.model_dump_json(), time.time())
     store.close()
     token = issue_token(workdir / "analysts.sha256", workdir / "bench.token", "bench")
-    ingest = IngestProcess(pki, db, ["device-quiet", "device-busy"], ("--analyst-tokens", str(workdir / "analysts.sha256")))
+    ingest = IngestProcess(
+        pki, db, ["device-quiet", "device-busy"], ("--analyst-tokens", str(workdir / "analysts.sha256"))
+    )
     rows = []
     try:
         quiet = post_latencies(pki, ingest.url, "device-quiet", posts, 0)
         rows.append(("device POST, no readers", quiet, ""))
         context = multiprocessing.get_context("spawn")
         stop, results = context.Event(), context.Queue()
-        process = context.Process(target=_read_forever, args=(ingest.url, token, str(pki.ca_cert), readers, stop, results))
+        process = context.Process(
+            target=_read_forever, args=(ingest.url, token, str(pki.ca_cert), readers, stop, results)
+        )
         process.start()
         time.sleep(3.0)  # every reader connected and reading
         started = time.perf_counter()
@@ -159,8 +173,13 @@ def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, 
         statuses = results.get(timeout=60)
         process.join(60)
         reads = sum(statuses.values())
-        rows.append((f"device POST, {readers} concurrent analysts reading", busy,
-                     f"{reads} reads of 1,000 releases in the run, statuses {statuses}, {reads / elapsed:.0f} reads/s during the POSTs"))
+        rows.append(
+            (
+                f"device POST, {readers} concurrent analysts reading",
+                busy,
+                f"{reads} reads of 1,000 releases in the run, statuses {statuses}, {reads / elapsed:.0f} reads/s during the POSTs",
+            )
+        )
     finally:
         ingest.stop()
     return rows
@@ -168,6 +187,7 @@ def posts_under_readers(pki: PkiPaths, workdir: Path, readers: int, posts: int, 
 
 def _slow_attack(host: str, port: int, connections: int, interval_s: float, stop, results) -> None:
     """A separate process running the slow-connection attack until `stop` is set."""
+
     async def main() -> None:
         done = asyncio.Event()
         counts: dict[str, int] = {}
@@ -181,7 +201,9 @@ def _slow_attack(host: str, port: int, connections: int, interval_s: float, stop
     asyncio.run(main())
 
 
-def fresh_post_latencies(pki: PkiPaths, url: str, device: str, posts: int, first_index: int, pause_s: float) -> tuple[list[float], list[str]]:
+def fresh_post_latencies(
+    pki: PkiPaths, url: str, device: str, posts: int, first_index: int, pause_s: float
+) -> tuple[list[float], list[str]]:
     """POSTs each on a new connection (TLS handshake included), as a device whose idle connection was
     closed; a failed POST counts with the time it took, and its error is returned."""
     latencies, errors = [], []
@@ -201,13 +223,20 @@ def fresh_post_latencies(pki: PkiPaths, url: str, device: str, posts: int, first
     return latencies, errors
 
 
-def posts_under_slow_attack(pki: PkiPaths, workdir: Path, connections: int, posts: int, nofile: int,
-                            extra: tuple[str, ...]) -> list[tuple[str, list[float], str]]:
+def posts_under_slow_attack(
+    pki: PkiPaths, workdir: Path, connections: int, posts: int, nofile: int, extra: tuple[str, ...]
+) -> list[tuple[str, list[float], str]]:
     """Device POST latency without and during a slow-connection attack, on one ingest whose file
     descriptors are limited to `nofile` (as on a default Linux host); also the ingest's log volume."""
     log = workdir / f"slow-{uuid.uuid4().hex[:6]}.log"
-    ingest = IngestProcess(pki, str(workdir / f"slow-{uuid.uuid4().hex[:6]}.sqlite"), ["device-calm", "device-attacked"], extra,
-                    nofile=nofile, log=log)
+    ingest = IngestProcess(
+        pki,
+        str(workdir / f"slow-{uuid.uuid4().hex[:6]}.sqlite"),
+        ["device-calm", "device-attacked"],
+        extra,
+        nofile=nofile,
+        log=log,
+    )
     rows = []
     try:
         calm, errors = fresh_post_latencies(pki, ingest.url, "device-calm", posts, 0, 0.02)
@@ -223,8 +252,13 @@ def posts_under_slow_attack(pki: PkiPaths, workdir: Path, connections: int, post
         counts = results.get(timeout=120)
         process.join(60)
         logged = log.stat().st_size - before
-        rows.append((f"device POST on a new connection, {connections} slow connections attacking", attacked,
-                     f"{len(errors)} failed {errors[:2]}; attacker {counts}; ingest log grew {logged} bytes"))
+        rows.append(
+            (
+                f"device POST on a new connection, {connections} slow connections attacking",
+                attacked,
+                f"{len(errors)} failed {errors[:2]}; attacker {counts}; ingest log grew {logged} bytes",
+            )
+        )
     finally:
         ingest.stop()
     return rows
@@ -251,17 +285,29 @@ def drain_rate(pki: PkiPaths, workdir: Path, outage: int) -> tuple[float, int]:
 def throughput_rows(pki: PkiPaths, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
     rows = []
     if postgres_bindir() is None:
-        print("  PostgreSQL rows skipped: no PostgreSQL server binaries (make setup installs Debian's postgresql)", flush=True)
+        print(
+            "  PostgreSQL rows skipped: no PostgreSQL server binaries (make setup installs Debian's postgresql)",
+            flush=True,
+        )
     with postgres_server() if postgres_bindir() else contextlib.nullcontext() as dsn:
-        for name, target in (("SQLite", None), ("PostgreSQL", dsn))[:2 if dsn else 1]:
+        for name, target in (("SQLite", None), ("PostgreSQL", dsn))[: 2 if dsn else 1]:
             for processes in args.processes:
                 rates = []
                 for repeat in range(args.repeats):
                     db = target or str(workdir / f"load-{processes}-{repeat}.sqlite")
                     rates.append(accepted_per_second(pki, db, args.requests, args.clients, processes))
-                    print(f"  {name}, {processes} ingest processes, run {repeat + 1}/{args.repeats}: {rates[-1]:.0f} releases/s", flush=True)
-                rows.append((f"ingest accepts, {name}, {processes} ingest process{'es' if processes > 1 else ''}, {args.clients} devices",
-                             statistics.median(rates), min(rates), max(rates)))
+                    print(
+                        f"  {name}, {processes} ingest processes, run {repeat + 1}/{args.repeats}: {rates[-1]:.0f} releases/s",
+                        flush=True,
+                    )
+                rows.append(
+                    (
+                        f"ingest accepts, {name}, {processes} ingest process{'es' if processes > 1 else ''}, {args.clients} devices",
+                        statistics.median(rates),
+                        min(rates),
+                        max(rates),
+                    )
+                )
     return rows
 
 
@@ -273,23 +319,42 @@ def drain_rows(pki: PkiPaths, workdir: Path, args: argparse.Namespace) -> list[t
         rates.append(rate)
         print(f"  outbox drain run {repeat + 1}/{args.repeats}: {rate:.0f} releases/s", flush=True)
     median = statistics.median(rates)
-    return [(f"uplink outbox drain after an outage of {args.outage} (median {args.outage / median:.1f} s to empty)", median, min(rates), max(rates))]
+    return [
+        (
+            f"uplink outbox drain after an outage of {args.outage} (median {args.outage / median:.1f} s to empty)",
+            median,
+            min(rates),
+            max(rates),
+        )
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="signed releases per load run")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent devices (each its own process, kept-alive connection)")
-    parser.add_argument("--processes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 4],
-                        help="ingest process counts to measure, comma-separated (all on one database)")
+    parser.add_argument(
+        "--clients", type=int, default=4, help="concurrent devices (each its own process, kept-alive connection)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2, 4],
+        help="ingest process counts to measure, comma-separated (all on one database)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--outage", type=int, default=10000, help="releases queued while the ingest was down")
-    parser.add_argument("--readers", type=int, default=64, help="concurrent analysts reading during the POST latency run")
+    parser.add_argument(
+        "--readers", type=int, default=64, help="concurrent analysts reading during the POST latency run"
+    )
     parser.add_argument("--posts", type=int, default=300, help="device POSTs per latency measurement")
     parser.add_argument("--slow-connections", type=int, default=1000, help="slow TLS connections of the attack")
     parser.add_argument("--nofile", type=int, default=1024, help="the ingest's file-descriptor limit during the attack")
-    parser.add_argument("--ingest-option", action="append", default=[], help="extra ingest option for the attack run (repeatable)")
-    parser.add_argument("--parts", default="throughput,readers,slow,drain", help="comma-separated: throughput, readers, slow, drain")
+    parser.add_argument(
+        "--ingest-option", action="append", default=[], help="extra ingest option for the attack run (repeatable)"
+    )
+    parser.add_argument(
+        "--parts", default="throughput,readers,slow,drain", help="comma-separated: throughput, readers, slow, drain"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="pv-bench-"))
@@ -298,9 +363,13 @@ def main() -> int:
     print(f"{os.cpu_count()} CPU cores; client and ingest processes share them\n", flush=True)
     if "readers" in parts:
         latency_rows = posts_under_readers(pki, workdir, args.readers, args.posts, stored=5000)
-        print(f"| measurement ({args.posts} POSTs each, one device, kept-alive connection) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
+        print(
+            f"| measurement ({args.posts} POSTs each, one device, kept-alive connection) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|"
+        )
         for name, values, _ in latency_rows:
-            print(f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |")
+            print(
+                f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |"
+            )
         for name, _, note in latency_rows:
             if note:
                 print(f"  {name}: {note}")
@@ -311,10 +380,16 @@ def main() -> int:
     if "drain" in parts:
         rows += drain_rows(pki, workdir, args)
     if "slow" in parts:
-        latency_rows = posts_under_slow_attack(pki, workdir, args.slow_connections, args.posts, args.nofile, tuple(args.ingest_option))
-        print(f"| measurement ({args.posts} POSTs each, ingest limited to {args.nofile} file descriptors) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
+        latency_rows = posts_under_slow_attack(
+            pki, workdir, args.slow_connections, args.posts, args.nofile, tuple(args.ingest_option)
+        )
+        print(
+            f"| measurement ({args.posts} POSTs each, ingest limited to {args.nofile} file descriptors) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|"
+        )
         for name, values, _ in latency_rows:
-            print(f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |")
+            print(
+                f"| {name} | {percentile(values, 50) * 1000:.1f} | {percentile(values, 99) * 1000:.1f} | {max(values) * 1000:.1f} |"
+            )
         for name, _, note in latency_rows:
             print(f"  {name}: {note}")
         print(flush=True)

@@ -9,6 +9,7 @@
 3. speed: a bare OpenCV read+detect loop vs the six-node graph with a camera node and with in-process capture; per-node
    CPU and memory; latency from frame capture to track.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,9 @@ def run_sort(frames: dict, n_frames: int) -> list[tuple]:
     return output
 
 
-def trackeval_scores(results: dict[str, dict[str, list[tuple]]], sequences: tuple[str, ...] = SEQUENCES) -> dict[str, dict[str, dict]]:
+def trackeval_scores(
+    results: dict[str, dict[str, list[tuple]]], sequences: tuple[str, ...] = SEQUENCES
+) -> dict[str, dict[str, dict]]:
     """HOTA, CLEAR (MOTA) and Identity (IDF1) from TrackEval's MOT15 evaluation of each tracker's rows."""
     root = Path(tempfile.mkdtemp(prefix="pv-trackeval-"))
     gt_root = root / "gt" / "MOT15-train"
@@ -92,16 +95,41 @@ def trackeval_scores(results: dict[str, dict[str, list[tuple]]], sequences: tupl
         folder = root / "trackers" / "MOT15-train" / tracker / "data"
         folder.mkdir(parents=True)
         for sequence, rows in per_sequence.items():
-            (folder / f"{sequence}.txt").write_text("".join(
-                f"{f},{i},{x0:.2f},{y0:.2f},{x1 - x0:.2f},{y1 - y0:.2f},1,-1,-1,-1\n" for f, i, x0, y0, x1, y1 in rows))
-    evaluator = trackeval.Evaluator({**trackeval.Evaluator.get_default_eval_config(), "PRINT_RESULTS": False,
-                                     "PRINT_CONFIG": False, "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False,
-                                     "PLOT_CURVES": False, "USE_PARALLEL": False, "TIME_PROGRESS": False})
-    dataset = trackeval.datasets.MotChallenge2DBox({
-        **trackeval.datasets.MotChallenge2DBox.get_default_dataset_config(), "GT_FOLDER": str(root / "gt"),
-        "TRACKERS_FOLDER": str(root / "trackers"), "BENCHMARK": "MOT15", "SPLIT_TO_EVAL": "train",
-        "SEQMAP_FILE": str(root / "seqmap.txt"), "TRACKERS_TO_EVAL": list(results), "PRINT_CONFIG": False})
-    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}), trackeval.metrics.Identity({"PRINT_CONFIG": False})]
+            (folder / f"{sequence}.txt").write_text(
+                "".join(
+                    f"{f},{i},{x0:.2f},{y0:.2f},{x1 - x0:.2f},{y1 - y0:.2f},1,-1,-1,-1\n"
+                    for f, i, x0, y0, x1, y1 in rows
+                )
+            )
+    evaluator = trackeval.Evaluator(
+        {
+            **trackeval.Evaluator.get_default_eval_config(),
+            "PRINT_RESULTS": False,
+            "PRINT_CONFIG": False,
+            "OUTPUT_SUMMARY": False,
+            "OUTPUT_DETAILED": False,
+            "PLOT_CURVES": False,
+            "USE_PARALLEL": False,
+            "TIME_PROGRESS": False,
+        }
+    )
+    dataset = trackeval.datasets.MotChallenge2DBox(
+        {
+            **trackeval.datasets.MotChallenge2DBox.get_default_dataset_config(),
+            "GT_FOLDER": str(root / "gt"),
+            "TRACKERS_FOLDER": str(root / "trackers"),
+            "BENCHMARK": "MOT15",
+            "SPLIT_TO_EVAL": "train",
+            "SEQMAP_FILE": str(root / "seqmap.txt"),
+            "TRACKERS_TO_EVAL": list(results),
+            "PRINT_CONFIG": False,
+        }
+    )
+    metrics = [
+        trackeval.metrics.HOTA(),
+        trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+        trackeval.metrics.Identity({"PRINT_CONFIG": False}),
+    ]
     output, _ = evaluator.evaluate([dataset], metrics)
     scores: dict[str, dict[str, dict]] = {}
     for tracker in results:
@@ -110,10 +138,15 @@ def trackeval_scores(results: dict[str, dict[str, list[tuple]]], sequences: tupl
         for sequence in (*sequences, "COMBINED_SEQ"):
             values = per_sequence[sequence]["pedestrian"]
             scores[tracker][sequence] = {
-                "HOTA": 100 * float(np.mean(values["HOTA"]["HOTA"])), "MOTA": 100 * values["CLEAR"]["MOTA"],
-                "IDF1": 100 * values["Identity"]["IDF1"], "IDSW": int(values["CLEAR"]["IDSW"]),
-                "FP": int(values["CLEAR"]["CLR_FP"]), "FN": int(values["CLEAR"]["CLR_FN"]),
-                "MT": int(values["CLEAR"]["MT"]), "GT_IDs": int(values["CLEAR"]["MT"] + values["CLEAR"]["PT"] + values["CLEAR"]["ML"])}
+                "HOTA": 100 * float(np.mean(values["HOTA"]["HOTA"])),
+                "MOTA": 100 * values["CLEAR"]["MOTA"],
+                "IDF1": 100 * values["Identity"]["IDF1"],
+                "IDSW": int(values["CLEAR"]["IDSW"]),
+                "FP": int(values["CLEAR"]["CLR_FP"]),
+                "FN": int(values["CLEAR"]["CLR_FN"]),
+                "MT": int(values["CLEAR"]["MT"]),
+                "GT_IDs": int(values["CLEAR"]["MT"] + values["CLEAR"]["PT"] + values["CLEAR"]["ML"]),
+            }
     return scores
 
 
@@ -134,8 +167,11 @@ def tracker_benchmark(report: list[str], plots: dict) -> None:
         rows["ours-acf"][sequence] = run_bytetrack(frames, n_frames, frame_rate(sequence), ACF_SETTINGS)
         rows["SORT"][sequence] = run_sort(frames, n_frames)
     scores = trackeval_scores(rows)
-    names = {"ours-defaults": "ours, default thresholds", "ours-acf": "ours, thresholds for ACF scores (0.8/0.9)",
-             "SORT": "SORT (paper's algorithm)"}
+    names = {
+        "ours-defaults": "ours, default thresholds",
+        "ours-acf": "ours, thresholds for ACF scores (0.8/0.9)",
+        "SORT": "SORT (paper's algorithm)",
+    }
     report.append("## 1. Tracker on MOT15 public detections (TrackEval: HOTA, CLEAR, Identity)\n")
     report.append("| sequence | tracker | HOTA | MOTA % | IDF1 % | ID switches | FP | FN | mostly tracked |")
     report.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -143,15 +179,25 @@ def tracker_benchmark(report: list[str], plots: dict) -> None:
         for tracker, per_sequence in scores.items():
             v = per_sequence[sequence]
             label = "overall" if sequence == "COMBINED_SEQ" else sequence
-            report.append(f"| {label} | {names[tracker]} | {v['HOTA']:.1f} | {v['MOTA']:.1f} | {v['IDF1']:.1f} | {v['IDSW']} | "
-                          f"{v['FP']} | {v['FN']} | {v['MT']}/{v['GT_IDs']} |")
-    report.append(f"\nPublished beside it: SORT paper, 2D MOT 2015 *test* set with its own Faster R-CNN detections: "
-                  f"MOTA {SORT_PUBLISHED['MOTA']}, MOTP {SORT_PUBLISHED['MOTP']}, {SORT_PUBLISHED['ID switches']} ID switches "
-                  "(other sequences and detections, so only the side-by-side rows above compare like with like).\n")
-    plots["tracker"] = {names[t]: (v["COMBINED_SEQ"]["MOTA"], v["COMBINED_SEQ"]["IDF1"], v["COMBINED_SEQ"]["HOTA"]) for t, v in scores.items()}
+            report.append(
+                f"| {label} | {names[tracker]} | {v['HOTA']:.1f} | {v['MOTA']:.1f} | {v['IDF1']:.1f} | {v['IDSW']} | "
+                f"{v['FP']} | {v['FN']} | {v['MT']}/{v['GT_IDs']} |"
+            )
+    report.append(
+        f"\nPublished beside it: SORT paper, 2D MOT 2015 *test* set with its own Faster R-CNN detections: "
+        f"MOTA {SORT_PUBLISHED['MOTA']}, MOTP {SORT_PUBLISHED['MOTP']}, {SORT_PUBLISHED['ID switches']} ID switches "
+        "(other sequences and detections, so only the side-by-side rows above compare like with like).\n"
+    )
+    plots["tracker"] = {
+        names[t]: (v["COMBINED_SEQ"]["MOTA"], v["COMBINED_SEQ"]["IDF1"], v["COMBINED_SEQ"]["HOTA"])
+        for t, v in scores.items()
+    }
     for tracker, per_sequence in scores.items():
         v = per_sequence["COMBINED_SEQ"]
-        print(f"  {names[tracker]}: HOTA {v['HOTA']:.1f} MOTA {v['MOTA']:.1f} IDF1 {v['IDF1']:.1f} IDSW {v['IDSW']}", flush=True)
+        print(
+            f"  {names[tracker]}: HOTA {v['HOTA']:.1f} MOTA {v['MOTA']:.1f} IDF1 {v['IDF1']:.1f} IDSW {v['IDSW']}",
+            flush=True,
+        )
 
 
 PETS_FPS = 10.0  # vtest.avi plays at 10 fps; frame k is MOT15 PETS09-S2L1 frame k + 1
@@ -188,8 +234,13 @@ def detect_video(backend: str, video: Path) -> tuple[list[tuple[np.ndarray, np.n
     return detections, timings
 
 
-def track_video(detections: list[tuple[np.ndarray, np.ndarray]], fps: float, homography: Homography,
-                settings: TrackerSettings | None = None, backend: str = "yolox") -> tuple[list[tuple], list[tuple]]:
+def track_video(
+    detections: list[tuple[np.ndarray, np.ndarray]],
+    fps: float,
+    homography: Homography,
+    settings: TrackerSettings | None = None,
+    backend: str = "yolox",
+) -> tuple[list[tuple], list[tuple]]:
     """Confirmed tracks as MOT rows in the image (updated this frame) and on the floor (every confirmed track)."""
     tracker = ByteTracker(settings or TrackerSettings(), homography)
     image_rows, floor_rows = [], []
@@ -206,7 +257,9 @@ def track_video(detections: list[tuple[np.ndarray, np.ndarray]], fps: float, hom
 def run_pets(backend: str) -> tuple[list[tuple], list[tuple], list[float]]:
     """Detector + tracker over the whole video; returns track rows (image), floor rows, inference ms."""
     detections, timings = detect_video(backend, pets_video())
-    image_rows, floor_rows = track_video(detections, PETS_FPS, load_homography(REPO / "config/homography_pets.yaml"), backend=backend)
+    image_rows, floor_rows = track_video(
+        detections, PETS_FPS, load_homography(REPO / "config/homography_pets.yaml"), backend=backend
+    )
     return image_rows, floor_rows, timings
 
 
@@ -245,26 +298,40 @@ def pets_benchmark(report: list[str], plots: dict) -> None:
         occupancy = occupancy_per_window(floor_rows)
         windows = sorted(true_occupancy)
         errors = [abs(occupancy.get(w, 0) - true_occupancy[w]) for w in windows]
-        results[backend] = {"count_mae": float(np.mean(np.abs(counts - true_counts))), "count_bias": float(np.mean(counts - true_counts)),
-                            "ms": float(np.median(timings)),
-                            "occ_mae": float(np.mean(errors)),
-                            "occ_rel": float(sum(errors) / max(1, sum(true_occupancy[w] for w in windows)))}
+        results[backend] = {
+            "count_mae": float(np.mean(np.abs(counts - true_counts))),
+            "count_bias": float(np.mean(counts - true_counts)),
+            "ms": float(np.median(timings)),
+            "occ_mae": float(np.mean(errors)),
+            "occ_rel": float(sum(errors) / max(1, sum(true_occupancy[w] for w in windows))),
+        }
         curves[backend] = counts
         track_rows[backend] = {"PETS09-S2L1": image_rows}
-        print(f"  {backend}: count MAE {results[backend]['count_mae']:.2f}, occupancy MAE {results[backend]['occ_mae']:.2f}", flush=True)
+        print(
+            f"  {backend}: count MAE {results[backend]['count_mae']:.2f}, occupancy MAE {results[backend]['occ_mae']:.2f}",
+            flush=True,
+        )
     scores = trackeval_scores(track_rows, ("PETS09-S2L1",)) if track_rows else {}
     report.append("## 2. End to end on the PETS 2009 video (vtest.avi vs MOT15 PETS09-S2L1 ground truth)\n")
-    report.append(f"Detector + tracker (default parameters: each backend's tuned score thresholds) over all {n_frames} frames. "
-                  f"Count MAE: mean |confirmed tracks − annotated people| per frame; bias: mean (confirmed − annotated). Occupancy: distinct people per {OCCUPANCY_WINDOW_S:g} s window inside the "
-                  f"zone x∈[-8, 0] m, y∈[-12, 2] m (floor positions through config/homography_pets.yaml vs the ground truth's "
-                  f"calibrated positions); relative error = Σ|est − true| / Σ true.\n")
-    report.append("| backend | inference ms (median) | count MAE | count bias | MOTA % | IDF1 % | HOTA | occupancy MAE | occupancy rel. error |")
+    report.append(
+        f"Detector + tracker (default parameters: each backend's tuned score thresholds) over all {n_frames} frames. "
+        f"Count MAE: mean |confirmed tracks − annotated people| per frame; bias: mean (confirmed − annotated). Occupancy: distinct people per {OCCUPANCY_WINDOW_S:g} s window inside the "
+        f"zone x∈[-8, 0] m, y∈[-12, 2] m (floor positions through config/homography_pets.yaml vs the ground truth's "
+        f"calibrated positions); relative error = Σ|est − true| / Σ true.\n"
+    )
+    report.append(
+        "| backend | inference ms (median) | count MAE | count bias | MOTA % | IDF1 % | HOTA | occupancy MAE | occupancy rel. error |"
+    )
     report.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for backend, r in results.items():
         v = scores[backend]["PETS09-S2L1"]
-        report.append(f"| {backend} | {r['ms']:.1f} | {r['count_mae']:.2f} | {r['count_bias']:+.2f} | {v['MOTA']:.1f} | {v['IDF1']:.1f} | {v['HOTA']:.1f} | "
-                      f"{r['occ_mae']:.2f} | {100 * r['occ_rel']:.0f}% |")
-    report.append(f"\nTrue distinct people per window in the zone: {[true_occupancy[w] for w in sorted(true_occupancy)]}.\n")
+        report.append(
+            f"| {backend} | {r['ms']:.1f} | {r['count_mae']:.2f} | {r['count_bias']:+.2f} | {v['MOTA']:.1f} | {v['IDF1']:.1f} | {v['HOTA']:.1f} | "
+            f"{r['occ_mae']:.2f} | {100 * r['occ_rel']:.0f}% |"
+        )
+    report.append(
+        f"\nTrue distinct people per window in the zone: {[true_occupancy[w] for w in sorted(true_occupancy)]}.\n"
+    )
     plots["pets_counts"] = curves
 
 
@@ -273,7 +340,12 @@ SPEED_FRAMES = 300
 
 # (label, backend, model): the Ultralytics row runs yolov8n built from its YAML (random weights: the
 # compute per frame is that of real yolov8n, the boxes are meaningless), since weights cannot be fetched here.
-SPEED_BACKENDS = (("yolox", "yolox", ""), ("tflite", "tflite", ""), ("hog", "hog", ""), ("ultralytics yolov8n (YAML)", "ultralytics", "yolov8n.yaml"))
+SPEED_BACKENDS = (
+    ("yolox", "yolox", ""),
+    ("tflite", "tflite", ""),
+    ("hog", "hog", ""),
+    ("ultralytics yolov8n (YAML)", "ultralytics", "yolov8n.yaml"),
+)
 
 
 def bare_detector_fps(backend: str, model: str) -> tuple[float, float]:
@@ -299,7 +371,9 @@ def bare_detector_fps(backend: str, model: str) -> tuple[float, float]:
     return SPEED_FRAMES / (time.perf_counter() - started), 1000 * statistics.median(timings)
 
 
-def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: str = "camera", composed: bool = False) -> dict:
+def graph_run(
+    fps: float, frames: int, backend: str, model: str = "", capture: str = "camera", composed: bool = False
+) -> dict:
     """Run the whole graph; measure /tracks throughput, capture→track latency and per-process CPU/RSS."""
     import psutil
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -310,16 +384,40 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
 
     domain = free_domain_id()
     var = Path(tempfile.mkdtemp(prefix="pv-speed-"))
-    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(pets_video()), "--fps", str(fps),
-               "--max-frames", str(frames), "--var-dir", str(var), "--domain-id", str(domain), "--quiet",
-               "--capture", capture, "--set", f"detection.backend={backend}", "--set", "camera.loop=true"] + (["--set", f"detection.model={model}"] if model else [])
+    command = [
+        sys.executable,
+        "-m",
+        "privacy_vision.cli",
+        "run",
+        "--source",
+        str(pets_video()),
+        "--fps",
+        str(fps),
+        "--max-frames",
+        str(frames),
+        "--var-dir",
+        str(var),
+        "--domain-id",
+        str(domain),
+        "--quiet",
+        "--capture",
+        capture,
+        "--set",
+        f"detection.backend={backend}",
+        "--set",
+        "camera.loop=true",
+    ] + (["--set", f"detection.model={model}"] if model else [])
     if composed:
         command.append("--composed")
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = RosProbe(domain)
     arrivals: list[tuple[float, float]] = []
-    probe.node.create_subscription(Tracks, "tracks", lambda m: arrivals.append(
-        (time.time(), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    probe.node.create_subscription(
+        Tracks,
+        "tracks",
+        lambda m: arrivals.append((time.time(), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
+        QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
+    )
     samples: dict[str, list[tuple[float, float]]] = {}
     watched: dict[int, tuple[str, psutil.Process]] = {}
     last_sample = 0.0
@@ -338,17 +436,25 @@ def graph_run(fps: float, frames: int, backend: str, model: str = "", capture: s
                 if child.pid in watched:
                     name, handle = watched[child.pid]
                     with contextlib.suppress(psutil.NoSuchProcess):
-                        samples.setdefault(name, []).append((handle.cpu_percent(None), handle.memory_info().rss / 2**20))
+                        samples.setdefault(name, []).append(
+                            (handle.cpu_percent(None), handle.memory_info().rss / 2**20)
+                        )
     output = process.stdout.read()
     probe.close()
     if process.returncode != 0 or len(arrivals) < 10:
-        raise RuntimeError(f"graph run failed ({process.returncode}, {len(arrivals)} track messages):\n{output[-3000:]}")
+        raise RuntimeError(
+            f"graph run failed ({process.returncode}, {len(arrivals)} track messages):\n{output[-3000:]}"
+        )
     steady = arrivals[5:]
     span = steady[-1][0] - steady[0][0]
     latencies = [1000 * (arrived - stamp) for arrived, stamp in steady]
-    return {"fps": (len(steady) - 1) / span if span > 0 else 0.0, "messages": len(arrivals),
-            "latency_median_ms": statistics.median(latencies), "latency_p99_ms": float(np.percentile(latencies, 99)),
-            "nodes": {n: (statistics.median(c for c, _ in v), max(m for _, m in v)) for n, v in samples.items() if v}}
+    return {
+        "fps": (len(steady) - 1) / span if span > 0 else 0.0,
+        "messages": len(arrivals),
+        "latency_median_ms": statistics.median(latencies),
+        "latency_p99_ms": float(np.percentile(latencies, 99)),
+        "nodes": {n: (statistics.median(c for c, _ in v), max(m for _, m in v)) for n, v in samples.items() if v},
+    }
 
 
 def process_name(cmdline: list[str]) -> str | None:
@@ -359,18 +465,25 @@ def process_name(cmdline: list[str]) -> str | None:
 
 
 # (label, capture, composed): the graph layouts measured beside the bare loop.
-GRAPH_LAYOUTS = (("graph, camera node", "camera", False), ("graph, in-process capture", "in_process", False),
-                 ("composed graph (one process), in-process capture", "in_process", True))
+GRAPH_LAYOUTS = (
+    ("graph, camera node", "camera", False),
+    ("graph, in-process capture", "in_process", False),
+    ("composed graph (one process), in-process capture", "in_process", True),
+)
 
 
 def speed_benchmark(report: list[str], labels: list[str], seconds: float, realtime_frames: int) -> None:
     report.append("## 3. Speed (each backend: three graph layouts, each right after its own bare loop, in one run)\n")
-    report.append("Bare loop: OpenCV reads and decodes vtest.avi and the same detector runs, in one loop (load: the 1-minute "
-                  "load average of the machine then). Graphs: the camera "
-                  f"(or the in-process capture) offers twice the bare rate (≤ 240 fps) for at least {seconds:g} s; latency: capture → "
-                  f"/tracks at the source's 10 fps ({realtime_frames} frames); CPU and RSS: the device's processes (the local ingest "
-                  "excluded), CPU flat out, RSS peak, summed over processes.\n")
-    report.append("| backend | run | fps | ratio to bare | latency at 10 fps, median / p99 | CPU % (sum) | RSS MiB (sum) |")
+    report.append(
+        "Bare loop: OpenCV reads and decodes vtest.avi and the same detector runs, in one loop (load: the 1-minute "
+        "load average of the machine then). Graphs: the camera "
+        f"(or the in-process capture) offers twice the bare rate (≤ 240 fps) for at least {seconds:g} s; latency: capture → "
+        f"/tracks at the source's 10 fps ({realtime_frames} frames); CPU and RSS: the device's processes (the local ingest "
+        "excluded), CPU flat out, RSS peak, summed over processes.\n"
+    )
+    report.append(
+        "| backend | run | fps | ratio to bare | latency at 10 fps, median / p99 | CPU % (sum) | RSS MiB (sum) |"
+    )
     report.append("|---|---|---:|---:|---:|---:|---:|")
     node_tables = []
     for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
@@ -384,14 +497,23 @@ def speed_benchmark(report: list[str], labels: list[str], seconds: float, realti
             flat_out = graph_run(offered, max(SPEED_FRAMES, int(seconds * offered)), backend, model, capture, composed)
             realtime = graph_run(10.0, realtime_frames, backend, model, capture, composed)
             device = {name: value for name, value in flat_out["nodes"].items() if name != "ingest"}
-            print(f"  {layout}: {flat_out['fps']:.1f} fps (bare {bare_fps:.1f}), RSS {sum(m for _, m in device.values()):.0f} MiB", flush=True)
-            report.append(f"| {label} | bare loop ({bare_ms:.1f} ms/frame, load {load:.1f}) | {bare_fps:.1f} | 1.00 | - | - | - |")
-            report.append(f"| {label} | {layout} | {flat_out['fps']:.1f} | {flat_out['fps'] / bare_fps:.2f} | "
-                          f"{realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms | "
-                          f"{sum(c for c, _ in device.values()):.0f} | {sum(m for _, m in device.values()):.0f} |")
+            print(
+                f"  {layout}: {flat_out['fps']:.1f} fps (bare {bare_fps:.1f}), RSS {sum(m for _, m in device.values()):.0f} MiB",
+                flush=True,
+            )
+            report.append(
+                f"| {label} | bare loop ({bare_ms:.1f} ms/frame, load {load:.1f}) | {bare_fps:.1f} | 1.00 | - | - | - |"
+            )
+            report.append(
+                f"| {label} | {layout} | {flat_out['fps']:.1f} | {flat_out['fps'] / bare_fps:.2f} | "
+                f"{realtime['latency_median_ms']:.1f} / {realtime['latency_p99_ms']:.1f} ms | "
+                f"{sum(c for c, _ in device.values()):.0f} | {sum(m for _, m in device.values()):.0f} |"
+            )
             node_tables.append((f"{label}, {layout}", flat_out, realtime))
     for label, flat_out, realtime in node_tables:
-        report.append(f"\nPer process, {label} (median CPU % of one core flat out and at 10 fps; peak resident memory):\n")
+        report.append(
+            f"\nPer process, {label} (median CPU % of one core flat out and at 10 fps; peak resident memory):\n"
+        )
         report.append("| process | CPU % flat out | CPU % at 10 fps | RSS MiB |\n|---|---:|---:|---:|")
         for name in (*NODE_NAMES, "composed", "ingest"):
             if name in flat_out["nodes"]:
@@ -423,7 +545,12 @@ def write_plot(plots: dict, path: Path) -> None:
             axis.legend(fontsize=8)
         else:
             for name, counts in plots["pets_counts"].items():
-                axis.plot(np.arange(len(counts)) / PETS_FPS, counts, label=name, linewidth=1.5 if name == "ground truth" else 1)
+                axis.plot(
+                    np.arange(len(counts)) / PETS_FPS,
+                    counts,
+                    label=name,
+                    linewidth=1.5 if name == "ground truth" else 1,
+                )
             axis.set_xlabel("seconds into vtest.avi")
             axis.set_ylabel("people in frame")
             axis.set_title("PETS 2009: confirmed tracks vs annotated people")
@@ -436,17 +563,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--parts", default="tracker,pets,speed")
-    parser.add_argument("--speed-backends", default=",".join(label for label, _, _ in SPEED_BACKENDS),
-                        help="comma-separated labels of the speed rows to run")
-    parser.add_argument("--speed-seconds", type=float, default=15.0, help="each flat-out graph run lasts at least this long")
-    parser.add_argument("--speed-realtime-frames", type=int, default=300, help="frames of each run at the source's 10 fps (latency)")
+    parser.add_argument(
+        "--speed-backends",
+        default=",".join(label for label, _, _ in SPEED_BACKENDS),
+        help="comma-separated labels of the speed rows to run",
+    )
+    parser.add_argument(
+        "--speed-seconds", type=float, default=15.0, help="each flat-out graph run lasts at least this long"
+    )
+    parser.add_argument(
+        "--speed-realtime-frames", type=int, default=300, help="frames of each run at the source's 10 fps (latency)"
+    )
     args = parser.parse_args()
     if not MOT15.is_dir():
         print(f"{MOT15} not found: the benchmarks need ../shared beside the repository", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = ["# privacy_vision perception benchmarks\n", f"Command: `.venv/bin/python bench/perception.py {' '.join(sys.argv[1:])}`\n"]
+    report = [
+        "# privacy_vision perception benchmarks\n",
+        f"Command: `.venv/bin/python bench/perception.py {' '.join(sys.argv[1:])}`\n",
+    ]
     plots: dict = {}
     parts = args.parts.split(",")
     if "tracker" in parts:

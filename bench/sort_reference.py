@@ -2,6 +2,7 @@
 Kalman filter on [u, v, s, r] with constant velocity, Hungarian assignment on IoU with IoU_min = 0.3,
 tracks deleted after max_age = 1 missed frame, output after min_hits = 3. Benchmark code only: the
 product tracker is privacy_vision.core.tracking."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ supermarket with eight racks and five zones, and a 14 m x 9 m small shop with th
 zones. Zone edges are kept off the anonymiser's 0.5 m grid (x.2 m) so that no benchmark figure comes
 from zones aligned with its cells.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,6 +26,7 @@ from privacy_vision.core.geometry import Zone
 @dataclass(frozen=True)
 class Layout:
     """A shop floor for the simulation: its size, racks and entry."""
+
     name: str
     width_m: float
     depth_m: float
@@ -38,20 +40,45 @@ class Layout:
 
 
 STORE = Layout(
-    "store", 50.0, 30.0, [box(6.0 + 5.5 * i, 11.0, 7.2 + 5.5 * i, 26.0) for i in range(8)], (3.0, 1.0), (11.0, 0.8),
-    [(float(x), 5.0) for x in np.arange(18.0, 48.0, 2.5)], (10.0, 29.0),
-    [Zone("entrance", box(0.0, 0.0, 15.2, 9.2)), Zone("checkout", box(15.2, 0.0, 50.0, 9.2)),
-     Zone("aisles_west", box(0.0, 9.2, 17.2, 30.0)), Zone("aisles_centre", box(17.2, 9.2, 33.2, 30.0)),
-     Zone("aisles_east", box(33.2, 9.2, 50.0, 30.0))], 50.0)
+    "store",
+    50.0,
+    30.0,
+    [box(6.0 + 5.5 * i, 11.0, 7.2 + 5.5 * i, 26.0) for i in range(8)],
+    (3.0, 1.0),
+    (11.0, 0.8),
+    [(float(x), 5.0) for x in np.arange(18.0, 48.0, 2.5)],
+    (10.0, 29.0),
+    [
+        Zone("entrance", box(0.0, 0.0, 15.2, 9.2)),
+        Zone("checkout", box(15.2, 0.0, 50.0, 9.2)),
+        Zone("aisles_west", box(0.0, 9.2, 17.2, 30.0)),
+        Zone("aisles_centre", box(17.2, 9.2, 33.2, 30.0)),
+        Zone("aisles_east", box(33.2, 9.2, 50.0, 30.0)),
+    ],
+    50.0,
+)
 SHOP = Layout(
-    "shop", 14.0, 9.0, [box(3.0 + 3.5 * i, 4.0, 3.8 + 3.5 * i, 7.5) for i in range(3)], (1.0, 0.6), (3.0, 0.6),
-    [(11.0, 1.8)], (3.5, 8.5),
-    [Zone("entrance", box(0.0, 0.0, 6.2, 3.2)), Zone("checkout", box(6.2, 0.0, 14.0, 3.2)), Zone("shelves", box(0.0, 3.2, 14.0, 9.0))], 40.0)
+    "shop",
+    14.0,
+    9.0,
+    [box(3.0 + 3.5 * i, 4.0, 3.8 + 3.5 * i, 7.5) for i in range(3)],
+    (1.0, 0.6),
+    (3.0, 0.6),
+    [(11.0, 1.8)],
+    (3.5, 8.5),
+    [
+        Zone("entrance", box(0.0, 0.0, 6.2, 3.2)),
+        Zone("checkout", box(6.2, 0.0, 14.0, 3.2)),
+        Zone("shelves", box(0.0, 3.2, 14.0, 9.0)),
+    ],
+    40.0,
+)
 
 
 @dataclass
 class Shopper:
     """One simulated person's plan (targets, pauses, speed) and progress through it."""
+
     targets: list[tuple[float, float]]
     pauses_s: list[float]
     speed_mps: float
@@ -72,7 +99,9 @@ def shelf_point(rng: np.random.Generator, floor: Polygon, layout: Layout) -> tup
             return float(x), float(y)
 
 
-def itinerary(rng: np.random.Generator, floor: Polygon, layout: Layout) -> tuple[list[tuple[float, float]], list[float]]:
+def itinerary(
+    rng: np.random.Generator, floor: Polygon, layout: Layout
+) -> tuple[list[tuple[float, float]], list[float]]:
     visits = int(np.clip(2 + rng.poisson(2.5), 2, 8))
     targets = [shelf_point(rng, floor, layout) for _ in range(visits)]
     pauses = list(np.clip(rng.lognormal(math.log(layout.browse_s), 0.6, visits), 5.0, 400.0))
@@ -84,8 +113,14 @@ def itinerary(rng: np.random.Generator, floor: Polygon, layout: Layout) -> tuple
     return targets, pauses
 
 
-def simulate(layout: Layout, minutes: float, arrivals_per_hour: float, staff: int, sample_hz: float, seed: int,
-             ) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+def simulate(
+    layout: Layout,
+    minutes: float,
+    arrivals_per_hour: float,
+    staff: int,
+    sample_hz: float,
+    seed: int,
+) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
     """Positions of everybody at sample_hz: [(time_s, ids, x_m, y_m)]. The shop opens empty with its staff
     inside; shoppers arrive as a Poisson process whose rate swings ±33% around arrivals_per_hour over the
     day (a quiet start, a busy middle)."""
@@ -103,8 +138,11 @@ def simulate(layout: Layout, minutes: float, arrivals_per_hour: float, staff: in
         else:
             targets, pauses = itinerary(rng, floor, layout)
         speed = float(np.clip(rng.normal(1.2, 0.2), 0.6, 1.8))
-        agent_id = simulation.add_agent(jps.CollisionFreeSpeedModelAgentParameters(
-            position=position, journey_id=journey, stage_id=stage, desired_speed=speed, radius=0.2))
+        agent_id = simulation.add_agent(
+            jps.CollisionFreeSpeedModelAgentParameters(
+                position=position, journey_id=journey, stage_id=stage, desired_speed=speed, radius=0.2
+            )
+        )
         simulation.agent(agent_id).target = targets[0]
         shoppers[agent_id] = Shopper(targets, pauses, speed, staff=is_staff)
 
@@ -125,13 +163,19 @@ def simulate(layout: Layout, minutes: float, arrivals_per_hour: float, staff: in
             add(layout.entry, is_staff=False)
             next_arrival += rng.exponential(1.0 / rate_per_s(now))
         if simulation.iteration_count() % steps_per_sample == 0:
-            _steer(simulation, shoppers, now, lambda: (shelf_point(rng, floor, layout), float(rng.uniform(30.0, 300.0))))
+            _steer(
+                simulation, shoppers, now, lambda: (shelf_point(rng, floor, layout), float(rng.uniform(30.0, 300.0)))
+            )
             ids = np.fromiter(shoppers, dtype=np.int64, count=len(shoppers))
             positions = np.array([simulation.agent(i).position for i in ids]).reshape(-1, 2)
             samples.append((now, ids, positions[:, 0].copy(), positions[:, 1].copy()))
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
-                print(f"[{layout.name}] simulated {now / 60:.0f}/{minutes:g} min, {len(shoppers)} people inside", file=sys.stderr, flush=True)
+                print(
+                    f"[{layout.name}] simulated {now / 60:.0f}/{minutes:g} min, {len(shoppers)} people inside",
+                    file=sys.stderr,
+                    flush=True,
+                )
         simulation.iterate()
     return samples
 

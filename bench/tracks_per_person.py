@@ -8,6 +8,7 @@ is the mean number of distinct track IDs matched to a person, over people matche
 the five shared MOT15 sequences with their public detections, and the PETS video through the default
 detector (backend auto) and the tracker with its default parameters.
 """
+
 from __future__ import annotations
 
 import sys
@@ -53,7 +54,9 @@ def main() -> None:
     for sequence in perception.SEQUENCES:
         gt = np.loadtxt(perception.MOT15 / sequence / "gt/gt.txt", delimiter=",")
         gt = gt[gt[:, 6] != 0] if gt.shape[1] > 6 else gt
-        rows = perception.run_bytetrack(perception.load_detections(sequence), int(gt[:, 0].max()), perception.frame_rate(sequence))
+        rows = perception.run_bytetrack(
+            perception.load_detections(sequence), int(gt[:, 0].max()), perception.frame_rate(sequence)
+        )
         v, people = tracks_per_person(gt, rows)
         results.append((v, people))
         print(f"{sequence:<22} V = {v:.2f} over {people} people (public detections + tracker)", flush=True)

@@ -9,6 +9,7 @@ PETS per-frame count MAE; the chosen pair goes into BACKEND_SCORE_THRESHOLDS (co
 therefore tuned on the very data the PETS figures are reported on (optimistic, and said so). The table is
 printed and written to bench_out/tracker_tuning_<backend>.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def pets_count_mae(image_rows: list[tuple]) -> float:
     gt = gt[gt[:, 6] != 0]
     n_frames = int(gt[:, 0].max())
     truth = np.bincount(gt[:, 0].astype(int), minlength=n_frames + 1)[1:]
-    counts = np.bincount([row[0] for row in image_rows], minlength=n_frames + 1)[1:n_frames + 1]
+    counts = np.bincount([row[0] for row in image_rows], minlength=n_frames + 1)[1 : n_frames + 1]
     return float(np.mean(np.abs(counts - truth)))
 
 
@@ -56,8 +57,10 @@ def main() -> int:
     parser.add_argument("--backend", default="yolox", choices=("yolox", "tflite", "hog"))
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args()
-    videos = {"PETS09-S2L1": (pets_video(), PETS_FPS, load_homography(REPO / "config/homography_pets.yaml")),
-              "TUD-Campus": (MOT15 / "TUD-Campus/TUD-Campus.mp4", frame_rate("TUD-Campus"), IDENTITY)}
+    videos = {
+        "PETS09-S2L1": (pets_video(), PETS_FPS, load_homography(REPO / "config/homography_pets.yaml")),
+        "TUD-Campus": (MOT15 / "TUD-Campus/TUD-Campus.mp4", frame_rate("TUD-Campus"), IDENTITY),
+    }
     print(f"[tune] detecting with {args.backend} on {', '.join(videos)}", flush=True)
     detections = {name: detect_video(args.backend, video)[0] for name, (video, _, _) in videos.items()}
     all_scores = np.concatenate([scores for frames in detections.values() for _, scores in frames])
@@ -68,8 +71,10 @@ def main() -> int:
             continue
         settings = TrackerSettings(track_thresh=track, new_track_thresh=new_track, min_hits=hits)
         label = f"t{track:.1f}_n{new_track:.1f}_h{hits}"
-        rows = {name: track_video(detections[name], fps, homography, settings)[0]
-                for name, (_, fps, homography) in videos.items()}
+        rows = {
+            name: track_video(detections[name], fps, homography, settings)[0]
+            for name, (_, fps, homography) in videos.items()
+        }
         results[label] = rows
         count_mae[label] = pets_count_mae(rows["PETS09-S2L1"])
     print(f"[tune] scoring {len(results)} grid points with TrackEval", flush=True)
@@ -80,13 +85,15 @@ def main() -> int:
         return [v["PETS09-S2L1"]["MOTA"], v["PETS09-S2L1"]["IDF1"], v["TUD-Campus"]["MOTA"], v["TUD-Campus"]["IDF1"]]
 
     ranked = sorted(scores, key=lambda label: -sum(values(label)))
-    lines = [f"# Tracker thresholds for the {args.backend} backend\n",
-             f"Command: `.venv/bin/python bench/tune_tracker.py --backend {args.backend}`. {len(all_scores)} detections "
-             f"(score ≥ the detector's conf) on PETS09-S2L1 and TUD-Campus; person score median {np.median(all_scores):.2f}, "
-             f"quartiles {np.quantile(all_scores, 0.25):.2f} / {np.quantile(all_scores, 0.75):.2f}. Ranked by the mean "
-             "of the four TrackEval scores; tuned on the data the PETS figures are reported on: optimistic.\n",
-             f"| track_thresh / new_track_thresh / min_hits | {' | '.join(SCORES)} | mean of the four | PETS count MAE |",
-             "|---|" + "---:|" * (len(SCORES) + 2)]
+    lines = [
+        f"# Tracker thresholds for the {args.backend} backend\n",
+        f"Command: `.venv/bin/python bench/tune_tracker.py --backend {args.backend}`. {len(all_scores)} detections "
+        f"(score ≥ the detector's conf) on PETS09-S2L1 and TUD-Campus; person score median {np.median(all_scores):.2f}, "
+        f"quartiles {np.quantile(all_scores, 0.25):.2f} / {np.quantile(all_scores, 0.75):.2f}. Ranked by the mean "
+        "of the four TrackEval scores; tuned on the data the PETS figures are reported on: optimistic.\n",
+        f"| track_thresh / new_track_thresh / min_hits | {' | '.join(SCORES)} | mean of the four | PETS count MAE |",
+        "|---|" + "---:|" * (len(SCORES) + 2),
+    ]
     for label in ranked:
         v = values(label)
         lines.append(f"| {label} | {' | '.join(f'{x:.1f}' for x in v)} | {sum(v) / 4:.1f} | {count_mae[label]:.2f} |")

@@ -18,6 +18,7 @@ launch started (kept under state_dir/runtime/). A recorded source (file or folde
 when it ends. Discovery is limited to this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST plus the Fast DDS
 profile in config/). The ingest itself runs in the cloud (`privacy-vision-ingest`), not here.
 """
+
 import functools
 import shutil
 import signal
@@ -61,10 +62,16 @@ GET_STATE_TIMEOUT_S = 2.0
 
 # Launch argument -> (node, parameter): empty means "as in the params file".
 PARAMETER_ARGUMENTS = {
-    "loop": ("camera", "loop"), "fps": ("camera", "fps"), "max_frames": ("camera", "max_frames"),
-    "model": ("detection", "model"), "onnx_model": ("detection", "onnx_model"),
-    "homography_file": ("tracking", "homography_file"), "zones_file": ("anonymizer", "zones_file"),
-    "window_s": ("anonymizer", "window_s"), "k": ("aggregator", "k"), "epsilon": ("aggregator", "epsilon_per_track_day"),
+    "loop": ("camera", "loop"),
+    "fps": ("camera", "fps"),
+    "max_frames": ("camera", "max_frames"),
+    "model": ("detection", "model"),
+    "onnx_model": ("detection", "onnx_model"),
+    "homography_file": ("tracking", "homography_file"),
+    "zones_file": ("anonymizer", "zones_file"),
+    "window_s": ("anonymizer", "window_s"),
+    "k": ("aggregator", "k"),
+    "epsilon": ("aggregator", "epsilon_per_track_day"),
 }
 
 
@@ -77,8 +84,10 @@ def _nodes(context):
     pins_file = state["pki"] / "pins.txt"
     pins = [p for p in value("pins").split(",") if p] or (pins_file.read_text().split() if pins_file.is_file() else [])
     if not pins:
-        raise RuntimeError(f"no SPKI pins: pass pins:=PRIMARY,BACKUP or create {pins_file} with "
-                           f"'ros2 run privacy_vision privacy-vision pki --out {state['pki']}'")
+        raise RuntimeError(
+            f"no SPKI pins: pass pins:=PRIMARY,BACKUP or create {pins_file} with "
+            f"'ros2 run privacy_vision privacy-vision pki --out {state['pki']}'"
+        )
     capture = value("capture")
     if capture not in CAPTURE_MODES:
         raise RuntimeError(f"capture:={capture} is not one of {CAPTURE_MODES}")
@@ -89,8 +98,13 @@ def _nodes(context):
         "tracking": {"homography_file": str(config / "homography_pets.yaml")},
         "anonymizer": {"zones_file": str(config / "zones.yaml")},
         "aggregator": {"ledger_path": str(state["ledger"])},
-        "uplink": {"ingest_url": value("ingest_url"), "pins": pins, "ca_file": value("ca_file") or str(state["pki"] / "ca.crt"),
-                   "key_file": str(state["pki"] / "device.key"), "outbox_path": str(state["outbox"])},
+        "uplink": {
+            "ingest_url": value("ingest_url"),
+            "pins": pins,
+            "ca_file": value("ca_file") or str(state["pki"] / "ca.crt"),
+            "key_file": str(state["pki"] / "device.key"),
+            "outbox_path": str(state["outbox"]),
+        },
     }
     for argument, (node, parameter) in PARAMETER_ARGUMENTS.items():
         if value(argument) != "":
@@ -98,7 +112,11 @@ def _nodes(context):
     composed = value("composed").lower() in ("true", "1")
     # Separate processes: this file drives each node's lifecycle; composed: the process configures and activates its
     # nodes itself, in the same order (the source last).
-    common = {"audit_dir": str(state["audit"]), "audit_key_file": str(state["pki"] / "audit.key"), "autostart": composed}
+    common = {
+        "audit_dir": str(state["audit"]),
+        "audit_key_file": str(state["pki"] / "audit.key"),
+        "autostart": composed,
+    }
     if capture == "in_process":  # the detection node reads the source: no camera node, no image topic
         camera = {**camera_parameters(params_file), **overrides.pop("camera")}
         overrides["detection"] = {**camera, **overrides.get("detection", {}), "capture": "in_process"}
@@ -107,22 +125,49 @@ def _nodes(context):
     def parameters(name: str) -> dict:
         return {**common, "runtime_parameters_file": str(state["runtime"] / f"{name}.yaml"), **overrides.get(name, {})}
 
-    escalation = {"respawn": True, "respawn_delay": 2.0, "output": "screen",
-                  "sigterm_timeout": str(LAUNCH_SIGTERM_TIMEOUT_S), "sigkill_timeout": str(LAUNCH_SIGKILL_TIMEOUT_S)}
+    escalation = {
+        "respawn": True,
+        "respawn_delay": 2.0,
+        "output": "screen",
+        "sigterm_timeout": str(LAUNCH_SIGTERM_TIMEOUT_S),
+        "sigkill_timeout": str(LAUNCH_SIGKILL_TIMEOUT_S),
+    }
     if composed:  # all nodes as separate ROS nodes in one process, one executor
         sections = state["runtime"] / "composed_parameters.yaml"
         sections.parent.mkdir(parents=True, exist_ok=True)
         sections.write_text(yaml.safe_dump({name: {"ros__parameters": parameters(name)} for name in pipeline(capture)}))
-        process = Node(package="privacy_vision", executable="composed_node", arguments=["--capture", capture],
-                       parameters=[str(params_file), str(sections)], **escalation)
-        return [process, RegisterEventHandler(OnProcessExit(target_action=process, on_exit=functools.partial(end_with_source, source))),
-                OpaqueFunction(function=stop_requests_stop_in_order)]
-    actions = {name: LifecycleNode(package="privacy_vision", executable=f"{name}_node", name=name, namespace="",
-                                   parameters=[str(params_file), parameters(name)], **escalation)
-               for name in pipeline(capture)}
+        process = Node(
+            package="privacy_vision",
+            executable="composed_node",
+            arguments=["--capture", capture],
+            parameters=[str(params_file), str(sections)],
+            **escalation,
+        )
+        return [
+            process,
+            RegisterEventHandler(
+                OnProcessExit(target_action=process, on_exit=functools.partial(end_with_source, source))
+            ),
+            OpaqueFunction(function=stop_requests_stop_in_order),
+        ]
+    actions = {
+        name: LifecycleNode(
+            package="privacy_vision",
+            executable=f"{name}_node",
+            name=name,
+            namespace="",
+            parameters=[str(params_file), parameters(name)],
+            **escalation,
+        )
+        for name in pipeline(capture)
+    }
     source_ended = OnProcessExit(target_action=actions[source], on_exit=functools.partial(end_with_source, source))
-    return [*actions.values(), *Startup(actions, source).handlers(), RegisterEventHandler(source_ended),
-            OpaqueFunction(function=stop_requests_stop_in_order)]
+    return [
+        *actions.values(),
+        *Startup(actions, source).handlers(),
+        RegisterEventHandler(source_ended),
+        OpaqueFunction(function=stop_requests_stop_in_order),
+    ]
 
 
 def end_with_source(source: str, event, context) -> list | None:
@@ -148,20 +193,36 @@ class Startup:
     def handlers(self) -> list:
         entities = []
         for name, action in self.actions.items():
-            entities.append(RegisterEventHandler(OnProcessStart(target_action=action, on_start=functools.partial(self._started, name))))
-            entities.append(RegisterEventHandler(OnStateTransition(target_lifecycle_node=action, entities=[
-                OpaqueFunction(function=functools.partial(self._transition, name))])))
-        entities.append(TimerAction(period=SOURCE_START_TIMEOUT_S, actions=[OpaqueFunction(function=self._start_source_anyway)]))
+            entities.append(
+                RegisterEventHandler(
+                    OnProcessStart(target_action=action, on_start=functools.partial(self._started, name))
+                )
+            )
+            entities.append(
+                RegisterEventHandler(
+                    OnStateTransition(
+                        target_lifecycle_node=action,
+                        entities=[OpaqueFunction(function=functools.partial(self._transition, name))],
+                    )
+                )
+            )
+        entities.append(
+            TimerAction(period=SOURCE_START_TIMEOUT_S, actions=[OpaqueFunction(function=self._start_source_anyway)])
+        )
         return entities
 
     def _change(self, name: str, transition: int) -> EmitEvent:
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(self.actions[name]), transition_id=transition))
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=matches_action(self.actions[name]), transition_id=transition)
+        )
 
     def _started(self, name: str, event, context) -> None:
         self.active.discard(name)
         if name == self.source:
             self.source_configured = self.source_activated = False
-        context.add_completion_future(context.asyncio_loop.run_in_executor(None, self._configure_when_serving, name, context))
+        context.add_completion_future(
+            context.asyncio_loop.run_in_executor(None, self._configure_when_serving, name, context)
+        )
 
     def _configure_when_serving(self, name: str, context) -> None:
         """Emit the configure request once the new process answers ~/get_state. After a respawn, launch's client
@@ -180,7 +241,10 @@ class Startup:
                     future.cancel()
                     continue
                 if future.result().current_state.id == State.PRIMARY_STATE_UNCONFIGURED:
-                    event = ChangeState(lifecycle_node_matcher=matches_action(self.actions[name]), transition_id=Transition.TRANSITION_CONFIGURE)
+                    event = ChangeState(
+                        lifecycle_node_matcher=matches_action(self.actions[name]),
+                        transition_id=Transition.TRANSITION_CONFIGURE,
+                    )
                     context.asyncio_loop.call_soon_threadsafe(context.emit_event_sync, event)
                 return
         finally:
@@ -209,7 +273,9 @@ class Startup:
         waiting = sorted(set(self.actions) - {self.source} - self.active)
         if self.source_activated or not self.source_configured or context.is_shutdown:
             return None
-        self.logger.warning(f"{', '.join(waiting)} not active after {SOURCE_START_TIMEOUT_S:g} s; starting the {self.source} node anyway")
+        self.logger.warning(
+            f"{', '.join(waiting)} not active after {SOURCE_START_TIMEOUT_S:g} s; starting the {self.source} node anyway"
+        )
         return self._activate_source()
 
 
@@ -226,7 +292,9 @@ def stop_requests_stop_in_order(context) -> None:
     get_ros_node(context)  # rclpy's own handlers are in place first; ours replace them for SIGTERM below
     manager = getattr(AsyncSafeSignalManager, "_AsyncSafeSignalManager__current", None)
     if manager is None:
-        logger.warning("launch's signal manager was not found: SIGTERM ends ros2 launch at once (the nodes then stop by themselves)")
+        logger.warning(
+            "launch's signal manager was not found: SIGTERM ends ros2 launch at once (the nodes then stop by themselves)"
+        )
         return None
     requested: list[str] = []
 
@@ -241,7 +309,9 @@ def stop_requests_stop_in_order(context) -> None:
 
     manager.handle(signal.SIGINT, on_stop_signal)
     manager.handle(signal.SIGTERM, on_stop_signal)
-    signal.signal(signal.SIGTERM, lambda *_: None)  # a Python-level handler, so that SIGTERM reaches the manager (not its default action)
+    signal.signal(
+        signal.SIGTERM, lambda *_: None
+    )  # a Python-level handler, so that SIGTERM reaches the manager (not its default action)
     return None
 
 
@@ -253,31 +323,87 @@ def camera_parameters(params_file: Path) -> dict:
 
 def generate_launch_description() -> LaunchDescription:
     share = Path(get_package_share_directory("privacy_vision"))
-    return LaunchDescription([
-        DeclareLaunchArgument("source", description="video file, image folder, /dev/videoN, camera index or stream URL"),
-        DeclareLaunchArgument("capture", default_value="camera", choices=list(CAPTURE_MODES),
-                              description="camera: camera node + /camera/image_raw (needed for your own camera driver); "
-                                          "in_process: the detection node reads the source, no image topic exists"),
-        DeclareLaunchArgument("composed", default_value="false", choices=["true", "false"],
-                              description="true: all nodes as separate ROS nodes in one process on one executor (less memory; a crash "
-                                          "stops them all); false: one process per node (isolation)"),
-        DeclareLaunchArgument("config_dir", default_value="", description="folder with params.yaml, zones.yaml, homography_pets.yaml, fastdds.xml (default: the package's)"),
-        DeclareLaunchArgument("params_file", default_value="", description="node parameters (default: config_dir/params.yaml)"),
-        DeclareLaunchArgument("zones_file", default_value="", description="zones YAML (default: config_dir/zones.yaml)"),
-        DeclareLaunchArgument("homography_file", default_value="", description="image->floor homography YAML (default: config_dir/homography_pets.yaml)"),
-        DeclareLaunchArgument("model", default_value="", description="Ultralytics weights for the detector (default: the params file's)"),
-        DeclareLaunchArgument("onnx_model", default_value="", description="your own YOLOX-format ONNX export (default: the shipped YOLOX-nano)"),
-        DeclareLaunchArgument("loop", default_value="", description="true: replay a recorded file or folder at its end; false: the launch ends with it"),
-        DeclareLaunchArgument("fps", default_value="", description="source rate limit in frames/s (0: the file's own rate)"),
-        DeclareLaunchArgument("max_frames", default_value="", description="stop the source after this many frames (0: no limit)"),
-        DeclareLaunchArgument("window_s", default_value="", description="period of the window tier in seconds (must divide an hour)"),
-        DeclareLaunchArgument("k", default_value="", description="cells whose noisy occupancy is below k are shown as '< k'"),
-        DeclareLaunchArgument("epsilon", default_value="", description="DP epsilon per track-day (aggregator.epsilon_per_track_day)"),
-        DeclareLaunchArgument("state_dir", default_value="~/.local/state/privacy_vision", description="keys, outbox, ledger, audit log, runtime parameter changes"),
-        DeclareLaunchArgument("ingest_url", default_value="https://127.0.0.1:8443/v1/releases", description="ingest endpoint"),
-        DeclareLaunchArgument("pins", default_value="", description="comma-separated SPKI pins (default: state_dir/pki/pins.txt)"),
-        DeclareLaunchArgument("ca_file", default_value="", description="CA of the ingest certificate (default: state_dir/pki/ca.crt)"),
-        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds.xml")),
-        OpaqueFunction(function=_nodes),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "source", description="video file, image folder, /dev/videoN, camera index or stream URL"
+            ),
+            DeclareLaunchArgument(
+                "capture",
+                default_value="camera",
+                choices=list(CAPTURE_MODES),
+                description="camera: camera node + /camera/image_raw (needed for your own camera driver); "
+                "in_process: the detection node reads the source, no image topic exists",
+            ),
+            DeclareLaunchArgument(
+                "composed",
+                default_value="false",
+                choices=["true", "false"],
+                description="true: all nodes as separate ROS nodes in one process on one executor (less memory; a crash "
+                "stops them all); false: one process per node (isolation)",
+            ),
+            DeclareLaunchArgument(
+                "config_dir",
+                default_value="",
+                description="folder with params.yaml, zones.yaml, homography_pets.yaml, fastdds.xml (default: the package's)",
+            ),
+            DeclareLaunchArgument(
+                "params_file", default_value="", description="node parameters (default: config_dir/params.yaml)"
+            ),
+            DeclareLaunchArgument(
+                "zones_file", default_value="", description="zones YAML (default: config_dir/zones.yaml)"
+            ),
+            DeclareLaunchArgument(
+                "homography_file",
+                default_value="",
+                description="image->floor homography YAML (default: config_dir/homography_pets.yaml)",
+            ),
+            DeclareLaunchArgument(
+                "model",
+                default_value="",
+                description="Ultralytics weights for the detector (default: the params file's)",
+            ),
+            DeclareLaunchArgument(
+                "onnx_model",
+                default_value="",
+                description="your own YOLOX-format ONNX export (default: the shipped YOLOX-nano)",
+            ),
+            DeclareLaunchArgument(
+                "loop",
+                default_value="",
+                description="true: replay a recorded file or folder at its end; false: the launch ends with it",
+            ),
+            DeclareLaunchArgument(
+                "fps", default_value="", description="source rate limit in frames/s (0: the file's own rate)"
+            ),
+            DeclareLaunchArgument(
+                "max_frames", default_value="", description="stop the source after this many frames (0: no limit)"
+            ),
+            DeclareLaunchArgument(
+                "window_s", default_value="", description="period of the window tier in seconds (must divide an hour)"
+            ),
+            DeclareLaunchArgument(
+                "k", default_value="", description="cells whose noisy occupancy is below k are shown as '< k'"
+            ),
+            DeclareLaunchArgument(
+                "epsilon", default_value="", description="DP epsilon per track-day (aggregator.epsilon_per_track_day)"
+            ),
+            DeclareLaunchArgument(
+                "state_dir",
+                default_value="~/.local/state/privacy_vision",
+                description="keys, outbox, ledger, audit log, runtime parameter changes",
+            ),
+            DeclareLaunchArgument(
+                "ingest_url", default_value="https://127.0.0.1:8443/v1/releases", description="ingest endpoint"
+            ),
+            DeclareLaunchArgument(
+                "pins", default_value="", description="comma-separated SPKI pins (default: state_dir/pki/pins.txt)"
+            ),
+            DeclareLaunchArgument(
+                "ca_file", default_value="", description="CA of the ingest certificate (default: state_dir/pki/ca.crt)"
+            ),
+            SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
+            SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds.xml")),
+            OpaqueFunction(function=_nodes),
+        ]
+    )

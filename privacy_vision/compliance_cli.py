@@ -1,5 +1,6 @@
 """Compliance commands for machines without the ROS CLI: audit verification, DPIA, data-subject
 requests and forget, talking to the running graph over its ROS services where it is running."""
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,11 @@ def cmd_dpia(args: argparse.Namespace) -> int:
         finally:
             client.close()
         if answer is None or not answer.success:
-            print(f"dpia: the running graph on ROS_DOMAIN_ID={args.domain_id} did not answer "
-                  f"({answer.message if answer else 'no /aggregator/generate_dpia service'})", file=sys.stderr)
+            print(
+                f"dpia: the running graph on ROS_DOMAIN_ID={args.domain_id} did not answer "
+                f"({answer.message if answer else 'no /aggregator/generate_dpia service'})",
+                file=sys.stderr,
+            )
             return 2
         if answer.message != "complete":
             print(f"dpia: warning: {answer.message}", file=sys.stderr)
@@ -69,9 +73,15 @@ def cmd_dpia(args: argparse.Namespace) -> int:
         pins_file = state_paths(args.var_dir)["pki"] / "pins.txt"
         if not any(params["uplink"].get("pins", [])) and pins_file.is_file():
             params["uplink"]["pins"] = pins_file.read_text().split()  # what the run command configures
-        environment = {"ROS_AUTOMATIC_DISCOVERY_RANGE": args.discovery_range,
-                       "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir / "fastdds.xml") if args.discovery_range == "LOCALHOST" else ""}
-        facts = system_facts(environment, {}, float(params["uplink"].get("ingest_retention_days", 90.0)), "config files")
+        environment = {
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": args.discovery_range,
+            "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir / "fastdds.xml")
+            if args.discovery_range == "LOCALHOST"
+            else "",
+        }
+        facts = system_facts(
+            environment, {}, float(params["uplink"].get("ingest_retention_days", 90.0)), "config files"
+        )
         dpia = build_dpia(params, facts)
         document = render_markdown(dpia) if args.format == "markdown" else dpia_json(dpia)
     if args.out:
@@ -89,25 +99,33 @@ def _on_disk_facts(var_dir: Path) -> dict:
     outbox = stores["outbox"]
     if outbox.exists():
         with sqlite3.connect(str(outbox)) as db:
-            facts["outbox"] = {"queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
-                               "content": "per-cell DP aggregates waiting for the ingest (no per-person data)"}
+            facts["outbox"] = {
+                "queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+                "content": "per-cell DP aggregates waiting for the ingest (no per-person data)",
+            }
     ledger = stores["ledger"]
     if ledger.exists():
         with sqlite3.connect(str(ledger)) as db:
-            facts["privacy_ledger"] = {"days": db.execute(f"SELECT COUNT(DISTINCT day) FROM {LEDGER_TABLE}").fetchone()[0],
-                                       "content": "ε per track-day charged per configuration and day (no per-person data)"}
+            facts["privacy_ledger"] = {
+                "days": db.execute(f"SELECT COUNT(DISTINCT day) FROM {LEDGER_TABLE}").fetchone()[0],
+                "content": "ε per track-day charged per configuration and day (no per-person data)",
+            }
     ingest = stores["ingest"]
     if ingest.exists():
         with sqlite3.connect(str(ingest)) as db:
-            facts["ingest_store"] = {"releases": db.execute("SELECT COUNT(*) FROM releases").fetchone()[0],
-                                     "content": "released k-anonymous DP aggregates (no per-person data)"}
+            facts["ingest_store"] = {
+                "releases": db.execute("SELECT COUNT(*) FROM releases").fetchone()[0],
+                "content": "released k-anonymous DP aggregates (no per-person data)",
+            }
     facts["audit_log"] = {"content": "events and settings; refuses boxes, positions, IDs and pixels by construction"}
     return facts
 
 
-NOT_ERASABLE = ("Released aggregates (device outbox, ingest store) are k-anonymous, differentially private counts over "
-                "groups of at least k people per zone and window; no record in them refers to a person, so there is "
-                "nothing to single out and erase (GDPR Art. 11 and Recital 26). The audit log holds no personal data.")
+NOT_ERASABLE = (
+    "Released aggregates (device outbox, ingest store) are k-anonymous, differentially private counts over "
+    "groups of at least k people per zone and window; no record in them refers to a person, so there is "
+    "nothing to single out and erase (GDPR Art. 11 and Recital 26). The audit log holds no personal data."
+)
 
 
 def cmd_dsr(args: argparse.Namespace) -> int:
@@ -121,16 +139,24 @@ def cmd_dsr(args: argparse.Namespace) -> int:
     components: dict = {}
     try:
         for node in REQUEST_NODES:
-            answer = client.call(DataSubjectRequest, f"/{node}/data_subject_request",
-                                 DataSubjectRequest.Request(request_id=request_id, request_type=args.type))
-            components[node] = json.loads(answer.response_json) if answer and answer.success else {
-                "status": "not running (holds no state while stopped: per-person data lives only in memory)"}
+            answer = client.call(
+                DataSubjectRequest,
+                f"/{node}/data_subject_request",
+                DataSubjectRequest.Request(request_id=request_id, request_type=args.type),
+            )
+            components[node] = (
+                json.loads(answer.response_json)
+                if answer and answer.success
+                else {"status": "not running (holds no state while stopped: per-person data lives only in memory)"}
+            )
     finally:
         client.close()
     response = {
-        "request_id": request_id, "request_type": args.type, "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "request_id": request_id,
+        "request_type": args.type,
+        "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "identification": "the system keeps no appearance features and cannot recognise a person; the answer covers "
-                          "all per-person data held at this moment, whoever it belongs to",
+        "all per-person data held at this moment, whoever it belongs to",
         "live_state": components,
         "stores": _on_disk_facts(Path(args.var_dir)),
         "sent_off_device": "only /zone_analytics releases (k-anonymous DP aggregates) to the configured ingest",
@@ -139,8 +165,13 @@ def cmd_dsr(args: argparse.Namespace) -> int:
         response["not_erasable"] = NOT_ERASABLE
     try:
         audit = AuditLog.from_key_file(state_paths(args.var_dir)["audit"], args.audit_key)
-        audit.append("data_subject_request", "cli", request_id=request_id, request_type=args.type,
-                     components_answering=sorted(n for n, c in components.items() if "status" not in c))
+        audit.append(
+            "data_subject_request",
+            "cli",
+            request_id=request_id,
+            request_type=args.type,
+            components_answering=sorted(n for n, c in components.items() if "status" not in c),
+        )
     except KeyFileError as error:
         print(f"dsr: warning: not audit-logged: {error}", file=sys.stderr)
     print(json.dumps(response, indent=2, default=str))
@@ -155,7 +186,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     client = GraphClient(args.domain_id, Path(args.config_dir))
     try:
-        results = {node: client.call(Forget, f"/{node}/forget", Forget.Request(reason=args.reason)) for node in REQUEST_NODES}
+        results = {
+            node: client.call(Forget, f"/{node}/forget", Forget.Request(reason=args.reason)) for node in REQUEST_NODES
+        }
     finally:
         client.close()
     for node, result in results.items():
@@ -177,11 +210,17 @@ def add_commands(sub) -> None:
     dpia.add_argument("--out", help="write to this file instead of standard output")
     dpia.add_argument("--config-dir", default="config")
     dpia.add_argument("--var-dir", default="var", help="offline: where the run command keeps keys and pins")
-    dpia.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="offline: override a parameter")
-    dpia.add_argument("--discovery-range", default="LOCALHOST", help="offline: the ROS_AUTOMATIC_DISCOVERY_RANGE deployed")
+    dpia.add_argument(
+        "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="offline: override a parameter"
+    )
+    dpia.add_argument(
+        "--discovery-range", default="LOCALHOST", help="offline: the ROS_AUTOMATIC_DISCOVERY_RANGE deployed"
+    )
     dpia.set_defaults(handler=cmd_dpia)
 
-    dsr = sub.add_parser("dsr", help="answer a data-subject request (GDPR Art. 15/17, CCPA know/delete) from the live state")
+    dsr = sub.add_parser(
+        "dsr", help="answer a data-subject request (GDPR Art. 15/17, CCPA know/delete) from the live state"
+    )
     dsr.add_argument("--type", choices=("access", "erasure"), required=True)
     dsr.add_argument("--request-id", help="your reference (default: generated)")
     dsr.add_argument("--domain-id", type=int, required=True, help="ROS_DOMAIN_ID of the running graph")

@@ -1,5 +1,6 @@
 """A short-lived ROS node of our own on the graph's domain, with the graph's DDS settings and a private context (so it
 never touches the default one): the runner's monitor and the compliance commands call the nodes' services through it."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The runner's ROS side: reads the nodes' /diagnostics for the progress line (no per-person data is read) and
 drives their lifecycle transitions through each node's ~/change_state service."""
+
 from __future__ import annotations
 
 import time
@@ -64,11 +65,13 @@ class GraphMonitor:
         self._rate_samples = [(t, n) for t, n in self._rate_samples if now - t <= 5.0] + [(now, processed)]
         (t0, n0), (t1, n1) = self._rate_samples[0], self._rate_samples[-1]
         fps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-        return (f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
-                f"{self.value('detection', 'inference_ms_median')} ms/inference, {self.value('detection', 'backend', 'detector starting')}) | people tracked "
-                f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
-                f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
-                f"queued {self.value('uplink', 'queued')}")
+        return (
+            f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
+            f"{self.value('detection', 'inference_ms_median')} ms/inference, {self.value('detection', 'backend', 'detector starting')}) | people tracked "
+            f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
+            f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
+            f"queued {self.value('uplink', 'queued')}"
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -8,6 +8,7 @@ loaded machine): a stop request that arrives while a node is still starting (lau
 respawns a node, systemd stopping the unit) is then a clean stop, not a KeyboardInterrupt traceback or a
 kill by SIGTERM's default action. Nothing here runs at import time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def run_composed(argv: list[str]) -> None:
     """All nodes of the pipeline for the capture mode in this process. Parameters come from params files with one
     section per node (what the launch file and the runner write); --capture picks the pipeline (no camera node
     in in_process capture)."""
-    own, ros = (argv[:argv.index("--ros-args")], argv[argv.index("--ros-args"):]) if "--ros-args" in argv else (argv, [])
+    own, ros = (
+        (argv[: argv.index("--ros-args")], argv[argv.index("--ros-args") :]) if "--ros-args" in argv else (argv, [])
+    )
     parser = argparse.ArgumentParser(prog="composed_node", description=run_composed.__doc__)
     parser.add_argument("--capture", choices=CAPTURE_MODES, default="camera")
     options = parser.parse_args(own)
@@ -52,7 +55,9 @@ def run_composed(argv: list[str]) -> None:
         run_nodes,  # after the handlers: loading rclpy takes a while (module docstring)
     )
 
-    factories = [importlib.import_module(f"privacy_vision.nodes.{node}").NODE_CLASS for node in pipeline(options.capture)]
+    factories = [
+        importlib.import_module(f"privacy_vision.nodes.{node}").NODE_CLASS for node in pipeline(options.capture)
+    ]
     run_nodes(factories, [sys.argv[0], *ros])
 
 
@@ -63,6 +68,7 @@ def composed() -> None:
 def _entry(node: str):
     def main() -> None:
         run(node)
+
     main.__name__ = node
     return main
 
@@ -71,7 +77,9 @@ camera, detection, tracking, anonymizer, aggregator, uplink = (_entry(node) for 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        raise SystemExit(f"usage: python -m privacy_vision.node_main NODE|composed [--ros-args ...] (NODE: {', '.join(NODE_NAMES)})")
+        raise SystemExit(
+            f"usage: python -m privacy_vision.node_main NODE|composed [--ros-args ...] (NODE: {', '.join(NODE_NAMES)})"
+        )
     if sys.argv[1] == "composed":
         run_composed(sys.argv[2:])
     else:

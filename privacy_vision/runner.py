@@ -2,6 +2,7 @@
 transitions as the launch file does (configure all, activate from the last node to the source), shows progress,
 stops them in pipeline order through the same transitions, and prints a per-zone summary. For machines without
 `ros2 launch`; launch/privacy_vision.launch.py starts the same graph from the same config files."""
+
 from __future__ import annotations
 
 import ctypes
@@ -50,6 +51,7 @@ def _die_with_parent() -> None:
 @dataclass
 class GraphOptions:
     """What `privacy-vision run` was asked for: source, folders, overrides, domain, capture mode."""
+
     source: str
     config_dir: Path = Path("config")
     var_dir: Path = Path("var")
@@ -68,12 +70,17 @@ def node_parameters(options: GraphOptions, forced: dict[str, dict[str, str]]) ->
         check_capture(options.capture)
     except ValueError as error:
         raise RunError(str(error)) from None
-    per_node = {node: {"autostart": "false", **forced.get(node, {}), **options.overrides.get(node, {})} for node in NODE_NAMES}
+    per_node = {
+        node: {"autostart": "false", **forced.get(node, {}), **options.overrides.get(node, {})} for node in NODE_NAMES
+    }
     if options.capture == "camera":
         return per_node
     camera = per_node.pop("camera")
-    per_node["detection"] = {**{k: v for k, v in camera.items() if k in SOURCE_PARAMETERS}, **per_node["detection"],
-                             "capture": "in_process"}
+    per_node["detection"] = {
+        **{k: v for k, v in camera.items() if k in SOURCE_PARAMETERS},
+        **per_node["detection"],
+        "capture": "in_process",
+    }
     return per_node
 
 
@@ -84,8 +91,15 @@ class ManagedProcess:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "w", buffering=1)  # noqa: SIM115 - open while the process runs; _pump closes it
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.first_lines: list[str] = []
         self._echo = echo
         self._reader = threading.Thread(target=self._pump, daemon=True)
@@ -171,51 +185,106 @@ class GraphRunner:
         config = self.options.config_dir
         for required in ("params.yaml", "zones.yaml", "fastdds.xml"):
             if not (config / required).is_file():
-                raise RunError(f"{config / required} not found; pass --config-dir pointing at the project's config/ folder")
+                raise RunError(
+                    f"{config / required} not found; pass --config-dir pointing at the project's config/ folder"
+                )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = PkiPaths(self.state["pki"])
         if not pki.complete():
             primary, backup = create_pki(pki.root)
-            self.console.message(f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})")
+            self.console.message(
+                f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})"
+            )
         if not pki.analyst_token(DEMO_ANALYST).is_file():
             issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
-        self.ingest = ManagedProcess("ingest", [
-            sys.executable, "-m", "privacy_vision.cloud.ingest", "--port", "0", "--cert", str(pki.server_cert), "--key", str(pki.server_key),
-            "--db", str(self.ingest_db), "--device-key", f"{self._device_id()}={pki.device_key}",
-            "--analyst-tokens", str(pki.analyst_tokens)],
-            env, self.log_dir / "ingest.log", self.console.message)
+        self.ingest = ManagedProcess(
+            "ingest",
+            [
+                sys.executable,
+                "-m",
+                "privacy_vision.cloud.ingest",
+                "--port",
+                "0",
+                "--cert",
+                str(pki.server_cert),
+                "--key",
+                str(pki.server_key),
+                "--db",
+                str(self.ingest_db),
+                "--device-key",
+                f"{self._device_id()}={pki.device_key}",
+                "--analyst-tokens",
+                str(pki.analyst_tokens),
+            ],
+            env,
+            self.log_dir / "ingest.log",
+            self.console.message,
+        )
         port = self._wait_for_ingest_port()
-        self.console.message(f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
-                             f"analyst token in {pki.analyst_token(DEMO_ANALYST)})")
+        self.console.message(
+            f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
+            f"analyst token in {pki.analyst_token(DEMO_ANALYST)})"
+        )
         pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
-        uplink = {"ingest_url": f"https://127.0.0.1:{port}/v1/releases", "pins": f"[{pins}]",
-                  "ca_file": str(pki.ca_cert), "key_file": str(pki.device_key),
-                  "outbox_path": str(self.state["outbox"])}
+        uplink = {
+            "ingest_url": f"https://127.0.0.1:{port}/v1/releases",
+            "pins": f"[{pins}]",
+            "ca_file": str(pki.ca_cert),
+            "key_file": str(pki.device_key),
+            "outbox_path": str(self.state["outbox"]),
+        }
         # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
-        forced = {"camera": {"source": self.options.source}, "uplink": uplink,
-                  "aggregator": {"ledger_path": str(self.state["ledger"])}}
+        forced = {
+            "camera": {"source": self.options.source},
+            "uplink": uplink,
+            "aggregator": {"ledger_path": str(self.state["ledger"])},
+        }
         audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
         # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
         # and all of them in one process (composed) alike.
         per_node = node_parameters(self.options, forced)
         parameters = self.log_dir / "parameters.yaml"
-        parameters.write_text(yaml.safe_dump({node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
-                                              for node, values in per_node.items()}))
+        parameters.write_text(
+            yaml.safe_dump(
+                {
+                    node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
+                    for node, values in per_node.items()
+                }
+            )
+        )
         ros_args = ["--ros-args", "--params-file", str(config / "params.yaml"), "--params-file", str(parameters)]
         if self.options.composed:
-            command = [sys.executable, "-m", "privacy_vision.node_main", "composed", "--capture", self.options.capture, *ros_args]
+            command = [
+                sys.executable,
+                "-m",
+                "privacy_vision.node_main",
+                "composed",
+                "--capture",
+                self.options.capture,
+                *ros_args,
+            ]
             process = ManagedProcess("composed", command, env, self.log_dir / "composed.log", self.console.message)
             self.processes = dict.fromkeys(per_node, process)
         else:
-            self.processes = {node: ManagedProcess(node, [sys.executable, "-m", "privacy_vision.node_main", node, *ros_args], env,
-                                                   self.log_dir / f"{node}.log", self.console.message) for node in per_node}
+            self.processes = {
+                node: ManagedProcess(
+                    node,
+                    [sys.executable, "-m", "privacy_vision.node_main", node, *ros_args],
+                    env,
+                    self.log_dir / f"{node}.log",
+                    self.console.message,
+                )
+                for node in per_node
+            }
         self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
         layout = "in one process (composed)" if self.options.composed else "as separate processes"
-        self.console.message(f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
-                             f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})")
+        self.console.message(
+            f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
+            f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})"
+        )
 
     @property
     def source_node(self) -> str:
@@ -236,7 +305,9 @@ class GraphRunner:
     def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
         assert self.monitor is not None
         process = self.processes[node]
-        return not self.interrupted.is_set() and self.monitor.change_state(node, transition, timeout_s, lambda: process.poll() is None)
+        return not self.interrupted.is_set() and self.monitor.change_state(
+            node, transition, timeout_s, lambda: process.poll() is None
+        )
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
@@ -272,8 +343,10 @@ class GraphRunner:
                         # Like a launch file without respawn: report loudly, keep the rest running.
                         reported.add(process.name)
                         exit_code = 1
-                        self.console.message(f"[runner] node '{process.name}' exited with code {code}: {self._last_error(process)} "
-                                             f"(other nodes keep running; log: {process.log_path})")
+                        self.console.message(
+                            f"[runner] node '{process.name}' exited with code {code}: {self._last_error(process)} "
+                            f"(other nodes keep running; log: {process.log_path})"
+                        )
                 source_code = source.poll()
                 if interrupted.is_set():
                     self.console.message("[runner] interrupted: stopping the graph in pipeline order")
@@ -282,7 +355,9 @@ class GraphRunner:
                 if source_code is not None:
                     if source_code != 0:
                         exit_code = 1
-                        self.console.message(f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(source)}")
+                        self.console.message(
+                            f"[runner] {self.source_node} failed (code {source_code}): {self._last_error(source)}"
+                        )
                     break
                 if self.options.duration_s and time.time() - self.started_wall >= self.options.duration_s:
                     break
@@ -317,7 +392,7 @@ class GraphRunner:
             finalized = self.monitor is not None and self._transition(name, "shutdown", timeout_s)
             if not finalized and process.poll() is None:
                 self.console.message(f"[runner] {name} did not take its shutdown transition; sending SIGINT")
-            if any(self.processes.get(later) is process for later in nodes[index + 1:]) and finalized:
+            if any(self.processes.get(later) is process for later in nodes[index + 1 :]) and finalized:
                 continue  # composed: the process ends once its last node is finalized
             code = process.stop(timeout_s=timeout_s, grace_s=EXIT_GRACE_S if finalized else 0.0)
             if code not in (0, None, -signal.SIGINT):
@@ -335,8 +410,9 @@ class GraphRunner:
         if not self.ingest_db.exists():
             return []
         with sqlite3.connect(str(self.ingest_db)) as db:
-            rows = db.execute("SELECT body FROM releases WHERE received_at >= ? ORDER BY window_start, zone_id",
-                              (self.started_wall,)).fetchall()
+            rows = db.execute(
+                "SELECT body FROM releases WHERE received_at >= ? ORDER BY window_start, zone_id", (self.started_wall,)
+            ).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def summary(self) -> str:
@@ -347,32 +423,54 @@ class GraphRunner:
 def format_summary(releases: list[dict], store: Path) -> str:
     """Per zone: each tier's cells (shown / "< k"), the mean shown occupancy, hourly flow, the day's footfall."""
     header = f"{'zone':<16}{'windows':>12}{'mean occ.':>10}{'hours':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'footfall':>9}"
-    lines = ["", "Per-zone analytics received by the ingest (DP values as released; shown/cells, '< k' cells withheld):", header, "-" * len(header)]
+    lines = [
+        "",
+        "Per-zone analytics received by the ingest (DP values as released; shown/cells, '< k' cells withheld):",
+        header,
+        "-" * len(header),
+    ]
     zones = sorted({r["zone_id"] for r in releases})
     for zone in zones:
-        rows = {tier: [r for r in releases if r["zone_id"] == zone and r["tier"] == tier] for tier in ("window", "hour", "day")}
+        rows = {
+            tier: [r for r in releases if r["zone_id"] == zone and r["tier"] == tier]
+            for tier in ("window", "hour", "day")
+        }
         shown = {tier: [r for r in tier_rows if not r["below_k"]] for tier, tier_rows in rows.items()}
-        mean_occupancy = f"{sum(r['occupancy'] for r in shown['window']) / len(shown['window']):.1f}" if shown["window"] else "-"
+        mean_occupancy = (
+            f"{sum(r['occupancy'] for r in shown['window']) / len(shown['window']):.1f}" if shown["window"] else "-"
+        )
         directions: dict[str, int] = {}
         for r in shown["hour"]:
             for label, count in r["direction_counts"].items():
                 directions[label] = directions.get(label, 0) + count
         top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
         footfall = ("< k" if rows["day"][-1]["below_k"] else str(rows["day"][-1]["occupancy"])) if rows["day"] else "-"
-        lines.append(f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
-                     f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}")
+        lines.append(
+            f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
+            f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}"
+        )
         groups = [r for r in releases if r["zone_id"] == zone and r["tier"] == "group"]
         if groups:
-            lines.append(f"{'':<16}strict mode: {len(groups)} groups released: " + ", ".join(
-                f"{r['occupancy']} people over {r['period_end_s'] - r['period_start_s']:.0f} s" for r in groups))
+            lines.append(
+                f"{'':<16}strict mode: {len(groups)} groups released: "
+                + ", ".join(
+                    f"{r['occupancy']} people over {r['period_end_s'] - r['period_start_s']:.0f} s" for r in groups
+                )
+            )
     if not zones:
         lines.append("(no releases reached the ingest)")
     if releases:
         p = releases[0]
-        rule = "groups of at least k true people only (strict mode)" if p["mode"] == "strict" else "applied to noisy values"
+        rule = (
+            "groups of at least k true people only (strict mode)"
+            if p["mode"] == "strict"
+            else "applied to noisy values"
+        )
         delta = f", δ={p['delta_track_day']:.3g}" if p["delta_track_day"] else ""
-        lines.append(f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']} (each track counts in at most L cells "
-                     f"per tier and day), k={p['k']} {rule}, window {p['window_s']:g} s; ε per track-day charged today "
-                     f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}")
+        lines.append(
+            f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']} (each track counts in at most L cells "
+            f"per tier and day), k={p['k']} {rule}, window {p['window_s']:g} s; ε per track-day charged today "
+            f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}"
+        )
     lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Headless Chromium driven over the DevTools protocol (with aiohttp's websocket client, already a
 dependency), so a test can use the dashboard as an analyst does: type the token, press the button,
 read the page and take a screenshot. `--dump-dom` alone cannot type."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,11 +34,26 @@ class Chromium:
             raise RuntimeError("chromium is not installed: make setup installs Debian's chromium package")
         self._profile = Path(tempfile.mkdtemp(prefix="pv-chromium-"))
         self._process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
-             f"--user-data-dir={self._profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--ignore-certificate-errors",
+                f"--user-data-dir={self._profile}",
+                "--remote-debugging-port=0",
+                "--remote-debugging-address=127.0.0.1",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         port = await self._devtools_port()
         self._session = aiohttp.ClientSession()
         deadline = time.monotonic() + 30
@@ -117,6 +133,12 @@ class Chromium:
     async def screenshot(self, path: Path) -> None:
         """The whole page, not only the window."""
         height = await self.evaluate("Math.ceil(document.documentElement.scrollHeight)")
-        await self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=int(height), deviceScaleFactor=1, mobile=False)
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=int(height),
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(shot["data"]))

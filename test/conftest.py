@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real test data in ../shared (skipped with a reason when absent)."""
+
 from __future__ import annotations
 
 from pathlib import Path

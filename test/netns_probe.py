@@ -1,4 +1,5 @@
 """Run inside another network namespace: print every topic name discovered on a domain, as JSON."""
+
 import json
 import sys
 import time

@@ -1,5 +1,6 @@
 """Helpers for tests that drive the graph the way a ROS 2 user does: the real `ros2` command line
 (launch, run, node, topic, param, service, lifecycle) from ../shared/ros2cli, installed by scripts/setup.sh."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,9 @@ BUNDLE = REPO.parent / "shared" / "ros2cli"
 
 def require_ros2cli() -> Path:
     if not BUNDLE.is_dir():
-        pytest.skip(f"{BUNDLE} is absent: the real ros2 command line is not installed here (scripts/setup.sh installs it from there)")
+        pytest.skip(
+            f"{BUNDLE} is absent: the real ros2 command line is not installed here (scripts/setup.sh installs it from there)"
+        )
     if not ROS2.is_file() or not (VENV / "lib" / "privacy_vision" / "camera_node").is_file():
         pytest.fail(f"{BUNDLE} is present but {ROS2} or the registered package is missing: run scripts/setup.sh")
     return ROS2
@@ -36,10 +39,17 @@ class Ros2Session:
         self.domain = free_domain_id()
         self.log_dir = tmp / "roslog"
         (tmp / "tmp").mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "AMENT_PREFIX_PATH": str(VENV), "ROS_DOMAIN_ID": str(self.domain),
-                    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds.xml"),
-                    "ROS_LOG_DIR": str(self.log_dir), "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1",
-                    "RCUTILS_COLORIZED_OUTPUT": "0"}
+        self.env = {
+            **os.environ,
+            "AMENT_PREFIX_PATH": str(VENV),
+            "ROS_DOMAIN_ID": str(self.domain),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds.xml"),
+            "ROS_LOG_DIR": str(self.log_dir),
+            "TMPDIR": str(tmp / "tmp"),
+            "PYTHONUNBUFFERED": "1",
+            "RCUTILS_COLORIZED_OUTPUT": "0",
+        }
         self.env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)  # let the wheels' bootstrapper set LD_LIBRARY_PATH itself
 
     def run(self, *args: str, timeout_s: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
@@ -52,8 +62,9 @@ class Ros2Session:
 
     def popen(self, *args: str, log: Path) -> subprocess.Popen:
         """A long-running `ros2 ...` in its own process group, as a terminal would start it."""
-        return subprocess.Popen([str(ROS2), *args], env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [str(ROS2), *args], env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_for(self, condition, timeout_s: float, every_s: float = 1.0) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -83,10 +94,25 @@ class StateDir:
         pki = self.path / "pki"
         self.ingest_db = session.tmp / "ingest.sqlite"
         self.ingest_log = session.tmp / "ingest.log"
-        self.ingest = session.popen("run", "privacy_vision", "privacy-vision-ingest", "--port", "0", "--cert", str(pki / "server.crt"),
-                                    "--key", str(pki / "server.key"), "--db", str(self.ingest_db),
-                                    "--device-key", f"device-1={pki / 'device.key'}", log=self.ingest_log)
-        assert session.wait_for(lambda: "listening on" in self.ingest_log.read_text(), 60.0, 0.2), self.ingest_log.read_text()
+        self.ingest = session.popen(
+            "run",
+            "privacy_vision",
+            "privacy-vision-ingest",
+            "--port",
+            "0",
+            "--cert",
+            str(pki / "server.crt"),
+            "--key",
+            str(pki / "server.key"),
+            "--db",
+            str(self.ingest_db),
+            "--device-key",
+            f"device-1={pki / 'device.key'}",
+            log=self.ingest_log,
+        )
+        assert session.wait_for(lambda: "listening on" in self.ingest_log.read_text(), 60.0, 0.2), (
+            self.ingest_log.read_text()
+        )
         port = re.search(r"listening on https://127\.0\.0\.1:(\d+)/", self.ingest_log.read_text()).group(1)
         self.ingest_url = f"https://127.0.0.1:{port}/v1/releases"
 
@@ -98,7 +124,9 @@ class StateDir:
         if not self.ingest_db.exists():
             return []
         with sqlite3.connect(str(self.ingest_db)) as db:
-            return [row[0] for row in db.execute("SELECT release_id FROM releases WHERE received_at >= ?", (since_wall,))]
+            return [
+                row[0] for row in db.execute("SELECT release_id FROM releases WHERE received_at >= ?", (since_wall,))
+            ]
 
 
 def outbox_size(state_dir: Path) -> int:
@@ -133,7 +161,12 @@ def stop_group(process: subprocess.Popen, sig: int, timeout_s: float) -> int:
 
 def launch_arguments(state: StateDir, source: Path, **arguments: str) -> list[str]:
     base = {"source": str(source), "state_dir": str(state.path), "ingest_url": state.ingest_url}
-    return ["launch", "privacy_vision", "privacy_vision.launch.py", *(f"{k}:={v}" for k, v in {**base, **arguments}.items())]
+    return [
+        "launch",
+        "privacy_vision",
+        "privacy_vision.launch.py",
+        *(f"{k}:={v}" for k, v in {**base, **arguments}.items()),
+    ]
 
 
 def short_clip(video: Path, out: Path, frames: int) -> Path:
@@ -176,5 +209,5 @@ def tracebacks_in(*roots: Path) -> list[str]:
         for path in files:
             text = path.read_text(errors="replace")
             if "Traceback" in text:
-                hits.append(f"{path}: {text[text.index('Traceback'):][:1500]}")
+                hits.append(f"{path}: {text[text.index('Traceback') :][:1500]}")
     return hits

@@ -1,4 +1,5 @@
 """Anonymisation: quantisation, heading, size, time rounding, keyed rotating IDs."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,9 @@ from privacy_vision.core.anonymizer import (
 def test_quantized_value_is_the_centre_of_its_cell(value, grid):
     cell = quantize(value, grid)
     assert abs(cell - value) <= grid / 2 + 1e-9
-    assert math.isclose((cell / grid - 0.5) % 1.0, 0.0, abs_tol=1e-6) or math.isclose((cell / grid - 0.5) % 1.0, 1.0, abs_tol=1e-6)
+    assert math.isclose((cell / grid - 0.5) % 1.0, 0.0, abs_tol=1e-6) or math.isclose(
+        (cell / grid - 0.5) % 1.0, 1.0, abs_tol=1e-6
+    )
 
 
 @given(st.floats(0, 1e9), st.sampled_from([1.0, 5.0, 60.0]))
@@ -32,10 +35,20 @@ def test_rounded_time_never_lies_in_the_future(stamp, precision):
     assert rounded <= stamp and stamp - rounded < precision
 
 
-@pytest.mark.parametrize("vx, vy, sectors, expected", [
-    (1, 0, 8, "E"), (0, 1, 8, "N"), (-1, 0, 8, "W"), (0, -1, 8, "S"), (1, 1, 8, "NE"), (-1, -1, 8, "SW"),
-    (1, 0.3, 4, "E"), (-0.2, 1, 4, "N"), (0.05, 0.05, 8, "none"),
-])
+@pytest.mark.parametrize(
+    "vx, vy, sectors, expected",
+    [
+        (1, 0, 8, "E"),
+        (0, 1, 8, "N"),
+        (-1, 0, 8, "W"),
+        (0, -1, 8, "S"),
+        (1, 1, 8, "NE"),
+        (-1, -1, 8, "SW"),
+        (1, 0.3, 4, "E"),
+        (-0.2, 1, 4, "N"),
+        (0.05, 0.05, 8, "none"),
+    ],
+)
 def test_direction_sectors(vx, vy, sectors, expected):
     assert direction_sector(vx, vy, sectors, min_speed_mps=0.2) == expected
 
@@ -75,10 +88,16 @@ def test_anonymize_drops_speed_and_exact_position():
     assert anonymizer.anonymize(3, 1.26, -0.74, 1.4, 0.0, 0.2).privacy_id != before
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"grid_size_m": 0}, "grid_size_m"), ({"direction_sectors": 6}, "4 or 8"), ({"rotation_interval_s": 0}, "rotation"),
-    ({"size_thresholds": (0.3, 0.1)}, "size_thresholds"), ({"min_speed_mps": -1}, "min_speed"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"grid_size_m": 0}, "grid_size_m"),
+        ({"direction_sectors": 6}, "4 or 8"),
+        ({"rotation_interval_s": 0}, "rotation"),
+        ({"size_thresholds": (0.3, 0.1)}, "size_thresholds"),
+        ({"min_speed_mps": -1}, "min_speed"),
+    ],
+)
 def test_bad_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         Anonymizer(AnonymizerSettings(**changes), now_s=0)
@@ -92,4 +111,6 @@ def test_records_of_two_key_epochs_share_nothing_that_links_them():
     anonymizer.forget(now_s=150.0)
     (later,) = anonymizer.anonymize_frame([sample])
     assert first.privacy_id != later.privacy_id
-    assert {k: v for k, v in vars(first).items() if k != "privacy_id"} == {k: v for k, v in vars(later).items() if k != "privacy_id"}
+    assert {k: v for k, v in vars(first).items() if k != "privacy_id"} == {
+        k: v for k, v in vars(later).items() if k != "privacy_id"
+    }

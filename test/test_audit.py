@@ -1,4 +1,5 @@
 """Audit log: chain and MACs catch edits, deletions, reordering, truncation; rotation keeps the chain."""
+
 from __future__ import annotations
 
 import json
@@ -42,11 +43,14 @@ def test_editing_one_byte_is_caught_at_that_entry(tmp_path):
     assert not result.ok and result.first_broken.startswith(f"{path.name}:5: HMAC mismatch")
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda ls: ls[:3] + ls[4:], ":4: chain broken"),  # delete entry 4
-    (lambda ls: [*ls[:3], ls[4], ls[3], *ls[5:]], ":4: chain broken"),  # swap 4 and 5
-    (lambda ls: ls[:-2], "end of log"),  # cut the last two
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda ls: ls[:3] + ls[4:], ":4: chain broken"),  # delete entry 4
+        (lambda ls: [*ls[:3], ls[4], ls[3], *ls[5:]], ":4: chain broken"),  # swap 4 and 5
+        (lambda ls: ls[:-2], "end of log"),  # cut the last two
+    ],
+)
 def test_deletion_reordering_and_truncation_are_caught(tmp_path, damage, expected):
     log = filled(tmp_path)
     path = log.files()[0]
@@ -95,9 +99,19 @@ def test_concurrent_writers_in_separate_processes_keep_one_chain(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["zone", "epsilon", "k", "note", "count"]),
-                                st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False)), max_size=4),
-                min_size=1, max_size=15), st.floats(0, 1, exclude_max=True), st.integers(1, 94))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["zone", "epsilon", "k", "note", "count"]),
+            st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False)),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=15,
+    ),
+    st.floats(0, 1, exclude_max=True),
+    st.integers(1, 94),
+)
 def test_any_single_edit_is_detected(tmp_path_factory, payloads, where, shift):
     directory = tmp_path_factory.mktemp("audit")
     log = AuditLog(directory, KEY)
@@ -135,8 +149,22 @@ def test_audit_verify_command_fails_on_an_empty_log(tmp_path):
     key_file.write_text(KEY.hex())
     key_file.chmod(0o600)
     (tmp_path / "audit").mkdir()
-    run = subprocess.run([sys.executable, "-m", "privacy_vision.cli", "audit", "verify", "--dir", str(tmp_path / "audit"), "--key", str(key_file)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "privacy_vision.cli",
+            "audit",
+            "verify",
+            "--dir",
+            str(tmp_path / "audit"),
+            "--key",
+            str(key_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1 and "missing or empty" in run.stdout, run.stdout + run.stderr
 
 

@@ -1,4 +1,5 @@
 """DPIA and records of processing generated from the configuration in force."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def test_weak_configuration_is_flagged_with_reasons():
     params["detection"]["retention_frames"] = 5
     params["uplink"]["pins"] = ["only-one"]
     flags = {f.setting: f for f in risk_flags(params, SystemFacts("SUBNET", dds_profile_localhost=False))}
-    assert set(flags) == {"aggregator.k", "aggregator.epsilon_per_track_day", "detection.retention_frames", "uplink.pins",
-                          "ROS_AUTOMATIC_DISCOVERY_RANGE"}
+    assert set(flags) == {
+        "aggregator.k",
+        "aggregator.epsilon_per_track_day",
+        "detection.retention_frames",
+        "uplink.pins",
+        "ROS_AUTOMATIC_DISCOVERY_RANGE",
+    }
     assert flags["aggregator.k"].value == 3 and "fewer than 5" in flags["aggregator.k"].reason
     assert "other hosts" in flags["ROS_AUTOMATIC_DISCOVERY_RANGE"].reason
 
@@ -47,7 +53,12 @@ def test_the_document_follows_the_parameters():
     person = after["privacy_guarantee"]["person_day"]
     assert person["epsilon_per_person_day"] == round(0.5 * max(person["tracks_per_person_measured"].values()), 3)
     markdown = render_markdown(after)
-    assert "k = 8" in markdown and "ε = 0.5 per track-day" in markdown and "1.0 m grid" in markdown and "window 300 s" in markdown
+    assert (
+        "k = 8" in markdown
+        and "ε = 0.5 per track-day" in markdown
+        and "1.0 m grid" in markdown
+        and "window 300 s" in markdown
+    )
     assert "k = 5" not in markdown
     json.dumps(after)  # the JSON form serialises
 
@@ -59,16 +70,26 @@ def test_the_document_states_the_strict_mode_and_its_delta():
     dpia = build_dpia(params, LOCAL)
     dp_ = dpia["privacy_guarantee"]["differential_privacy"]
     assert dp_["mechanism"] == "sparse_vector+discrete_laplace" and dp_["delta"] == 1e-7
-    assert dp_["epsilon_per_track_day"] == 2.0 and dp_["cells_per_track_per_day"] == {"group": 2} and dp_["test_threshold"] > 5
+    assert (
+        dp_["epsilon_per_track_day"] == 2.0
+        and dp_["cells_per_track_per_day"] == {"group": 2}
+        and dp_["test_threshold"] > 5
+    )
     markdown = render_markdown(dpia)
     assert "δ = 1e-07" in markdown and "true size is at least k" in markdown
-    params["anonymizer"]["groups_per_day"] = 0  # strict mode without groups: nothing is released, and the document says so
-    assert "nothing is released" in build_dpia(params, LOCAL)["privacy_guarantee"]["differential_privacy"]["composition"]
+    params["anonymizer"]["groups_per_day"] = (
+        0  # strict mode without groups: nothing is released, and the document says so
+    )
+    assert (
+        "nothing is released" in build_dpia(params, LOCAL)["privacy_guarantee"]["differential_privacy"]["composition"]
+    )
 
 
 def test_markdown_lists_topics_and_which_leave_the_device():
     markdown = render_markdown(build_dpia(default_params(), LOCAL))
-    assert "| /zone_analytics | per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld | yes |" in markdown
+    assert (
+        "| /zone_analytics | per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld | yes |" in markdown
+    )
     assert "| /camera/image_raw |" in markdown and "Record of processing (Art. 30 GDPR)" in markdown
     assert "None: every checked setting" in markdown
 
@@ -77,13 +98,17 @@ def test_dpia_states_where_frames_go_in_each_capture_mode():
     params = default_params()
     topic_mode = build_dpia(params, LOCAL)
     assert "/camera/image_raw" in topic_mode["data_flows"]["topics"]
-    assert "any process on this device can read" in topic_mode["processing"]["data_categories_on_device"]["camera frames"]
+    assert (
+        "any process on this device can read" in topic_mode["processing"]["data_categories_on_device"]["camera frames"]
+    )
     assert "any process on this device" in topic_mode["data_flows"]["topics"]["/camera/image_raw"]["content"]
     params["detection"]["capture"] = "in_process"
     in_process = build_dpia(params, LOCAL)
     assert "/camera/image_raw" not in in_process["data_flows"]["topics"]
     assert "no image topic exists" in in_process["processing"]["data_categories_on_device"]["camera frames"]
     assert not in_process["risks"]
-    live = SystemFacts(discovery_range="LOCALHOST", dds_profile_localhost=True, topics={"/camera/image_raw": ["sensor_msgs/msg/Image"]})
+    live = SystemFacts(
+        discovery_range="LOCALHOST", dds_profile_localhost=True, topics={"/camera/image_raw": ["sensor_msgs/msg/Image"]}
+    )
     flagged = build_dpia(params, live)
     assert [r["setting"] for r in flagged["risks"]] == ["detection.capture"]

@@ -2,6 +2,7 @@
 time range, per-zone occupancy with 95% intervals from the stated noise, hourly headings and dwell, daily
 footfall, "< k" cells, strict-mode groups, CSV export. Set PV_DASHBOARD_SCREENSHOT=docs/dashboard.png
 to refresh the screenshot in the docs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,7 +51,11 @@ def week_of_releases() -> list[dict]:
                 busy = scale * math.sin(math.pi * (slot - 26) / 58) ** 2
                 item = example_release(zone, start)
                 occupancy = noisy(rng, busy, item["epsilon_by_metric"]["occupancy"])
-                releases.append(example_release(zone, start, below_k=True) if occupancy < item["k"] else {**item, "occupancy": occupancy})
+                releases.append(
+                    example_release(zone, start, below_k=True)
+                    if occupancy < item["k"]
+                    else {**item, "occupancy": occupancy}
+                )
             for hour in range(7, 21):
                 start = day_start + hour * 3600
                 busy = 2.2 * scale * math.sin(math.pi * (hour - 7) / 14) ** 2
@@ -59,20 +64,49 @@ def week_of_releases() -> list[dict]:
                 if occupancy < item["k"]:
                     releases.append(example_release(zone, start, tier="hour", below_k=True))
                     continue
-                weights = {"E": 5, "NE": 2, "N": 1, "NW": 1, "W": 4, "SW": 1, "S": 1, "SE": 2, "none": 1} if zone == "entrance" else \
-                          {"E": 1, "NE": 1, "N": 6, "NW": 1, "W": 1, "SW": 1, "S": 5, "SE": 1, "none": 1}
+                weights = (
+                    {"E": 5, "NE": 2, "N": 1, "NW": 1, "W": 4, "SW": 1, "S": 1, "SE": 2, "none": 1}
+                    if zone == "entrance"
+                    else {"E": 1, "NE": 1, "N": 6, "NW": 1, "W": 1, "SW": 1, "S": 5, "SE": 1, "none": 1}
+                )
                 directions = {label: round(occupancy * w / sum(weights.values())) for label, w in weights.items()}
-                dwell = {"short": round(occupancy * 0.6), "medium": round(occupancy * 0.3), "long": round(occupancy * 0.1)}
-                releases.append({**item, "occupancy": occupancy, "direction_counts": directions, "dwell_counts": dwell,
-                                 "entries": round(occupancy * 0.7), "exits": round(occupancy * 0.6), "entries_today": round(occupancy * 3)})
+                dwell = {
+                    "short": round(occupancy * 0.6),
+                    "medium": round(occupancy * 0.3),
+                    "long": round(occupancy * 0.1),
+                }
+                releases.append(
+                    {
+                        **item,
+                        "occupancy": occupancy,
+                        "direction_counts": directions,
+                        "dwell_counts": dwell,
+                        "entries": round(occupancy * 0.7),
+                        "exits": round(occupancy * 0.6),
+                        "entries_today": round(occupancy * 3),
+                    }
+                )
             item = example_release(zone, day_start, tier="day")
             footfall = noisy(rng, 9 * scale, item["epsilon_by_metric"]["occupancy"])
             if zone == "checkout" and day_index == 2:
                 footfall = 3  # a quiet day: shown as "< k"
-            releases.append(example_release(zone, day_start, tier="day", below_k=True) if footfall < item["k"] else {**item, "occupancy": footfall})
-    for _index, (hour, windows, size) in enumerate([(8, 2, 9), (10, 4, 14), (12, 3, 22), (15, 6, 11), (17, 2, 8), (19, 3, 12)]):
-        releases.append(example_release("plaza (strict)", NEWEST_DAY + hour * 3600, tier="group", occupancy=size,
-                                        period_end_s=NEWEST_DAY + hour * 3600 + windows * 900))
+            releases.append(
+                example_release(zone, day_start, tier="day", below_k=True)
+                if footfall < item["k"]
+                else {**item, "occupancy": footfall}
+            )
+    for _index, (hour, windows, size) in enumerate(
+        [(8, 2, 9), (10, 4, 14), (12, 3, 22), (15, 6, 11), (17, 2, 8), (19, 3, 12)]
+    ):
+        releases.append(
+            example_release(
+                "plaza (strict)",
+                NEWEST_DAY + hour * 3600,
+                tier="group",
+                occupancy=size,
+                period_end_s=NEWEST_DAY + hour * 3600 + windows * 900,
+            )
+        )
     return releases
 
 
@@ -82,7 +116,7 @@ def discrete_laplace_half_width(epsilon: float, level: float = 0.95) -> int:
     mass, h = (1 - p) / (1 + p), 0
     while mass < level:
         h += 1
-        mass += 2 * (1 - p) / (1 + p) * p ** h
+        mass += 2 * (1 - p) / (1 + p) * p**h
     return h
 
 
@@ -90,10 +124,14 @@ def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
     if chromium_binary() is None:
         pytest.fail("chromium is not installed: make setup installs Debian's chromium package")
     token = issue_token(tmp_path / "analysts.sha256", tmp_path / "analyst.token", "alice")
-    server = IngestThread(pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key), analyst_tokens=tmp_path / "analysts.sha256")
+    server = IngestThread(
+        pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key), analyst_tokens=tmp_path / "analysts.sha256"
+    )
     releases = week_of_releases()
     for sequence, item in enumerate(releases, start=1):
-        server.store.accept("dev-1", f"{sequence:032x}", sequence, validate_release(item), json.dumps(item), time.time())
+        server.store.accept(
+            "dev-1", f"{sequence:032x}", sequence, validate_release(item), json.dumps(item), time.time()
+        )
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     seen = {}
@@ -104,25 +142,37 @@ def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
             assert await page.wait_for("document.body.dataset.ready") == "login"
             await page.type_into("#token", "pva_wrong-token-wrong-token-wrong-token-wrong-1")
             await page.evaluate("document.querySelector('#login button').click()")
-            await page.wait_for("document.body.dataset.ready === 'login' && document.getElementById('login-reason').textContent")
+            await page.wait_for(
+                "document.body.dataset.ready === 'login' && document.getElementById('login-reason').textContent"
+            )
             seen["refused"] = await page.evaluate("document.getElementById('login-reason').textContent")
             await page.type_into("#token", token)
             await page.evaluate("document.querySelector('#login button').click()")
             await page.wait_for("document.body.dataset.ready === 'true'")
             seen["day"] = await page.evaluate("document.documentElement.outerHTML")
-            seen["half_widths"] = await page.evaluate("[0.2, 0.15, 0.105, 0.05, 0.015, 1.0].map(e => discreteLaplaceHalfWidth(e))")
+            seen["half_widths"] = await page.evaluate(
+                "[0.2, 0.15, 0.105, 0.05, 0.015, 1.0].map(e => discreteLaplaceHalfWidth(e))"
+            )
             seen["csv_guard"] = await page.evaluate("csvField('=HYPERLINK(\"x\")') + '|' + csvField('a,b')")
             await page.evaluate("window.beforeReload = true; location.reload()")  # the token is kept for the tab
-            await page.wait_for("!window.beforeReload && document.readyState === 'complete' && document.body.dataset.ready === 'true'")
+            await page.wait_for(
+                "!window.beforeReload && document.readyState === 'complete' && document.body.dataset.ready === 'true'"
+            )
             await page.screenshot(tmp_path / "dashboard.png")
             # a time range typed in: 10:00 to 14:00 of the newest day
-            await page.evaluate("document.getElementById('from').value = '2026-09-14T10:00:00';"
-                                "document.getElementById('to').value = '2026-09-14T14:00:00';"
-                                "document.querySelector('#controls button[type=submit]').click()")
-            await page.wait_for("document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('T14:00:00Z')")
+            await page.evaluate(
+                "document.getElementById('from').value = '2026-09-14T10:00:00';"
+                "document.getElementById('to').value = '2026-09-14T14:00:00';"
+                "document.querySelector('#controls button[type=submit]').click()"
+            )
+            await page.wait_for(
+                "document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('T14:00:00Z')"
+            )
             seen["range"] = await page.evaluate("document.documentElement.outerHTML")
             await page.evaluate("document.querySelector('[data-preset=week]').click()")
-            await page.wait_for("document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('2026-09-08')")
+            await page.wait_for(
+                "document.body.dataset.ready === 'true' && document.getElementById('status').textContent.includes('2026-09-08')"
+            )
             seen["week"] = await page.evaluate("document.documentElement.outerHTML")
             await page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
             await page.evaluate("document.getElementById('export').click()")
@@ -151,25 +201,30 @@ def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
     for zone in ("entrance", "checkout"):
         windows = [r for r in newest_day if r["zone_id"] == zone and r["tier"] == "window"]
         shown = sum(not r["below_k"] for r in windows)
-        section = day[day.index(f'data-zone="{zone}"'):]
-        section = section[:section.index("</section>")]
-        assert f'data-points="{shown}"' in section and f'data-intervals="{shown}"' in section  # a 95% band for every shown window
+        section = day[day.index(f'data-zone="{zone}"') :]
+        section = section[: section.index("</section>")]
+        assert (
+            f'data-points="{shown}"' in section and f'data-intervals="{shown}"' in section
+        )  # a 95% band for every shown window
         assert section.count('class="suppressed"') == len(windows) - shown + sum(
-            r["below_k"] for r in newest_day if r["zone_id"] == zone and r["tier"] == "day")
+            r["below_k"] for r in newest_day if r["zone_id"] == zone and r["tier"] == "day"
+        )
         hours = [r for r in newest_day if r["zone_id"] == zone and r["tier"] == "hour" and not r["below_k"]]
         assert f'data-direction="E" data-count="{sum(r["direction_counts"]["E"] for r in hours)}"' in section
         assert f'data-dwell="short" data-count="{sum(r["dwell_counts"]["short"] for r in hours)}"' in section
         assert "±15 (ε=0.200 per window)" in section  # window occupancy at ε 0.2: discrete Laplace half-width 15
     assert day.count('class="group"') == 6 and "strict mode: 6 released groups" in day
     assert seen["half_widths"] == [discrete_laplace_half_width(e) for e in (0.2, 0.15, 0.105, 0.05, 0.015, 1.0)]
-    assert seen["csv_guard"] == "\"'=HYPERLINK(\"\"x\"\")\"|\"a,b\""
+    assert seen["csv_guard"] == '"\'=HYPERLINK(""x"")"|"a,b"'
 
     in_range = [r for r in newest_day if NEWEST_DAY + 10 * 3600 <= r["period_start_s"] < NEWEST_DAY + 14 * 3600]
     assert f"{len(in_range)} releases from 3 zones" in seen["range"]
 
     week = seen["week"]
     assert len(releases) > 1000 and f"{len(releases)} releases from 3 zones" in week  # followed the cursor over pages
-    assert week.count('class="day-bar"') == 2 * DAYS - 1 and '<text class="below-k-label"' in week  # one quiet day: "< k"
+    assert (
+        week.count('class="day-bar"') == 2 * DAYS - 1 and '<text class="below-k-label"' in week
+    )  # one quiet day: "< k"
 
     exported = list(csv.DictReader(io.StringIO(next(downloads.glob("*.csv")).read_text())))
     assert {row["release_id"] for row in exported} == {r["release_id"] for r in releases}
@@ -177,5 +232,10 @@ def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
     assert below and all(row["ci95_low"] == "" for row in below)
     window = next(row for row in exported if row["tier"] == "window" and row["value"] != "< k")
     assert int(window["ci95_high"]) - int(window["value"]) == 15 and window["metric"] == "occupancy"
-    assert {row["metric"] for row in exported if row["tier"] == "hour"} >= {"occupancy", "entries", "direction:E", "dwell:long"}
+    assert {row["metric"] for row in exported if row["tier"] == "hour"} >= {
+        "occupancy",
+        "entries",
+        "direction:E",
+        "dwell:long",
+    }
     assert (tmp_path / "dashboard.png").read_bytes().startswith(b"\x89PNG")

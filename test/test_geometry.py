@@ -1,4 +1,5 @@
 """Homography fitting and zones."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,12 @@ def test_homography_from_pairs_and_bad_files(tmp_path):
     good = tmp_path / "pairs.yaml"
     good.write_text("pairs: [[0, 0, 0, 0], [100, 0, 1, 0], [100, 100, 1, 1], [0, 100, 0, 1], [50, 50, 0.5, 0.5]]\n")
     assert np.allclose(load_homography(good).project(np.array([[50.0, 0.0]])), [[0.5, 0.0]], atol=1e-6)
-    for text, message in [("homography: [1, 2, 3]\n", "9 values"), ("homography: [0,0,0,0,0,0,0,0,0]\n", "singular"),
-                          ("something: 1\n", "expected a 'homography'"), ("[1, 2\n", "not valid YAML")]:
+    for text, message in [
+        ("homography: [1, 2, 3]\n", "9 values"),
+        ("homography: [0,0,0,0,0,0,0,0,0]\n", "singular"),
+        ("something: 1\n", "expected a 'homography'"),
+        ("[1, 2\n", "not valid YAML"),
+    ]:
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
@@ -47,15 +52,21 @@ def test_zones_load_and_contain(tmp_path):
     assert zone.boundary_distance(1, 1) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "no zones defined"),
-    ("zones: []\n", "no zones defined"),
-    ("zones:\n  - id: a\n", "needs 'id' and 'polygon'"),
-    ("zones:\n  - id: a\n    polygon: [[0, 0], [1, 1]]\n", "not a valid polygon"),
-    ("zones:\n  - id: a\n    polygon: [[0, 0], [1, 1], [1, 0], [0, 1]]\n", "not a valid polygon"),
-    ("zones:\n  - id: a\n    polygon: [[0, 0], [x, 1], [1, 0]]\n", "list of \\[x, y\\] numbers"),
-    ("zones:\n  - {id: a, polygon: [[0, 0], [1, 0], [1, 1]]}\n  - {id: a, polygon: [[0, 0], [1, 0], [1, 1]]}\n", "unique"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no zones defined"),
+        ("zones: []\n", "no zones defined"),
+        ("zones:\n  - id: a\n", "needs 'id' and 'polygon'"),
+        ("zones:\n  - id: a\n    polygon: [[0, 0], [1, 1]]\n", "not a valid polygon"),
+        ("zones:\n  - id: a\n    polygon: [[0, 0], [1, 1], [1, 0], [0, 1]]\n", "not a valid polygon"),
+        ("zones:\n  - id: a\n    polygon: [[0, 0], [x, 1], [1, 0]]\n", "list of \\[x, y\\] numbers"),
+        (
+            "zones:\n  - {id: a, polygon: [[0, 0], [1, 0], [1, 1]]}\n  - {id: a, polygon: [[0, 0], [1, 0], [1, 1]]}\n",
+            "unique",
+        ),
+    ],
+)
 def test_bad_zones_files_are_explained(tmp_path, text, message):
     path = tmp_path / "zones.yaml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """The whole graph as separate processes: analytics reach the ingest over TLS, pixels stay on one link."""
+
 from __future__ import annotations
 
 import itertools
@@ -18,9 +19,24 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, vtest_video):
     tmp = tmp_path_factory.mktemp("graph")
-    code, output, probe = run_graph(tmp, str(vtest_video), [
-        "--max-frames", "100", "--fps", "20", "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1",
-        "--set", "aggregator.epsilon_per_track_day=40.0", "--set", "aggregator.daily_epsilon_cap=40.0"])  # large ε: values checkable
+    code, output, probe = run_graph(
+        tmp,
+        str(vtest_video),
+        [
+            "--max-frames",
+            "100",
+            "--fps",
+            "20",
+            "--set",
+            "anonymizer.window_s=4",
+            "--set",
+            "aggregator.k=1",
+            "--set",
+            "aggregator.epsilon_per_track_day=40.0",
+            "--set",
+            "aggregator.daily_epsilon_cap=40.0",
+        ],
+    )  # large ε: values checkable
     return code, output, probe, tmp / "var"
 
 
@@ -33,11 +49,21 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert zones == {"plaza_west", "plaza_centre", "plaza_east"}
     assert {r["tier"] for r in releases if r["zone_id"] == "site"} == {"day"}
     for release in releases:
-        assert release["mechanism"] == "discrete_laplace" and release["epsilon_track_day"] == pytest.approx(40.0) and release["k"] == 1
+        assert (
+            release["mechanism"] == "discrete_laplace"
+            and release["epsilon_track_day"] == pytest.approx(40.0)
+            and release["k"] == 1
+        )
         assert sum(release["epsilon_by_metric"].values()) == pytest.approx(release["epsilon_cell"])
-        assert release["privacy_unit"] == "track-day" and release["window_s"] == 4.0 and release["tier"] in ("window", "hour", "day")
+        assert (
+            release["privacy_unit"] == "track-day"
+            and release["window_s"] == 4.0
+            and release["tier"] in ("window", "hour", "day")
+        )
     # every cell of the public grid is released, empty ones included: each zone has its hour and day cells
-    assert {(r["zone_id"], r["tier"]) for r in releases if r["tier"] != "window"} >= {(z, t) for z in zones for t in ("hour", "day")}
+    assert {(r["zone_id"], r["tier"]) for r in releases if r["tier"] != "window"} >= {
+        (z, t) for z in zones for t in ("hour", "day")
+    }
     assert "Per-zone analytics received by the ingest" in output
     assert "analytics stored in" in output
     assert any(not r["below_k"] and r["occupancy"] > 0 for r in releases), releases
@@ -76,7 +102,13 @@ def test_anonymized_topic_carries_no_tracker_ids_or_speed(demo_run):
     tracks = [t for m in probe.received["/anonymized_tracks"] for t in m.tracks]
     assert tracks
     for track in tracks:
-        assert set(track.get_fields_and_field_types()) == {"privacy_id", "cell_x_m", "cell_y_m", "size_category", "direction"}
+        assert set(track.get_fields_and_field_types()) == {
+            "privacy_id",
+            "cell_x_m",
+            "cell_y_m",
+            "size_category",
+            "direction",
+        }
         assert len(track.privacy_id) == 32
         assert (track.cell_x_m / 0.25) % 2 == pytest.approx(1.0)  # a 0.5 m cell centre
     for message in probe.received["/anonymized_tracks"]:
@@ -85,7 +117,9 @@ def test_anonymized_topic_carries_no_tracker_ids_or_speed(demo_run):
 
 def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     """One argument: the detection node reads the video itself; no camera node, no sensor_msgs/Image anywhere."""
-    code, output, probe = run_graph(tmp_path, str(vtest_video), ["--capture", "in_process", "--max-frames", "60", "--fps", "20"])
+    code, output, probe = run_graph(
+        tmp_path, str(vtest_video), ["--capture", "in_process", "--max-frames", "60", "--fps", "20"]
+    )
     assert code == 0, output
     assert "(in_process capture)" in output
     assert not [topic for topic, types in probe.topic_types.items() if IMAGE_TYPE in types], probe.topic_types
@@ -103,23 +137,49 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
 def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):
     """Strict mode through the real nodes: group totals from the anonymizer, the sparse-vector test in the
     aggregator, the release read back by the anonymizer so that the next group starts where this one ended."""
-    code, output, _probe = run_graph(tmp_path, str(vtest_video), [
-        "--max-frames", "300", "--fps", "20", "--set", "anonymizer.window_s=2", "--set", "anonymizer.groups_per_day=3",
-        "--set", "aggregator.mode=strict", "--set", "aggregator.k=2", "--set", "aggregator.epsilon_per_track_day=100.0",
-        "--set", "aggregator.daily_epsilon_cap=100.0"])  # large ε: a margin of a few people, so the short clip fills groups
+    code, output, _probe = run_graph(
+        tmp_path,
+        str(vtest_video),
+        [
+            "--max-frames",
+            "300",
+            "--fps",
+            "20",
+            "--set",
+            "anonymizer.window_s=2",
+            "--set",
+            "anonymizer.groups_per_day=3",
+            "--set",
+            "aggregator.mode=strict",
+            "--set",
+            "aggregator.k=2",
+            "--set",
+            "aggregator.epsilon_per_track_day=100.0",
+            "--set",
+            "aggregator.daily_epsilon_cap=100.0",
+        ],
+    )  # large ε: a margin of a few people, so the short clip fills groups
     assert code == 0, output
     releases = stored_releases(tmp_path / "var")
     assert releases and {r["tier"] for r in releases} == {"group"}, output
     for release in releases:
-        assert release["mode"] == "strict" and release["mechanism"] == "sparse_vector+discrete_laplace" and release["occupancy"] >= 2
-        assert release["delta_track_day"] == pytest.approx(1e-6) and release["epsilon_track_day"] == pytest.approx(100.0)
+        assert (
+            release["mode"] == "strict"
+            and release["mechanism"] == "sparse_vector+discrete_laplace"
+            and release["occupancy"] >= 2
+        )
+        assert release["delta_track_day"] == pytest.approx(1e-6) and release["epsilon_track_day"] == pytest.approx(
+            100.0
+        )
     by_zone: dict[str, list[tuple[float, float]]] = {}
     for release in sorted(releases, key=lambda r: r["period_start_s"]):
         by_zone.setdefault(release["zone_id"], []).append((release["period_start_s"], release["period_end_s"]))
     # each zone's groups follow each other: the anonymizer restarted the group at the released end
     assert any(len(periods) > 1 for periods in by_zone.values()), by_zone
     for periods in by_zone.values():
-        assert all(end == pytest.approx(next_start) for (_, end), (next_start, _) in itertools.pairwise(periods)), periods
+        assert all(end == pytest.approx(next_start) for (_, end), (next_start, _) in itertools.pairwise(periods)), (
+            periods
+        )
     assert "strict mode:" in output
 
 
@@ -145,8 +205,20 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     for name in ("params.yaml", "fastdds.xml", "homography_pets.yaml"):
         (config / name).write_text((REPO / "config" / name).read_text())
     (config / "zones.yaml").write_text("zones: []\n")
-    code, output, probe = run_graph(tmp_path, str(vtest_video), [
-        "--max-frames", "80", "--fps", "20", "--config-dir", str(config), "--set", f"anonymizer.zones_file={config / 'zones.yaml'}"])
+    code, output, probe = run_graph(
+        tmp_path,
+        str(vtest_video),
+        [
+            "--max-frames",
+            "80",
+            "--fps",
+            "20",
+            "--config-dir",
+            str(config),
+            "--set",
+            f"anonymizer.zones_file={config / 'zones.yaml'}",
+        ],
+    )
     assert code == 1
     assert "node 'anonymizer' exited with code 2" in output
     assert "no zones defined" in output
@@ -158,14 +230,30 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
 def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_video):
     """--composed: the six nodes in one process on one executor; the source's end stops them in pipeline order in that
     process, and everything the aggregator released is in the ingest."""
-    code, output, _probe = run_graph(tmp_path, str(vtest_video), ["--composed", "--max-frames", "60", "--fps", "20",
-                                                                  "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"])
+    code, output, _probe = run_graph(
+        tmp_path,
+        str(vtest_video),
+        [
+            "--composed",
+            "--max-frames",
+            "60",
+            "--fps",
+            "20",
+            "--set",
+            "anonymizer.window_s=4",
+            "--set",
+            "aggregator.k=1",
+        ],
+    )
     assert code == 0, output
     assert "6 nodes in one process (composed)" in output
     logs = next((tmp_path / "var" / "logs").glob("*"))
     assert sorted(p.name for p in logs.glob("*.log")) == ["composed.log", "ingest.log"]
     log = (logs / "composed.log").read_text()
-    done = {m.group(2): (float(m.group(1)), m.group(3)) for m in re.finditer(r"\[(\d+\.\d+)\] \[(\w+)\]: finalized: (.*)", log)}
+    done = {
+        m.group(2): (float(m.group(1)), m.group(3))
+        for m in re.finditer(r"\[(\d+\.\d+)\] \[(\w+)\]: finalized: (.*)", log)
+    }
     assert list(done) == list(graph.NODE_NAMES), log  # finalized in pipeline order
     assert [t for t, _ in done.values()] == sorted(t for t, _ in done.values())
     published = int(re.match(r"(\d+) releases published", done["aggregator"][1]).group(1))

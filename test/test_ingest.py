@@ -1,5 +1,6 @@
 """The ingest over real TLS: distinct rejections that store nothing, pins checked before any byte,
 SQLite and PostgreSQL stores, retention (the dashboard: test_dashboard.py)."""
+
 from __future__ import annotations
 
 import http.client
@@ -44,9 +45,18 @@ def post(server: IngestThread, pki: PkiPaths, body: bytes, headers: dict[str, st
     return result
 
 
-def signed(pki: PkiPaths, body: bytes, sequence: int, timestamp: float | None = None, key: bytes | None = None) -> dict[str, str]:
-    return sign_request(key or load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body,
-                        int(timestamp if timestamp is not None else time.time()), sequence).as_dict()
+def signed(
+    pki: PkiPaths, body: bytes, sequence: int, timestamp: float | None = None, key: bytes | None = None
+) -> dict[str, str]:
+    return sign_request(
+        key or load_key_file(pki.device_key),
+        "POST",
+        RELEASES_PATH,
+        "dev-1",
+        body,
+        int(timestamp if timestamp is not None else time.time()),
+        sequence,
+    ).as_dict()
 
 
 def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
@@ -118,8 +128,13 @@ class RecordingTlsServer:
 
 def test_wrong_pin_fails_closed_before_any_request_byte(pki):
     server = RecordingTlsServer(pki)
-    client = PinnedClient(f"https://127.0.0.1:{server.port}{RELEASES_PATH}", ["d3Jvbmcgb2YgY291cnNlIHRoaXMgaXMgbm90IGEgcGlu"],
-                          str(pki.ca_cert), "dev-1", load_key_file(pki.device_key))
+    client = PinnedClient(
+        f"https://127.0.0.1:{server.port}{RELEASES_PATH}",
+        ["d3Jvbmcgb2YgY291cnNlIHRoaXMgaXMgbm90IGEgcGlu"],
+        str(pki.ca_cert),
+        "dev-1",
+        load_key_file(pki.device_key),
+    )
     with pytest.raises(PinMismatch):
         client.send(canonical_release_bytes(release()), sequence=1)
     server.join()
@@ -129,8 +144,14 @@ def test_wrong_pin_fails_closed_before_any_request_byte(pki):
 
 def test_right_pin_sends_through_the_same_recorder(pki):
     server = RecordingTlsServer(pki)
-    client = PinnedClient(f"https://127.0.0.1:{server.port}{RELEASES_PATH}", read_pins(pki), str(pki.ca_cert), "dev-1",
-                          load_key_file(pki.device_key), timeout_s=1)
+    client = PinnedClient(
+        f"https://127.0.0.1:{server.port}{RELEASES_PATH}",
+        read_pins(pki),
+        str(pki.ca_cert),
+        "dev-1",
+        load_key_file(pki.device_key),
+        timeout_s=1,
+    )
     with pytest.raises((OSError, http.client.HTTPException)):
         client.send(canonical_release_bytes(release()), sequence=1)  # the recorder never answers
     server.join()
@@ -147,12 +168,14 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
     (rotated.root / "server.key").write_bytes(pki.backup_key.read_bytes())
     server = IngestThread(rotated, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
     try:
-        result = PinnedClient(server.url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key)).send(
-            canonical_release_bytes(release()), sequence=1)
+        result = PinnedClient(
+            server.url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key)
+        ).send(canonical_release_bytes(release()), sequence=1)
         assert result.delivered
         with pytest.raises(PinMismatch):  # a device that pinned only the retired key refuses the new one
             PinnedClient(server.url, read_pins(pki)[:1], str(pki.ca_cert), "dev-1", load_key_file(pki.device_key)).send(
-                canonical_release_bytes(release()), sequence=2)
+                canonical_release_bytes(release()), sequence=2
+            )
     finally:
         server.stop()
 

@@ -1,5 +1,6 @@
 """Hostile input to the ingest (issue 13, findings 5 and 6): every client fault is a 4xx with a reason,
 never a 500, and nothing invalid is stored; a hypothesis-driven request fuzz test holds that in general."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,12 +32,23 @@ from testkit.ingest import IngestThread
 _sequence = iter(range(1, 10**9))
 
 
-def post_raw(server: IngestThread, pki: PkiPaths, body: bytes, header_overrides: dict[str, bytes] | None = None) -> tuple[int, str]:
+def post_raw(
+    server: IngestThread, pki: PkiPaths, body: bytes, header_overrides: dict[str, bytes] | None = None
+) -> tuple[int, str]:
     """A signed POST over real TLS; overrides go out as raw header bytes (http.client passes bytes as is)."""
-    headers = sign_request(load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)).as_dict()
-    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10)
+    headers = sign_request(
+        load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)
+    ).as_dict()
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10
+    )
     connection.putrequest("POST", RELEASES_PATH)
-    for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body)), **(header_overrides or {})}.items():
+    for name, value in {
+        **headers,
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        **(header_overrides or {}),
+    }.items():
         connection.putheader(name, value)
     connection.endheaders(body)
     response = connection.getresponse()
@@ -72,7 +84,10 @@ FINDING_5 = {
     # strict mode
     "a group below k": (json.dumps(example_release(tier="group", occupancy=4)).encode(), "at least k"),
     "a group shown as '< k'": (json.dumps(example_release(tier="group", below_k=True)).encode(), "at least k"),
-    "a group not made of whole windows": (json.dumps(example_release(tier="group", period_end_s=1000.0)).encode(), "whole windows"),
+    "a group not made of whole windows": (
+        json.dumps(example_release(tier="group", period_end_s=1000.0)).encode(),
+        "whole windows",
+    ),
     "δ on a grid cell": (json_with(delta_track_day=1e-6), "delta_track_day"),
     "δ of 0.5": (json.dumps(example_release(tier="group", delta_track_day=0.5)).encode(), "delta_track_day"),
 }
@@ -88,7 +103,11 @@ def test_finding_5_invalid_release_is_422_with_reason_and_not_stored(ingest, pki
 
 
 FINDING_6 = {
-    "non-ASCII content hash": (canonical_release_bytes(example_release()), {HEADER_BODY_SHA256: "é".encode() * 32}, 400),
+    "non-ASCII content hash": (
+        canonical_release_bytes(example_release()),
+        {HEADER_BODY_SHA256: "é".encode() * 32},
+        400,
+    ),
     "sequence 2**63": (canonical_release_bytes(example_release()), {HEADER_SEQUENCE: str(2**63).encode()}, 400),
     "JSON nested 30,000 deep": (b"[" * 30_000 + b"]" * 30_000, {}, 422),
     "not UTF-8": (b'{"zone_id": "\xff\xfe"}', {}, 422),
@@ -113,8 +132,10 @@ def test_a_valid_release_still_goes_through(ingest, pki, tier):
 # ---- fuzz: any signed body, any header value: no 5xx, and a body the schema refuses is never stored ----
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats() | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
 FIELDS = list(example_release())
 
 
@@ -131,7 +152,9 @@ def release_bodies(draw) -> bytes:
             release[draw(st.text(min_size=1, max_size=20))] = draw(json_values)
     if draw(st.booleans()):
         return json.dumps(release, allow_nan=True).encode()
-    return draw(st.sampled_from([json.dumps(release, allow_nan=True).encode(), b"", b"[]", b"null", b'{"a":', b"\x00\xff"]))
+    return draw(
+        st.sampled_from([json.dumps(release, allow_nan=True).encode(), b"", b"[]", b"null", b'{"a":', b"\x00\xff"])
+    )
 
 
 HEADER_NAMES = ["X-PV-Device", "X-PV-Timestamp", "X-PV-Nonce", "X-PV-Sequence", "X-PV-Content-SHA256", "X-PV-Signature"]
@@ -156,11 +179,16 @@ def fuzz_client(tmp_path_factory):
 @given(body=release_bodies(), bad_headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_text, max_size=2))
 def test_fuzz_no_5xx_and_nothing_invalid_stored(fuzz_client, body, bad_headers):
     loop, client, store, key = fuzz_client
-    headers = {**sign_request(key, "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)).as_dict(), **bad_headers}
+    headers = {
+        **sign_request(key, "POST", RELEASES_PATH, "dev-1", body, int(time.time()), next(_sequence)).as_dict(),
+        **bad_headers,
+    }
     before = store.count()
 
     async def send() -> tuple[int, dict]:
-        response = await client.post(RELEASES_PATH, data=body, headers={k: v.encode("latin-1").decode("latin-1") for k, v in headers.items()})
+        response = await client.post(
+            RELEASES_PATH, data=body, headers={k: v.encode("latin-1").decode("latin-1") for k, v in headers.items()}
+        )
         return response.status, await response.json()
 
     status, answer = loop.run_until_complete(send())

@@ -1,6 +1,7 @@
 """Connection limits and timeouts of the ingest (issue 13, finding 8: 1,100 slow TLS connections under a
 1,024 descriptor limit stalled every valid POST for 15 s and wrote 43 MB of tracebacks in 30 s).
 The ingest runs as its own process, as deployed, so its whole output is what the test measures."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,11 @@ class Attack:
         self.counts: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
-        self._thread = threading.Thread(target=self._loop.run_until_complete,
-                                        args=(slow_connections("127.0.0.1", port, connections, interval_s, self._stop, self.counts),),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(slow_connections("127.0.0.1", port, connections, interval_s, self._stop, self.counts),),
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -73,7 +76,9 @@ def test_a_device_posts_quickly_through_hundreds_of_slow_connections_and_the_log
 
 
 def test_slow_headers_silent_connections_and_stalled_handshakes_are_closed_in_time(pki, tmp_path):
-    ingest = IngestProcess(pki, str(tmp_path / "ingest.sqlite"), ["dev-1"], ("--idle-timeout", "2", "--handshake-timeout", "1"))
+    ingest = IngestProcess(
+        pki, str(tmp_path / "ingest.sqlite"), ["dev-1"], ("--idle-timeout", "2", "--handshake-timeout", "1")
+    )
     context = ssl.create_default_context(cafile=str(pki.ca_cert))
 
     def seconds_until_closed(connection: socket.socket, trickle: bool) -> float:
@@ -93,8 +98,13 @@ def test_slow_headers_silent_connections_and_stalled_handshakes_are_closed_in_ti
         return float("inf")
 
     try:
-        slow = seconds_until_closed(context.wrap_socket(socket.create_connection(("127.0.0.1", ingest.port)), server_hostname="localhost"), True)
-        silent = seconds_until_closed(context.wrap_socket(socket.create_connection(("127.0.0.1", ingest.port)), server_hostname="localhost"), False)
+        slow = seconds_until_closed(
+            context.wrap_socket(socket.create_connection(("127.0.0.1", ingest.port)), server_hostname="localhost"), True
+        )
+        silent = seconds_until_closed(
+            context.wrap_socket(socket.create_connection(("127.0.0.1", ingest.port)), server_hostname="localhost"),
+            False,
+        )
         no_handshake = seconds_until_closed(socket.create_connection(("127.0.0.1", ingest.port)), False)
     finally:
         ingest.stop()
@@ -108,8 +118,9 @@ def test_a_body_must_follow_signed_headers_in_time_and_unsigned_ones_are_not_rea
     body = canonical_release_bytes(example_release())
 
     def answer_to_a_stalled_body(headers: dict[str, str]) -> tuple[int, str, float]:
-        connection = http.client.HTTPSConnection("127.0.0.1", ingest.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)),
-                                                 timeout=10)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", ingest.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10
+        )
         connection.putrequest("POST", RELEASES_PATH)
         for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
             connection.putheader(name, value)
@@ -121,7 +132,9 @@ def test_a_body_must_follow_signed_headers_in_time_and_unsigned_ones_are_not_rea
         return result
 
     try:
-        signed = sign_request(load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), 1).as_dict()
+        signed = sign_request(
+            load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), 1
+        ).as_dict()
         status, reason, waited = answer_to_a_stalled_body(signed)
         assert status == 408 and "body not received" in reason and 0.8 < waited < 5.0, (status, reason, waited)
         status, reason, waited = answer_to_a_stalled_body({**signed, "X-PV-Signature": "0" * 64})
@@ -133,7 +146,9 @@ def test_a_body_must_follow_signed_headers_in_time_and_unsigned_ones_are_not_rea
 def test_a_device_whose_idle_connection_was_closed_sends_again_without_a_failure(pki, tmp_path):
     """The idle timeout closes a device's kept-alive connection between releases; the uplink's next
     POST on it fails before any answer and is sent once more on a new connection (no backoff, no ERROR)."""
-    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key), limits=ServerLimits(idle_timeout_s=0.5))
+    server = IngestThread(
+        pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key), limits=ServerLimits(idle_timeout_s=0.5)
+    )
     client = PinnedClient(server.url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key))
     try:
         assert client.send(canonical_release_bytes(example_release("hall", 0.0)), 1).delivered

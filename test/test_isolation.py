@@ -1,4 +1,5 @@
 """Raw topics cannot be discovered from another host: a second network namespace joined by a veth pair."""
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,19 @@ def other_host():
 
 def probe_from(namespace: str, domain: int, seconds: float) -> subprocess.Popen:
     # The remote subscriber uses ROS defaults (discovery on the subnet), as an intruder would.
-    env = {k: v for k, v in os.environ.items() if k not in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE")
+    }
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
-    return subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, PROBE, str(domain), str(seconds)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, PROBE, str(domain), str(seconds)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_control_a_default_ros_talker_is_visible_from_the_other_host(other_host):
@@ -77,9 +87,12 @@ def test_control_a_default_ros_talker_is_visible_from_the_other_host(other_host)
 def test_graph_topics_stay_on_this_host_while_analytics_reach_the_ingest(other_host, tmp_path, vtest_video):
     domain = free_domain_id()
     probe = probe_from(other_host, domain, 25)
-    code, output, local = run_graph(tmp_path, str(vtest_video), ["--max-frames", "80", "--fps", "20", "--set",
-                                                                 "anonymizer.window_s=4", "--set", "aggregator.k=1"],
-                                    probe_domain=domain)
+    code, output, local = run_graph(
+        tmp_path,
+        str(vtest_video),
+        ["--max-frames", "80", "--fps", "20", "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"],
+        probe_domain=domain,
+    )
     out, _err = probe.communicate(timeout=90)
     remote_topics = json.loads(out)
     assert code == 0, output

@@ -1,4 +1,5 @@
 """Single nodes as real processes: parameter services, bad frames, bad sources; frame zeroing in-process."""
+
 from __future__ import annotations
 
 import importlib
@@ -37,15 +38,21 @@ def probe():
 
 
 def test_aggregator_parameter_updates_are_validated(probe, tmp_path):
-    process = start_node("aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log")
+    process = start_node(
+        "aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log"
+    )
     try:
         params = ParameterClient(probe, "aggregator")
         assert params.set("epsilon_per_track_day", 0.5).successful
         assert params.get("epsilon_per_track_day") == 0.5
-        for name, value, why in [("epsilon_per_track_day", -1.0, "range"), ("epsilon_per_track_day", 0.0, "range"), ("k", 0, "range"),
-                                 ("mode", "loose", "mode must be one of"),
-                                 ("daily_epsilon_cap", 0.1, "must be ≥ epsilon_per_track_day"),
-                                 ("ledger_path", "/tmp/other.sqlite", "read-only")]:
+        for name, value, why in [
+            ("epsilon_per_track_day", -1.0, "range"),
+            ("epsilon_per_track_day", 0.0, "range"),
+            ("k", 0, "range"),
+            ("mode", "loose", "mode must be one of"),
+            ("daily_epsilon_cap", 0.1, "must be ≥ epsilon_per_track_day"),
+            ("ledger_path", "/tmp/other.sqlite", "read-only"),
+        ]:
             result = params.set(name, value)
             assert not result.successful, (name, value)
             assert why in result.reason, (name, value, result.reason)
@@ -80,7 +87,9 @@ def test_detection_survives_a_malformed_frame(probe, tmp_path, vtest_frames):
     try:
         publisher = probe.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         probe.node.create_subscription(Detections, "detections", received.append, 10)
-        assert probe.spin_until(lambda: publisher.get_subscription_count() > 0, 60.0), (tmp_path / "detection.log").read_text()
+        assert probe.spin_until(lambda: publisher.get_subscription_count() > 0, 60.0), (
+            tmp_path / "detection.log"
+        ).read_text()
         probe.spin_for(0.5)
         broken = Image(height=576, width=768, encoding="bgr8", step=768 * 3, data=bytes(1000))
         broken.header.frame_id = "broken"
@@ -133,10 +142,15 @@ def test_camera_with_missing_source_fails_clearly(tmp_path):
 def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_path):
     from privacy_vision.nodes.detection import DetectionNode
 
-    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1", "-p", f"audit_dir:={tmp_path}"])
+    rclpy.init(
+        args=["test", "--ros-args", "-p", "backend:=hog", "-p", "retention_frames:=1", "-p", f"audit_dir:={tmp_path}"]
+    )
     try:
         node = DetectionNode()
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert (
+            node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        )
         messages = [Image(**frame_to_fields(frame)) for frame in vtest_frames[:3]]
         assert np.frombuffer(messages[0].data, np.uint8).any()
         node._on_image(messages[0])
@@ -149,7 +163,11 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         assert not np.frombuffer(messages[2].data, np.uint8).any()
         assert node.last_buffers and not any(buffer.any() for buffer in node.last_buffers)
         for encoding in ("mono8", "rgba8"):  # these two are converted into a new BGR array: it is zeroed too
-            fields = frame_to_fields(vtest_frames[3][:, :, 0] if encoding == "mono8" else np.dstack([vtest_frames[3], vtest_frames[3][:, :, :1]]))
+            fields = frame_to_fields(
+                vtest_frames[3][:, :, 0]
+                if encoding == "mono8"
+                else np.dstack([vtest_frames[3], vtest_frames[3][:, :, :1]])
+            )
             message = Image(**{**fields, "encoding": encoding})
             node._on_image(message)
             converted = node.last_buffers[1]
@@ -167,11 +185,30 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
 
     for index in range(4):
         cv2.imwrite(str(tmp_path / f"{index:03d}.png"), vtest_frames[index])
-    rclpy.init(args=["test", "--ros-args", "-p", "backend:=yolox", "-p", "capture:=in_process", "-p", f"source:={tmp_path}",
-                     "-p", "resize_width:=384", "-p", "wait_for_subscriber_s:=0.0", "-p", f"audit_dir:={tmp_path / 'audit'}"])
+    rclpy.init(
+        args=[
+            "test",
+            "--ros-args",
+            "-p",
+            "backend:=yolox",
+            "-p",
+            "capture:=in_process",
+            "-p",
+            f"source:={tmp_path}",
+            "-p",
+            "resize_width:=384",
+            "-p",
+            "wait_for_subscriber_s:=0.0",
+            "-p",
+            f"audit_dir:={tmp_path / 'audit'}",
+        ]
+    )
     try:
         node = DetectionNode()
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert (
+            node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        )
         assert node.source_ended.wait(60.0)
         assert node.frames == 4 and node.capture.delivered == 4
         assert node.last_buffers and node.last_buffers[0].shape == (288, 384, 3) and not node.last_buffers[0].any()
@@ -193,19 +230,32 @@ def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_pa
     def walk(node, backend: str, score: float, start_s: float) -> int:
         for frame in range(8):
             stamp = start_s + frame * 0.1
-            message = Detections(backend=backend, image_width=768, image_height=576, detections=[
-                Detection(x_min=100.0 + 5 * frame, y_min=200.0, x_max=140.0 + 5 * frame, y_max=300.0, confidence=score)])
+            message = Detections(
+                backend=backend,
+                image_width=768,
+                image_height=576,
+                detections=[
+                    Detection(
+                        x_min=100.0 + 5 * frame, y_min=200.0, x_max=140.0 + 5 * frame, y_max=300.0, confidence=score
+                    )
+                ],
+            )
             message.header.stamp.sec, message.header.stamp.nanosec = int(stamp), int(stamp % 1 * 1e9)
             node._on_detections(message)
         confirmed = sum(t.state == 1 for t in node.tracker.tracks)  # confirmed and matched in the last frame
         node.tracker.reset()
         return confirmed
 
-    ssd_score = BACKEND_SCORE_THRESHOLDS["tflite"][1] + 0.02  # a typical SSD person score, below YOLOX's new-track threshold
+    ssd_score = (
+        BACKEND_SCORE_THRESHOLDS["tflite"][1] + 0.02
+    )  # a typical SSD person score, below YOLOX's new-track threshold
     rclpy.init(args=["test", "--ros-args", "-p", f"audit_dir:={tmp_path}"])
     try:
         node = TrackingNode()
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert (
+            node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        )
         assert node.get_parameter("track_thresh").value == -1.0
         assert walk(node, "tflite", ssd_score, 0.0) == 1
         assert walk(node, "yolox", ssd_score, 10.0) == 0
@@ -256,8 +306,12 @@ def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_f
 
     diagnostics: list = []
     probe.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(m.status), 50)
-    process = start_node("camera", probe.domain, {"source": f"http://127.0.0.1:{server.port}/cam.mjpeg", "fps": 20.0},
-                         tmp_path / "camera.log")
+    process = start_node(
+        "camera",
+        probe.domain,
+        {"source": f"http://127.0.0.1:{server.port}/cam.mjpeg", "fps": 20.0},
+        tmp_path / "camera.log",
+    )
     try:
         # The stream "drops" after 10 frames (end of the clip); the node reconnects and streams again.
         assert probe.spin_until(lambda: len(received) >= 15, 60.0), (tmp_path / "camera.log").read_text()
@@ -266,7 +320,9 @@ def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_f
         probe.spin_for(4.0)
         count_while_down = len(received)
         server = MjpegServer(stream, port)  # ... and comes back
-        assert probe.spin_until(lambda: len(received) >= count_while_down + 5, 60.0), (tmp_path / "camera.log").read_text()
+        assert probe.spin_until(lambda: len(received) >= count_while_down + 5, 60.0), (
+            tmp_path / "camera.log"
+        ).read_text()
         assert process.poll() is None
     finally:
         stop(process)
@@ -278,7 +334,9 @@ def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_f
 
 
 def test_out_of_range_parameter_at_start_up_is_a_clear_error(tmp_path):
-    process = start_node("aggregator", free_domain_id(), {"k": "0", "ledger_path": str(tmp_path / "l.sqlite")}, tmp_path / "agg.log")
+    process = start_node(
+        "aggregator", free_domain_id(), {"k": "0", "ledger_path": str(tmp_path / "l.sqlite")}, tmp_path / "agg.log"
+    )
     assert process.wait(timeout=60) == 2
     log = (tmp_path / "agg.log").read_text()
     assert "invalid parameter at start-up" in log and "Parameter k out of range" in log and "Traceback" not in log
@@ -288,14 +346,28 @@ def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnosti
     """A local publisher's /diagnostics with a non-JSON `param.` value (once enough to kill the aggregator) and a
     fake setting change nothing: the DPIA states what the tracking node's parameter service says."""
     tracking = start_node("tracking", probe.domain, {"track_buffer_s": 7.5}, tmp_path / "tracking.log")
-    aggregator = start_node("aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log")
+    aggregator = start_node(
+        "aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log"
+    )
     try:
         ParameterClient(probe, "tracking")
         ParameterClient(probe, "aggregator")
         hostile = probe.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for hardware_id in ("tracking", "aggregator", "intruder"):
-            hostile.publish(DiagnosticArray(status=[DiagnosticStatus(name="fake", hardware_id=hardware_id, values=[
-                KeyValue(key="param.x", value="{not json"), KeyValue(key="param.track_buffer_s", value="99")])]))
+            hostile.publish(
+                DiagnosticArray(
+                    status=[
+                        DiagnosticStatus(
+                            name="fake",
+                            hardware_id=hardware_id,
+                            values=[
+                                KeyValue(key="param.x", value="{not json"),
+                                KeyValue(key="param.track_buffer_s", value="99"),
+                            ],
+                        )
+                    ]
+                )
+            )
         probe.spin_for(1.0)
         assert aggregator.poll() is None, (tmp_path / "aggregator.log").read_text()
         client = probe.node.create_client(GenerateDpia, "/aggregator/generate_dpia")
@@ -305,7 +377,10 @@ def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnosti
         answer = future.result()
         assert answer.success, answer.message
         dpia = json.loads(answer.document)
-        assert "a lost track is dropped after 7.5 s" in dpia["processing"]["data_categories_on_device"]["person boxes and tracks"]
+        assert (
+            "a lost track is dropped after 7.5 s"
+            in dpia["processing"]["data_categories_on_device"]["person boxes and tracks"]
+        )
         assert dpia["privacy_guarantee"]["k_anonymity"]["k"] == 5
         assert "'tracking'" not in answer.message and "'aggregator'" not in answer.message, answer.message
     finally:
@@ -319,17 +394,27 @@ def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
     with the values it replaced."""
     from privacy_vision.nodes.anonymizer import AnonymizerNode
 
-    rclpy.init(args=["test", "--ros-args", "-p", f"zones_file:={CONFIG / 'zones.yaml'}", "-p", f"audit_dir:={tmp_path}"])
+    rclpy.init(
+        args=["test", "--ros-args", "-p", f"zones_file:={CONFIG / 'zones.yaml'}", "-p", f"audit_dir:={tmp_path}"]
+    )
     try:
         node = AnonymizerNode()
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         anonymizer, bounder = node.anonymizer.settings, node.bounder.settings
 
         def audited(event: str) -> list[dict]:
-            return [entry["data"] for path in sorted(tmp_path.glob("audit-*.jsonl")) for entry in map(json.loads, path.read_text().splitlines())
-                    if entry["event"] == event]
+            return [
+                entry["data"]
+                for path in sorted(tmp_path.glob("audit-*.jsonl"))
+                for entry in map(json.loads, path.read_text().splitlines())
+                if entry["event"] == event
+            ]
 
-        batch = [Parameter("grid_size_m", value=1.0), Parameter("window_s", value=600.0), Parameter("direction_sectors", value=6)]
+        batch = [
+            Parameter("grid_size_m", value=1.0),
+            Parameter("window_s", value=600.0),
+            Parameter("direction_sectors", value=6),
+        ]
         result = node.set_parameters_atomically(batch)
         assert not result.successful and "4 or 8" in result.reason
         assert node.anonymizer.settings == anonymizer and node.bounder.settings == bounder
@@ -337,14 +422,23 @@ def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
         assert audited("parameter_changed") == []
         assert node.set_parameters_atomically(batch[:2]).successful
         assert node.anonymizer.settings.grid_size_m == 1.0 and node.bounder.settings.window_s == 600.0
-        assert [(d["parameter"], d["old"], d["new"]) for d in audited("parameter_changed")] == [("grid_size_m", 0.5, 1.0), ("window_s", 900.0, 600.0)]
+        assert [(d["parameter"], d["old"], d["new"]) for d in audited("parameter_changed")] == [
+            ("grid_size_m", 0.5, 1.0),
+            ("window_s", 900.0, 600.0),
+        ]
         node.destroy_node()
     finally:
         rclpy.shutdown()
 
 
 # Declared by every node for the launch file and the runner (or by rclpy itself), not configured in params.yaml.
-NOT_IN_PARAMS_YAML = {"autostart", "stop_wait_s", "runtime_parameters_file", "use_sim_time", "start_type_description_service"}
+NOT_IN_PARAMS_YAML = {
+    "autostart",
+    "stop_wait_s",
+    "runtime_parameters_file",
+    "use_sim_time",
+    "start_type_description_service",
+}
 
 
 def yaml_comments(text: str) -> dict[str, dict[str, str]]:
@@ -365,14 +459,28 @@ def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video
     text = (CONFIG / "params.yaml").read_text()
     documented = yaml_comments(text)
     local = {"audit_dir": str(tmp_path / "audit"), "audit_key_file": str(pki.audit_key)}
-    overrides = {"camera": {"source": str(vtest_video)}, "detection": {"backend": "hog"},
-                 "tracking": {"homography_file": str(CONFIG / "homography_pets.yaml")}, "anonymizer": {"zones_file": str(CONFIG / "zones.yaml")},
-                 "aggregator": {"ledger_path": str(tmp_path / "ledger.sqlite")},
-                 "uplink": {"key_file": str(pki.device_key), "ca_file": str(pki.ca_cert), "outbox_path": str(tmp_path / "outbox.sqlite"),
-                            "pins": read_pins(pki)}}
+    overrides = {
+        "camera": {"source": str(vtest_video)},
+        "detection": {"backend": "hog"},
+        "tracking": {"homography_file": str(CONFIG / "homography_pets.yaml")},
+        "anonymizer": {"zones_file": str(CONFIG / "zones.yaml")},
+        "aggregator": {"ledger_path": str(tmp_path / "ledger.sqlite")},
+        "uplink": {
+            "key_file": str(pki.device_key),
+            "ca_file": str(pki.ca_cert),
+            "outbox_path": str(tmp_path / "outbox.sqlite"),
+            "pins": read_pins(pki),
+        },
+    }
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({node: {"ros__parameters": {"autostart": False, **local, **overrides.get(node, {})}} for node in NODE_NAMES}))
-    rclpy.init(args=["test", "--ros-args", "--params-file", str(CONFIG / "params.yaml"), "--params-file", str(params_file)])
+    params_file.write_text(
+        yaml.safe_dump(
+            {node: {"ros__parameters": {"autostart": False, **local, **overrides.get(node, {})}} for node in NODE_NAMES}
+        )
+    )
+    rclpy.init(
+        args=["test", "--ros-args", "--params-file", str(CONFIG / "params.yaml"), "--params-file", str(params_file)]
+    )
     try:
         declared = {}
         for name in NODE_NAMES:
@@ -386,5 +494,9 @@ def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video
     assert set(documented) == set(NODE_NAMES)
     for name in NODE_NAMES:
         assert sorted(documented[name]) == sorted(declared[name]), name
-        wrong = {parameter: f"# {description}" for parameter, description in declared[name].items() if documented[name][parameter] != description}
+        wrong = {
+            parameter: f"# {description}"
+            for parameter, description in declared[name].items()
+            if documented[name][parameter] != description
+        }
         assert not wrong, f"{name}: params.yaml comments should be the declared descriptions: {wrong}"

@@ -1,4 +1,5 @@
 """Frame sources, Image conversion and the three detector backends on real frames."""
+
 from __future__ import annotations
 
 import time
@@ -47,7 +48,9 @@ def test_a_slow_handler_drops_the_recorded_frames_whose_moment_passed(vtest_vide
         handled.append((len(handled), stamp))
         time.sleep(0.55 if len(handled) == 3 else 0.0)  # the third frame takes five and a half periods
 
-    loop = CaptureLoop(CaptureSettings(source=str(vtest_video), fps=10.0, max_frames=20), lambda *_: None, lambda _: None)
+    loop = CaptureLoop(
+        CaptureSettings(source=str(vtest_video), fps=10.0, max_frames=20), lambda *_: None, lambda _: None
+    )
     original_frames = loop.source.frames
     loop.source.frames = lambda: (dropped_images.append(f.image) or f for f in original_frames())
     started = time.monotonic()
@@ -56,9 +59,11 @@ def test_a_slow_handler_drops_the_recorded_frames_whose_moment_passed(vtest_vide
     assert loop.skipped_late >= 4 and loop.delivered + loop.skipped_late == 20  # max_frames counts the source's frames
     assert elapsed < 2.0 + 0.3  # the pace of 20 frames at 10 fps; queueing behind the stall would take 2.55 s or more
     gaps = np.diff([stamp for _, stamp in handled])
-    assert gaps[1] == pytest.approx(0.1, abs=1e-3) and gaps[2] >= 0.5 - 1e-3  # media-time stamps; the frames in the stall are gone
+    assert (
+        gaps[1] == pytest.approx(0.1, abs=1e-3) and gaps[2] >= 0.5 - 1e-3
+    )  # media-time stamps; the frames in the stall are gone
     assert np.allclose(gaps / 0.1, np.round(gaps / 0.1), atol=1e-2)
-    assert not any(image.any() for image in dropped_images[3:3 + loop.skipped_late])
+    assert not any(image.any() for image in dropped_images[3 : 3 + loop.skipped_late])
     loop.close()
 
 
@@ -78,7 +83,9 @@ def test_source_errors_are_explained(tmp_path):
 
 def test_image_fields_round_trip_and_reject_malformed(vtest_frames):
     fields = frame_to_fields(vtest_frames[0])
-    image, raw = buffer_as_bgr(fields["height"], fields["width"], fields["encoding"], fields["step"], bytearray(fields["data"]))
+    image, raw = buffer_as_bgr(
+        fields["height"], fields["width"], fields["encoding"], fields["step"], bytearray(fields["data"])
+    )
     assert np.array_equal(image, vtest_frames[0])
     raw.fill(0)
     assert not image.any()  # the detector's view is the message buffer itself: zeroing reaches it
@@ -109,7 +116,9 @@ def test_ultralytics_code_path_with_a_yaml_model(vtest_frames):
 
 
 def test_auto_skips_missing_weights_and_says_why(tflite_model):
-    detector, skipped = create_detector(DetectorSettings(backend="auto", model="absent-weights.pt", tflite_model=str(tflite_model)))
+    detector, skipped = create_detector(
+        DetectorSettings(backend="auto", model="absent-weights.pt", tflite_model=str(tflite_model))
+    )
     assert detector.name == "yolox"
     assert any("absent-weights.pt" in reason and "cannot download" in reason for reason in skipped)
     with pytest.raises(DetectorError, match="not found"):

@@ -1,4 +1,5 @@
 """OpenDP mechanisms calibrated as stated; the ledger never passes its cap and survives restarts."""
+
 from __future__ import annotations
 
 import math
@@ -30,23 +31,31 @@ def test_discrete_laplace_matches_its_calibrated_scale(epsilon):
 def test_discrete_gaussian_matches_its_zcdp_scale():
     noise = IntegerNoise("discrete_gaussian", 1.0, 1e-6)
     draws = np.array(noise.histogram([0] * SAMPLES), dtype=float)
-    variance = noise.scale ** 2  # the discrete Gaussian's variance is just below sigma^2 for sigma > 1
+    variance = noise.scale**2  # the discrete Gaussian's variance is just below sigma^2 for sigma > 1
     assert abs(draws.var() - variance) < Z * variance * math.sqrt(2 / SAMPLES) + 0.05 * variance
     rho = zcdp_rho_for(1.0, 1e-6)
     assert rho + 2 * math.sqrt(rho * math.log(1e6)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("discrete_laplace", 0.0), "epsilon"), (("discrete_laplace", -1.0), "epsilon"), (("laplace", 1.0), "mechanism"),
-    (("discrete_laplace", 1.0, 1e-6), "pure DP"), (("discrete_gaussian", 1.0, 0.0), "delta"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("discrete_laplace", 0.0), "epsilon"),
+        (("discrete_laplace", -1.0), "epsilon"),
+        (("laplace", 1.0), "mechanism"),
+        (("discrete_laplace", 1.0, 1e-6), "pure DP"),
+        (("discrete_gaussian", 1.0, 0.0), "delta"),
+    ],
+)
 def test_bad_mechanism_settings(args, message):
     with pytest.raises(ValueError, match=message):
         IntegerNoise(*args)
 
 
 @settings(max_examples=40, deadline=None)
-@given(cap=st.floats(0.5, 20), charges=st.lists(st.tuples(st.integers(0, 5), st.floats(0.01, 5)), min_size=1, max_size=40))
+@given(
+    cap=st.floats(0.5, 20), charges=st.lists(st.tuples(st.integers(0, 5), st.floats(0.01, 5)), min_size=1, max_size=40)
+)
 def test_ledger_never_exceeds_its_cap_and_charges_a_configuration_once_a_day(tmp_path_factory, cap, charges):
     ledger = PrivacyLedger(tmp_path_factory.mktemp("ledger") / "l.sqlite", cap)
     charged: set[str] = set()

@@ -1,6 +1,7 @@
 """Empirical privacy audit: run the release mechanism on neighbouring inputs (one person added) many
 times and lower-bound ε from how differently the outputs fall. A correct mechanism keeps the bound
 below the claimed ε; the bound must also come close, or the audit would have no power."""
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ def clopper_pearson(successes: int, trials: int, alpha: float) -> tuple[float, f
 def epsilon_lower_bound(outputs_d: np.ndarray, outputs_neighbour: np.ndarray) -> float:
     """max over threshold events {output ≥ t} of ln(P_lower[D'] / P_upper[D]), both directions."""
     best = 0.0
-    thresholds = range(int(min(outputs_d.min(), outputs_neighbour.min())), int(max(outputs_d.max(), outputs_neighbour.max())) + 1)
+    thresholds = range(
+        int(min(outputs_d.min(), outputs_neighbour.min())), int(max(outputs_d.max(), outputs_neighbour.max())) + 1
+    )
     alpha = FAMILY_ERROR / (4 * len(thresholds))  # two bounds per event, two directions
     for t in thresholds:
         for first, second in ((outputs_neighbour, outputs_d), (outputs_d, outputs_neighbour)):

@@ -1,6 +1,7 @@
 """The read side of the ingest (issue 13, finding 7): analyst tokens (separate from device keys, stored
 hashed, revocable without a restart), newest first, filters, cursor paging, query validation and security
 headers; reads have their own connection and a bounded share of worker threads."""
+
 from __future__ import annotations
 
 import http.client
@@ -35,7 +36,9 @@ def token(pki: PkiPaths, name: str = "alice") -> str:
 
 @pytest.fixture
 def ingest(pki, tmp_path):
-    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key), analyst_tokens=pki.analyst_tokens)
+    server = IngestThread(
+        pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key), analyst_tokens=pki.analyst_tokens
+    )
     for index in range(25):
         item = validate_release(example_release(f"z{index % 2}", 900.0 * index))
         server.store.accept("dev-1", f"n{index:020d}", index + 1, item, item.model_dump_json(), time.time())
@@ -43,11 +46,15 @@ def ingest(pki, tmp_path):
     server.stop()
 
 
-def get(server: IngestThread, pki: PkiPaths, path: str, authorization: str | None = "alice") -> tuple[int, dict[str, str], object]:
+def get(
+    server: IngestThread, pki: PkiPaths, path: str, authorization: str | None = "alice"
+) -> tuple[int, dict[str, str], object]:
     """GET with alice's token by default; None sends no Authorization, any other value is sent as is."""
     if authorization == "alice":
         authorization = f"Bearer {token(pki)}"
-    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10)
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=10
+    )
     connection.request("GET", path, headers={"Authorization": authorization} if authorization is not None else {})
     response = connection.getresponse()
     body = response.read()
@@ -76,8 +83,20 @@ def test_cursor_pages_cover_everything_once(ingest, pki):
     assert len(seen) == len(set(seen)) == 25
 
 
-@pytest.mark.parametrize("query", ["since=nan", "since=-1", "until=inf", "limit=0", "limit=100000", "zone=" + "z" * 500,
-                                   "cursor=!!", "cursor=bm90LWpzb24=", "colour=red"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=nan",
+        "since=-1",
+        "until=inf",
+        "limit=0",
+        "limit=100000",
+        "zone=" + "z" * 500,
+        "cursor=!!",
+        "cursor=bm90LWpzb24=",
+        "colour=red",
+    ],
+)
 def test_bad_query_is_400_with_reason(ingest, pki, query):
     status, _, answer = get(ingest, pki, f"{RELEASES_PATH}?{query}")
     assert status == 400 and answer["reason"], answer
@@ -87,18 +106,24 @@ def test_bad_query_is_400_with_reason(ingest, pki, query):
 def test_security_headers_on_every_answer(ingest, pki, path):
     _, headers, _ = get(ingest, pki, path)
     assert headers["Strict-Transport-Security"].startswith("max-age=")
-    assert "default-src 'none'" in headers["Content-Security-Policy"] and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert (
+        "default-src 'none'" in headers["Content-Security-Policy"]
+        and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    )
     assert "unsafe-inline" not in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("authorization, reason", [
-    (None, "analyst token required"),
-    ("Basic YWxpY2U6c2VjcmV0", "malformed Authorization header"),
-    ("Bearer ", "malformed Authorization header"),
-    ("Bearer pva_" + "A" * 43, "unknown or revoked analyst token"),
-    ("device key", "malformed Authorization header"),
-])
+@pytest.mark.parametrize(
+    "authorization, reason",
+    [
+        (None, "analyst token required"),
+        ("Basic YWxpY2U6c2VjcmV0", "malformed Authorization header"),
+        ("Bearer ", "malformed Authorization header"),
+        ("Bearer pva_" + "A" * 43, "unknown or revoked analyst token"),
+        ("device key", "malformed Authorization header"),
+    ],
+)
 def test_reads_need_an_analyst_token(ingest, pki, authorization, reason):
     if authorization == "device key":  # the device's HMAC key is no analyst token, whatever the form
         authorization = "Bearer " + pki.device_key.read_text().strip()

@@ -3,6 +3,7 @@
 systemd sends): every release the aggregator made reaches the ingest, no process is left, no log has a traceback.
 
 Skipped with a reason where ../shared/ros2cli (the real ros2 command line) is absent; scripts/setup.sh installs it."""
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,9 @@ def session(tmp_path_factory):
 class Launch:
     """`ros2 launch privacy_vision privacy_vision.launch.py ...` in its own process group, as from a terminal."""
 
-    def __init__(self, session: Ros2Session, name: str, source: Path, state_dir: Path | None = None, **arguments: str) -> None:
+    def __init__(
+        self, session: Ros2Session, name: str, source: Path, state_dir: Path | None = None, **arguments: str
+    ) -> None:
         self.session = session
         self.log = session.tmp / f"launch-{name}.log"
         self.started_wall = time.time()
@@ -61,7 +64,9 @@ class Launch:
 
     def wait_for_releases(self, count: int) -> None:
         """Until the ingest stored this many releases of this launch (the graph runs and delivers)."""
-        assert self.session.wait_for(lambda: len(self.session.state.stored_since(self.started_wall)) >= count, 180.0, 0.5), self.text()[-4000:]
+        assert self.session.wait_for(
+            lambda: len(self.session.state.stored_since(self.started_wall)) >= count, 180.0, 0.5
+        ), self.text()[-4000:]
 
     def stop(self, sig: int, whole_group: bool) -> tuple[int, float]:
         started = time.monotonic()
@@ -94,11 +99,17 @@ def check_ordered_stop(launch: Launch, code: int, delivered_to_ingest: bool = Tr
     if delivered_to_ingest:
         assert published == delivered == len(stored) == len(set(stored)), (published, delivered, len(stored))
         assert outbox_size(launch.session.state.path) == 0
-    stop = text[text.index("stopping the graph in pipeline order") if "stopping the graph" in text else text.index("source ended"):]
+    stop = text[
+        text.index("stopping the graph in pipeline order")
+        if "stopping the graph" in text
+        else text.index("source ended") :
+    ]
     for bad in ("process has died", "escalating to", "Failed to make transition", "run task was canceled", "orphaned"):
         assert bad not in stop, (bad, stop[-6000:])  # the stop itself (a test may kill a node earlier on purpose)
     assert not tracebacks_in(launch.log, launch.session.log_dir), tracebacks_in(launch.log, launch.session.log_dir)
-    left = [(pid, command) for pid, command in processes_of(launch.session.tmp) if "privacy-vision-ingest" not in command]
+    left = [
+        (pid, command) for pid, command in processes_of(launch.session.tmp) if "privacy-vision-ingest" not in command
+    ]
     assert not left, left
     return published
 
@@ -115,17 +126,27 @@ def running(session, vtest_video):
 def test_node_list_shows_the_six_lifecycle_nodes_active(session, running):
     assert session.wait_for(lambda: session.node_names() >= NODE_PATHS, 60.0), session.node_names()
     for name in NODE_PATHS:
-        assert session.wait_for(lambda name=name: "active [3]" in session.run("lifecycle", "get", name, check=False).output, 90.0), name
+        assert session.wait_for(
+            lambda name=name: "active [3]" in session.run("lifecycle", "get", name, check=False).output, 90.0
+        ), name
 
 
 def test_topic_echo_shows_anonymised_tracks_and_analytics(session, running):
     # With the type given (from the graph description), echo subscribes at once instead of asking a daemon that may
     # not have discovered the topic yet ("Could not determine the type for the passed topic").
     types = {topic.name: topic.type for topic in TOPICS}
-    tracks = session.run("topic", "echo", "--once", "/anonymized_tracks", types["/anonymized_tracks"], timeout_s=120.0).output
+    tracks = session.run(
+        "topic", "echo", "--once", "/anonymized_tracks", types["/anonymized_tracks"], timeout_s=120.0
+    ).output
     assert "key_epoch:" in tracks and "grid_size_m: 0.5" in tracks, tracks
-    analytics = session.run("topic", "echo", "--once", "/zone_analytics", types["/zone_analytics"], timeout_s=120.0).output
-    assert "zone_id:" in analytics and "mechanism: discrete_laplace" in analytics and "privacy_unit: track-day" in analytics, analytics
+    analytics = session.run(
+        "topic", "echo", "--once", "/zone_analytics", types["/zone_analytics"], timeout_s=120.0
+    ).output
+    assert (
+        "zone_id:" in analytics
+        and "mechanism: discrete_laplace" in analytics
+        and "privacy_unit: track-day" in analytics
+    ), analytics
 
 
 def test_param_set_takes_an_integer_for_a_double_and_refuses_with_the_real_reason(session, running):
@@ -142,16 +163,34 @@ def test_param_set_takes_an_integer_for_a_double_and_refuses_with_the_real_reaso
 
 
 def test_service_calls_forget_data_subject_request_and_dpia(session, running):
-    forget = session.run("service", "call", "/anonymizer/forget", "privacy_vision_msgs/srv/Forget", "{reason: 'ros2cli test'}").output
+    forget = session.run(
+        "service", "call", "/anonymizer/forget", "privacy_vision_msgs/srv/Forget", "{reason: 'ros2cli test'}"
+    ).output
     assert "success=True" in forget and "key_rotated" in forget, forget
-    access = session.run("service", "call", "/tracking/data_subject_request", "privacy_vision_msgs/srv/DataSubjectRequest",
-                         "{request_id: 'REQ-7', request_type: 'access'}").output
+    access = session.run(
+        "service",
+        "call",
+        "/tracking/data_subject_request",
+        "privacy_vision_msgs/srv/DataSubjectRequest",
+        "{request_id: 'REQ-7', request_type: 'access'}",
+    ).output
     assert "success=True" in access and "live_tracks" in access, access
-    refused = session.run("service", "call", "/tracking/data_subject_request", "privacy_vision_msgs/srv/DataSubjectRequest",
-                          "{request_id: '', request_type: 'access'}").output
+    refused = session.run(
+        "service",
+        "call",
+        "/tracking/data_subject_request",
+        "privacy_vision_msgs/srv/DataSubjectRequest",
+        "{request_id: '', request_type: 'access'}",
+    ).output
     assert "success=False" in refused and "request_id must be set" in refused, refused
-    dpia = session.run("service", "call", "/aggregator/generate_dpia", "privacy_vision_msgs/srv/GenerateDpia", "{format: 'markdown'}",
-                       timeout_s=90.0).output
+    dpia = session.run(
+        "service",
+        "call",
+        "/aggregator/generate_dpia",
+        "privacy_vision_msgs/srv/GenerateDpia",
+        "{format: 'markdown'}",
+        timeout_s=90.0,
+    ).output
     assert "success=True" in dpia and "/zone_analytics" in dpia, dpia[:3000]
 
 
@@ -160,8 +199,12 @@ def test_a_respawned_node_keeps_the_runtime_changes_of_this_launch(session, runn
     pids = [pid for pid, command in processes_of(session.tmp) if "tracking_node" in command]
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)  # a crash: launch respawns the node after respawn_delay and configures it again
-    assert session.wait_for(lambda: any("tracking_node" in command and pid != pids[0] for pid, command in processes_of(session.tmp)), 60.0)
-    assert session.wait_for(lambda: "active [3]" in session.run("lifecycle", "get", "/tracking", check=False).output, 120.0), running.text()[-3000:]
+    assert session.wait_for(
+        lambda: any("tracking_node" in command and pid != pids[0] for pid, command in processes_of(session.tmp)), 60.0
+    )
+    assert session.wait_for(
+        lambda: "active [3]" in session.run("lifecycle", "get", "/tracking", check=False).output, 120.0
+    ), running.text()[-3000:]
     assert "Double value is: 0.3" in session.run("param", "get", "/tracking", "match_iou").output
     assert "restored runtime parameter changes" in running.text()
 
@@ -198,8 +241,17 @@ def test_a_recording_with_loop_false_ends_the_launch(session, vtest_video):
 def test_with_no_ingest_reachable_the_uplink_keeps_its_releases_and_is_not_killed(session, vtest_video):
     state = session.tmp / "state-offline"
     shutil.copytree(session.state.path / "pki", state / "pki")
-    launch = Launch(session, "offline", vtest_video, state_dir=state, loop="true", fps="10", window_s="4", k="1",
-                    ingest_url="https://127.0.0.1:9/v1/releases")  # nothing listens on the discard port
+    launch = Launch(
+        session,
+        "offline",
+        vtest_video,
+        state_dir=state,
+        loop="true",
+        fps="10",
+        window_s="4",
+        k="1",
+        ingest_url="https://127.0.0.1:9/v1/releases",
+    )  # nothing listens on the discard port
     launch.wait_for_nodes()
     assert session.wait_for(lambda: "delivery failed, retrying" in launch.text(), 180.0), launch.text()[-4000:]
     code, took = launch.stop(signal.SIGINT, whole_group=True)
@@ -212,12 +264,26 @@ def test_with_no_ingest_reachable_the_uplink_keeps_its_releases_and_is_not_kille
 def test_composed_in_process_capture_one_process_no_image_topic_same_ordered_stop(session, vtest_video):
     """composed:=true capture:=in_process: five nodes in one process, no camera node and no image topic; Ctrl-C stops
     them in pipeline order and every release reaches the ingest."""
-    launch = Launch(session, "composed", vtest_video, composed="true", capture="in_process", loop="true", fps="10", window_s="4", k="1")
+    launch = Launch(
+        session,
+        "composed",
+        vtest_video,
+        composed="true",
+        capture="in_process",
+        loop="true",
+        fps="10",
+        window_s="4",
+        k="1",
+    )
     launch.wait_for_releases(3)
     expected = NODE_PATHS - {"/camera"}  # the ros2 daemon's view fills in over a few seconds: poll it
-    assert session.wait_for(lambda: expected <= (names := session.node_names()) and "/camera" not in names, 90.0), session.node_names()
+    assert session.wait_for(lambda: expected <= (names := session.node_names()) and "/camera" not in names, 90.0), (
+        session.node_names()
+    )
     assert "/camera/image_raw" not in session.run("topic", "list").output.split()
-    node_processes = [command for _, command in processes_of(session.tmp) if "privacy_vision/" in command and "ingest" not in command]
+    node_processes = [
+        command for _, command in processes_of(session.tmp) if "privacy_vision/" in command and "ingest" not in command
+    ]
     assert len(node_processes) == 1 and "composed_node" in node_processes[0], node_processes
     code, took = launch.stop(signal.SIGINT, whole_group=True)
     check_ordered_stop(launch, code, capture="in_process")

@@ -1,6 +1,7 @@
 """Several ingest processes on one database (the fleet case): replay protection holds across them. The
 same signed request (same nonce) sent to two processes at the same moment is stored once and answered
 409 once; so is a second request with the same sequence. SQLite (one file) and PostgreSQL."""
+
 from __future__ import annotations
 
 import http.client
@@ -45,14 +46,22 @@ def test_two_stores_race_on_the_same_nonce_and_sequence_and_exactly_one_wins(sto
             item = validate_release(example_release("hall", 900.0 * round_))
             body = item.model_dump_json()
             # at_once() calls the lambdas within this iteration, so the loop variables they read are this round's
-            outcomes = at_once(*(lambda store=store: store.accept("dev-1", f"{round_:032x}", round_, item, body, time.time())  # noqa: B023
-                                 for store in (first, second)))
+            outcomes = at_once(
+                *(
+                    lambda store=store: store.accept("dev-1", f"{round_:032x}", round_, item, body, time.time())  # noqa: B023
+                    for store in (first, second)
+                )
+            )
             assert sorted(map(_outcome, outcomes)) == ["409 nonce", "stored"], outcomes
         for round_ in range(26, 51):
             item = validate_release(example_release("hall", 900.0 * round_))
             body = item.model_dump_json()
-            outcomes = at_once(*(lambda store=store, nonce=nonce: store.accept("dev-1", nonce, round_, item, body, time.time())  # noqa: B023
-                                 for store, nonce in ((first, f"a{round_:031x}"), (second, f"b{round_:031x}"))))
+            outcomes = at_once(
+                *(
+                    lambda store=store, nonce=nonce: store.accept("dev-1", nonce, round_, item, body, time.time())  # noqa: B023
+                    for store, nonce in ((first, f"a{round_:031x}"), (second, f"b{round_:031x}"))
+                )
+            )
             assert sorted(map(_outcome, outcomes)) == ["409 sequence", "stored"], outcomes
         assert first.count() == 50
     finally:
@@ -71,7 +80,9 @@ def test_the_same_signed_request_to_two_ingest_processes_is_accepted_once(pki, s
     key = load_key_file(pki.device_key)
 
     def post(port: int, body: bytes, headers: dict[str, str]) -> int:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=30)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=ssl.create_default_context(cafile=str(pki.ca_cert)), timeout=30
+        )
         connection.request("POST", RELEASES_PATH, body=body, headers={**headers, "Content-Type": "application/json"})
         response = connection.getresponse()
         answer = json.loads(response.read())
@@ -83,7 +94,9 @@ def test_the_same_signed_request_to_two_ingest_processes_is_accepted_once(pki, s
             body = canonical_release_bytes(example_release("hall", 900.0 * sequence))
             headers = sign_request(key, "POST", RELEASES_PATH, "dev-1", body, int(time.time()), sequence).as_dict()
             statuses = at_once(*(lambda port=ingest.port: post(port, body, headers) for ingest in ingests))  # noqa: B023 - called in this iteration
-            assert sorted(statuses, key=str) == sorted([200, (409, "replayed request: nonce already used")], key=str), statuses
+            assert sorted(statuses, key=str) == sorted([200, (409, "replayed request: nonce already used")], key=str), (
+                statuses
+            )
     finally:
         for ingest in ingests:
             ingest.stop()

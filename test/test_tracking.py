@@ -1,4 +1,5 @@
 """ByteTrack-class tracker: states, ID stability, floor positions and velocity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -108,13 +109,26 @@ def test_the_ssd_scale_gets_tracks_where_yolox_thresholds_would_give_none():
 def test_explicit_thresholds_override_the_backend_and_unknown_backends_need_them():
     settings = TrackerSettings(track_thresh=0.3, new_track_thresh=0.35)
     assert settings.score_thresholds("yolox") == settings.score_thresholds("a-custom-detector") == (0.3, 0.35)
-    assert TrackerSettings(new_track_thresh=0.95).score_thresholds("yolox") == (BACKEND_SCORE_THRESHOLDS["yolox"][0], 0.95)
+    assert TrackerSettings(new_track_thresh=0.95).score_thresholds("yolox") == (
+        BACKEND_SCORE_THRESHOLDS["yolox"][0],
+        0.95,
+    )
     with pytest.raises(ValueError, match="a-custom-detector"):
-        ByteTracker(TrackerSettings(), HOMOGRAPHY).update(0.0, np.array([box_at(100, 300)]), np.array([0.9]), "a-custom-detector")
+        ByteTracker(TrackerSettings(), HOMOGRAPHY).update(
+            0.0, np.array([box_at(100, 300)]), np.array([0.9]), "a-custom-detector"
+        )
 
 
-@pytest.mark.parametrize("changes", [{"track_thresh": 0.05, "low_thresh": 0.1}, {"new_track_thresh": 1.5}, {"min_hits": 0},
-                                     {"match_iou": 1.5}, {"low_thresh": 0.99}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"track_thresh": 0.05, "low_thresh": 0.1},
+        {"new_track_thresh": 1.5},
+        {"min_hits": 0},
+        {"match_iou": 1.5},
+        {"low_thresh": 0.99},
+    ],
+)
 def test_bad_settings_are_rejected(changes):
     with pytest.raises(ValueError):
         ByteTracker(TrackerSettings(**changes), HOMOGRAPHY)

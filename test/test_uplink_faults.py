@@ -1,5 +1,6 @@
 """Uplink faults found from outside (issue 13, findings 1-4), each reproduced against the real core:
 TLS rejection without backoff, a failing audit log killing the sender, a full disk, a damaged outbox."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ class SenderThread:
         self.sender = sender
         self.lines: list[tuple[str, str]] = []
         self.stop, self.wake = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=sender.run, args=(self.stop, self.wake, lambda level, text: self.lines.append((level, text))))
+        self.thread = threading.Thread(
+            target=sender.run, args=(self.stop, self.wake, lambda level, text: self.lines.append((level, text)))
+        )
         self.thread.start()
 
     def join(self) -> None:
@@ -93,8 +96,13 @@ def test_finding_2_failing_audit_log_is_an_error_and_retried(ingest, pki, tmp_pa
     outbox = Outbox(tmp_path / "outbox.sqlite", 100)
     bodies = fill(outbox, 3)
     client = PinnedClient(ingest.url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key))
-    sender = Sender(outbox, client, base_delay_s=0.05, max_delay_s=0.1,
-                    on_delivered=lambda item: audit.append("release_sent", "uplink", release_id=item.release_id))
+    sender = Sender(
+        outbox,
+        client,
+        base_delay_s=0.05,
+        max_delay_s=0.1,
+        on_delivered=lambda item: audit.append("release_sent", "uplink", release_id=item.release_id),
+    )
     running = SenderThread(sender)
     try:
         assert until(lambda: sender.failures >= 3)
@@ -137,14 +145,29 @@ def test_finding_3_full_disk_refuses_new_releases_and_still_drains(ingest, pki, 
     outbox = Outbox(path, 1000)
     bodies = fill(outbox, 62)
     outbox.close()
-    run = subprocess.run([sys.executable, "-c", DISK_FULL_CHILD, str(path), ingest.url, json.dumps(read_pins(pki)), str(pki.ca_cert),
-                          str(pki.device_key)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DISK_FULL_CHILD,
+            str(path),
+            ingest.url,
+            json.dumps(read_pins(pki)),
+            str(pki.ca_cert),
+            str(pki.device_key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["queued"] == 62 and "new ones are refused" in report["refused"]
     assert report["delivered"] == 62 and report["left"] == 0 and report["health"] == ERROR
     assert sorted(canonical_release_bytes(r) for r in ingest.store.releases()) == sorted(bodies)
-    reopened = Outbox(path, 1000)  # space is back: the acknowledgements that could not be written are resent as duplicates
+    reopened = Outbox(
+        path, 1000
+    )  # space is back: the acknowledgements that could not be written are resent as duplicates
     assert reopened.recovered_from is None and reopened.size() in (0, 62)
     reopened.put("after-space-returns", b"{}")
 

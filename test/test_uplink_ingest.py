@@ -1,4 +1,5 @@
 """Uplink ↔ ingest over real TLS on loopback: pins, signatures, replays, outbox retries."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def release(zone: str = "hall") -> dict:
 
 
 def client_for(server: IngestThread, pki: PkiPaths, pins=None, key=None) -> PinnedClient:
-    return PinnedClient(server.url, pins or read_pins(pki), str(pki.ca_cert), "dev-1", key or load_key_file(pki.device_key))
+    return PinnedClient(
+        server.url, pins or read_pins(pki), str(pki.ca_cert), "dev-1", key or load_key_file(pki.device_key)
+    )
 
 
 def test_signed_release_is_stored_once(ingest, pki):
@@ -109,7 +112,14 @@ def test_outbox_resends_identical_bytes_after_an_outage(pki, tmp_path):
     for body in bodies:
         assert outbox.put(json.loads(body)["release_id"], body)
     assert not outbox.put(json.loads(bodies[0])["release_id"], bodies[0])  # same release twice: stored once
-    down = PinnedClient("https://127.0.0.1:9/v1/releases", read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key), timeout_s=1)
+    down = PinnedClient(
+        "https://127.0.0.1:9/v1/releases",
+        read_pins(pki),
+        str(pki.ca_cert),
+        "dev-1",
+        load_key_file(pki.device_key),
+        timeout_s=1,
+    )
     sender = Sender(outbox, down, base_delay_s=0.01, max_delay_s=0.02)
     assert sender.drain_once() > 0 and outbox.size() == 5 and "ConnectionRefused" in sender.last_error
     server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))

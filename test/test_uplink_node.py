@@ -1,4 +1,5 @@
 """The uplink node as a real process: outages and a kill -9 mid-send lose nothing and store nothing twice."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,10 +62,22 @@ class UplinkUnderTest:
     def start(self, pins_used: int = 2) -> None:
         pins = ",".join(f'"{p}"' for p in read_pins(self.pki)[:pins_used])
         self.starts += 1
-        self.process = start_node("uplink", self.domain, {
-            "ingest_url": f"https://127.0.0.1:{self.port}/v1/releases", "pins": f"[{pins}]", "ca_file": str(self.pki.ca_cert),
-            "key_file": str(self.pki.device_key), "device_id": "dev-1", "outbox_path": str(self.tmp / "outbox.sqlite"),
-            "retry_base_s": 0.05, "retry_max_s": 0.5, "drain_timeout_s": 2.0}, self.tmp / f"uplink-{self.starts}.log")
+        self.process = start_node(
+            "uplink",
+            self.domain,
+            {
+                "ingest_url": f"https://127.0.0.1:{self.port}/v1/releases",
+                "pins": f"[{pins}]",
+                "ca_file": str(self.pki.ca_cert),
+                "key_file": str(self.pki.device_key),
+                "device_id": "dev-1",
+                "outbox_path": str(self.tmp / "outbox.sqlite"),
+                "retry_base_s": 0.05,
+                "retry_max_s": 0.5,
+                "drain_timeout_s": 2.0,
+            },
+            self.tmp / f"uplink-{self.starts}.log",
+        )
         assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, 60.0), self.log()
 
     def publish(self, messages) -> None:
@@ -100,7 +113,9 @@ def test_releases_wait_out_an_outage_and_arrive_in_order_once(tmp_path):
         uplink.publish(messages)  # the ingest is down: everything waits in the outbox
         time.sleep(1.5)
         assert "delivery failed, retrying" in uplink.log()
-        server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+        server = IngestThread(
+            uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port
+        )
         assert wait_for(lambda: server.store.count() == 20, 30.0), uplink.log()
         stored = server.store._db.execute("SELECT zone_id FROM releases ORDER BY received_at").fetchall()
         assert [row[0] for row in stored] == [m.zone_id for m in messages]
@@ -114,8 +129,13 @@ def test_kill_9_mid_send_loses_nothing_and_duplicates_nothing(tmp_path):
     port = free_port()
     uplink = UplinkUnderTest(tmp_path, port)
     # The ingest stores each release but answers only after 2 s: a kill in between is "mid-send".
-    server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port,
-                          response_delay_s=2.0)
+    server = IngestThread(
+        uplink.pki,
+        str(tmp_path / "ingest.sqlite"),
+        load_key_file(uplink.pki.device_key),
+        port=port,
+        response_delay_s=2.0,
+    )
     messages = [analytics(i) for i in range(3)]
     try:
         uplink.start()
@@ -141,8 +161,12 @@ def test_world_readable_key_file_is_refused(tmp_path):
     uplink = UplinkUnderTest(tmp_path, free_port())
     try:
         uplink.pki.device_key.chmod(0o644)
-        process = start_node("uplink", uplink.domain, {"key_file": str(uplink.pki.device_key),
-                                                       "pins": '["x"]', "outbox_path": str(tmp_path / "o.sqlite")}, tmp_path / "bad.log")
+        process = start_node(
+            "uplink",
+            uplink.domain,
+            {"key_file": str(uplink.pki.device_key), "pins": '["x"]', "outbox_path": str(tmp_path / "o.sqlite")},
+            tmp_path / "bad.log",
+        )
         assert process.wait(60) == 2
         log = (tmp_path / "bad.log").read_text()
         assert "accessible by group/others" in log and "chmod 600" in log

@@ -1,5 +1,6 @@
 """YOLOX-nano shipped with the package: found from the repository and from an installed layout, decoded
 correctly on a PETS frame with ground truth, clear errors for bad files, live thresholds in every backend."""
+
 from __future__ import annotations
 
 import os
@@ -38,15 +39,25 @@ def test_auto_picks_the_shipped_yolox_from_the_repository():
 def test_yolox_is_found_through_the_ament_index_when_installed(tmp_path):
     """setup.py's own data_files into a prefix (what colcon does), the Python package elsewhere, no repository."""
     prefix, site = tmp_path / "install", tmp_path / "site"
-    subprocess.run([sys.executable, "setup.py", "-q", "install_data", "--install-dir", str(prefix)], cwd=REPOSITORY_ROOT,
-                   check=True, capture_output=True)
-    shutil.copytree(REPOSITORY_ROOT / "privacy_vision", site / "privacy_vision", ignore=shutil.ignore_patterns("__pycache__"))
-    probe = ("from privacy_vision.core import detectors as d\n"
-             "s = d.DetectorSettings(backend='auto', model='absent.pt')\n"
-             "detector, _ = d.create_detector(s)\n"
-             "print(d.__file__, d.bundled_onnx_model(), detector.name)")
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "install_data", "--install-dir", str(prefix)],
+        cwd=REPOSITORY_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    shutil.copytree(
+        REPOSITORY_ROOT / "privacy_vision", site / "privacy_vision", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    probe = (
+        "from privacy_vision.core import detectors as d\n"
+        "s = d.DetectorSettings(backend='auto', model='absent.pt')\n"
+        "detector, _ = d.create_detector(s)\n"
+        "print(d.__file__, d.bundled_onnx_model(), detector.name)"
+    )
     env = {**os.environ, "PYTHONPATH": str(site), "AMENT_PREFIX_PATH": str(prefix)}
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     module, model, name = result.stdout.split()
     assert module.startswith(str(site))
     assert Path(model) == prefix / "share/privacy_vision" / BUNDLED_ONNX_MODEL
@@ -62,7 +73,9 @@ def test_missing_or_corrupt_onnx_is_a_clear_error_and_auto_warns(tmp_path, tflit
     corrupt.write_bytes(b"not an onnx model" * 10)
     with pytest.raises(DetectorError, match=f"cannot load the YOLOX ONNX model {corrupt}"):
         create_detector(DetectorSettings(backend="yolox", onnx_model=str(corrupt)))
-    settings = DetectorSettings(backend="auto", model="absent.pt", onnx_model=str(corrupt), tflite_model=str(tflite_model))
+    settings = DetectorSettings(
+        backend="auto", model="absent.pt", onnx_model=str(corrupt), tflite_model=str(tflite_model)
+    )
     detector, skipped = create_detector(settings)
     assert detector.name == "tflite"
     warning = fallback_warning(settings, detector, skipped)
@@ -72,8 +85,11 @@ def test_missing_or_corrupt_onnx_is_a_clear_error_and_auto_warns(tmp_path, tflit
 def _pets_ground_truth(gt_path: Path) -> dict[int, np.ndarray]:
     rows = np.loadtxt(gt_path, delimiter=",")
     rows = rows[rows[:, 6] == 1]
-    return {int(f): np.column_stack([r[:, 2], r[:, 3], r[:, 2] + r[:, 4], r[:, 3] + r[:, 5]])
-            for f in PETS_FRAMES for r in [rows[rows[:, 0] == f]]}
+    return {
+        int(f): np.column_stack([r[:, 2], r[:, 3], r[:, 2] + r[:, 4], r[:, 3] + r[:, 5]])
+        for f in PETS_FRAMES
+        for r in [rows[rows[:, 0] == f]]
+    }
 
 
 def test_yolox_finds_the_annotated_people_on_pets(pets_frames_dir, pets_gt):
@@ -86,7 +102,11 @@ def test_yolox_finds_the_annotated_people_on_pets(pets_frames_dir, pets_gt):
         image = cv2.imread(str(pets_frames_dir / f"{frame:06d}.jpg"))
         boxes, scores = detector.detect(image)
         assert np.all(scores >= 0.3) and np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
-        assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= image.shape[1]) and np.all(boxes[:, [1, 3]] <= image.shape[0])
+        assert (
+            np.all(boxes >= 0)
+            and np.all(boxes[:, [0, 2]] <= image.shape[1])
+            and np.all(boxes[:, [1, 3]] <= image.shape[0])
+        )
         overlap = iou_matrix(truth[frame], boxes)
         rows, cols = linear_sum_assignment(-overlap)
         matched += int((overlap[rows, cols] >= 0.5).sum())

@@ -1,5 +1,6 @@
 """Test and benchmark helpers that need no rclpy: paths, ROS domains, node processes. Pure-core tests import only
 this module (and the package's core), so they run where the ROS client libraries are not installed."""
+
 from __future__ import annotations
 
 import fcntl
@@ -33,7 +34,9 @@ def free_domain_id() -> int:
             continue
         _HELD_DOMAINS.append(handle)
         return domain
-    raise RuntimeError("every ROS domain from 110 to 200 is held by another test process on this host: wait for them to end")
+    raise RuntimeError(
+        "every ROS domain from 110 to 200 is held by another test process on this host: wait for them to end"
+    )
 
 
 def node_environment(domain_id: int) -> dict[str, str]:
@@ -41,7 +44,15 @@ def node_environment(domain_id: int) -> dict[str, str]:
 
 
 def start_node(name: str, domain_id: int, parameters: dict[str, str], log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "privacy_vision.node_main", name, "--ros-args", "--params-file", str(CONFIG / "params.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "privacy_vision.node_main",
+        name,
+        "--ros-args",
+        "--params-file",
+        str(CONFIG / "params.yaml"),
+    ]
     parameters = {"audit_dir": str(log_path.parent / "audit"), **parameters}
     for key, value in parameters.items():
         command += ["-p", f"{key}:={value}"]

@@ -1,4 +1,5 @@
 """Running the whole graph with `privacy-vision run` while watching its topics (test_graph.py, test_isolation.py)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,20 @@ from testkit.ros import RosProbe
 def run_graph(tmp: Path, source: str, extra: list[str], probe_domain: int | None = None):
     """Run `privacy-vision run` in a subprocess, watching its topics from this process meanwhile."""
     domain = probe_domain or free_domain_id()
-    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", source, "--var-dir", str(tmp / "var"),
-               "--domain-id", str(domain), "--quiet", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "privacy_vision.cli",
+        "run",
+        "--source",
+        source,
+        "--var-dir",
+        str(tmp / "var"),
+        "--domain-id",
+        str(domain),
+        "--quiet",
+        *extra,
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = RosProbe(domain)
     try:

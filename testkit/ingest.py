@@ -1,5 +1,6 @@
 """A real ingest: the app in a thread (tests that drive the uplink side directly), or the command in a
 process (tests and the load benchmark); and a slow-connection attacker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,16 @@ DEFAULT_LIMITS = ServerLimits()  # frozen: one shared default is safe
 class IngestThread:
     """The real ingest app on a loopback TLS port, in a thread, counting requests that reach it."""
 
-    def __init__(self, pki: PkiPaths, db_path, device_key: bytes, port: int = 0, response_delay_s: float = 0.0,
-                 analyst_tokens=None, limits: ServerLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        pki: PkiPaths,
+        db_path,
+        device_key: bytes,
+        port: int = 0,
+        response_delay_s: float = 0.0,
+        analyst_tokens=None,
+        limits: ServerLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.requests = 0
         self.seen: list[tuple[str, str, bool]] = []  # method, path with query, whether an Authorization header came
         self.analysts = AnalystTokens(analyst_tokens)
@@ -57,7 +66,9 @@ class IngestThread:
         app = build_app(self.store, {"dev-1": self._key}, self.analysts, self.limits.body_timeout_s)
         app.middlewares.append(count)
         context = server_ssl_context(str(self._pki.server_cert), str(self._pki.server_key))
-        self.server = self.loop.run_until_complete(start_tls_server(app, "127.0.0.1", self._port, context, self.limits, self.log.append))
+        self.server = self.loop.run_until_complete(
+            start_tls_server(app, "127.0.0.1", self._port, context, self.limits, self.log.append)
+        )
         self.port = self.server.port
         self._ready.set()
         self.loop.run_forever()
@@ -76,15 +87,37 @@ class IngestProcess:
     """`python -m privacy_vision.cloud.ingest` on a free port; its output after the first line is copied to `log`
     (or dropped), so a chatty ingest can never block on a full pipe. `nofile` limits its descriptors."""
 
-    def __init__(self, pki: PkiPaths, db: str, devices: list[str], extra: tuple[str, ...] = (), nofile: int = 0,
-                 log: Path | None = None) -> None:
-        command = [sys.executable, "-m", "privacy_vision.cloud.ingest", "--port", "0", "--cert", str(pki.server_cert),
-                   "--key", str(pki.server_key), "--db", db, "--retention-days", "0", *extra]
+    def __init__(
+        self,
+        pki: PkiPaths,
+        db: str,
+        devices: list[str],
+        extra: tuple[str, ...] = (),
+        nofile: int = 0,
+        log: Path | None = None,
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "privacy_vision.cloud.ingest",
+            "--port",
+            "0",
+            "--cert",
+            str(pki.server_cert),
+            "--key",
+            str(pki.server_key),
+            "--db",
+            db,
+            "--retention-days",
+            "0",
+            *extra,
+        ]
         for device in devices:
             command += ["--device-key", f"{device}={pki.device_key}"]
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        preexec_fn=limit)
+        self.process = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit
+        )
         line = self.process.stdout.readline()
         match = re.search(r"https://127.0.0.1:(\d+)(/\S+)", line)
         if not match:
@@ -108,8 +141,9 @@ class IngestProcess:
         self._log.close()
 
 
-async def slow_connections(host: str, port: int, connections: int, interval_s: float, stop: asyncio.Event,
-                           counts: dict[str, int]) -> None:
+async def slow_connections(
+    host: str, port: int, connections: int, interval_s: float, stop: asyncio.Event, counts: dict[str, int]
+) -> None:
     """Slowloris over TLS: `connections` connections that send request headers one line every `interval_s`
     and never finish them; each one the server closes is opened again, until `stop` is set."""
     context = ssl.create_default_context()

@@ -1,4 +1,5 @@
 """Helpers for tests and benchmarks that talk to real node processes over DDS (these load rclpy)."""
+
 from __future__ import annotations
 
 import importlib
@@ -60,7 +61,9 @@ class RosProbe:
             self.received[topic] = []
             publishers = self.node.get_publishers_info_by_topic(topic)
             reliable = publishers and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
-            qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+            qos = QoSProfile(
+                depth=1000, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+            )
             self.node.create_subscription(message_class(types[0]), topic, self.received[topic].append, qos)
 
     def close(self) -> None:
@@ -110,8 +113,9 @@ class ParameterClient:
         self.probe = probe
         self.set_client = probe.node.create_client(SetParameters, f"/{node}/set_parameters")
         self.get_client = probe.node.create_client(GetParameters, f"/{node}/get_parameters")
-        assert probe.spin_until(lambda: self.set_client.service_is_ready() and self.get_client.service_is_ready(), 60.0), \
-            f"parameter services of /{node} did not appear"
+        assert probe.spin_until(
+            lambda: self.set_client.service_is_ready() and self.get_client.service_is_ready(), 60.0
+        ), f"parameter services of /{node} did not appear"
 
     def _call(self, client, request):
         future = client.call_async(request)
@@ -119,10 +123,15 @@ class ParameterClient:
         return future.result()
 
     def set(self, name: str, value):
-        result = self._call(self.set_client, SetParameters.Request(parameters=[Parameter(name=name, value=_value(value))]))
+        result = self._call(
+            self.set_client, SetParameters.Request(parameters=[Parameter(name=name, value=_value(value))])
+        )
         return result.results[0]
 
     def get(self, name: str):
         value = self._call(self.get_client, GetParameters.Request(names=[name])).values[0]
-        return {ParameterType.PARAMETER_DOUBLE: value.double_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
-                ParameterType.PARAMETER_STRING: value.string_value}[value.type]
+        return {
+            ParameterType.PARAMETER_DOUBLE: value.double_value,
+            ParameterType.PARAMETER_INTEGER: value.integer_value,
+            ParameterType.PARAMETER_STRING: value.string_value,
+        }[value.type]

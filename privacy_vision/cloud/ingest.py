@@ -1,5 +1,6 @@
 """Cloud-side ingest: verifies signed releases over TLS, rejects replays, stores idempotently
 (SQLite or PostgreSQL), applies retention, and serves a JSON read API and a dashboard."""
+
 from __future__ import annotations
 
 import argparse
@@ -81,11 +82,17 @@ class ReleaseQuery(BaseModel):
 
 def _content_security_policy(html: str) -> str:
     """Only the dashboard's own inline script and style may run (by hash); nothing else loads or frames it."""
+
     def hashes(tag: str) -> str:
         bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" for body in bodies)
-    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
-            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        return " ".join(
+            f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" for body in bodies
+        )
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 SECURITY_HEADERS = {
@@ -109,8 +116,12 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens: AnalystTokens | None = None,
-              body_timeout_s: float = ServerLimits.body_timeout_s) -> web.Application:
+def build_app(
+    store: ReleaseStore,
+    device_keys: dict[str, bytes],
+    analyst_tokens: AnalystTokens | None = None,
+    body_timeout_s: float = ServerLimits.body_timeout_s,
+) -> web.Application:
     """Devices post with their HMAC keys; analysts read with bearer tokens (none given: nobody reads)."""
     analysts = analyst_tokens or AnalystTokens(None)
 
@@ -135,9 +146,13 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens
                 text = body.decode("utf-8")
             except (InvalidRelease, UnicodeDecodeError) as invalid:
                 raise RequestRejected(422, f"release does not match the schema: {invalid}") from None
-            outcome = await asyncio.to_thread(store.accept, signed.device_id, signed.nonce, signed.sequence, release, text, now)
+            outcome = await asyncio.to_thread(
+                store.accept, signed.device_id, signed.nonce, signed.sequence, release, text, now
+            )
         except RequestRejected as rejected:
-            return web.json_response({"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status)
+            return web.json_response(
+                {"status": "rejected", "reason": rejected.reason, **rejected.details}, status=rejected.status
+            )
         return web.json_response({"status": outcome, "release_id": release.release_id}, status=200)
 
     reads = asyncio.Semaphore(MAX_CONCURRENT_READS)
@@ -146,15 +161,19 @@ def build_app(store: ReleaseStore, device_keys: dict[str, bytes], analyst_tokens
         """Analysts only; newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
         verdict = analysts.check(request.headers.get("Authorization"))
         if verdict.analyst is None:
-            return web.json_response({"status": "rejected", "reason": verdict.reason}, status=verdict.status,
-                                     headers={"WWW-Authenticate": 'Bearer realm="privacy_vision analytics"'})
+            return web.json_response(
+                {"status": "rejected", "reason": verdict.reason},
+                status=verdict.status,
+                headers={"WWW-Authenticate": 'Bearer realm="privacy_vision analytics"'},
+            )
         try:
             query = ReleaseQuery.model_validate(dict(request.query))
         except ValidationError as error:
             return web.json_response({"status": "rejected", "reason": validation_reason(error)}, status=400)
         async with reads:  # bounded, so readers cannot take every worker thread from the writers
-            page = await asyncio.to_thread(store.releases_page, query.zone, query.since, query.until, query.device,
-                                           query.position(), query.limit)
+            page = await asyncio.to_thread(
+                store.releases_page, query.zone, query.since, query.until, query.device, query.position(), query.limit
+            )
         headers = {"X-Next-Cursor": encode_cursor(page.last)} if page.rows == query.limit else {}
         return web.Response(text=page.json, content_type="application/json", headers=headers)
 
@@ -220,15 +239,28 @@ async def _serve(args: argparse.Namespace) -> None:
         analysts = AnalystTokens(args.analyst_tokens)
     except TokenFileError as error:
         raise SystemExit(f"ingest: {error}") from None
-    limits = ServerLimits(max_connections=args.max_connections, handshake_timeout_s=args.handshake_timeout,
-                          idle_timeout_s=args.idle_timeout, body_timeout_s=args.body_timeout)
+    limits = ServerLimits(
+        max_connections=args.max_connections,
+        handshake_timeout_s=args.handshake_timeout,
+        idle_timeout_s=args.idle_timeout,
+        body_timeout_s=args.body_timeout,
+    )
     app = build_app(store, parse_device_keys(args.device_key), analysts, limits.body_timeout_s)
     server = await start_tls_server(app, args.host, args.port, server_ssl_context(args.cert, args.key), limits)
-    print(f"ingest listening on https://{args.host}:{server.port}{RELEASES_PATH} (store: {store.description})", flush=True)
-    print(f"read API and dashboard: https://{args.host}:{server.port}/ for analyst tokens in {args.analyst_tokens}" if args.analyst_tokens
-          else "read API closed: no --analyst-tokens given", flush=True)
-    print(f"connections: at most {server.guard.max_connections}, TLS handshake {limits.handshake_timeout_s:g} s, first request "
-          f"headers and keep-alive idle {limits.idle_timeout_s:g} s, request body {limits.body_timeout_s:g} s", flush=True)
+    print(
+        f"ingest listening on https://{args.host}:{server.port}{RELEASES_PATH} (store: {store.description})", flush=True
+    )
+    print(
+        f"read API and dashboard: https://{args.host}:{server.port}/ for analyst tokens in {args.analyst_tokens}"
+        if args.analyst_tokens
+        else "read API closed: no --analyst-tokens given",
+        flush=True,
+    )
+    print(
+        f"connections: at most {server.guard.max_connections}, TLS handshake {limits.handshake_timeout_s:g} s, first request "
+        f"headers and keep-alive idle {limits.idle_timeout_s:g} s, request body {limits.body_timeout_s:g} s",
+        flush=True,
+    )
     stop = asyncio.Event()
     housekeeping = asyncio.create_task(_housekeeping(store, args.retention_days, stop))
     loop = asyncio.get_running_loop()
@@ -246,21 +278,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port (printed at start)")
     parser.add_argument("--cert", required=True, help="server certificate (PEM)")
     parser.add_argument("--key", required=True, help="server private key (PEM)")
-    parser.add_argument("--db", default="var/ingest.sqlite", help="SQLite path, or a PostgreSQL DSN (postgresql://user@host/db)")
-    parser.add_argument("--retention-days", type=float, default=90.0, help="delete releases older than this (0 = keep forever)")
-    parser.add_argument("--device-key", action="append", default=[], metavar="DEVICE_ID=PATH",
-                        help="HMAC key file of a device allowed to post (repeatable)")
+    parser.add_argument(
+        "--db", default="var/ingest.sqlite", help="SQLite path, or a PostgreSQL DSN (postgresql://user@host/db)"
+    )
+    parser.add_argument(
+        "--retention-days", type=float, default=90.0, help="delete releases older than this (0 = keep forever)"
+    )
+    parser.add_argument(
+        "--device-key",
+        action="append",
+        default=[],
+        metavar="DEVICE_ID=PATH",
+        help="HMAC key file of a device allowed to post (repeatable)",
+    )
     defaults = ServerLimits()
-    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
-                        help="open connections at most (kept below the file-descriptor limit); when all are taken, the least "
-                             "recently active idle one is closed for a new one")
-    parser.add_argument("--handshake-timeout", type=float, default=defaults.handshake_timeout_s, help="seconds for the TLS handshake")
-    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s,
-                        help="seconds for a new connection's first request headers, and for an idle kept-alive connection")
-    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s, help="seconds for a signed POST's body")
-    parser.add_argument("--analyst-tokens", metavar="FILE",
-                        help="SHA-256 hashes of the analyst tokens allowed to read (privacy-vision pki --analyst NAME writes it); "
-                             "re-read when it changes; without it the read API admits nobody")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections at most (kept below the file-descriptor limit); when all are taken, the least "
+        "recently active idle one is closed for a new one",
+    )
+    parser.add_argument(
+        "--handshake-timeout", type=float, default=defaults.handshake_timeout_s, help="seconds for the TLS handshake"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout_s,
+        help="seconds for a new connection's first request headers, and for an idle kept-alive connection",
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=defaults.body_timeout_s, help="seconds for a signed POST's body"
+    )
+    parser.add_argument(
+        "--analyst-tokens",
+        metavar="FILE",
+        help="SHA-256 hashes of the analyst tokens allowed to read (privacy-vision pki --analyst NAME writes it); "
+        "re-read when it changes; without it the read API admits nobody",
+    )
     args = parser.parse_args(argv)
     if not args.device_key:
         parser.error("at least one --device-key DEVICE_ID=PATH is required")

@@ -12,6 +12,7 @@ aiohttp serves HTTP; this module owns the connections it gets:
 - every connection event, client protocol error and loop exception is counted and reported in at most
   one line per kind and interval (the first traceback of a server-side error per interval is kept).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +37,7 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 @dataclass(frozen=True)
 class ServerLimits:
     """Connection limits and timeouts of the ingest's accept loop, so that slow or many clients cannot starve it."""
+
     max_connections: int = 1000
     handshake_timeout_s: float = 5.0
     idle_timeout_s: float = 10.0  # aiohttp's keepalive_timeout: also the deadline of a new connection's first headers
@@ -82,8 +84,10 @@ class EventReport:
     def flush(self) -> None:
         if not self._counts:
             return
-        parts = [f"{kind}: {count}" + (f" (e.g. {self._examples[kind]})" if kind in self._examples else "")
-                 for kind, count in sorted(self._counts.items())]
+        parts = [
+            f"{kind}: {count}" + (f" (e.g. {self._examples[kind]})" if kind in self._examples else "")
+            for kind, count in sorted(self._counts.items())
+        ]
         self._write(f"connections in the last {self.interval_s:g} s: " + "; ".join(parts))
         self._counts.clear()
         self._examples.clear()
@@ -241,7 +245,9 @@ class GuardedTLSSite(web.BaseSite):
     """A TCP + TLS site with its own accept loop under a ConnectionGuard (aiohttp's TCPSite has no
     handshake timeout and no connection limit)."""
 
-    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, runner: web.AppRunner, guard: ConnectionGuard, host: str, port: int, ssl_context: ssl.SSLContext
+    ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=guard.limits.backlog)
         self._guard = guard
         self._host, self._port = host, port
@@ -253,9 +259,13 @@ class GuardedTLSSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        listener = socket.create_server((self._host, self._port), family=family, backlog=self._backlog, reuse_port=False)
+        listener = socket.create_server(
+            (self._host, self._port), family=family, backlog=self._backlog, reuse_port=False
+        )
         listener.setblocking(False)
-        self._server = _Listener(listener, asyncio.create_task(self._accept_forever(listener)), self._guard.cancel_handshakes)
+        self._server = _Listener(
+            listener, asyncio.create_task(self._accept_forever(listener)), self._guard.cancel_handshakes
+        )
 
     async def _accept_forever(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -264,7 +274,9 @@ class GuardedTLSSite(web.BaseSite):
             try:
                 sock, _ = await loop.sock_accept(listener)
             except OSError as error:
-                guard.report.count("accept failed", f"{errno.errorcode.get(error.errno, error.errno)}: {error.strerror}")
+                guard.report.count(
+                    "accept failed", f"{errno.errorcode.get(error.errno, error.errno)}: {error.strerror}"
+                )
                 if error.errno in _RESOURCE_ERRNOS:
                     guard.evict_one()  # out of descriptors despite the limit: free one rather than stall
                 await asyncio.sleep(0.05)
@@ -277,9 +289,13 @@ class GuardedTLSSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         guard = self._guard
         try:
-            await loop.connect_accepted_socket(lambda: guard.attach(slot, self._runner.server()), slot.sock,
-                                               ssl=self._ssl_context, ssl_handshake_timeout=guard.limits.handshake_timeout_s,
-                                               ssl_shutdown_timeout=guard.limits.tls_shutdown_timeout_s)
+            await loop.connect_accepted_socket(
+                lambda: guard.attach(slot, self._runner.server()),
+                slot.sock,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=guard.limits.handshake_timeout_s,
+                ssl_shutdown_timeout=guard.limits.tls_shutdown_timeout_s,
+            )
         except OSError as error:  # ssl.SSLError, and the handshake timeout (ConnectionAbortedError), are OSErrors
             guard.forget(slot)
             guard.report.count("TLS handshakes failed or timed out", f"{type(error).__name__}: {error}")
@@ -304,8 +320,14 @@ class TLSServer:
         self.report.flush()
 
 
-async def start_tls_server(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext, limits: ServerLimits,
-                           write: Callable[[str], None] = lambda line: print(line, flush=True)) -> TLSServer:
+async def start_tls_server(
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    limits: ServerLimits,
+    write: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> TLSServer:
     """Serve `app` under the limits (it must not be started yet: the guard adds its middleware)."""
     report = EventReport(limits.report_interval_s, write)
     guard = ConnectionGuard(limits, report)
@@ -320,7 +342,9 @@ async def start_tls_server(app: web.Application, host: str, port: int, ssl_conte
             loop.default_exception_handler(context)
 
     asyncio.get_running_loop().set_exception_handler(loop_exception)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout_s, logger=server_log, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=limits.idle_timeout_s, logger=server_log, shutdown_timeout=5.0
+    )
     await runner.setup()
     await GuardedTLSSite(runner, guard, host, port, ssl_context).start()
     return TLSServer(runner, guard, report)

@@ -6,6 +6,7 @@ database (the fleet case): the replay checks are single statements the database 
 is inserted unless present, the sequence is raised only if higher), so the same signed request sent to
 two processes at once is accepted by exactly one, and the other gets a 409.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,26 +45,35 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
 )
 _INSERT_NONCE = "INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1"
-_RAISE_SEQUENCE = ("INSERT INTO sequences VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence"
-                   " WHERE sequences.last_sequence < excluded.last_sequence RETURNING 1")
+_RAISE_SEQUENCE = (
+    "INSERT INTO sequences VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence"
+    " WHERE sequences.last_sequence < excluded.last_sequence RETURNING 1"
+)
 _INSERT_RELEASE = "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING"
 
 SQLITE = _Dialect(
-    placeholder="?", begin="BEGIN IMMEDIATE", schema_lock=None,  # one writer at a time, across processes too
-    insert_nonce=_INSERT_NONCE, raise_sequence=_RAISE_SEQUENCE, insert_release=_INSERT_RELEASE,
+    placeholder="?",
+    begin="BEGIN IMMEDIATE",
+    schema_lock=None,  # one writer at a time, across processes too
+    insert_nonce=_INSERT_NONCE,
+    raise_sequence=_RAISE_SEQUENCE,
+    insert_release=_INSERT_RELEASE,
     purge_nonces="DELETE FROM nonces WHERE seen_at < ?",
     purge_releases="DELETE FROM releases WHERE window_end < ?",
     schema=_TABLES,
 )
 # PostgreSQL: rows another process is deleting are skipped, so housekeeping in several processes never deadlocks.
 POSTGRES = _Dialect(
-    placeholder="%s", begin="BEGIN", schema_lock="SELECT pg_advisory_xact_lock(1347830338)",
-    insert_nonce=_INSERT_NONCE.replace("?", "%s"), raise_sequence=_RAISE_SEQUENCE.replace("?", "%s"),
+    placeholder="%s",
+    begin="BEGIN",
+    schema_lock="SELECT pg_advisory_xact_lock(1347830338)",
+    insert_nonce=_INSERT_NONCE.replace("?", "%s"),
+    raise_sequence=_RAISE_SEQUENCE.replace("?", "%s"),
     insert_release=_INSERT_RELEASE.replace("?", "%s"),
     purge_nonces="DELETE FROM nonces WHERE (device_id, nonce) IN (SELECT device_id, nonce FROM nonces WHERE seen_at < %s"
-                 " FOR UPDATE SKIP LOCKED)",
+    " FOR UPDATE SKIP LOCKED)",
     purge_releases="DELETE FROM releases WHERE release_id IN (SELECT release_id FROM releases WHERE window_end < %s"
-                   " FOR UPDATE SKIP LOCKED)",
+    " FOR UPDATE SKIP LOCKED)",
     schema=_TABLES,
 )
 
@@ -71,6 +81,7 @@ POSTGRES = _Dialect(
 @dataclass(frozen=True)
 class Page:
     """One page of the read API: the rows as JSON and where the next page starts."""
+
     json: str
     rows: int
     last: tuple[float, str] | None  # period start and release id of the last row: where the next page starts
@@ -131,9 +142,21 @@ class ReleaseStore:
                     raise RequestRejected(409, "replayed request: nonce already used")
                 if self._db.execute(self.dialect.raise_sequence, (device_id, sequence)).fetchone() is None:
                     last = int(self._one("SELECT last_sequence FROM sequences WHERE device_id = ?", (device_id,))[0])
-                    raise RequestRejected(409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last)
-                cursor = self._db.execute(self.dialect.insert_release, (
-                    release.release_id, device_id, release.zone_id, release.period_start_s, release.period_end_s, body, now_s))
+                    raise RequestRejected(
+                        409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last
+                    )
+                cursor = self._db.execute(
+                    self.dialect.insert_release,
+                    (
+                        release.release_id,
+                        device_id,
+                        release.zone_id,
+                        release.period_start_s,
+                        release.period_end_s,
+                        body,
+                        now_s,
+                    ),
+                )
                 self._db.execute("COMMIT")
                 return "stored" if cursor.rowcount == 1 else "duplicate"
             except BaseException:
@@ -145,13 +168,27 @@ class ReleaseStore:
         with self._lock:
             return self._db.execute(self.dialect.purge_nonces, (now_s - NONCE_KEEP_S,)).rowcount
 
-    def releases(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
-                 before: tuple[float, str] | None = None, limit: int = 1000) -> list[dict]:
+    def releases(
+        self,
+        zone_id: str | None = None,
+        since_s: float = 0.0,
+        until_s: float | None = None,
+        device_id: str | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict]:
         """Newest period first; `before` (period start, release id) is the keyset cursor of the next page."""
         return json.loads(self.releases_page(zone_id, since_s, until_s, device_id, before, limit).json)
 
-    def releases_page(self, zone_id: str | None = None, since_s: float = 0.0, until_s: float | None = None, device_id: str | None = None,
-                      before: tuple[float, str] | None = None, limit: int = 1000) -> Page:
+    def releases_page(
+        self,
+        zone_id: str | None = None,
+        since_s: float = 0.0,
+        until_s: float | None = None,
+        device_id: str | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 1000,
+    ) -> Page:
         """One page as a JSON array, with the (period start, release id) of its last row for the cursor.
 
         The stored bodies are already validated JSON objects, so the page is joined, not parsed and

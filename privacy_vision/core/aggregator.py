@@ -13,6 +13,7 @@ end to a sparse-vector test (AboveThreshold) against k plus a margin; a group is
 period, only when the noisy test passes *and* its true size is at least k. That hard rule is the only
 source of δ: the margin makes a pass at a true size of k - 1 that unlikely.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,6 +49,7 @@ STRICT_MECHANISM = "sparse_vector+discrete_laplace"
 @dataclass
 class AggregatorSettings:
     """The privacy settings of the releases (ε, its shares, k, cap, mode), validated before any use."""
+
     epsilon_per_track_day: float = 2.0
     tier_shares: tuple[float, float, float] = (0.4, 0.45, 0.15)  # of epsilon_per_track_day, in TIERS order
     hour_metric_shares: tuple[float, ...] = (0.5, 0.35, 0.05, 0.05, 0.05)  # of an hour cell's ε, in HOUR_METRICS order
@@ -60,18 +62,25 @@ class AggregatorSettings:
     def validate(self) -> None:
         if not math.isfinite(self.epsilon_per_track_day) or self.epsilon_per_track_day <= 0:
             raise ValueError(f"epsilon_per_track_day must be a finite number > 0, got {self.epsilon_per_track_day}")
-        for name, shares, count in (("tier_shares", self.tier_shares, len(TIERS)), ("hour_metric_shares", self.hour_metric_shares, len(HOUR_METRICS))):
+        for name, shares, count in (
+            ("tier_shares", self.tier_shares, len(TIERS)),
+            ("hour_metric_shares", self.hour_metric_shares, len(HOUR_METRICS)),
+        ):
             if len(shares) != count or not all(math.isfinite(w) and w > 0 for w in shares):
                 raise ValueError(f"{name} must be {count} positive shares, got {list(shares)}")
         if self.k < 1:
             raise ValueError("k must be ≥ 1")
         if not self.daily_epsilon_cap >= self.epsilon_per_track_day:
-            raise ValueError(f"daily_epsilon_cap ({self.daily_epsilon_cap:g}) must be ≥ epsilon_per_track_day ({self.epsilon_per_track_day:g}), "
-                             "otherwise nothing can ever be released")
+            raise ValueError(
+                f"daily_epsilon_cap ({self.daily_epsilon_cap:g}) must be ≥ epsilon_per_track_day ({self.epsilon_per_track_day:g}), "
+                "otherwise nothing can ever be released"
+            )
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.strict_delta < 1e-3:
-            raise ValueError(f"strict_delta must be > 0 and < 0.001 (it is a failure probability per track-day), got {self.strict_delta}")
+            raise ValueError(
+                f"strict_delta must be > 0 and < 0.001 (it is a failure probability per track-day), got {self.strict_delta}"
+            )
         if not 0 < self.strict_test_share < 1:
             raise ValueError(f"strict_test_share must be between 0 and 1 (exclusive), got {self.strict_test_share}")
 
@@ -113,11 +122,19 @@ class TrackDayAccount:
 
     def __init__(self, settings: AggregatorSettings, bounds: Bounds) -> None:
         self.cells = {tier: CellMechanism(tier, settings.metric_epsilons(tier, bounds.of(tier))) for tier in TIERS}
-        self.measurement = dp.c.make_composition([self.cells[tier].measurement for tier in TIERS for _ in range(bounds.of(tier))])
+        self.measurement = dp.c.make_composition(
+            [self.cells[tier].measurement for tier in TIERS for _ in range(bounds.of(tier))]
+        )
         self.epsilon = float(self.measurement.map(1))
         # What the ledger charges once per day: everything that sets the noise, and the bound.
-        facts = {"mechanism": MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day, "tier_shares": list(settings.tier_shares),
-                 "hour_metric_shares": list(settings.hour_metric_shares), "window_s": bounds.window_s, "cells_per_day": list(bounds.cells_per_day)}
+        facts = {
+            "mechanism": MECHANISM,
+            "epsilon_per_track_day": settings.epsilon_per_track_day,
+            "tier_shares": list(settings.tier_shares),
+            "hour_metric_shares": list(settings.hour_metric_shares),
+            "window_s": bounds.window_s,
+            "cells_per_day": list(bounds.cells_per_day),
+        }
         self.configuration_id = configuration_id(facts)
         self.delta = 0.0
         self.mechanism = MECHANISM
@@ -149,12 +166,22 @@ class StrictAccount:
         self.epsilon = groups * self.epsilon_test + float(counts.map(1))
         self.delta = settings.strict_delta
         tests_per_day = round(DAY_S / bounds.window_s)
-        self.margin = gate_margin(self.query_noise, self.threshold_noise, settings.strict_delta / groups / tests_per_day)
+        self.margin = gate_margin(
+            self.query_noise, self.threshold_noise, settings.strict_delta / groups / tests_per_day
+        )
         self.threshold = settings.k + self.margin
         self.mechanism = STRICT_MECHANISM
-        self.configuration_id = configuration_id({"mechanism": STRICT_MECHANISM, "epsilon_per_track_day": settings.epsilon_per_track_day,
-                                                  "strict_test_share": settings.strict_test_share, "strict_delta": settings.strict_delta,
-                                                  "k": settings.k, "window_s": bounds.window_s, "groups_per_day": groups})
+        self.configuration_id = configuration_id(
+            {
+                "mechanism": STRICT_MECHANISM,
+                "epsilon_per_track_day": settings.epsilon_per_track_day,
+                "strict_test_share": settings.strict_test_share,
+                "strict_delta": settings.strict_delta,
+                "k": settings.k,
+                "window_s": bounds.window_s,
+                "groups_per_day": groups,
+            }
+        )
 
 
 def gate_margin(query: IntegerNoise, threshold: IntegerNoise, delta_per_test: float) -> int:
@@ -245,8 +272,14 @@ def within_finer_tier(estimate: int, variance: float, finer: list[int], finer_va
     observed = np.array([estimate, *finer], dtype=float)
     weights = 1.0 / np.array([variance] + [finer_variance] * len(finer))
     constraints = [{"type": "ineq", "fun": lambda x: x[0] - x[1:]}]
-    result = optimize.minimize(lambda x: float(np.sum(weights * (x - observed) ** 2)), observed, jac=lambda x: 2 * weights * (x - observed),
-                               bounds=[(0, None)] * len(observed), constraints=constraints, method="SLSQP")
+    result = optimize.minimize(
+        lambda x: float(np.sum(weights * (x - observed) ** 2)),
+        observed,
+        jac=lambda x: 2 * weights * (x - observed),
+        bounds=[(0, None)] * len(observed),
+        constraints=constraints,
+        method="SLSQP",
+    )
     if not result.success:
         raise RuntimeError(f"tier consistency did not converge: {result.message}")
     return max(0, round(float(result.x[0])))
@@ -258,7 +291,9 @@ def utc_day(stamp_s: float) -> str:
 
 @dataclass
 class _Day:
-    finer: dict[tuple[str, str, float], list[int]] = field(default_factory=dict)  # (tier, zone, period) -> finer noisy occupancies
+    finer: dict[tuple[str, str, float], list[int]] = field(
+        default_factory=dict
+    )  # (tier, zone, period) -> finer noisy occupancies
     finer_variance: dict[tuple[str, str, float], float] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)
 
@@ -266,14 +301,17 @@ class _Day:
 class CellReleaser:
     """Noise on every cell, post-processing, the daily ledger charge; one instance per aggregator."""
 
-    def __init__(self, settings: AggregatorSettings, ledger: PrivacyLedger,
-                 new_id: Callable[[], str], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, settings: AggregatorSettings, ledger: PrivacyLedger, new_id: Callable[[], str], clock: Callable[[], float]
+    ) -> None:
         self.ledger = ledger
         self._new_id = new_id
         self._clock = clock
         self._accounts: dict[Bounds, TrackDayAccount | StrictAccount] = {}
         self._days: dict[str, _Day] = {}
-        self._groups: dict[str, tuple[float, int]] = {}  # strict mode: zone -> (open group's start, its noisy threshold)
+        self._groups: dict[
+            str, tuple[float, int]
+        ] = {}  # strict mode: zone -> (open group's start, its noisy threshold)
         self._released_until: dict[str, float] = {}  # strict mode: zone -> end of its last released group
         self.cap_reached_day: str | None = None
         self.strict_without_groups = False  # strict mode while the anonymizer forms no groups: nothing can be released
@@ -289,7 +327,11 @@ class CellReleaser:
 
     def account(self, bounds: Bounds) -> TrackDayAccount | StrictAccount:
         if bounds not in self._accounts:
-            self._accounts[bounds] = StrictAccount(self.settings, bounds) if self.settings.mode == "strict" else TrackDayAccount(self.settings, bounds)
+            self._accounts[bounds] = (
+                StrictAccount(self.settings, bounds)
+                if self.settings.mode == "strict"
+                else TrackDayAccount(self.settings, bounds)
+            )
         return self._accounts[bounds]
 
     def release(self, totals: CellTotals, bounds: Bounds) -> Release | None:
@@ -308,7 +350,9 @@ class CellReleaser:
             return self._release_group(totals, bounds, account, decision)
         return self._release_cell(totals, bounds, account, decision)
 
-    def _release_group(self, totals: CellTotals, bounds: Bounds, account: StrictAccount, decision: BudgetDecision) -> Release | None:
+    def _release_group(
+        self, totals: CellTotals, bounds: Bounds, account: StrictAccount, decision: BudgetDecision
+    ) -> Release | None:
         """One AboveThreshold step for the zone's pending group; a new group start begins a new instance."""
         s = self.settings
         zone = totals.zone_id
@@ -325,14 +369,36 @@ class CellReleaser:
         # The hard rule guarantees a true size ≥ k, so showing at least k is post-processing of what is public.
         occupancy = max(s.k, account.count_noise.count(totals.occupancy))
         return Release(
-            release_id=self._new_id(), zone_id=zone, tier=GROUP_TIER, period_start_s=totals.period_start_s, period_end_s=totals.period_end_s,
-            complete=totals.complete, below_k=False, occupancy=occupancy, direction_counts={}, dwell_counts={}, entries=0, exits=0,
-            entries_today=0, mechanism=STRICT_MECHANISM, epsilon_cell=account.epsilon_group, epsilon_track_day=account.epsilon,
-            delta_track_day=account.delta, epsilon_by_metric={"test": account.epsilon_test, "occupancy": account.epsilon_group - account.epsilon_test},
-            k=s.k, privacy_unit=PRIVACY_UNIT, cells_per_day=bounds.groups_per_day, window_s=bounds.window_s,
-            epsilon_spent_today=decision.spent_today, daily_epsilon_cap=decision.cap, mode=s.mode)
+            release_id=self._new_id(),
+            zone_id=zone,
+            tier=GROUP_TIER,
+            period_start_s=totals.period_start_s,
+            period_end_s=totals.period_end_s,
+            complete=totals.complete,
+            below_k=False,
+            occupancy=occupancy,
+            direction_counts={},
+            dwell_counts={},
+            entries=0,
+            exits=0,
+            entries_today=0,
+            mechanism=STRICT_MECHANISM,
+            epsilon_cell=account.epsilon_group,
+            epsilon_track_day=account.epsilon,
+            delta_track_day=account.delta,
+            epsilon_by_metric={"test": account.epsilon_test, "occupancy": account.epsilon_group - account.epsilon_test},
+            k=s.k,
+            privacy_unit=PRIVACY_UNIT,
+            cells_per_day=bounds.groups_per_day,
+            window_s=bounds.window_s,
+            epsilon_spent_today=decision.spent_today,
+            daily_epsilon_cap=decision.cap,
+            mode=s.mode,
+        )
 
-    def _release_cell(self, totals: CellTotals, bounds: Bounds, account: TrackDayAccount, decision: BudgetDecision) -> Release:
+    def _release_cell(
+        self, totals: CellTotals, bounds: Bounds, account: TrackDayAccount, decision: BudgetDecision
+    ) -> Release:
         s = self.settings
         day = utc_day(totals.period_start_s)
         self._days = {d: v for d, v in self._days.items() if d == day}
@@ -341,9 +407,14 @@ class CellReleaser:
         occupancy, directions, dwell, entries, exits = self._noisy(cell, totals)
         key = (totals.tier, totals.zone_id, totals.period_start_s)
         if key in today.finer:
-            occupancy = within_finer_tier(occupancy, cell.noise["occupancy"].variance, today.finer.pop(key), today.finer_variance.pop(key))
+            occupancy = within_finer_tier(
+                occupancy, cell.noise["occupancy"].variance, today.finer.pop(key), today.finer_variance.pop(key)
+            )
             if directions:
-                directions, dwell = (round_keeping_sum(project_to_simplex(np.asarray(h, dtype=float), occupancy)) for h in (directions, dwell))
+                directions, dwell = (
+                    round_keeping_sum(project_to_simplex(np.asarray(h, dtype=float), occupancy))
+                    for h in (directions, dwell)
+                )
         if totals.tier in NESTED_IN:
             coarser = NESTED_IN[totals.tier]
             period_s = ContributionSettings(window_s=bounds.window_s).period_s(coarser)
@@ -355,14 +426,32 @@ class CellReleaser:
             today.entries[totals.zone_id] = today.entries.get(totals.zone_id, 0) + entries
         shown = 0 if below_k else 1
         return Release(
-            release_id=self._new_id(), zone_id=totals.zone_id, tier=totals.tier, period_start_s=totals.period_start_s,
-            period_end_s=totals.period_end_s, complete=totals.complete, below_k=below_k, occupancy=occupancy * shown,
+            release_id=self._new_id(),
+            zone_id=totals.zone_id,
+            tier=totals.tier,
+            period_start_s=totals.period_start_s,
+            period_end_s=totals.period_end_s,
+            complete=totals.complete,
+            below_k=below_k,
+            occupancy=occupancy * shown,
             direction_counts={label: v * shown for label, v in zip(DIRECTION_LABELS, directions)},
             dwell_counts={label: v * shown for label, v in zip(DWELL_LABELS, dwell)},
-            entries=entries * shown, exits=exits * shown, entries_today=today.entries.get(totals.zone_id, 0),
-            mechanism=MECHANISM, epsilon_cell=cell.epsilon, epsilon_track_day=account.epsilon, delta_track_day=0.0, epsilon_by_metric=dict(cell.epsilons),
-            k=s.k, privacy_unit=PRIVACY_UNIT, cells_per_day=bounds.of(totals.tier), window_s=bounds.window_s,
-            epsilon_spent_today=decision.spent_today, daily_epsilon_cap=decision.cap, mode=s.mode)
+            entries=entries * shown,
+            exits=exits * shown,
+            entries_today=today.entries.get(totals.zone_id, 0),
+            mechanism=MECHANISM,
+            epsilon_cell=cell.epsilon,
+            epsilon_track_day=account.epsilon,
+            delta_track_day=0.0,
+            epsilon_by_metric=dict(cell.epsilons),
+            k=s.k,
+            privacy_unit=PRIVACY_UNIT,
+            cells_per_day=bounds.of(totals.tier),
+            window_s=bounds.window_s,
+            epsilon_spent_today=decision.spent_today,
+            daily_epsilon_cap=decision.cap,
+            mode=s.mode,
+        )
 
     @staticmethod
     def _noisy(cell: CellMechanism, totals: CellTotals) -> tuple[int, list[int], list[int], int, int]:
@@ -373,8 +462,17 @@ class CellReleaser:
         noisy_directions = noise["direction"].histogram(totals.directions)
         noisy_dwell = noise["dwell"].histogram(totals.dwell)
         occupancy, (directions, dwell) = consistent_counts(
-            [(noisy_occupancy, noise["occupancy"].variance),
-             (sum(noisy_directions), len(noisy_directions) * noise["direction"].variance),
-             (sum(noisy_dwell), len(noisy_dwell) * noise["dwell"].variance)],
-            [noisy_directions, noisy_dwell])
-        return occupancy, directions, dwell, max(0, noise["entries"].count(totals.entries)), max(0, noise["exits"].count(totals.exits))
+            [
+                (noisy_occupancy, noise["occupancy"].variance),
+                (sum(noisy_directions), len(noisy_directions) * noise["direction"].variance),
+                (sum(noisy_dwell), len(noisy_dwell) * noise["dwell"].variance),
+            ],
+            [noisy_directions, noisy_dwell],
+        )
+        return (
+            occupancy,
+            directions,
+            dwell,
+            max(0, noise["entries"].count(totals.entries)),
+            max(0, noise["exits"].count(totals.exits)),
+        )

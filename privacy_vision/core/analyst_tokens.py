@@ -5,6 +5,7 @@ Why separate from the device keys: a device key signs releases and must never re
 reads and must never post; a leaked hash file lets nobody in (the token has 256 random bits, so its hash
 cannot be inverted). Standard library only: the ingest validates tokens without the device stack.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,9 @@ def read_token_hashes(path: str | Path) -> dict[str, str]:
 
 
 def _write_hashes(path: Path, hashes: dict[str, str]) -> None:
-    lines = ["# privacy_vision analyst tokens: SHA-256 of each token and the analyst's name (tokens are never stored here)"]
+    lines = [
+        "# privacy_vision analyst tokens: SHA-256 of each token and the analyst's name (tokens are never stored here)"
+    ]
     lines += [f"{digest} {name}" for name, digest in sorted(hashes.items())]
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="ascii")
@@ -98,7 +101,11 @@ class AnalystTokens:
     """Checks bearer tokens against the hash file, re-read whenever it changes (so a revocation applies
     without a restart); every stored hash is compared, in constant time, whatever matched."""
 
-    def __init__(self, path: str | Path | None, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
+    def __init__(
+        self,
+        path: str | Path | None,
+        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self._log = log
         self._lock = threading.Lock()
@@ -137,7 +144,9 @@ class AnalystTokens:
         presented = token_hash(match.group(1)).encode()
         hashes = self._current()
         if self.error:
-            return Verdict(None, "analyst token file unreadable on the server; nobody is admitted until it is fixed", 503)
+            return Verdict(
+                None, "analyst token file unreadable on the server; nobody is admitted until it is fixed", 503
+            )
         found = None
         for name, digest in hashes.items():
             if hmac.compare_digest(presented, digest.encode()) and found is None:

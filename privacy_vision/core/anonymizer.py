@@ -1,4 +1,5 @@
 """Turn a confirmed track into a coarse, unlinkable record: keyed rotating ID, grid cell, size class, heading."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ SIZE_CATEGORIES = ("small", "medium", "large")
 @dataclass(frozen=True)
 class AnonymizedRecord:
     """What leaves the anonymizer for one track and frame: a rotating ID, a grid cell, a size class, a heading."""
+
     privacy_id: str
     cell_x_m: float
     cell_y_m: float
@@ -92,6 +94,7 @@ def size_category(box_height_fraction: float, thresholds: tuple[float, float]) -
 @dataclass
 class AnonymizerSettings:
     """How coarse the anonymised records are (grid, time, heading) and how often IDs rotate."""
+
     grid_size_m: float = 0.5
     time_precision_s: float = 5.0
     rotation_interval_s: float = 3600.0
@@ -118,6 +121,7 @@ class AnonymizerSettings:
 @dataclass(frozen=True)
 class TrackSample:
     """One confirmed track in one frame, as the anonymizer takes it (no box, no pixels)."""
+
     track_id: int
     x_m: float
     y_m: float

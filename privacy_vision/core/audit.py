@@ -7,6 +7,7 @@ Rotation starts a new file whose first entry chains to the last entry of the pre
 several processes serialise on an flock of the head file. Entries may never carry pixels, boxes,
 positions or tracker/privacy IDs: append() refuses such fields.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -22,8 +23,27 @@ from pathlib import Path
 from privacy_vision.core.protocol import load_key_file
 
 GENESIS = "0" * 64
-FORBIDDEN_FIELDS = {"pixels", "image", "frame", "box", "boxes", "bbox", "x", "y", "x_m", "y_m", "position", "positions",
-                    "cell_x_m", "cell_y_m", "track_id", "track_ids", "privacy_id", "privacy_ids", "tracks"}
+FORBIDDEN_FIELDS = {
+    "pixels",
+    "image",
+    "frame",
+    "box",
+    "boxes",
+    "bbox",
+    "x",
+    "y",
+    "x_m",
+    "y_m",
+    "position",
+    "positions",
+    "cell_x_m",
+    "cell_y_m",
+    "track_id",
+    "track_ids",
+    "privacy_id",
+    "privacy_ids",
+    "tracks",
+}
 
 
 class AuditFieldError(ValueError):
@@ -47,13 +67,17 @@ def _check_fields(value, path: str = "") -> None:
 
 def configuration_digest(parameters: dict) -> str:
     """SHA-256 of a configuration's canonical JSON: equal digests mean every parameter was equal."""
-    return hashlib.sha256(json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
 
 
 class AuditLog:
     """Tamper-evident record of what the system did (HMAC chain over JSON lines) that refuses per-person fields."""
 
-    def __init__(self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, directory: str | Path, key: bytes, max_bytes: int = 10 * 2**20, clock: Callable[[], float] = time.time
+    ) -> None:
         self._clock = clock  # wall time of each entry (injected, as in the aggregator's CellReleaser)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -79,8 +103,14 @@ class AuditLog:
                 current = files[-1] if files else self.directory / "audit-000001.jsonl"
                 if files and current.stat().st_size >= self.max_bytes:
                     current = self.directory / f"audit-{int(current.stem.split('-')[1]) + 1:06d}.jsonl"
-                entry = {"seq": state["seq"] + 1, "ts": round(self._clock(), 3), "event": event, "source": source,
-                         "data": data, "prev_sha256": state["last_sha256"]}
+                entry = {
+                    "seq": state["seq"] + 1,
+                    "ts": round(self._clock(), 3),
+                    "event": event,
+                    "source": source,
+                    "data": data,
+                    "prev_sha256": state["last_sha256"],
+                }
                 entry["hmac"] = hmac.new(self._key, _canonical(entry), hashlib.sha256).hexdigest()
                 line = _canonical(entry) + b"\n"
                 with open(current, "ab") as log:
@@ -112,6 +142,7 @@ def _read_head(text: str, key: bytes) -> dict:
 @dataclass(frozen=True)
 class VerifyResult:
     """The outcome of checking an audit log: entries read and the first broken one, if any."""
+
     ok: bool
     entries: int
     files: int
@@ -141,9 +172,16 @@ def verify(directory: str | Path, key: bytes) -> VerifyResult:
             if not hmac.compare_digest(hmac.new(key, _canonical(entry), hashlib.sha256).hexdigest(), mac):
                 return VerifyResult(False, count, len(files), f"{where}: HMAC mismatch (entry edited or forged)")
             if entry.get("prev_sha256") != previous:
-                return VerifyResult(False, count, len(files), f"{where}: chain broken (an entry before it was removed, edited or reordered)")
+                return VerifyResult(
+                    False,
+                    count,
+                    len(files),
+                    f"{where}: chain broken (an entry before it was removed, edited or reordered)",
+                )
             if entry.get("seq") != expected_seq:
-                return VerifyResult(False, count, len(files), f"{where}: sequence {entry.get('seq')} where {expected_seq} was expected")
+                return VerifyResult(
+                    False, count, len(files), f"{where}: sequence {entry.get('seq')} where {expected_seq} was expected"
+                )
             previous = hashlib.sha256(raw).hexdigest()
             expected_seq += 1
             count += 1
@@ -152,9 +190,18 @@ def verify(directory: str | Path, key: bytes) -> VerifyResult:
     except ValueError as error:
         return VerifyResult(False, count, len(files), f"audit.head: {error}")
     if count == 0:
-        return VerifyResult(False, 0, len(files), "no entries: the log is missing or empty, yet every node writes its "
-                                                  "start configuration (deleted, or the wrong --dir?)")
+        return VerifyResult(
+            False,
+            0,
+            len(files),
+            "no entries: the log is missing or empty, yet every node writes its "
+            "start configuration (deleted, or the wrong --dir?)",
+        )
     if head["seq"] != count or head["last_sha256"] != previous:
-        return VerifyResult(False, count, len(files), f"end of log: the head names entry {head['seq']} but the log ends at "
-                                                      f"{count} (entries cut off the end)")
+        return VerifyResult(
+            False,
+            count,
+            len(files),
+            f"end of log: the head names entry {head['seq']} but the log ends at {count} (entries cut off the end)",
+        )
     return VerifyResult(True, count, len(files), "")

@@ -1,4 +1,5 @@
 """Fit the image→floor homography from MOT ground truth with calibrated ground-plane columns."""
+
 from __future__ import annotations
 
 from pathlib import Path

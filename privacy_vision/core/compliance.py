@@ -3,6 +3,7 @@
 Nothing here is boilerplate about "k ≥ 5" or "ε = 1": every statement is computed from the parameters
 passed in (live values from the running nodes, or the config files when the graph is not running).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,7 +30,10 @@ from privacy_vision.core.graph import topics as graph_topics
 # training sequences with their public detections (mean over 115 people; ADL-Rundle-6 alone 3.68). A person whose
 # track breaks into V pieces gets V times the per-track-day guarantee. Re-measure on your own scene.
 # bench/tracks_per_person.py: mean tracks per annotated person (IoU ≥ 0.5) with the default detector and tracker
-MEASURED_TRACKS_PER_PERSON = {"PETS09-S2L1 (vtest.avi, YOLOX-nano + tracker)": 2.05, "MOT15 five sequences (public detections + tracker)": 2.10}
+MEASURED_TRACKS_PER_PERSON = {
+    "PETS09-S2L1 (vtest.avi, YOLOX-nano + tracker)": 2.05,
+    "MOT15 five sequences (public detections + tracker)": 2.10,
+}
 
 # What each topic carries and whether it leaves the device: the graph description (core/graph.py).
 TOPIC_CONTENT = {topic.name: topic.carries for topic in TOPICS}
@@ -39,6 +43,7 @@ LEAVES_DEVICE = leaves_device()
 @dataclass(frozen=True)
 class RiskFlag:
     """A setting the DPIA flags as weak, with the reason."""
+
     setting: str
     value: object
     reason: str
@@ -56,12 +61,19 @@ class SystemFacts:
     source: str = "config"  # "live" or "config"
 
 
-def system_facts(environment: dict[str, str], topics: dict[str, list[str]], ingest_retention_days: float, source: str) -> SystemFacts:
+def system_facts(
+    environment: dict[str, str], topics: dict[str, list[str]], ingest_retention_days: float, source: str
+) -> SystemFacts:
     """Discovery range and DDS profile as the environment sets them for the nodes."""
     profile = Path(environment.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
     localhost = profile.is_file() and "<address>127.0.0.1</address>" in profile.read_text()
-    return SystemFacts(discovery_range=environment.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET (ROS default)"),
-                       dds_profile_localhost=localhost, topics=topics, ingest_retention_days=ingest_retention_days, source=source)
+    return SystemFacts(
+        discovery_range=environment.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET (ROS default)"),
+        dds_profile_localhost=localhost,
+        topics=topics,
+        ingest_retention_days=ingest_retention_days,
+        source=source,
+    )
 
 
 def in_process_capture(params: dict[str, dict]) -> bool:
@@ -72,12 +84,16 @@ def in_process_capture(params: dict[str, dict]) -> bool:
 def frames_statement(params: dict[str, dict]) -> str:
     retained = params.get("detection", {}).get("retention_frames", 0)
     if in_process_capture(params):
-        return ("read from the source by the detection node in its own process (in-process capture): no image topic exists, "
-                "frames never reach the middleware; every buffer that held a frame (decoded, resized, converted, letterboxed, "
-                f"network input) is zeroed after inference; frames retained after inference: {retained}")
-    return (f"published by the camera node on {IMAGE_TOPIC}, a local topic that any process on this device can read; "
-            "the camera zeroes its frame and message, the detection node every copy it makes, after inference; "
-            f"frames retained after inference: {retained}")
+        return (
+            "read from the source by the detection node in its own process (in-process capture): no image topic exists, "
+            "frames never reach the middleware; every buffer that held a frame (decoded, resized, converted, letterboxed, "
+            f"network input) is zeroed after inference; frames retained after inference: {retained}"
+        )
+    return (
+        f"published by the camera node on {IMAGE_TOPIC}, a local topic that any process on this device can read; "
+        "the camera zeroes its frame and message, the detection node every copy it makes, after inference; "
+        f"frames retained after inference: {retained}"
+    )
 
 
 def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
@@ -85,29 +101,90 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
     flags: list[RiskFlag] = []
     if aggregator.get("k", 0) < 5:
-        flags.append(RiskFlag("aggregator.k", aggregator.get("k"), "cells with fewer than 5 people (noisy) are shown; small groups are easier to single out"))
+        flags.append(
+            RiskFlag(
+                "aggregator.k",
+                aggregator.get("k"),
+                "cells with fewer than 5 people (noisy) are shown; small groups are easier to single out",
+            )
+        )
     if aggregator.get("epsilon_per_track_day", 0) > 4:
-        flags.append(RiskFlag("aggregator.epsilon_per_track_day", aggregator.get("epsilon_per_track_day"),
-                              "more than ε = 4 for one track's whole day: the releases say much about any one person"))
+        flags.append(
+            RiskFlag(
+                "aggregator.epsilon_per_track_day",
+                aggregator.get("epsilon_per_track_day"),
+                "more than ε = 4 for one track's whole day: the releases say much about any one person",
+            )
+        )
     if aggregator.get("daily_epsilon_cap", 0) > 3 * aggregator.get("epsilon_per_track_day", 1):
-        flags.append(RiskFlag("aggregator.daily_epsilon_cap", aggregator.get("daily_epsilon_cap"),
-                              "the cap allows more than three configurations a day: each change of the privacy settings adds its ε", "medium"))
+        flags.append(
+            RiskFlag(
+                "aggregator.daily_epsilon_cap",
+                aggregator.get("daily_epsilon_cap"),
+                "the cap allows more than three configurations a day: each change of the privacy settings adds its ε",
+                "medium",
+            )
+        )
     if detection.get("retention_frames", 0) > 0:
-        flags.append(RiskFlag("detection.retention_frames", detection.get("retention_frames"), "frames are kept in memory after inference instead of being destroyed at once"))
+        flags.append(
+            RiskFlag(
+                "detection.retention_frames",
+                detection.get("retention_frames"),
+                "frames are kept in memory after inference instead of being destroyed at once",
+            )
+        )
     if in_process_capture(params) and any("sensor_msgs/msg/Image" in types for types in facts.topics.values()):
-        flags.append(RiskFlag("detection.capture", "in_process", "an image topic exists although capture is in process: "
-                              "another process publishes frames on this device"))
+        flags.append(
+            RiskFlag(
+                "detection.capture",
+                "in_process",
+                "an image topic exists although capture is in process: another process publishes frames on this device",
+            )
+        )
     if anonymizer.get("grid_size_m", 1) < 0.5:
-        flags.append(RiskFlag("anonymizer.grid_size_m", anonymizer.get("grid_size_m"), "positions finer than 0.5 m approach exact trajectories", "medium"))
+        flags.append(
+            RiskFlag(
+                "anonymizer.grid_size_m",
+                anonymizer.get("grid_size_m"),
+                "positions finer than 0.5 m approach exact trajectories",
+                "medium",
+            )
+        )
     if anonymizer.get("time_precision_s", 5) < 1:
-        flags.append(RiskFlag("anonymizer.time_precision_s", anonymizer.get("time_precision_s"), "timestamps finer than 1 s make records easier to link to other sources", "medium"))
+        flags.append(
+            RiskFlag(
+                "anonymizer.time_precision_s",
+                anonymizer.get("time_precision_s"),
+                "timestamps finer than 1 s make records easier to link to other sources",
+                "medium",
+            )
+        )
     if anonymizer.get("rotation_interval_s", 0) > 24 * 3600:
-        flags.append(RiskFlag("anonymizer.rotation_interval_s", anonymizer.get("rotation_interval_s"), "privacy IDs stay linkable for more than a day"))
+        flags.append(
+            RiskFlag(
+                "anonymizer.rotation_interval_s",
+                anonymizer.get("rotation_interval_s"),
+                "privacy IDs stay linkable for more than a day",
+            )
+        )
     if facts.discovery_range not in ("LOCALHOST", "OFF") and not facts.dds_profile_localhost:
-        flags.append(RiskFlag("ROS_AUTOMATIC_DISCOVERY_RANGE", facts.discovery_range, "raw topics (camera, tracks) can be discovered and subscribed from other hosts"))
+        flags.append(
+            RiskFlag(
+                "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                facts.discovery_range,
+                "raw topics (camera, tracks) can be discovered and subscribed from other hosts",
+            )
+        )
     pins = [p for p in uplink.get("pins", []) if p]
     if len(pins) < 2:
-        flags.append(RiskFlag("uplink.pins", len(pins), "no backup pin: a server key rotation forces an unpinned or offline period", "medium"))
+        flags.append(
+            RiskFlag(
+                "uplink.pins",
+                len(pins),
+                "no backup pin: a server key rotation forces an unpinned or offline period",
+                "medium",
+            )
+        )
     if not str(uplink.get("ingest_url", "")).startswith("https://"):
         flags.append(RiskFlag("uplink.ingest_url", uplink.get("ingest_url"), "the ingest is not reached over HTTPS"))
     return flags
@@ -133,48 +210,70 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
                 "camera frames": frames_statement(params),
                 "person boxes and tracks": f"in memory only; a lost track is dropped after {params.get('tracking', {}).get('track_buffer_s', '?')} s",
                 "anonymised records": f"keyed HMAC IDs rotated every {anonymizer.get('rotation_interval_s')} s (and on request), "
-                                      f"{anonymizer.get('grid_size_m')} m grid, timestamps floored to {anonymizer.get('time_precision_s')} s, "
-                                      f"heading in {anonymizer.get('direction_sectors')} sectors, no speed",
+                f"{anonymizer.get('grid_size_m')} m grid, timestamps floored to {anonymizer.get('time_precision_s')} s, "
+                f"heading in {anonymizer.get('direction_sectors')} sectors, no speed",
                 "per-track contribution state": "in the anonymizer's memory, keyed by tracker ID: the release cells each live track "
-                                                f"counted in today (at most {'/'.join(map(str, contribution.cells_per_day))} per tier), its zone stays, "
-                                                "the open cells' heading and dwell; dropped 60 s after the track ends; a forget request drops it "
-                                                "and keeps only the IDs of the tracks live then, until midnight UTC, so they cannot count again",
+                f"counted in today (at most {'/'.join(map(str, contribution.cells_per_day))} per tier), its zone stays, "
+                "the open cells' heading and dwell; dropped 60 s after the track ends; a forget request drops it "
+                "and keeps only the IDs of the tracks live then, until midnight UTC, so they cannot count again",
                 "aggregates": "per zone and period of each tier; only these leave the device",
             },
             "recipients": f"ingest at {uplink.get('ingest_url')}",
-            "retention": {"device_outbox": "until acknowledged by the ingest", "ingest_releases_days": facts.ingest_retention_days,
-                          "privacy_ledger": "ε per track-day charged per configuration and day, no personal data"},
+            "retention": {
+                "device_outbox": "until acknowledged by the ingest",
+                "ingest_releases_days": facts.ingest_retention_days,
+                "privacy_ledger": "ε per track-day charged per configuration and day, no personal data",
+            },
         },
         "privacy_guarantee": {
-            "k_anonymity": strict["k_anonymity"] if strict else {
-                "k": settings.k, "over": "distinct people per cell (zone x period)",
+            "k_anonymity": strict["k_anonymity"]
+            if strict
+            else {
+                "k": settings.k,
+                "over": "distinct people per cell (zone x period)",
                 "decision": "applied to the noisy occupancy as post-processing: a cell below k is shown as '< k' with every "
-                            "value withheld, and its people still count in the coarser tier; no decision looks at a true count, "
-                            "so it costs no δ"},
-            "differential_privacy": strict["differential_privacy"] if strict else {"mechanism": MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": 0.0,
-                                     "epsilon_per_track_day": round(epsilon, 6),
-                                     "epsilon_per_cell": {tier: round(account.cells[tier].epsilon, 6) for tier in TIERS},
-                                     "cells_per_track_per_day": dict(zip(TIERS, contribution.cells_per_day)),
-                                     "hour_epsilon_by_metric": {name: round(account.cells["hour"].epsilons[name], 6) for name in HOUR_METRICS},
-                                     "window_s": contribution.window_s, "noise_library": "OpenDP (exact integer samplers; composition by its privacy maps)",
-                                     "composition": "ε per track-day = Σ over tiers of L × ε per cell (OpenDP composition of the cell measurements)"},
+                "value withheld, and its people still count in the coarser tier; no decision looks at a true count, "
+                "so it costs no δ",
+            },
+            "differential_privacy": strict["differential_privacy"]
+            if strict
+            else {
+                "mechanism": MECHANISM,
+                "privacy_unit": PRIVACY_UNIT,
+                "delta": 0.0,
+                "epsilon_per_track_day": round(epsilon, 6),
+                "epsilon_per_cell": {tier: round(account.cells[tier].epsilon, 6) for tier in TIERS},
+                "cells_per_track_per_day": dict(zip(TIERS, contribution.cells_per_day)),
+                "hour_epsilon_by_metric": {
+                    name: round(account.cells["hour"].epsilons[name], 6) for name in HOUR_METRICS
+                },
+                "window_s": contribution.window_s,
+                "noise_library": "OpenDP (exact integer samplers; composition by its privacy maps)",
+                "composition": "ε per track-day = Σ over tiers of L × ε per cell (OpenDP composition of the cell measurements)",
+            },
             "daily_epsilon_cap": settings.daily_epsilon_cap,
             "ledger": "each configuration is charged its ε per track-day once per UTC day when it first releases; a change of the "
-                      "privacy settings or of the bound charges again; the cap bounds the day's total, so a normal day never runs out",
+            "privacy settings or of the bound charges again; the cap bounds the day's total, so a normal day never runs out",
             "person_day": {
                 "tracks_per_person_measured": MEASURED_TRACKS_PER_PERSON,
-                "epsilon_per_person_day": round(tracks_per_person * (strict["differential_privacy"]["epsilon_per_track_day"] if strict else epsilon), 3),
+                "epsilon_per_person_day": round(
+                    tracks_per_person
+                    * (strict["differential_privacy"]["epsilon_per_track_day"] if strict else epsilon),
+                    3,
+                ),
                 "note": f"a person whose track breaks into n pieces gets n × ε per track-day; the value here uses the largest measured "
-                        f"mean of tracks per person, V = {tracks_per_person:g} (people above the mean get more); a restart of the graph "
-                        "starts new tracks too",
+                f"mean of tracks per person, V = {tracks_per_person:g} (people above the mean get more); a restart of the graph "
+                "starts new tracks too",
             },
             "bias_of_the_bound": "a track counts in at most L cells per tier per day, the first ones it enters: people who stay longer "
-                                 "or visit more zones (staff, long stays) are missing from later cells of that day",
+            "or visit more zones (staff, long stays) are missing from later cells of that day",
             "overlapping_zones": "a person inside two overlapping zones counts in both (each cell counted against L)",
         },
         "data_flows": {
-            "topics": {t: {"types": types, "content": TOPIC_CONTENT.get(t, ""), "leaves_device": t in LEAVES_DEVICE}
-                       for t, types in sorted(topics.items())},
+            "topics": {
+                t: {"types": types, "content": TOPIC_CONTENT.get(t, ""), "leaves_device": t in LEAVES_DEVICE}
+                for t, types in sorted(topics.items())
+            },
             "leaves_device": LEAVES_DEVICE,
             "discovery_range": facts.discovery_range,
             "dds_udp_bound_to_loopback": facts.dds_profile_localhost,
@@ -188,9 +287,9 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
             "categories_of_recipients": "none for personal data; the analytics ingest receives only k-anonymous DP aggregates",
             "transfers_to_third_countries": "depends on where the ingest runs: " + str(uplink.get("ingest_url")),
             "time_limits_for_erasure": f"frames: immediately ({detection.get('retention_frames', 0)} retained); tracks: seconds; "
-                                       f"aggregates: {facts.ingest_retention_days} days at the ingest",
+            f"aggregates: {facts.ingest_retention_days} days at the ingest",
             "security_measures": "TLS ≥ 1.2 with SPKI pinning, HMAC-signed requests with replay protection, "
-                                 "host-only DDS discovery, tamper-evident audit log, per-person state only in memory",
+            "host-only DDS discovery, tamper-evident audit log, per-person state only in memory",
         },
         "risks": [flag.__dict__ for flag in risk_flags(params, facts)],
     }
@@ -201,38 +300,67 @@ def strict_statement(settings: AggregatorSettings, contribution: ContributionSet
     if settings.mode != "strict":
         return None
     groups = contribution.groups_per_day
-    k_anonymity = {"k": settings.k, "over": "distinct people of a released group (zone x its own period)",
-                   "decision": "strict mode: no grid cell is released; each zone's pending group is released only when a sparse-vector "
-                               "test on its noisy size passes and its true size is at least k (that hard rule is the δ)"}
+    k_anonymity = {
+        "k": settings.k,
+        "over": "distinct people of a released group (zone x its own period)",
+        "decision": "strict mode: no grid cell is released; each zone's pending group is released only when a sparse-vector "
+        "test on its noisy size passes and its true size is at least k (that hard rule is the δ)",
+    }
     if groups < 1:
-        return {"k_anonymity": k_anonymity, "differential_privacy": {
-            "mechanism": STRICT_MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": 0.0, "epsilon_per_track_day": 0.0,
-            "epsilon_per_cell": {}, "cells_per_track_per_day": {GROUP_TIER: 0}, "window_s": contribution.window_s,
-            "noise_library": "OpenDP", "composition": "nothing is released: the anonymizer forms no groups (set its groups_per_day ≥ 1)"}}
+        return {
+            "k_anonymity": k_anonymity,
+            "differential_privacy": {
+                "mechanism": STRICT_MECHANISM,
+                "privacy_unit": PRIVACY_UNIT,
+                "delta": 0.0,
+                "epsilon_per_track_day": 0.0,
+                "epsilon_per_cell": {},
+                "cells_per_track_per_day": {GROUP_TIER: 0},
+                "window_s": contribution.window_s,
+                "noise_library": "OpenDP",
+                "composition": "nothing is released: the anonymizer forms no groups (set its groups_per_day ≥ 1)",
+            },
+        }
     account = StrictAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day, groups))
-    return {"k_anonymity": k_anonymity, "differential_privacy": {
-        "mechanism": STRICT_MECHANISM, "privacy_unit": PRIVACY_UNIT, "delta": account.delta, "epsilon_per_track_day": round(account.epsilon, 6),
-        "epsilon_per_cell": {GROUP_TIER: round(account.epsilon_group, 6)}, "cells_per_track_per_day": {GROUP_TIER: groups},
-        "window_s": contribution.window_s, "test_threshold": account.threshold,
-        "noise_library": "OpenDP samplers (sparse-vector test stated by hand, counts composed by OpenDP)",
-        "composition": f"each track joins at most {groups} groups a day; per group ε {account.epsilon_test:g} for the AboveThreshold test "
-                       f"(noisy size against k + {account.margin}, tested at every window end) and the rest for its noisy size; "
-                       f"δ {account.delta:g} per track-day bounds the chance that a group of k - 1 passes the test"}}
+    return {
+        "k_anonymity": k_anonymity,
+        "differential_privacy": {
+            "mechanism": STRICT_MECHANISM,
+            "privacy_unit": PRIVACY_UNIT,
+            "delta": account.delta,
+            "epsilon_per_track_day": round(account.epsilon, 6),
+            "epsilon_per_cell": {GROUP_TIER: round(account.epsilon_group, 6)},
+            "cells_per_track_per_day": {GROUP_TIER: groups},
+            "window_s": contribution.window_s,
+            "test_threshold": account.threshold,
+            "noise_library": "OpenDP samplers (sparse-vector test stated by hand, counts composed by OpenDP)",
+            "composition": f"each track joins at most {groups} groups a day; per group ε {account.epsilon_test:g} for the AboveThreshold test "
+            f"(noisy size against k + {account.margin}, tested at every window end) and the rest for its noisy size; "
+            f"δ {account.delta:g} per track-day bounds the chance that a group of k - 1 passes the test",
+        },
+    }
 
 
-def track_day_account(aggregator: dict, anonymizer: dict) -> tuple[TrackDayAccount, AggregatorSettings, ContributionSettings]:
+def track_day_account(
+    aggregator: dict, anonymizer: dict
+) -> tuple[TrackDayAccount, AggregatorSettings, ContributionSettings]:
     """The guarantee of the parameters in force (defaults where a node did not report), composed by OpenDP."""
     a, c = AggregatorSettings(), ContributionSettings()
-    settings = AggregatorSettings(epsilon_per_track_day=float(aggregator.get("epsilon_per_track_day", a.epsilon_per_track_day)),
-                                  tier_shares=tuple(aggregator.get("tier_shares", a.tier_shares)),
-                                  hour_metric_shares=tuple(aggregator.get("hour_metric_shares", a.hour_metric_shares)),
-                                  k=int(aggregator.get("k", a.k)), daily_epsilon_cap=float(aggregator.get("daily_epsilon_cap", a.daily_epsilon_cap)),
-                                  mode=str(aggregator.get("mode", a.mode)),
-                                  strict_delta=float(aggregator.get("strict_delta", a.strict_delta)),
-                                  strict_test_share=float(aggregator.get("strict_test_share", a.strict_test_share)))
-    contribution = ContributionSettings(window_s=float(anonymizer.get("window_s", c.window_s)),
-                                        cells_per_day=tuple(int(n) for n in anonymizer.get("cells_per_day", c.cells_per_day)),
-                                        groups_per_day=int(anonymizer.get("groups_per_day", c.groups_per_day)))
+    settings = AggregatorSettings(
+        epsilon_per_track_day=float(aggregator.get("epsilon_per_track_day", a.epsilon_per_track_day)),
+        tier_shares=tuple(aggregator.get("tier_shares", a.tier_shares)),
+        hour_metric_shares=tuple(aggregator.get("hour_metric_shares", a.hour_metric_shares)),
+        k=int(aggregator.get("k", a.k)),
+        daily_epsilon_cap=float(aggregator.get("daily_epsilon_cap", a.daily_epsilon_cap)),
+        mode=str(aggregator.get("mode", a.mode)),
+        strict_delta=float(aggregator.get("strict_delta", a.strict_delta)),
+        strict_test_share=float(aggregator.get("strict_test_share", a.strict_test_share)),
+    )
+    contribution = ContributionSettings(
+        window_s=float(anonymizer.get("window_s", c.window_s)),
+        cells_per_day=tuple(int(n) for n in anonymizer.get("cells_per_day", c.cells_per_day)),
+        groups_per_day=int(anonymizer.get("groups_per_day", c.groups_per_day)),
+    )
     return TrackDayAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day)), settings, contribution
 
 
@@ -255,10 +383,12 @@ def render_markdown(dpia: dict) -> str:
         f"- Differential privacy: {dp_['mechanism']}, privacy unit {dp_['privacy_unit']}: **ε = {dp_['epsilon_per_track_day']:g} per track-day**, "
         f"δ = {dp_['delta']:g}; {dp_['composition']}; ε per cell "
         + ", ".join(f"{tier} {value:g}" for tier, value in dp_["epsilon_per_cell"].items())
-        + "; cells per track per day (L) " + ", ".join(f"{tier} {value}" for tier, value in dp_["cells_per_track_per_day"].items())
+        + "; cells per track per day (L) "
+        + ", ".join(f"{tier} {value}" for tier, value in dp_["cells_per_track_per_day"].items())
         + f"; window {dp_['window_s']:g} s; noise from {dp_['noise_library']}",
         f"- Per person-day: ε ≤ {g['person_day']['epsilon_per_person_day']:g} ({g['person_day']['note']}; measured: "
-        + ", ".join(f"{name} V = {value:g}" for name, value in g["person_day"]["tracks_per_person_measured"].items()) + ")",
+        + ", ".join(f"{name} V = {value:g}" for name, value in g["person_day"]["tracks_per_person_measured"].items())
+        + ")",
         f"- k-anonymity: k = {g['k_anonymity']['k']} over {g['k_anonymity']['over']} ({g['k_anonymity']['decision']})",
         f"- Ledger: {g['ledger']}; daily cap {g['daily_epsilon_cap']:g} ε per track-day",
         f"- Bias of the bound: {g['bias_of_the_bound']}; {g['overlapping_zones']}",

@@ -6,6 +6,7 @@ L cells per tier per day, at most one person per cell, one heading and one dwell
 bound needs the track's identity across key rotation, so it lives here, in the node that holds the
 track (the anonymizer), and what leaves it is only per-cell totals: no identifier, no start time.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ TRACK_GONE_AFTER_S = 60.0
 @dataclass
 class ContributionSettings:
     """The per-track contribution bound of the release grid (cells per tier and day, window, dwell bins)."""
+
     window_s: float = 900.0  # the short tier; it must divide the hour so that windows nest in hours
     cells_per_day: tuple[int, int, int] = (4, 3, 6)  # L: cells a track may count in per UTC day, per tier (TIERS order)
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
@@ -41,10 +43,14 @@ class ContributionSettings:
     groups_per_day: int = 0  # strict mode: pending groups a track may join per UTC day (0 = no group totals)
 
     def validate(self) -> None:
-        if not 0 < self.window_s <= HOUR_S or not math.isclose(HOUR_S / self.window_s, round(HOUR_S / self.window_s), abs_tol=1e-9):
+        if not 0 < self.window_s <= HOUR_S or not math.isclose(
+            HOUR_S / self.window_s, round(HOUR_S / self.window_s), abs_tol=1e-9
+        ):
             raise ValueError(f"window_s must divide an hour (e.g. 900, 600, 300, 60), got {self.window_s:g}")
         if len(self.cells_per_day) != len(TIERS) or not all(isinstance(n, int) and n >= 1 for n in self.cells_per_day):
-            raise ValueError(f"cells_per_day must be {len(TIERS)} integers ≥ 1 (L per tier: {', '.join(TIERS)}), got {list(self.cells_per_day)}")
+            raise ValueError(
+                f"cells_per_day must be {len(TIERS)} integers ≥ 1 (L per tier: {', '.join(TIERS)}), got {list(self.cells_per_day)}"
+            )
         short, medium = self.dwell_thresholds_s
         if not 0 < short < medium:
             raise ValueError("dwell_thresholds_s must be two increasing durations > 0")
@@ -99,7 +105,12 @@ class _Track:
     day: int
     last_seen_s: float
     admitted: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: {tier: set() for tier in TIERS})
-    earlier: tuple[int, ...] = (0, 0, 0, 0)  # cells counted today before the track's state was retired (TIERS order, then groups)
+    earlier: tuple[int, ...] = (
+        0,
+        0,
+        0,
+        0,
+    )  # cells counted today before the track's state was retired (TIERS order, then groups)
     groups: int = 0  # pending groups joined today
     inside: dict[str, bool] = field(default_factory=dict)  # debounced (hysteresis) state per zone
     stay_since_s: dict[str, float] = field(default_factory=dict)
@@ -155,7 +166,9 @@ class ContributionBounder:
             track = self._tracks.get(track_id)
             if track is None or track.day != day:
                 retired_day, earlier = self._retired.pop(track_id, (day, _Track.earlier))
-                track = self._tracks[track_id] = _Track(day, stamp_s, earlier=earlier if retired_day == day else _Track.earlier)
+                track = self._tracks[track_id] = _Track(
+                    day, stamp_s, earlier=earlier if retired_day == day else _Track.earlier
+                )
             track.last_seen_s = stamp_s
             in_any_zone = False
             for zone in self.zones:
@@ -164,12 +177,16 @@ class ContributionBounder:
                 self._presence(track_id, track, "day", SITE_ZONE)
         return closed
 
-    def _observe_in_zone(self, track_id: int, track: _Track, zone: Zone, stamp_s: float, record: AnonymizedRecord) -> bool:
+    def _observe_in_zone(
+        self, track_id: int, track: _Track, zone: Zone, stamp_s: float, record: AnonymizedRecord
+    ) -> bool:
         inside_now = zone.contains(record.cell_x_m, record.cell_y_m)
         previous = track.inside.get(zone.zone_id)
         state = inside_now
         near_edge = zone.boundary_distance(record.cell_x_m, record.cell_y_m) <= self.settings.boundary_hysteresis_m
-        if previous is not None and previous != inside_now and near_edge:  # a crossing counts only once clear of the edge
+        if (
+            previous is not None and previous != inside_now and near_edge
+        ):  # a crossing counts only once clear of the edge
             state = previous
         track.inside[zone.zone_id] = state
         if state:
@@ -188,7 +205,9 @@ class ContributionBounder:
             if hour is not None:
                 if inside_now:
                     hour.directions[record.direction] += 1
-                    hour.longest_stay_s = max(hour.longest_stay_s, stamp_s - track.stay_since_s.get(zone.zone_id, stamp_s))
+                    hour.longest_stay_s = max(
+                        hour.longest_stay_s, stamp_s - track.stay_since_s.get(zone.zone_id, stamp_s)
+                    )
                     window = self._presence(track_id, track, "window", zone.zone_id)
                     if window is not None:
                         window.directions[record.direction] += 1
@@ -201,7 +220,11 @@ class ContributionBounder:
 
     def _join_group(self, track_id: int, track: _Track, zone_id: str) -> None:
         group = self._groups.get(zone_id)
-        if group is None or track_id in group.members or track.groups + track.earlier[len(TIERS)] >= self.settings.groups_per_day:
+        if (
+            group is None
+            or track_id in group.members
+            or track.groups + track.earlier[len(TIERS)] >= self.settings.groups_per_day
+        ):
             return
         group.members.add(track_id)
         track.groups += 1
@@ -217,8 +240,10 @@ class ContributionBounder:
 
     def _group_totals(self, end_s: float, complete: bool) -> list[CellTotals]:
         empty = tuple(0 for _ in DIRECTION_LABELS), tuple(0 for _ in DWELL_LABELS)
-        return [CellTotals(GROUP_TIER, zone_id, group.start_s, end_s, complete, len(group.members), *empty, 0, 0)
-                for zone_id, group in self._groups.items()]
+        return [
+            CellTotals(GROUP_TIER, zone_id, group.start_s, end_s, complete, len(group.members), *empty, 0, 0)
+            for zone_id, group in self._groups.items()
+        ]
 
     def _presence(self, track_id: int, track: _Track, tier: str, zone_id: str) -> _Presence | None:
         """The track's presence in the open cell of this tier, admitting it if its budget allows and it counts in
@@ -263,19 +288,36 @@ class ContributionBounder:
         end = start + self.settings.period_s(tier)
         return [self._totals(tier, zone_id, start, end, complete, people) for zone_id, people in cells.items()]
 
-    def _totals(self, tier: str, zone_id: str, start: float, end: float, complete: bool, people: dict[int, _Presence]) -> CellTotals:
+    def _totals(
+        self, tier: str, zone_id: str, start: float, end: float, complete: bool, people: dict[int, _Presence]
+    ) -> CellTotals:
         present = [p for p in people.values() if p.directions]
         headings = Counter(p.directions.most_common(1)[0][0] for p in present)
         short, medium = self.settings.dwell_thresholds_s
-        dwell = Counter("short" if p.longest_stay_s < short else "medium" if p.longest_stay_s < medium else "long" for p in present)
-        return CellTotals(tier, zone_id, start, end, complete, len(present),
-                          tuple(headings.get(label, 0) for label in DIRECTION_LABELS), tuple(dwell.get(label, 0) for label in DWELL_LABELS),
-                          sum(p.entered for p in people.values()), sum(p.exited for p in people.values()))
+        dwell = Counter(
+            "short" if p.longest_stay_s < short else "medium" if p.longest_stay_s < medium else "long" for p in present
+        )
+        return CellTotals(
+            tier,
+            zone_id,
+            start,
+            end,
+            complete,
+            len(present),
+            tuple(headings.get(label, 0) for label in DIRECTION_LABELS),
+            tuple(dwell.get(label, 0) for label in DWELL_LABELS),
+            sum(p.entered for p in people.values()),
+            sum(p.exited for p in people.values()),
+        )
 
     def flush(self) -> list[CellTotals]:
         """Close every open cell now (shutdown): partial periods are released, marked incomplete; pending groups
         get a last test."""
-        groups = self._group_totals(self._open["window"][0] + self.settings.window_s, complete=False) if "window" in self._open else []
+        groups = (
+            self._group_totals(self._open["window"][0] + self.settings.window_s, complete=False)
+            if "window" in self._open
+            else []
+        )
         return [totals for tier in TIERS if tier in self._open for totals in self._close(tier, complete=False)] + groups
 
     def forget(self) -> int:

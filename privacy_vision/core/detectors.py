@@ -1,5 +1,6 @@
 """Person detectors behind one interface: Ultralytics YOLO, YOLOX (ONNX, onnxruntime; YOLOX-nano ships
 with the package), TFLite SSD-MobileNet, OpenCV HOG."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,6 +29,7 @@ class DetectorError(RuntimeError):
 @dataclass
 class DetectorSettings:
     """Which person detector runs and how (backend, model, thresholds, threads)."""
+
     backend: str = "auto"
     model: str = "yolov8n.pt"  # ultralytics weights path or a model YAML (random weights, for tests)
     onnx_model: str = ""  # YOLOX-format ONNX export; empty: the YOLOX-nano shipped with the package
@@ -42,6 +44,7 @@ class DetectorSettings:
 
 class PersonDetector(Protocol):
     """What every detector backend offers, so that the node does not care which one runs."""
+
     name: str
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +74,9 @@ class HogDetector:
         x, y, w, h = rects[:, 0], rects[:, 1], rects[:, 2], rects[:, 3]
         boxes = np.column_stack([x + 0.15 * w, y + 0.05 * h, x + 0.85 * w, y + 0.95 * h])
         keep = scores >= self._settings.conf
-        return limit_detections(*non_max_suppression(boxes[keep], scores[keep], self._settings.iou), self._settings.max_det)
+        return limit_detections(
+            *non_max_suppression(boxes[keep], scores[keep], self._settings.iou), self._settings.max_det
+        )
 
 
 class TfliteDetector:
@@ -102,7 +107,9 @@ class TfliteDetector:
             boxes, classes, scores = (self._interpreter.get_tensor(self._outputs[i]["index"])[0] for i in range(3))
         finally:
             rgb.fill(0)
-            self._interpreter.set_tensor(self._input["index"], rgb[None].astype(self._input["dtype"], copy=False))  # the interpreter's copy
+            self._interpreter.set_tensor(
+                self._input["index"], rgb[None].astype(self._input["dtype"], copy=False)
+            )  # the interpreter's copy
         keep = (classes.astype(int) == 0) & (scores >= self._settings.conf)
         boxes, scores = boxes[keep], scores[keep]
         h, w = image_bgr.shape[:2]
@@ -130,21 +137,31 @@ class YoloxDetector:
         options.inter_op_num_threads = 1
         try:
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.InvalidArgument,
-                ort_state.NoSuchFile, ort_state.NotImplemented) as error:
+        except (
+            ort_state.Fail,
+            ort_state.InvalidProtobuf,
+            ort_state.InvalidGraph,
+            ort_state.InvalidArgument,
+            ort_state.NoSuchFile,
+            ort_state.NotImplemented,
+        ) as error:
             raise DetectorError(f"cannot load the YOLOX ONNX model {path}: {error}") from error
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         shape = inputs[0].shape if len(inputs) == 1 else []
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) or shape[1] != 3:
-            raise DetectorError(f"{path} is not a YOLOX export: expected one input of shape (1, 3, H, W), got "
-                                f"{[(i.name, i.shape) for i in inputs]}")
+            raise DetectorError(
+                f"{path} is not a YOLOX export: expected one input of shape (1, 3, H, W), got "
+                f"{[(i.name, i.shape) for i in inputs]}"
+            )
         self._input_name = inputs[0].name
         self._height, self._width = int(shape[2]), int(shape[3])
         self._grid, self._strides = yolox_grid(self._height, self._width)
         rows = outputs[0].shape[1] if len(outputs) == 1 and len(outputs[0].shape) == 3 else None
         if rows != len(self._grid) or not isinstance(outputs[0].shape[2], int) or outputs[0].shape[2] < 6:
-            raise DetectorError(f"{path} is not a YOLOX export: expected one output of shape (1, {len(self._grid)}, 5 + classes) "
-                                f"for a {self._width}x{self._height} input, got {[(o.name, o.shape) for o in outputs]}")
+            raise DetectorError(
+                f"{path} is not a YOLOX export: expected one output of shape (1, {len(self._grid)}, 5 + classes) "
+                f"for a {self._width}x{self._height} input, got {[(o.name, o.shape) for o in outputs]}"
+            )
         # Reused for every frame and zeroed after each: the letterboxed copy and the network input hold pixels.
         self._letterbox = np.zeros((self._height, self._width, 3), dtype=np.uint8)
         self._blob = np.zeros((1, 3, self._height, self._width), dtype=np.float32)
@@ -199,8 +216,16 @@ class UltralyticsDetector:
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self._settings
-        result = self._model.predict(image_bgr, classes=[0], conf=s.conf, iou=s.iou, imgsz=s.imgsz,
-                                     device=s.device, max_det=s.max_det, verbose=False)[0]
+        result = self._model.predict(
+            image_bgr,
+            classes=[0],
+            conf=s.conf,
+            iou=s.iou,
+            imgsz=s.imgsz,
+            device=s.device,
+            max_det=s.max_det,
+            verbose=False,
+        )[0]
         boxes = result.boxes
         return boxes.xyxy.cpu().numpy().astype(np.float64), boxes.conf.cpu().numpy().astype(np.float64)
 
@@ -253,8 +278,10 @@ def resolve_onnx_model(configured: str) -> Path:
         return Path(configured)
     bundled = bundled_onnx_model()
     if bundled is None:
-        raise DetectorError(f"the shipped YOLOX-nano model was not found (looked for {REPOSITORY_ROOT / BUNDLED_ONNX_MODEL} and "
-                            f"share/{PACKAGE}/{BUNDLED_ONNX_MODEL} through the ament index); set 'onnx_model' to a YOLOX .onnx file")
+        raise DetectorError(
+            f"the shipped YOLOX-nano model was not found (looked for {REPOSITORY_ROOT / BUNDLED_ONNX_MODEL} and "
+            f"share/{PACKAGE}/{BUNDLED_ONNX_MODEL} through the ament index); set 'onnx_model' to a YOLOX .onnx file"
+        )
     return bundled
 
 
@@ -271,7 +298,12 @@ def resolve_tflite_model(configured: str) -> Path:
 
 def create_detector(settings: DetectorSettings) -> tuple[PersonDetector, list[str]]:
     """The requested backend, or for 'auto' the best that works here; also why others were skipped."""
-    factories = {"ultralytics": UltralyticsDetector, "yolox": YoloxDetector, "tflite": TfliteDetector, "hog": HogDetector}
+    factories = {
+        "ultralytics": UltralyticsDetector,
+        "yolox": YoloxDetector,
+        "tflite": TfliteDetector,
+        "hog": HogDetector,
+    }
     if settings.backend not in BACKENDS:
         raise DetectorError(f"backend must be one of {BACKENDS}, got {settings.backend!r}")
     if settings.backend != "auto":

@@ -1,4 +1,5 @@
 """Floor-plane geometry: image→floor homography and zone polygons in metres."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class Homography:
             raise ConfigError(f"a homography needs 9 values (3x3 row-major), got {matrix.size}")
         matrix = matrix.reshape(3, 3)
         if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-12:
-            raise ConfigError("the homography matrix is singular or not finite; refit it with 'privacy-vision calibrate'")
+            raise ConfigError(
+                "the homography matrix is singular or not finite; refit it with 'privacy-vision calibrate'"
+            )
         return cls(matrix)
 
     @classmethod
@@ -68,6 +71,7 @@ def load_homography(path: str | Path) -> Homography:
 @dataclass(frozen=True)
 class Zone:
     """A named floor polygon in metres that the analytics count people in."""
+
     zone_id: str
     polygon: Polygon
 
@@ -90,7 +94,9 @@ def load_zones(path: str | Path) -> list[Zone]:
     data = _read_yaml(path)
     entries = data.get("zones")
     if not entries:
-        raise ConfigError(f"{path}: no zones defined; add at least one entry under 'zones:' with an 'id' and a 'polygon' of [x, y] metres")
+        raise ConfigError(
+            f"{path}: no zones defined; add at least one entry under 'zones:' with an 'id' and a 'polygon' of [x, y] metres"
+        )
     zones: list[Zone] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or "polygon" not in entry:
@@ -101,9 +107,13 @@ def load_zones(path: str | Path) -> list[Zone]:
         try:
             polygon = Polygon([(float(x), float(y)) for x, y in points])
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: zone '{entry['id']}' polygon must be a list of [x, y] numbers ({error})") from None
+            raise ConfigError(
+                f"{path}: zone '{entry['id']}' polygon must be a list of [x, y] numbers ({error})"
+            ) from None
         if not polygon.is_valid or polygon.area <= 0:
-            raise ConfigError(f"{path}: zone '{entry['id']}' is not a valid polygon (≥3 points, no self-intersection, non-zero area)")
+            raise ConfigError(
+                f"{path}: zone '{entry['id']}' is not a valid polygon (≥3 points, no self-intersection, non-zero area)"
+            )
         zones.append(Zone(str(entry["id"]), polygon))
     ids = [zone.zone_id for zone in zones]
     if len(set(ids)) != len(ids):
@@ -128,4 +138,9 @@ def _read_yaml(path: str | Path) -> dict:
 
 def overlapping_zones(zones: list[Zone]) -> list[tuple[str, str]]:
     """Pairs of zones that share area: a person there counts in both (stated, not refused)."""
-    return [(a.zone_id, b.zone_id) for i, a in enumerate(zones) for b in zones[i + 1:] if a.polygon.intersection(b.polygon).area > 0]
+    return [
+        (a.zone_id, b.zone_id)
+        for i, a in enumerate(zones)
+        for b in zones[i + 1 :]
+        if a.polygon.intersection(b.polygon).area > 0
+    ]

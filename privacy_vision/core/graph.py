@@ -5,6 +5,7 @@ store lives under the state directory, and the stop budget that the nodes, the l
 The runner, the launch file, the node processes, the monitor, both command lines, the compliance code and the
 package test read this module instead of keeping their own lists.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ CAPTURE_MODES = ("camera", "in_process")  # camera node + image topic, or the de
 @dataclass(frozen=True)
 class NodeSpec:
     """One node of the graph, as the runner, launch file, CLIs and compliance code need to know it."""
+
     name: str
     does: str
     upstream: str | None  # the node whose output this one consumes (camera capture); it stops after that one
@@ -29,17 +31,37 @@ class NodeSpec:
 
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("camera", "reads the source and publishes frames", None, "", False, False),
-    NodeSpec("detection", "person boxes from frames; zeroes every frame buffer", "camera",
-             "camera frames, zeroed after inference (retention_frames)", True, True),
-    NodeSpec("tracking", "motion-only tracks, foot points in floor metres", "detection",
-             "live tracks: tracker ID, box, floor position and velocity", True, True),
-    NodeSpec("anonymizer", "keyed rotating IDs, grid cells; bounds each track's contribution", "tracking",
-             "per live track: the release cells it counted in today, its zone stays, the in-memory ID key", True, True),
+    NodeSpec(
+        "detection",
+        "person boxes from frames; zeroes every frame buffer",
+        "camera",
+        "camera frames, zeroed after inference (retention_frames)",
+        True,
+        True,
+    ),
+    NodeSpec(
+        "tracking",
+        "motion-only tracks, foot points in floor metres",
+        "detection",
+        "live tracks: tracker ID, box, floor position and velocity",
+        True,
+        True,
+    ),
+    NodeSpec(
+        "anonymizer",
+        "keyed rotating IDs, grid cells; bounds each track's contribution",
+        "tracking",
+        "per live track: the release cells it counted in today, its zone stays, the in-memory ID key",
+        True,
+        True,
+    ),
     NodeSpec("aggregator", "OpenDP noise on every cell, k on noisy values, daily ledger", "anonymizer", "", True, True),
     NodeSpec("uplink", "durable outbox, pinned and signed HTTPS to the ingest", "aggregator", "", False, True),
 )
 NODE_NAMES = tuple(node.name for node in NODES)
-REQUEST_NODES = tuple(node.name for node in NODES if node.answers_requests)  # forget / data-subject requests go to these
+REQUEST_NODES = tuple(
+    node.name for node in NODES if node.answers_requests
+)  # forget / data-subject requests go to these
 PERSONAL_DATA_NODES = tuple(node.name for node in NODES if node.personal_data)
 DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the live DPIA needs each one's settings
 
@@ -47,6 +69,7 @@ DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the liv
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device."""
+
     name: str
     type: str
     publisher: str
@@ -62,20 +85,51 @@ ANONYMIZED_TOPIC = "/anonymized_tracks"
 CELL_TOTALS_TOPIC = "/cell_totals"
 ANALYTICS_TOPIC = "/zone_analytics"
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "camera", ("detection",),
-              "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process on this device "
-              "that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); the detection node zeroes "
-              "its copy after inference, copies held by the middleware or by other subscribers are outside its control"),
-    TopicSpec(DETECTIONS_TOPIC, "privacy_vision_msgs/msg/Detections", "detection", ("tracking",), "person boxes in image pixels, per frame"),
-    TopicSpec(TRACKS_TOPIC, "privacy_vision_msgs/msg/Tracks", "tracking", ("anonymizer",),
-              "motion-only tracks: tracker ID, floor position and velocity, box"),
-    TopicSpec(ANONYMIZED_TOPIC, "privacy_vision_msgs/msg/AnonymizedTracks", "anonymizer", (),
-              "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)"),
-    TopicSpec(CELL_TOTALS_TOPIC, "privacy_vision_msgs/msg/CellTotals", "anonymizer", ("aggregator",),
-              "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only"),
-    TopicSpec(ANALYTICS_TOPIC, "privacy_vision_msgs/msg/ZoneAnalytics", "aggregator", ("uplink",),
-              "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
-              leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest"),
+    TopicSpec(
+        IMAGE_TOPIC,
+        "sensor_msgs/msg/Image",
+        "camera",
+        ("detection",),
+        "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process on this device "
+        "that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); the detection node zeroes "
+        "its copy after inference, copies held by the middleware or by other subscribers are outside its control",
+    ),
+    TopicSpec(
+        DETECTIONS_TOPIC,
+        "privacy_vision_msgs/msg/Detections",
+        "detection",
+        ("tracking",),
+        "person boxes in image pixels, per frame",
+    ),
+    TopicSpec(
+        TRACKS_TOPIC,
+        "privacy_vision_msgs/msg/Tracks",
+        "tracking",
+        ("anonymizer",),
+        "motion-only tracks: tracker ID, floor position and velocity, box",
+    ),
+    TopicSpec(
+        ANONYMIZED_TOPIC,
+        "privacy_vision_msgs/msg/AnonymizedTracks",
+        "anonymizer",
+        (),
+        "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
+    ),
+    TopicSpec(
+        CELL_TOTALS_TOPIC,
+        "privacy_vision_msgs/msg/CellTotals",
+        "anonymizer",
+        ("aggregator",),
+        "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only",
+    ),
+    TopicSpec(
+        ANALYTICS_TOPIC,
+        "privacy_vision_msgs/msg/ZoneAnalytics",
+        "aggregator",
+        ("uplink",),
+        "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
+        leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest",
+    ),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and counters (read by the runner's monitor)
@@ -155,13 +209,15 @@ def graph_environment(config_dir: Path, domain_id: int) -> dict[str, str]:
     """The environment of the graph's processes: this process's own, with local discovery, the shipped Fast DDS
     profile and the domain (the runner starts the nodes with it; monitors and clients join with its DDS_ENVIRONMENT)."""
     env = dict(os.environ)
-    env.update({
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "FASTDDS_DEFAULT_PROFILES_FILE": str((Path(config_dir) / "fastdds.xml").resolve()),
-        "ROS_DOMAIN_ID": str(domain_id),
-        "PYTHONUNBUFFERED": "1",
-        "RCUTILS_COLORIZED_OUTPUT": "0",
-    })
+    env.update(
+        {
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "FASTDDS_DEFAULT_PROFILES_FILE": str((Path(config_dir) / "fastdds.xml").resolve()),
+            "ROS_DOMAIN_ID": str(domain_id),
+            "PYTHONUNBUFFERED": "1",
+            "RCUTILS_COLORIZED_OUTPUT": "0",
+        }
+    )
     return env
 
 
@@ -174,7 +230,9 @@ def parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, 
         key, separator, value = item.partition("=")
         node_name, dot, name = key.partition(".")
         if not separator or not dot or node_name not in NODE_NAMES or not name:
-            raise ValueError(f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}")
+            raise ValueError(
+                f"--set expects NODE.PARAMETER=VALUE with NODE one of {', '.join(NODE_NAMES)}; got {item!r}"
+            )
         known = (defaults.get(node_name) or {}).get("ros__parameters", {})
         if name not in known:
             raise ValueError(f"--set: node '{node_name}' has no parameter '{name}' (known: {', '.join(sorted(known))})")

@@ -1,4 +1,5 @@
 """numpy ↔ sensor_msgs/Image field conversion (ROS 2's cv_bridge is not installable from PyPI)."""
+
 from __future__ import annotations
 
 import array
@@ -29,8 +30,14 @@ def frame_to_fields(frame: np.ndarray) -> dict:
         contiguous = np.ascontiguousarray(frame)
         data.frombytes(memoryview(contiguous).cast("B"))
         contiguous.fill(0)
-    return {"height": height, "width": width, "encoding": encoding, "is_bigendian": 0,
-            "step": width * channels, "data": data}
+    return {
+        "height": height,
+        "width": width,
+        "encoding": encoding,
+        "is_bigendian": 0,
+        "step": width * channels,
+        "data": data,
+    }
 
 
 def zero_message_data(message) -> None:

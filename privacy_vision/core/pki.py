@@ -1,4 +1,5 @@
 """Certificates, keys and SPKI pins for the uplink↔ingest link (all with `cryptography`)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 @dataclass(frozen=True)
 class PkiPaths:
     """Where the CA, certificates, device and audit keys, pins and analyst tokens live under one folder."""
+
     root: Path
 
     @property
@@ -63,8 +65,19 @@ class PkiPaths:
         return self.root / f"analyst-{name}.token"
 
     def complete(self) -> bool:
-        return all(p.is_file() for p in (self.ca_cert, self.server_cert, self.server_key, self.backup_key, self.backup_cert,
-                                         self.device_key, self.audit_key, self.pins))
+        return all(
+            p.is_file()
+            for p in (
+                self.ca_cert,
+                self.server_cert,
+                self.server_key,
+                self.backup_key,
+                self.backup_cert,
+                self.device_key,
+                self.audit_key,
+                self.pins,
+            )
+        )
 
 
 def spki_pin(public_key) -> str:
@@ -84,10 +97,17 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
-def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1", "::1"), days: int = 825) -> tuple[str, str]:
+def create_pki(
+    root: str | Path,
+    hostnames: tuple[str, ...] = ("localhost",),
+    ips: tuple[str, ...] = ("127.0.0.1", "::1"),
+    days: int = 825,
+) -> tuple[str, str]:
     """CA, server certificate, an offline backup server key, the device HMAC key and the device audit key;
     returns the (primary, backup) pins."""
     paths = PkiPaths(Path(root))
@@ -96,8 +116,12 @@ def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ip
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privacy_vision ingest CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
@@ -111,8 +135,11 @@ def create_pki(root: str | Path, hostnames: tuple[str, ...] = ("localhost",), ip
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

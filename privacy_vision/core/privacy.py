@@ -1,4 +1,5 @@
 """Differential privacy mechanisms (OpenDP) and the persistent daily privacy-budget ledger."""
+
 from __future__ import annotations
 
 import functools
@@ -39,7 +40,9 @@ class IntegerNoise:
             self.delta = 0.0
             self.scale = 1.0 / epsilon
             self._scalar = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=self.scale)
-            self._vector = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=self.scale)
+            self._vector = dp.m.make_laplace(
+                dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=self.scale
+            )
         else:
             if not 0 < delta < 1:
                 raise ValueError("the discrete Gaussian mechanism needs 0 < delta < 1")
@@ -47,7 +50,9 @@ class IntegerNoise:
             self.rho = zcdp_rho_for(epsilon, delta)
             self.scale = 1.0 / math.sqrt(2.0 * self.rho)
             self._scalar = dp.m.make_gaussian(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=self.scale)
-            self._vector = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=self.scale)
+            self._vector = dp.m.make_gaussian(
+                dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=self.scale
+            )
 
     def count(self, value: int) -> int:
         return int(self._scalar(int(value)))
@@ -60,7 +65,11 @@ class IntegerNoise:
         """Support and probabilities of the noise (both samplers: p(z) ∝ exp(-|z|/s) or exp(-z²/2s²))."""
         reach = int(math.ceil(60 * self.scale)) + 60
         support = np.arange(-reach, reach + 1)
-        log_weights = -np.abs(support) / self.scale if self.mechanism == "discrete_laplace" else -(support / self.scale) ** 2 / 2
+        log_weights = (
+            -np.abs(support) / self.scale
+            if self.mechanism == "discrete_laplace"
+            else -((support / self.scale) ** 2) / 2
+        )
         weights = np.exp(log_weights - log_weights.max())
         return support, weights / weights.sum()
 
@@ -85,6 +94,7 @@ def zcdp_rho_for(epsilon: float, delta: float) -> float:
 @dataclass(frozen=True)
 class BudgetDecision:
     """The ledger's answer to a charge: granted or not, and the day's spend against the cap."""
+
     granted: bool
     spent_today: float
     cap: float
@@ -126,14 +136,18 @@ class PrivacyLedger:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 spent = self.spent(day)
-                known = self._db.execute(f"SELECT 1 FROM {LEDGER_TABLE} WHERE day = ? AND configuration = ?", (day, configuration)).fetchone()
+                known = self._db.execute(
+                    f"SELECT 1 FROM {LEDGER_TABLE} WHERE day = ? AND configuration = ?", (day, configuration)
+                ).fetchone()
                 if known:
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(True, spent, self.daily_epsilon_cap)
                 if spent + epsilon > self.daily_epsilon_cap * (1 + 1e-9):  # OpenDP rounds its maps up by a few ulps
                     self._db.execute("ROLLBACK")
                     return BudgetDecision(False, spent, self.daily_epsilon_cap)
-                self._db.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s))
+                self._db.execute(
+                    f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)", (day, configuration, epsilon, now_s)
+                )
                 self._db.execute("COMMIT")
                 return BudgetDecision(True, spent + epsilon, self.daily_epsilon_cap)
             except BaseException:

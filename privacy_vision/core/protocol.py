@@ -1,4 +1,5 @@
 """Uplink wire protocol: canonical release bytes and HMAC-signed requests with replay protection."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,6 +33,7 @@ def canonical_release_bytes(release: dict) -> bytes:
 @dataclass(frozen=True)
 class SignedHeaders:
     """The signed request headers of a release upload (device, time, nonce, sequence, body hash)."""
+
     device_id: str
     timestamp: int
     nonce: str
@@ -50,11 +52,22 @@ class SignedHeaders:
         }
 
 
-def canonical_request(method: str, path: str, device_id: str, timestamp: int, nonce: str, sequence: int, body_sha256: str) -> bytes:
+def canonical_request(
+    method: str, path: str, device_id: str, timestamp: int, nonce: str, sequence: int, body_sha256: str
+) -> bytes:
     return "\n".join([method.upper(), path, device_id, str(timestamp), nonce, str(sequence), body_sha256]).encode()
 
 
-def sign_request(key: bytes, method: str, path: str, device_id: str, body: bytes, timestamp: int, sequence: int, nonce: str | None = None) -> SignedHeaders:
+def sign_request(
+    key: bytes,
+    method: str,
+    path: str,
+    device_id: str,
+    body: bytes,
+    timestamp: int,
+    sequence: int,
+    nonce: str | None = None,
+) -> SignedHeaders:
     nonce = nonce or os.urandom(16).hex()
     body_sha256 = hashlib.sha256(body).hexdigest()
     message = canonical_request(method, path, device_id, timestamp, nonce, sequence, body_sha256)
@@ -98,17 +111,27 @@ def parse_signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
     sequence = int(values[HEADER_SEQUENCE])
     if not 0 < sequence <= MAX_SEQUENCE:
         raise RequestRejected(400, f"{HEADER_SEQUENCE} must be between 1 and 2**63-1")
-    return SignedHeaders(values[HEADER_DEVICE], int(values[HEADER_TIMESTAMP]), values[HEADER_NONCE], sequence,
-                         values[HEADER_BODY_SHA256], values[HEADER_SIGNATURE])
+    return SignedHeaders(
+        values[HEADER_DEVICE],
+        int(values[HEADER_TIMESTAMP]),
+        values[HEADER_NONCE],
+        sequence,
+        values[HEADER_BODY_SHA256],
+        values[HEADER_SIGNATURE],
+    )
 
 
-def verify_signed_headers(key: bytes, method: str, path: str, headers: Mapping[str, str], now_s: float) -> SignedHeaders:
+def verify_signed_headers(
+    key: bytes, method: str, path: str, headers: Mapping[str, str], now_s: float
+) -> SignedHeaders:
     """Check the signature (constant time) and clock skew from the headers alone: the body's hash is one
     of them, so a request is authenticated before its body is read (an unsigned slow body costs nothing)."""
     signed = parse_signed_headers(headers)
     expected = hmac.new(
         key,
-        canonical_request(method, path, signed.device_id, signed.timestamp, signed.nonce, signed.sequence, signed.body_sha256),
+        canonical_request(
+            method, path, signed.device_id, signed.timestamp, signed.nonce, signed.sequence, signed.body_sha256
+        ),
         hashlib.sha256,
     ).hexdigest()
     if not hmac.compare_digest(expected, signed.signature):
@@ -123,7 +146,9 @@ def check_signed_body(signed: SignedHeaders, body: bytes) -> None:
         raise RequestRejected(400, "body does not match its signed SHA-256 (tampered in transit?)")
 
 
-def verify_request(key: bytes, method: str, path: str, headers: Mapping[str, str], body: bytes, now_s: float) -> SignedHeaders:
+def verify_request(
+    key: bytes, method: str, path: str, headers: Mapping[str, str], body: bytes, now_s: float
+) -> SignedHeaders:
     """Signature, clock skew and body hash; replay state is the caller's."""
     signed = verify_signed_headers(key, method, path, headers, now_s)
     check_signed_body(signed, body)
@@ -137,7 +162,9 @@ def load_key_file(path: str | Path) -> bytes:
         raise KeyFileError(f"key file {path} not found; create it with 'privacy-vision pki'")
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key file {path} is accessible by group/others (mode {oct(mode & 0o777)}); run: chmod 600 {path}")
+        raise KeyFileError(
+            f"key file {path} is accessible by group/others (mode {oct(mode & 0o777)}); run: chmod 600 {path}"
+        )
     try:
         key = bytes.fromhex(path.read_text().strip())
     except ValueError:

@@ -9,6 +9,7 @@ core/contributions.py, and a cell shown as "< k" carries no value (the aggregato
 The aggregator's `Release` (core/aggregator.py) has the same field names; `wire_from_release` is the
 only place that maps one to the other, so a renamed or reshaped field is adapted there.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,9 @@ def _utf8_encodable(value: str) -> str:
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_utf8_encodable)]
+Name = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_utf8_encodable)
+]
 Label = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:+<>\- ]+$")]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Epsilon = Annotated[float, Field(ge=0.0, le=MAX_EPSILON)]
@@ -98,18 +101,29 @@ class WireRelease(BaseModel):
         if self.tier == GROUP_TIER:  # strict mode: a group spans whole windows of one UTC day
             windows = length / self.window_s
             if length > DAY_S or not math.isclose(windows, round(windows), abs_tol=1e-6):
-                raise ValueError(f"a group's period must be whole windows of {self.window_s:g} s within a day, got {length:g} s")
+                raise ValueError(
+                    f"a group's period must be whole windows of {self.window_s:g} s within a day, got {length:g} s"
+                )
             if self.below_k or self.occupancy < self.k or self.mode != "strict":
                 raise ValueError("a group (strict mode) is released only with at least k people, never as '< k'")
         elif not math.isclose(length, periods.period_s(self.tier), abs_tol=1e-3):
-            raise ValueError(f"period_end_s - period_start_s must be {periods.period_s(self.tier):g} s for the {self.tier} tier, got {length:g} s")
+            raise ValueError(
+                f"period_end_s - period_start_s must be {periods.period_s(self.tier):g} s for the {self.tier} tier, got {length:g} s"
+            )
         elif self.delta_track_day:
             raise ValueError("a grid cell (default mode) is pure ε-DP: delta_track_day must be 0")
         if self.epsilon_cell > self.epsilon_track_day:
             raise ValueError("epsilon_cell exceeds epsilon_track_day (a track-day composes at least one cell)")
-        if self.below_k and (self.occupancy or self.entries or self.exits or any(self.direction_counts.values())
-                             or any(self.dwell_counts.values())):
-            raise ValueError('a cell shown as "< k" (below_k) carries no values: occupancy, histograms, entries and exits must be 0')
+        if self.below_k and (
+            self.occupancy
+            or self.entries
+            or self.exits
+            or any(self.direction_counts.values())
+            or any(self.dwell_counts.values())
+        ):
+            raise ValueError(
+                'a cell shown as "< k" (below_k) carries no values: occupancy, histograms, entries and exits must be 0'
+            )
         return self
 
 
@@ -149,7 +163,9 @@ def wire_from_release(release: Any) -> dict[str, Any]:
     return validate_release(dataclasses.asdict(release)).model_dump(mode="json")
 
 
-def example_release(zone_id: str = "hall", period_start_s: float = 0.0, tier: str = "window", **overrides: Any) -> dict[str, Any]:
+def example_release(
+    zone_id: str = "hall", period_start_s: float = 0.0, tier: str = "window", **overrides: Any
+) -> dict[str, Any]:
     """A valid wire release of one cell as the aggregator makes it with the default settings (for tests,
     the load benchmark and the docs); only the hour tier carries histograms, entries and exits, and
     `below_k=True` withholds every value as the aggregator does. Overrides replace fields."""
@@ -162,28 +178,66 @@ def example_release(zone_id: str = "hall", period_start_s: float = 0.0, tier: st
 
     contributions, settings = ContributionSettings(), AggregatorSettings()
     if tier == GROUP_TIER:  # strict mode: one group of 3 windows, its size and the cost of one group per track-day
-        group = {"release_id": str(uuid.uuid4()), "zone_id": zone_id, "tier": tier, "period_start_s": period_start_s,
-                 "period_end_s": period_start_s + 3 * contributions.window_s, "complete": True, "below_k": False, "occupancy": 48,
-                 "direction_counts": {}, "dwell_counts": {}, "entries": 0, "exits": 0, "entries_today": 0, "mechanism": STRICT_MECHANISM,
-                 "epsilon_cell": settings.epsilon_per_track_day, "epsilon_track_day": settings.epsilon_per_track_day,
-                 "delta_track_day": settings.strict_delta, "epsilon_by_metric": {"test": 1.0, "occupancy": 1.0}, "k": settings.k,
-                 "privacy_unit": PRIVACY_UNIT, "cells_per_day": 1, "window_s": contributions.window_s,
-                 "epsilon_spent_today": settings.epsilon_per_track_day, "daily_epsilon_cap": settings.daily_epsilon_cap, "mode": "strict"}
+        group = {
+            "release_id": str(uuid.uuid4()),
+            "zone_id": zone_id,
+            "tier": tier,
+            "period_start_s": period_start_s,
+            "period_end_s": period_start_s + 3 * contributions.window_s,
+            "complete": True,
+            "below_k": False,
+            "occupancy": 48,
+            "direction_counts": {},
+            "dwell_counts": {},
+            "entries": 0,
+            "exits": 0,
+            "entries_today": 0,
+            "mechanism": STRICT_MECHANISM,
+            "epsilon_cell": settings.epsilon_per_track_day,
+            "epsilon_track_day": settings.epsilon_per_track_day,
+            "delta_track_day": settings.strict_delta,
+            "epsilon_by_metric": {"test": 1.0, "occupancy": 1.0},
+            "k": settings.k,
+            "privacy_unit": PRIVACY_UNIT,
+            "cells_per_day": 1,
+            "window_s": contributions.window_s,
+            "epsilon_spent_today": settings.epsilon_per_track_day,
+            "daily_epsilon_cap": settings.daily_epsilon_cap,
+            "mode": "strict",
+        }
         return {**group, **overrides}
     cells_per_day = contributions.bound(tier)
     epsilons = settings.metric_epsilons(tier, cells_per_day)
     shown = 0 if overrides.get("below_k") else 1
     hourly = tier == "hour"
     release = {
-        "release_id": str(uuid.uuid4()), "zone_id": zone_id, "tier": tier, "period_start_s": period_start_s,
-        "period_end_s": period_start_s + contributions.period_s(tier), "complete": True, "below_k": not shown, "occupancy": 7 * shown,
-        "direction_counts": {label: n * shown for label, n in zip(DIRECTION_LABELS, (3, 0, 4, 0, 0, 0, 0, 0, 0))} if hourly else {},
+        "release_id": str(uuid.uuid4()),
+        "zone_id": zone_id,
+        "tier": tier,
+        "period_start_s": period_start_s,
+        "period_end_s": period_start_s + contributions.period_s(tier),
+        "complete": True,
+        "below_k": not shown,
+        "occupancy": 7 * shown,
+        "direction_counts": {label: n * shown for label, n in zip(DIRECTION_LABELS, (3, 0, 4, 0, 0, 0, 0, 0, 0))}
+        if hourly
+        else {},
         "dwell_counts": {label: n * shown for label, n in zip(DWELL_LABELS, (5, 2, 0))} if hourly else {},
-        "entries": 2 * shown * hourly, "exits": 1 * shown * hourly, "entries_today": 2 * hourly, "mechanism": MECHANISM,
-        "epsilon_cell": sum(epsilons.values()), "epsilon_track_day": settings.epsilon_per_track_day, "delta_track_day": 0.0,
+        "entries": 2 * shown * hourly,
+        "exits": 1 * shown * hourly,
+        "entries_today": 2 * hourly,
+        "mechanism": MECHANISM,
+        "epsilon_cell": sum(epsilons.values()),
+        "epsilon_track_day": settings.epsilon_per_track_day,
+        "delta_track_day": 0.0,
         "epsilon_by_metric": epsilons,
-        "k": settings.k, "privacy_unit": PRIVACY_UNIT, "cells_per_day": cells_per_day, "window_s": contributions.window_s,
-        "epsilon_spent_today": settings.epsilon_per_track_day, "daily_epsilon_cap": settings.daily_epsilon_cap, "mode": settings.mode,
+        "k": settings.k,
+        "privacy_unit": PRIVACY_UNIT,
+        "cells_per_day": cells_per_day,
+        "window_s": contributions.window_s,
+        "epsilon_spent_today": settings.epsilon_per_track_day,
+        "daily_epsilon_cap": settings.daily_epsilon_cap,
+        "mode": settings.mode,
     }
     release.update(overrides)
     return release

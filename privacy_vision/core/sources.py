@@ -1,4 +1,5 @@
 """Frame sources: video file (optionally looping), image folder, V4L2 device, RTSP/GStreamer URL."""
+
 from __future__ import annotations
 
 import re
@@ -22,6 +23,7 @@ class SourceError(RuntimeError):
 @dataclass
 class Frame:
     """One frame read from a source, with its index in the source."""
+
     image: np.ndarray
     index: int
 
@@ -36,7 +38,9 @@ def classify_source(source: str) -> str:
         return "folder"
     if path.is_file():
         return "file"
-    raise SourceError(f"source {source!r} is neither an existing file or folder, a /dev/video device, a camera index, nor a URL")
+    raise SourceError(
+        f"source {source!r} is neither an existing file or folder, a /dev/video device, a camera index, nor a URL"
+    )
 
 
 class FrameSource:
@@ -76,7 +80,9 @@ class FrameSource:
         if self.kind == "file":
             ok, _ = capture.read()
             if not ok:
-                raise SourceError(f"cannot read any frame from video {self.source!r}: the file is empty, truncated or not a video")
+                raise SourceError(
+                    f"cannot read any frame from video {self.source!r}: the file is empty, truncated or not a video"
+                )
             capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
         return capture
 
@@ -90,7 +96,7 @@ class FrameSource:
         index = 0
         while True:
             produced = False
-            for image in (self._folder_images() if self.kind == "folder" else self._capture_images()):
+            for image in self._folder_images() if self.kind == "folder" else self._capture_images():
                 produced = True
                 yield Frame(self._resize(image), index)
                 index += 1
@@ -132,6 +138,7 @@ class FrameSource:
 @dataclass
 class CaptureSettings:
     """What the camera node and the detection node's in-process capture both take (same parameters)."""
+
     source: str = ""
     loop: bool = False
     fps: float = 0.0  # rate limit; 0 = the file's own rate, as fast as possible for live sources
@@ -144,7 +151,9 @@ class CaptureLoop:
     reconnects live sources with exponential backoff; `handle(image, stamp)` owns the frame and must
     zero it. One implementation for the camera node and for in-process capture in the detection node."""
 
-    def __init__(self, settings: CaptureSettings, log: Callable[[str, str], None], on_dropped: Callable[[int], None]) -> None:
+    def __init__(
+        self, settings: CaptureSettings, log: Callable[[str, str], None], on_dropped: Callable[[int], None]
+    ) -> None:
         if not settings.source:
             raise SourceError("parameter 'source' is empty: set it to a video file, image folder, device or URL")
         self.settings = settings  # shared with the node: live 'loop', 'fps' and 'max_frames' changes apply at once
@@ -177,7 +186,7 @@ class CaptureLoop:
             if not self.source.is_live or self.stop.is_set() or self.limit_reached():
                 break
             attempt += 1
-            delay = min(RECONNECT_MAX_DELAY_S, 0.5 * 2 ** attempt)
+            delay = min(RECONNECT_MAX_DELAY_S, 0.5 * 2**attempt)
             self._log("warning", f"live source dropped; reconnecting in {delay:.1f} s (attempt {attempt})")
             self._on_dropped(attempt)
             if self.stop.wait(delay):
@@ -187,8 +196,11 @@ class CaptureLoop:
                 attempt = 0
             except SourceError as error:
                 self._log("error", str(error))
-        self._log("info", f"end of stream after {self.delivered} frames ({self.skipped_late} dropped behind the source's pace, "
-                          f"{self.source.skipped_corrupt} unreadable images skipped)")
+        self._log(
+            "info",
+            f"end of stream after {self.delivered} frames ({self.skipped_late} dropped behind the source's pace, "
+            f"{self.source.skipped_corrupt} unreadable images skipped)",
+        )
 
     def _stream(self, handle: Callable[[np.ndarray, float], None]) -> None:
         start_wall = time.time()

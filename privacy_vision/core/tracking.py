@@ -6,6 +6,7 @@ explicit tentative/confirmed/lost states and floor velocity in m/s. The parts th
 well are used: scipy's Hungarian solver for assignment, OpenCV for the homography. No appearance
 features are computed anywhere (they would be biometric).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -20,6 +21,7 @@ from privacy_vision.core.geometry import Homography
 
 class TrackState(IntEnum):
     """A track's life cycle: only confirmed tracks are counted downstream."""
+
     TENTATIVE = 0
     CONFIRMED = 1
     LOST = 2
@@ -60,17 +62,23 @@ class TrackerSettings:
         if self.track_thresh is not None and self.new_track_thresh is not None:
             return self.track_thresh, self.new_track_thresh
         if backend not in BACKEND_SCORE_THRESHOLDS:
-            raise ValueError(f"no tuned score thresholds for detector backend {backend!r} (known: "
-                             f"{', '.join(BACKEND_SCORE_THRESHOLDS)}); set track_thresh and new_track_thresh")
+            raise ValueError(
+                f"no tuned score thresholds for detector backend {backend!r} (known: "
+                f"{', '.join(BACKEND_SCORE_THRESHOLDS)}); set track_thresh and new_track_thresh"
+            )
         tuned_track, tuned_new = BACKEND_SCORE_THRESHOLDS[backend]
-        return (tuned_track if self.track_thresh is None else self.track_thresh,
-                tuned_new if self.new_track_thresh is None else self.new_track_thresh)
+        return (
+            tuned_track if self.track_thresh is None else self.track_thresh,
+            tuned_new if self.new_track_thresh is None else self.new_track_thresh,
+        )
 
     def validate(self) -> None:
         for name in ("track_thresh", "new_track_thresh"):
             value = getattr(self, name)
             if value is not None and not self.low_thresh <= value <= 1:
-                raise ValueError(f"{name} must lie in [low_thresh = {self.low_thresh}, 1] (or be unset: the backend's tuned value)")
+                raise ValueError(
+                    f"{name} must lie in [low_thresh = {self.low_thresh}, 1] (or be unset: the backend's tuned value)"
+                )
         if not 0 <= self.low_thresh <= min(pair[0] for pair in BACKEND_SCORE_THRESHOLDS.values()):
             raise ValueError("low_thresh must lie in [0, every backend's tuned track_thresh]")
         if not 0 < self.match_iou < 1 or not 0 < self.low_match_iou < 1:
@@ -95,14 +103,30 @@ class _KalmanXYAH:
         self.observation = np.eye(4, 8)
         self.mean = np.concatenate([measurement, np.zeros(4)])
         h = measurement[3]
-        std = [2 * self._std_position * h, 2 * self._std_position * h, 1e-2, 2 * self._std_position * h,
-               10 * self._std_velocity * h, 10 * self._std_velocity * h, 1e-5, 10 * self._std_velocity * h]
+        std = [
+            2 * self._std_position * h,
+            2 * self._std_position * h,
+            1e-2,
+            2 * self._std_position * h,
+            10 * self._std_velocity * h,
+            10 * self._std_velocity * h,
+            1e-5,
+            10 * self._std_velocity * h,
+        ]
         self.covariance = np.diag(np.square(std))
 
     def predict(self) -> None:
         h = self.mean[3]
-        std = [self._std_position * h, self._std_position * h, 1e-2, self._std_position * h,
-               self._std_velocity * h, self._std_velocity * h, 1e-5, self._std_velocity * h]
+        std = [
+            self._std_position * h,
+            self._std_position * h,
+            1e-2,
+            self._std_position * h,
+            self._std_velocity * h,
+            self._std_velocity * h,
+            1e-5,
+            self._std_velocity * h,
+        ]
         self.mean = self.motion @ self.mean
         self.covariance = self.motion @ self.covariance @ self.motion.T + np.diag(np.square(std))
 
@@ -136,7 +160,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-9)
 
 
-def _assign(tracks: list[Track], boxes: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+def _assign(
+    tracks: list[Track], boxes: np.ndarray, min_iou: float
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Hungarian assignment on IoU; returns matches (track idx, box idx) and the unmatched of each."""
     if not tracks or len(boxes) == 0:
         return [], list(range(len(tracks))), list(range(len(boxes)))
@@ -145,13 +171,17 @@ def _assign(tracks: list[Track], boxes: np.ndarray, min_iou: float) -> tuple[lis
     matches = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
     matched_rows = {r for r, _ in matches}
     matched_cols = {c for _, c in matches}
-    return (matches, [i for i in range(len(tracks)) if i not in matched_rows],
-            [j for j in range(len(boxes)) if j not in matched_cols])
+    return (
+        matches,
+        [i for i in range(len(tracks)) if i not in matched_rows],
+        [j for j in range(len(boxes)) if j not in matched_cols],
+    )
 
 
 @dataclass
 class Track:
     """One tracked person: motion state only (Kalman box, floor position), no appearance."""
+
     track_id: int
     kalman: _KalmanXYAH
     score: float
@@ -202,8 +232,9 @@ class ByteTracker:
         matches, unmatched_active, unmatched_high = _assign(active, high_boxes, s.match_iou)
         for ti, di in matches:
             self._hit(active[ti], high_boxes[di], high_scores[di], stamp_s)
-        unmatched_active, unmatched_high = self._reassociate_on_floor(active, unmatched_active, high_boxes, high_scores,
-                                                                      unmatched_high, stamp_s)
+        unmatched_active, unmatched_high = self._reassociate_on_floor(
+            active, unmatched_active, high_boxes, high_scores, unmatched_high, stamp_s
+        )
 
         # Second association: still-tracked (not lost) tracks take the low-score boxes (occlusions).
         remaining = [active[i] for i in unmatched_active if active[i].state == TrackState.CONFIRMED]
@@ -221,16 +252,25 @@ class ByteTracker:
         dropped = {id(tentative[i]) for i in unmatched_tentative}
 
         self.tracks = [
-            t for t in self.tracks
-            if id(t) not in dropped and not (t.state == TrackState.LOST and stamp_s - t.last_update_s > s.track_buffer_s)
+            t
+            for t in self.tracks
+            if id(t) not in dropped
+            and not (t.state == TrackState.LOST and stamp_s - t.last_update_s > s.track_buffer_s)
         ]
         for di in unmatched_left:
             if leftover_scores[di] >= new_track_thresh:
                 self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
         return list(self.tracks)
 
-    def _reassociate_on_floor(self, active: list[Track], unmatched_active: list[int], boxes: np.ndarray, scores: np.ndarray,
-                              unmatched_boxes: list[int], stamp_s: float) -> tuple[list[int], list[int]]:
+    def _reassociate_on_floor(
+        self,
+        active: list[Track],
+        unmatched_active: list[int],
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        unmatched_boxes: list[int],
+        stamp_s: float,
+    ) -> tuple[list[int], list[int]]:
         """Recover lost tracks by where they should be on the floor, when the box moved too far for IoU.
 
         A missed detection of a few frames otherwise splits one person into two IDs, and distinct-people
@@ -257,7 +297,10 @@ class ByteTracker:
                 self._hit(active[lost[r]], boxes[unmatched_boxes[c]], scores[unmatched_boxes[c]], stamp_s)
                 taken_tracks.add(lost[r])
                 taken_boxes.add(unmatched_boxes[c])
-        return ([i for i in unmatched_active if i not in taken_tracks], [j for j in unmatched_boxes if j not in taken_boxes])
+        return (
+            [i for i in unmatched_active if i not in taken_tracks],
+            [j for j in unmatched_boxes if j not in taken_boxes],
+        )
 
     def reset(self) -> None:
         """Forget every track (data-subject erasure)."""
@@ -276,7 +319,9 @@ class ByteTracker:
         track.score = float(score)
         track.hits += 1
         track.last_update_s = stamp_s
-        if track.state == TrackState.LOST or (track.state == TrackState.TENTATIVE and track.hits >= self.settings.min_hits):
+        if track.state == TrackState.LOST or (
+            track.state == TrackState.TENTATIVE and track.hits >= self.settings.min_hits
+        ):
             track.state = TrackState.CONFIRMED
         self._update_floor(track, stamp_s)
 

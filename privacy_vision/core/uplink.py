@@ -1,4 +1,5 @@
 """Durable outbox and the pinned, signed HTTPS client: the only code that sends data off the device."""
+
 from __future__ import annotations
 
 import http.client
@@ -37,6 +38,7 @@ class OutboxCorrupt(RuntimeError):
 @dataclass(frozen=True)
 class OutboxItem:
     """A release waiting in the outbox, with its delivery attempts so far."""
+
     row_id: int
     release_id: str
     body: bytes
@@ -50,7 +52,9 @@ _OUTBOX_TABLES = {"outbox", "counters", "dead_letter"}
 
 
 def _storage_error(error: sqlite3.Error) -> OutboxUnavailable:
-    return OutboxUnavailable(f"outbox storage failed ({error}); queued releases are kept, new ones are refused until it works")
+    return OutboxUnavailable(
+        f"outbox storage failed ({error}); queued releases are kept, new ones are refused until it works"
+    )
 
 
 class Outbox:
@@ -82,7 +86,9 @@ class Outbox:
                 self.recovered_from = self._move_aside()
         if not self.path.exists():
             self._db = self._create()
-        self._sequence = int((self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone() or (0,))[0])
+        self._sequence = int(
+            (self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone() or (0,))[0]
+        )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -135,18 +141,23 @@ class Outbox:
             " body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL)"
         )
         db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
-                   " reason TEXT NOT NULL, failed_at REAL NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
+            " reason TEXT NOT NULL, failed_at REAL NOT NULL)"
+        )
         return db
 
     def put(self, release_id: str, body: bytes) -> bool:
         """Store once; a second put of the same release id is a no-op (returns False)."""
         with self._lock:
             if self.size() >= self.max_items:
-                raise OutboxFull(f"outbox holds {self.max_items} unsent releases (max_outbox); new releases are refused until the ingest is reachable")
+                raise OutboxFull(
+                    f"outbox holds {self.max_items} unsent releases (max_outbox); new releases are refused until the ingest is reachable"
+                )
             try:
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)", (release_id, body, self._clock())
+                    "INSERT OR IGNORE INTO outbox (release_id, body, enqueued_at) VALUES (?, ?, ?)",
+                    (release_id, body, self._clock()),
                 )
             except sqlite3.OperationalError as error:
                 raise _storage_error(error) from None
@@ -201,9 +212,13 @@ class Outbox:
             self.storage_error = str(error)
 
     def dead_letter(self, row_id: int, reason: str) -> None:
-        self._write(("INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
-                     (reason, self._clock(), row_id)),
-                    ("DELETE FROM outbox WHERE id = ?", (row_id,)))
+        self._write(
+            (
+                "INSERT INTO dead_letter (release_id, body, reason, failed_at) SELECT release_id, body, ?, ? FROM outbox WHERE id = ?",
+                (reason, self._clock(), row_id),
+            ),
+            ("DELETE FROM outbox WHERE id = ?", (row_id,)),
+        )
 
     def advance_sequence(self, at_least: int) -> None:
         self._sequence = max(self._sequence, at_least)
@@ -223,8 +238,10 @@ class Outbox:
     def _persist_sequence(self) -> None:
         """On failure the in-memory counter goes on (see next_sequence) and `storage_error` says why."""
         try:
-            self._write(("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)", ()),
-                        ("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence'", (self._sequence,)))
+            self._write(
+                ("INSERT OR IGNORE INTO counters VALUES ('sequence', 0)", ()),
+                ("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence'", (self._sequence,)),
+            )
             self.storage_error = ""
         except OutboxUnavailable as error:
             self.storage_error = str(error)
@@ -236,6 +253,7 @@ class Outbox:
 @dataclass(frozen=True)
 class DeliveryResult:
     """What one upload attempt achieved: delivered or not, the HTTP status and why."""
+
     delivered: bool
     status: int
     detail: str
@@ -248,8 +266,16 @@ class PinnedClient:
     written, which lets the pin check sit between the two; a mismatch closes the socket unused.
     """
 
-    def __init__(self, url: str, pins: list[str], ca_file: str | None, device_id: str, key: bytes, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        pins: list[str],
+        ca_file: str | None,
+        device_id: str,
+        key: bytes,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock  # the signed request timestamp
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
@@ -297,7 +323,9 @@ class PinnedClient:
     def _post(self, body: bytes, sequence: int) -> DeliveryResult:
         if self._connection is None:
             self._connection = self._connect()
-        headers = sign_request(self._key, "POST", self.path, self.device_id, body, int(self._clock()), sequence).as_dict()
+        headers = sign_request(
+            self._key, "POST", self.path, self.device_id, body, int(self._clock()), sequence
+        ).as_dict()
         headers["Content-Type"] = "application/json"
         try:
             self._connection.request("POST", self.path, body=body, headers=headers)
@@ -334,6 +362,7 @@ OK, WARN, ERROR = "OK", "WARN", "ERROR"
 @dataclass(frozen=True)
 class Health:
     """The sender's state for the node's diagnostics: a level and a message."""
+
     level: str
     message: str
 
@@ -351,9 +380,15 @@ class Sender:
     entry could not be written is sent again (the ingest answers "duplicate") until it can be.
     """
 
-    def __init__(self, outbox: Outbox, client: PinnedClient, base_delay_s: float = 0.5, max_delay_s: float = 60.0,
-                 on_delivered: Callable[[OutboxItem], None] | None = None,
-                 on_outage: Callable[[bool, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: PinnedClient,
+        base_delay_s: float = 0.5,
+        max_delay_s: float = 60.0,
+        on_delivered: Callable[[OutboxItem], None] | None = None,
+        on_outage: Callable[[bool, str], None] | None = None,
+    ) -> None:
         self.on_delivered = on_delivered
         self.on_outage = on_outage
         self.outbox = outbox
@@ -437,8 +472,10 @@ class Sender:
                 log(ERROR, self.last_error)
             if delay:
                 hint = "; check the 'pins' and 'ca_file' parameters" if self.tls_rejected else ""
-                log(ERROR if self.tls_rejected or self.dependency_failed else WARN,
-                    f"delivery failed, retrying in {delay:.1f} s: {self.last_error}{hint}")
+                log(
+                    ERROR if self.tls_rejected or self.dependency_failed else WARN,
+                    f"delivery failed, retrying in {delay:.1f} s: {self.last_error}{hint}",
+                )
                 stop.wait(delay)
             else:
                 wake.wait(timeout=1.0)

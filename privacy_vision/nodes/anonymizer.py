@@ -1,5 +1,6 @@
 """Anonymizer node: confirmed tracks → keyed rotating IDs, grid cells, size class, heading (no speed); and the
 per-track contribution bound of the release grid, whose cell totals (no identifiers) go to the aggregator."""
+
 from __future__ import annotations
 
 import time
@@ -37,7 +38,9 @@ from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
 ANONYMIZER_PARAMETERS = {
     "grid_size_m": ParameterSpec("floor positions are snapped to cells of this size (metres)", 0.05, 10.0),
     "time_precision_s": ParameterSpec("timestamps are floored to this precision (seconds)", 0.0, 3600.0),
-    "rotation_interval_s": ParameterSpec("privacy-ID key lifetime; IDs of two key periods cannot be linked", 1.0, 86400.0),
+    "rotation_interval_s": ParameterSpec(
+        "privacy-ID key lifetime; IDs of two key periods cannot be linked", 1.0, 86400.0
+    ),
     "direction_sectors": ParameterSpec("heading sectors: 4 or 8", 4, 8),
     "min_speed_mps": ParameterSpec("below this floor speed the direction is 'none'", 0.0, 5.0),
     "size_thresholds": ParameterSpec("box height / frame height limits of small and medium"),
@@ -47,7 +50,11 @@ CONTRIBUTION_PARAMETERS = {
     "cells_per_day": ParameterSpec(f"L: cells one track may count in per UTC day, per tier ({', '.join(TIERS)})"),
     "dwell_thresholds_s": ParameterSpec("dwell bins: short below the first, long from the second (seconds)"),
     "boundary_hysteresis_m": ParameterSpec("distance from a zone edge needed to count an entry or exit", 0.0, 5.0),
-    "groups_per_day": ParameterSpec("strict mode (aggregator mode 'strict'): pending groups one track may join per UTC day; 0 = none formed", 0, 1000),
+    "groups_per_day": ParameterSpec(
+        "strict mode (aggregator mode 'strict'): pending groups one track may join per UTC day; 0 = none formed",
+        0,
+        1000,
+    ),
 }
 
 
@@ -59,7 +66,9 @@ class AnonymizerNode(PrivacyVisionNode):
 
     def configure(self) -> None:
         settings = AnonymizerSettings(**self.declare_settings(AnonymizerSettings(), ANONYMIZER_PARAMETERS))
-        zones_file = self.declare("zones_file", "", "YAML with zone polygons in floor metres (the release grid's zones)", read_only=True)
+        zones_file = self.declare(
+            "zones_file", "", "YAML with zone polygons in floor metres (the release grid's zones)", read_only=True
+        )
         contribution = ContributionSettings(**self.declare_settings(ContributionSettings(), CONTRIBUTION_PARAMETERS))
         try:
             self.anonymizer = Anonymizer(settings, time.time())
@@ -70,7 +79,9 @@ class AnonymizerNode(PrivacyVisionNode):
         except (ConfigError, ValueError) as error:
             raise StartupError(self.get_name(), str(error)) from None
         for first, second in overlapping_zones(zones):
-            self.get_logger().warning(f"zones {first} and {second} overlap: a person in both counts in both (still within the bound L)")
+            self.get_logger().warning(
+                f"zones {first} and {second} overlap: a person in both counts in both (still within the bound L)"
+            )
         self.privacy_parameters = {*ANONYMIZER_PARAMETERS, *CONTRIBUTION_PARAMETERS}
         self.dpia_parameters = set(self.privacy_parameters)
         self.publisher = self.create_data_publisher(AnonymizedTracks, ANONYMIZED_TOPIC, RELIABLE_QOS)
@@ -86,8 +97,15 @@ class AnonymizerNode(PrivacyVisionNode):
         """The anonymizer's and (None when unchanged) the contribution bound's settings once `updates` is in force."""
         changes = {name: tuple(value) if isinstance(value, (list, tuple)) else value for name, value in updates.items()}
         contribution = {name: value for name, value in changes.items() if name in CONTRIBUTION_PARAMETERS}
-        anonymizer = AnonymizerSettings(**{**self.anonymizer.settings.__dict__, **{n: v for n, v in changes.items() if n not in CONTRIBUTION_PARAMETERS}})
-        return anonymizer, ContributionSettings(**{**self.bounder.settings.__dict__, **contribution}) if contribution else None
+        anonymizer = AnonymizerSettings(
+            **{
+                **self.anonymizer.settings.__dict__,
+                **{n: v for n, v in changes.items() if n not in CONTRIBUTION_PARAMETERS},
+            }
+        )
+        return anonymizer, ContributionSettings(
+            **{**self.bounder.settings.__dict__, **contribution}
+        ) if contribution else None
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         anonymizer, contribution = self._settings_after(updates)
@@ -111,31 +129,59 @@ class AnonymizerNode(PrivacyVisionNode):
             self.get_logger().info(f"privacy key rotated on schedule (epoch {self.anonymizer.key.epoch})")
             self.audit.append("key_rotated", self.get_name(), reason="schedule", epoch=self.anonymizer.key.epoch)
         height = max(message.image_height, 1)
-        out = AnonymizedTracks(key_epoch=self.anonymizer.key.epoch, grid_size_m=float(self.anonymizer.settings.grid_size_m))
+        out = AnonymizedTracks(
+            key_epoch=self.anonymizer.key.epoch, grid_size_m=float(self.anonymizer.settings.grid_size_m)
+        )
         out.header.frame_id = "floor"
-        seconds_to_stamp(round_time(stamp_to_seconds(message.header.stamp), self.anonymizer.settings.time_precision_s), out.header.stamp)
-        confirmed = [TrackSample(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, (t.box[3] - t.box[1]) / height)
-                     for t in message.tracks if t.state == Track.STATE_CONFIRMED]
+        seconds_to_stamp(
+            round_time(stamp_to_seconds(message.header.stamp), self.anonymizer.settings.time_precision_s),
+            out.header.stamp,
+        )
+        confirmed = [
+            TrackSample(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, (t.box[3] - t.box[1]) / height)
+            for t in message.tracks
+            if t.state == Track.STATE_CONFIRMED
+        ]
         records = self.anonymizer.anonymize_frame(confirmed)
         for record in records:
-            out.tracks.append(AnonymizedTrack(privacy_id=record.privacy_id, cell_x_m=record.cell_x_m, cell_y_m=record.cell_y_m,
-                                              size_category=record.size_category, direction=record.direction))
+            out.tracks.append(
+                AnonymizedTrack(
+                    privacy_id=record.privacy_id,
+                    cell_x_m=record.cell_x_m,
+                    cell_y_m=record.cell_y_m,
+                    size_category=record.size_category,
+                    direction=record.direction,
+                )
+            )
         self.frames += 1
         self.publisher.publish(out)
-        closed = self.bounder.observe(stamp_to_seconds(message.header.stamp), [(t.track_id, r) for t, r in zip(confirmed, records)])
+        closed = self.bounder.observe(
+            stamp_to_seconds(message.header.stamp), [(t.track_id, r) for t, r in zip(confirmed, records)]
+        )
         self._publish_cells(closed)
 
     def _on_release(self, message: ZoneAnalytics) -> None:
         if message.tier == GROUP_TIER:
-            self.bounder.close_group(message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end))
+            self.bounder.close_group(
+                message.zone_id, stamp_to_seconds(message.period_start), stamp_to_seconds(message.period_end)
+            )
 
     def _publish_cells(self, closed: list[CellTotals]) -> None:
         settings = self.bounder.settings
         for totals in closed:
-            message = CellTotalsMessage(tier=totals.tier, zone_id=totals.zone_id, complete=totals.complete, occupancy=totals.occupancy,
-                                        direction_counts=list(totals.directions), dwell_counts=list(totals.dwell), entries=totals.entries,
-                                        exits=totals.exits, window_s=float(settings.window_s), cells_per_day=list(settings.cells_per_day),
-                                        groups_per_day=settings.groups_per_day)
+            message = CellTotalsMessage(
+                tier=totals.tier,
+                zone_id=totals.zone_id,
+                complete=totals.complete,
+                occupancy=totals.occupancy,
+                direction_counts=list(totals.directions),
+                dwell_counts=list(totals.dwell),
+                entries=totals.entries,
+                exits=totals.exits,
+                window_s=float(settings.window_s),
+                cells_per_day=list(settings.cells_per_day),
+                groups_per_day=settings.groups_per_day,
+            )
             message.header.frame_id = "floor"
             message.header.stamp = self.get_clock().now().to_msg()
             seconds_to_stamp(totals.period_start_s, message.period_start)
@@ -145,20 +191,30 @@ class AnonymizerNode(PrivacyVisionNode):
 
     def personal_data_summary(self) -> dict:
         held = self.bounder.tracks_held()
-        return {"holds_personal_data": held > 0, "key_epoch": self.anonymizer.key.epoch, "tracks_held": held,
-                "rotation_interval_s": self.anonymizer.settings.rotation_interval_s,
-                "categories": "per live track (tracker ID, memory only): the release cells it counted in today, its zone stays, "
-                              f"the open cells' heading and dwell; dropped {TRACK_GONE_AFTER_S:g} s after the track ends. "
-                              "IDs come from an in-memory key that is never stored"}
+        return {
+            "holds_personal_data": held > 0,
+            "key_epoch": self.anonymizer.key.epoch,
+            "tracks_held": held,
+            "rotation_interval_s": self.anonymizer.settings.rotation_interval_s,
+            "categories": "per live track (tracker ID, memory only): the release cells it counted in today, its zone stays, "
+            f"the open cells' heading and dwell; dropped {TRACK_GONE_AFTER_S:g} s after the track ends. "
+            "IDs come from an in-memory key that is never stored",
+        }
 
     def erase_personal_data(self) -> dict:
         epoch = self.anonymizer.forget(time.time())
         tracks = self.bounder.forget()
-        self.get_logger().info(f"privacy key rotated on request (epoch {epoch}); per-track state of {tracks} tracks dropped")
+        self.get_logger().info(
+            f"privacy key rotated on request (epoch {epoch}); per-track state of {tracks} tracks dropped"
+        )
         return {"key_rotated": True, "key_epoch": epoch, "tracks_purged": tracks}
 
     def _report(self) -> None:
-        self.publish_diagnostic(OK, "anonymizing", {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch, "cells_closed": self.cells_closed})
+        self.publish_diagnostic(
+            OK,
+            "anonymizing",
+            {"frames": self.frames, "key_epoch": self.anonymizer.key.epoch, "cells_closed": self.cells_closed},
+        )
 
     def deactivate(self) -> None:
         """Close the open cells (partial periods) so that the aggregator releases what was observed."""

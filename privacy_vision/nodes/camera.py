@@ -1,4 +1,5 @@
 """Camera node: reads a video file, image folder, V4L2 device or stream URL and publishes raw frames."""
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,10 @@ class CameraNode(PrivacyVisionNode):
         self.reader = CaptureThread(self, self.capture, self.publisher, wait_for_subscriber_s, self._publish)
         self.create_timer(1.0, self._report)
         self._started = time.monotonic()
-        self.get_logger().info(f"{self.capture.source.kind} source on {IMAGE_TOPIC} (source fps {self.capture.source.source_fps:.1f}); "
-                               "frames flow once the node is active")
+        self.get_logger().info(
+            f"{self.capture.source.kind} source on {IMAGE_TOPIC} (source fps {self.capture.source.source_fps:.1f}); "
+            "frames flow once the node is active"
+        )
 
     def activate(self) -> None:
         self.reader.start()
@@ -73,9 +76,17 @@ class CameraNode(PrivacyVisionNode):
         elapsed = max(time.monotonic() - self._started, 1e-6)
         source = self.capture.source
         level = OK if source.skipped_corrupt == 0 else WARN
-        self.publish_diagnostic(level, "streaming", {"frames": self.published, "fps": f"{self.published / elapsed:.2f}",
-                                                     "skipped_unreadable": source.skipped_corrupt, "source_kind": source.kind,
-                                                     "dropped_behind_pace": self.capture.skipped_late})
+        self.publish_diagnostic(
+            level,
+            "streaming",
+            {
+                "frames": self.published,
+                "fps": f"{self.published / elapsed:.2f}",
+                "skipped_unreadable": source.skipped_corrupt,
+                "source_kind": source.kind,
+                "dropped_behind_pace": self.capture.skipped_late,
+            },
+        )
 
 
 NODE_CLASS = CameraNode  # what node_main runs for this graph node, alone or composed

@@ -1,4 +1,5 @@
 """What every node shares: typed parameters with descriptors and validation, diagnostics, clean shutdown."""
+
 from __future__ import annotations
 
 import ctypes
@@ -36,8 +37,16 @@ from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
 # Topic names from the graph description, relative so that a node namespace applies to them.
 IMAGE_TOPIC, DETECTIONS_TOPIC, TRACKS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, ANALYTICS_TOPIC = (
-    name.lstrip("/") for name in (graph.IMAGE_TOPIC, graph.DETECTIONS_TOPIC, graph.TRACKS_TOPIC, graph.ANONYMIZED_TOPIC,
-                                  graph.CELL_TOTALS_TOPIC, graph.ANALYTICS_TOPIC))
+    name.lstrip("/")
+    for name in (
+        graph.IMAGE_TOPIC,
+        graph.DETECTIONS_TOPIC,
+        graph.TRACKS_TOPIC,
+        graph.ANONYMIZED_TOPIC,
+        graph.CELL_TOTALS_TOPIC,
+        graph.ANALYTICS_TOPIC,
+    )
+)
 ACK_TIMEOUT_S = 2.0  # a deactivating node waits this long for the next node to acknowledge its last messages
 QUIET_S = 0.2  # after the upstream finished, its last messages are processed before this node stops
 PR_SET_PDEATHSIG = 1
@@ -45,7 +54,9 @@ CAPTURE_JOIN_S = 5.0  # a deactivating source node waits this long for the frame
 
 IMAGE_QOS = qos_profile_sensor_data  # best effort, keep last; depth set per publisher (1)
 RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
-RELIABLE_DEEP_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)  # a burst of closed cells
+RELIABLE_DEEP_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000
+)  # a burst of closed cells
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
@@ -86,14 +97,29 @@ class PrivacyVisionNode(LifecycleNode):
         self._audited: dict[str, Any] = {}  # privacy parameters' values in force, as last audit-logged
         self.privacy_parameters: set[str] = set()  # changes to these are audit-logged (old -> new)
         self.dpia_parameters: set[str] = set()  # what the DPIA states: recorded in the audit log at start
-        self.autostart = self.declare("autostart", True, "configure and activate at start; false: a lifecycle manager (the launch "
-                                      "file, privacy-vision run) drives the transitions", read_only=True)
-        self.stop_wait_s = self.declare("stop_wait_s", UPSTREAM_WAIT_S, "on a stop request, wait at most this long for the upstream "
-                                        "node to finish before stopping", minimum=0.0, maximum=600.0, read_only=True)
+        self.autostart = self.declare(
+            "autostart",
+            True,
+            "configure and activate at start; false: a lifecycle manager (the launch "
+            "file, privacy-vision run) drives the transitions",
+            read_only=True,
+        )
+        self.stop_wait_s = self.declare(
+            "stop_wait_s",
+            UPSTREAM_WAIT_S,
+            "on a stop request, wait at most this long for the upstream node to finish before stopping",
+            minimum=0.0,
+            maximum=600.0,
+            read_only=True,
+        )
         # Accepted runtime changes (`ros2 param set`) are kept here, so a respawned node comes back with them.
         self.runtime_parameters_file = self.declare(
-            "runtime_parameters_file", "", "YAML where accepted runtime parameter changes are kept and restored from at start "
-            "(the launch file sets one per node and launch; empty: not kept)", read_only=True)
+            "runtime_parameters_file",
+            "",
+            "YAML where accepted runtime parameter changes are kept and restored from at start "
+            "(the launch file sets one per node and launch; empty: not kept)",
+            read_only=True,
+        )
         # An integer for a double parameter (`ros2 param set /aggregator epsilon_per_track_day 2`) is taken as that double.
         self.add_pre_set_parameters_callback(self._integers_as_doubles)
         self._stop_requested_at: float | None = None
@@ -132,8 +158,12 @@ class PrivacyVisionNode(LifecycleNode):
         return self._transition("configure", self._configure)
 
     def _configure(self) -> None:
-        audit_dir = self.declare("audit_dir", "var/audit", "folder of the tamper-evident audit log (shared by all nodes)", read_only=True)
-        audit_key = self.declare("audit_key_file", "var/pki/audit.key", "hex HMAC key of the audit log, mode 600", read_only=True)
+        audit_dir = self.declare(
+            "audit_dir", "var/audit", "folder of the tamper-evident audit log (shared by all nodes)", read_only=True
+        )
+        audit_key = self.declare(
+            "audit_key_file", "var/pki/audit.key", "hex HMAC key of the audit log, mode 600", read_only=True
+        )
         try:
             self.audit = AuditLog.from_key_file(audit_dir, audit_key)
         except KeyFileError as error:
@@ -182,7 +212,9 @@ class PrivacyVisionNode(LifecycleNode):
         self.deactivate()
         for publisher in self._data_publishers:
             if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
-                self.get_logger().warning(f"the last messages on {publisher.topic_name} were not all acknowledged within {ACK_TIMEOUT_S:g} s")
+                self.get_logger().warning(
+                    f"the last messages on {publisher.topic_name} were not all acknowledged within {ACK_TIMEOUT_S:g} s"
+                )
 
     def _transition(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
         """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)."""
@@ -213,7 +245,9 @@ class PrivacyVisionNode(LifecycleNode):
             return True
         self.dropped_while_inactive += 1
         if self.dropped_while_inactive == 1:
-            self.get_logger().warning(f"a {type(message).__name__} arrived while the node is {self.state_label()}: dropped (counted on /diagnostics)")
+            self.get_logger().warning(
+                f"a {type(message).__name__} arrived while the node is {self.state_label()}: dropped (counted on /diagnostics)"
+            )
         return False
 
     # -- the ordered stop ----------------------------------------------------------------------------
@@ -233,8 +267,14 @@ class PrivacyVisionNode(LifecycleNode):
             return
         self._stop_requested_at = time.monotonic()
         upstream = self.upstream() if self.state_label() != "unconfigured" else None
-        self.get_logger().info(f"stop requested ({reason}): " + (f"stopping after /{upstream} has finished (at most {self.stop_wait_s:g} s)"
-                                                                 if upstream else "stopping now"))
+        self.get_logger().info(
+            f"stop requested ({reason}): "
+            + (
+                f"stopping after /{upstream} has finished (at most {self.stop_wait_s:g} s)"
+                if upstream
+                else "stopping now"
+            )
+        )
 
     def step(self) -> None:
         """Between callbacks: notice the end of the source, and move an ordered stop on."""
@@ -254,7 +294,9 @@ class PrivacyVisionNode(LifecycleNode):
             if upstream is None or self._upstream_finalized or (self._upstream_seen and not upstream_listed):
                 self._upstream_done_at = now
             elif now - self._stop_requested_at >= self.stop_wait_s:
-                self.get_logger().warning(f"/{upstream} has not finished {self.stop_wait_s:g} s after the stop request; stopping anyway")
+                self.get_logger().warning(
+                    f"/{upstream} has not finished {self.stop_wait_s:g} s after the stop request; stopping anyway"
+                )
                 self._upstream_done_at = now - QUIET_S
             else:
                 return
@@ -283,7 +325,9 @@ class PrivacyVisionNode(LifecycleNode):
         response.message = json.dumps(purged)
         return response
 
-    def _on_data_subject_request(self, request: DataSubjectRequest.Request, response: DataSubjectRequest.Response) -> DataSubjectRequest.Response:
+    def _on_data_subject_request(
+        self, request: DataSubjectRequest.Request, response: DataSubjectRequest.Response
+    ) -> DataSubjectRequest.Response:
         kind = request.request_type.strip().lower()
         if not request.request_id.strip() or kind not in ("access", "erasure"):
             response.success = False
@@ -292,8 +336,14 @@ class PrivacyVisionNode(LifecycleNode):
         answer = {"component": self.get_name(), "request_type": kind, **self.personal_data_summary()}
         if kind == "erasure":
             answer["purged"] = self.erase_personal_data()
-        self.audit.append("data_subject_request", self.get_name(), request_id=request.request_id[:100], request_type=kind,
-                          holds_personal_data=bool(answer.get("holds_personal_data")), purged=answer.get("purged", {}))
+        self.audit.append(
+            "data_subject_request",
+            self.get_name(),
+            request_id=request.request_id[:100],
+            request_type=kind,
+            holds_personal_data=bool(answer.get("holds_personal_data")),
+            purged=answer.get("purged", {}),
+        )
         response.success = True
         response.message = "answered from the node's live state"
         response.response_json = json.dumps(answer, default=str)
@@ -307,9 +357,16 @@ class PrivacyVisionNode(LifecycleNode):
         respawn (post_set). Runtime changes kept from an earlier run of this node (a respawn) take the same path."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
-        self.audit.append("configuration_at_start", self.get_name(), parameters={name: everything[name] for name in relevant},
-                          all_parameters_sha256=configuration_digest(everything), parameter_count=len(everything))
-        self._audited = {name: everything[name] for name in self.privacy_parameters}  # in force: the 'old' of the next change
+        self.audit.append(
+            "configuration_at_start",
+            self.get_name(),
+            parameters={name: everything[name] for name in relevant},
+            all_parameters_sha256=configuration_digest(everything),
+            parameter_count=len(everything),
+        )
+        self._audited = {
+            name: everything[name] for name in self.privacy_parameters
+        }  # in force: the 'old' of the next change
         self.add_on_set_parameters_callback(self._validate_update)
         self.add_post_set_parameters_callback(self._commit_update)
         if not self.runtime_parameters_file:
@@ -320,8 +377,13 @@ class PrivacyVisionNode(LifecycleNode):
         results = self.set_parameters([Parameter(name, value=value) for name, value in kept.items()])
         refused = {name: result.reason for name, result in zip(kept, results) if not result.successful}
         if refused:
-            raise StartupError(self.get_name(), f"runtime parameter changes kept in {self.runtime_parameters_file} are refused: {refused}")
-        self.get_logger().info(f"restored runtime parameter changes from {self.runtime_parameters_file}: {sorted(kept)}")
+            raise StartupError(
+                self.get_name(),
+                f"runtime parameter changes kept in {self.runtime_parameters_file} are refused: {refused}",
+            )
+        self.get_logger().info(
+            f"restored runtime parameter changes from {self.runtime_parameters_file}: {sorted(kept)}"
+        )
 
     def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
         updates = {p.name: p.value for p in parameters}
@@ -337,27 +399,46 @@ class PrivacyVisionNode(LifecycleNode):
         self.apply_parameters(updates)
         for name in sorted(set(updates) & self.privacy_parameters):
             new = _plain(updates[name])
-            self.audit.append("parameter_changed", self.get_name(), parameter=name, old=self._audited.get(name), new=new)
+            self.audit.append(
+                "parameter_changed", self.get_name(), parameter=name, old=self._audited.get(name), new=new
+            )
             self._audited[name] = new
         if self.runtime_parameters_file:
-            store_runtime_parameters(self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()})
+            store_runtime_parameters(
+                self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()}
+            )
 
     def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
-        return [as_declared_type(p, self.describe_parameter(p.name).type) if self.has_parameter(p.name) else p for p in parameters]
+        return [
+            as_declared_type(p, self.describe_parameter(p.name).type) if self.has_parameter(p.name) else p
+            for p in parameters
+        ]
 
-    def declare(self, name: str, default: Any, description: str, *, read_only: bool = False,
-                minimum: float | None = None, maximum: float | None = None) -> Any:
+    def declare(
+        self,
+        name: str,
+        default: Any,
+        description: str,
+        *,
+        read_only: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> Any:
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
         override = self._parameter_overrides.get(name)  # -p NAME:=2, a params file or launch: 2 for a double is 2.0
         if override is not None:
-            self._parameter_overrides[name] = as_declared_type(override, Parameter.Type.from_parameter_value(default).value)
+            self._parameter_overrides[name] = as_declared_type(
+                override, Parameter.Type.from_parameter_value(default).value
+            )
         if minimum is not None or maximum is not None:
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise TypeError(f"range given for non-numeric parameter {name}")
             if isinstance(default, int):
                 descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=int(maximum), step=0)]
             else:
-                descriptor.floating_point_range = [FloatingPointRange(from_value=float(minimum), to_value=float(maximum), step=0.0)]
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(minimum), to_value=float(maximum), step=0.0)
+                ]
         return self.declare_parameter(name, default, descriptor).value
 
     def declare_settings(self, defaults: Any, specs: dict[str, ParameterSpec]) -> dict[str, Any]:
@@ -366,8 +447,13 @@ class PrivacyVisionNode(LifecycleNode):
         values = {}
         for name, spec in specs.items():
             default = getattr(defaults, name)
-            value = self.declare(name, list(default) if isinstance(default, tuple) else default, spec.description,
-                                 minimum=spec.minimum, maximum=spec.maximum)
+            value = self.declare(
+                name,
+                list(default) if isinstance(default, tuple) else default,
+                spec.description,
+                minimum=spec.minimum,
+                maximum=spec.maximum,
+            )
             values[name] = tuple(value) if isinstance(default, tuple) else value
         return values
 
@@ -384,8 +470,13 @@ class PrivacyVisionNode(LifecycleNode):
 
     def publish_diagnostic(self, level: int, message: str, values: dict[str, Any]) -> None:
         """Health and counters on /diagnostics (the live DPIA reads parameters through the parameter services)."""
-        status = DiagnosticStatus(level=level, name=f"privacy_vision/{self.get_name()}", message=message,
-                                  hardware_id=self.get_name(), values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        status = DiagnosticStatus(
+            level=level,
+            name=f"privacy_vision/{self.get_name()}",
+            message=message,
+            hardware_id=self.get_name(),
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
@@ -507,11 +598,31 @@ class StartupError(RuntimeError):
 def declare_capture(node: PrivacyVisionNode) -> CaptureLoop:
     """The source parameters shared by the camera node and the detection node's in-process capture."""
     settings = CaptureSettings(
-        source=node.declare("source", "", "video file, image folder, /dev/videoN or camera index, or rtsp/http/GStreamer URL", read_only=True),
+        source=node.declare(
+            "source",
+            "",
+            "video file, image folder, /dev/videoN or camera index, or rtsp/http/GStreamer URL",
+            read_only=True,
+        ),
         loop=node.declare("loop", False, "restart a file or folder at its end"),
-        fps=node.declare("fps", 0.0, "capture rate limit in frames/s; 0 = the source's own rate for files, as fast as possible otherwise", minimum=0.0, maximum=240.0),
-        max_frames=node.declare("max_frames", 0, "stop after this many frames (0 = no limit)", minimum=0, maximum=2**31 - 1),
-        resize_width=node.declare("resize_width", 0, "resize frames to this width keeping aspect (0 = native)", minimum=0, maximum=7680, read_only=True),
+        fps=node.declare(
+            "fps",
+            0.0,
+            "capture rate limit in frames/s; 0 = the source's own rate for files, as fast as possible otherwise",
+            minimum=0.0,
+            maximum=240.0,
+        ),
+        max_frames=node.declare(
+            "max_frames", 0, "stop after this many frames (0 = no limit)", minimum=0, maximum=2**31 - 1
+        ),
+        resize_width=node.declare(
+            "resize_width",
+            0,
+            "resize frames to this width keeping aspect (0 = native)",
+            minimum=0,
+            maximum=7680,
+            read_only=True,
+        ),
     )
 
     def log(level: str, message: str) -> None:
@@ -537,8 +648,14 @@ class CaptureThread:
     started by activate, stopped by deactivate; the natural end of a recording (or max_frames) sets the node's
     source_ended, which starts its ordered stop."""
 
-    def __init__(self, node: PrivacyVisionNode, capture: CaptureLoop, publisher, wait_for_subscriber_s: float,
-                 handle: Callable[[Any, float], None]) -> None:
+    def __init__(
+        self,
+        node: PrivacyVisionNode,
+        capture: CaptureLoop,
+        publisher,
+        wait_for_subscriber_s: float,
+        handle: Callable[[Any, float], None],
+    ) -> None:
         self.node, self.capture, self.publisher, self.handle = node, capture, publisher, handle
         self.wait_for_subscriber_s = wait_for_subscriber_s
         self._thread: threading.Thread | None = None
@@ -573,8 +690,14 @@ def apply_capture_updates(capture: CaptureLoop, updates: dict[str, Any]) -> None
 
 
 def declare_wait_for_subscriber(node: PrivacyVisionNode) -> float:
-    return node.declare("wait_for_subscriber_s", 10.0, "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)",
-                        minimum=0.0, maximum=600.0, read_only=True)
+    return node.declare(
+        "wait_for_subscriber_s",
+        10.0,
+        "recorded sources: wait this long for a subscriber before the first frame (0 = no wait)",
+        minimum=0.0,
+        maximum=600.0,
+        read_only=True,
+    )
 
 
 def wait_for_subscriber(node: PrivacyVisionNode, publisher, capture: CaptureLoop, timeout_s: float) -> None:

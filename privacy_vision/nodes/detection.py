@@ -1,4 +1,5 @@
 """Detection node: people boxes from frames; every frame buffer is zeroed right after inference."""
+
 from __future__ import annotations
 
 import collections
@@ -41,27 +42,91 @@ class DetectionNode(PrivacyVisionNode):
     def configure(self) -> None:
         defaults = DetectorSettings()
         self.settings = DetectorSettings(
-            backend=self.declare("backend", defaults.backend, f"detector backend: one of {BACKENDS}; auto picks the best available", read_only=True),
-            model=self.declare("model", defaults.model, "Ultralytics weights (.pt) or model YAML (random weights, tests only)", read_only=True),
-            onnx_model=self.declare("onnx_model", defaults.onnx_model, "YOLOX-format ONNX export, any size (empty: the YOLOX-nano shipped with the package)", read_only=True),
-            tflite_model=self.declare("tflite_model", defaults.tflite_model, "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)", read_only=True),
-            conf=self.declare("conf", defaults.conf, "lowest detection score published (the tracker splits high/low itself)", minimum=0.01, maximum=1.0),
+            backend=self.declare(
+                "backend",
+                defaults.backend,
+                f"detector backend: one of {BACKENDS}; auto picks the best available",
+                read_only=True,
+            ),
+            model=self.declare(
+                "model",
+                defaults.model,
+                "Ultralytics weights (.pt) or model YAML (random weights, tests only)",
+                read_only=True,
+            ),
+            onnx_model=self.declare(
+                "onnx_model",
+                defaults.onnx_model,
+                "YOLOX-format ONNX export, any size (empty: the YOLOX-nano shipped with the package)",
+                read_only=True,
+            ),
+            tflite_model=self.declare(
+                "tflite_model",
+                defaults.tflite_model,
+                "TFLite SSD model path (empty: PRIVACY_VISION_TFLITE_MODEL or ../shared/models)",
+                read_only=True,
+            ),
+            conf=self.declare(
+                "conf",
+                defaults.conf,
+                "lowest detection score published (the tracker splits high/low itself)",
+                minimum=0.01,
+                maximum=1.0,
+            ),
             iou=self.declare("iou", defaults.iou, "NMS IoU threshold (all backends)", minimum=0.05, maximum=0.95),
-            imgsz=self.declare("imgsz", defaults.imgsz, "inference size in pixels (ultralytics)", minimum=32, maximum=4096, read_only=True),
-            device=self.declare("device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True),
+            imgsz=self.declare(
+                "imgsz",
+                defaults.imgsz,
+                "inference size in pixels (ultralytics)",
+                minimum=32,
+                maximum=4096,
+                read_only=True,
+            ),
+            device=self.declare(
+                "device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True
+            ),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
-            num_threads=self.declare("num_threads", defaults.num_threads, "CPU threads for the yolox and tflite backends", minimum=1, maximum=64, read_only=True),
+            num_threads=self.declare(
+                "num_threads",
+                defaults.num_threads,
+                "CPU threads for the yolox and tflite backends",
+                minimum=1,
+                maximum=64,
+                read_only=True,
+            ),
         )
-        self.capture_mode = self.declare("capture", "topic", f"one of {CAPTURE_MODES}: frames from /{IMAGE_TOPIC} (camera node), or read "
-                                         "from 'source' in this process so that no image topic exists", read_only=True)
+        self.capture_mode = self.declare(
+            "capture",
+            "topic",
+            f"one of {CAPTURE_MODES}: frames from /{IMAGE_TOPIC} (camera node), or read "
+            "from 'source' in this process so that no image topic exists",
+            read_only=True,
+        )
         if self.capture_mode not in CAPTURE_MODES:
-            raise StartupError(self.get_name(), f"parameter 'capture' must be one of {CAPTURE_MODES}, got {self.capture_mode!r}")
+            raise StartupError(
+                self.get_name(), f"parameter 'capture' must be one of {CAPTURE_MODES}, got {self.capture_mode!r}"
+            )
         self.capture = declare_capture(self) if self.capture_mode == "in_process" else None
         if self.capture is not None:
-            self.frame_id = self.declare("frame_id", "camera", "frame_id of detections from in-process capture", read_only=True)
+            self.frame_id = self.declare(
+                "frame_id", "camera", "frame_id of detections from in-process capture", read_only=True
+            )
             wait_for_subscriber_s = declare_wait_for_subscriber(self)
-        self.retention_frames = self.declare("retention_frames", 0, "frames kept in memory after inference before zeroing (0 = zero at once)", minimum=0, maximum=30)
-        audit_interval_s = self.declare("audit_interval_s", 60.0, "frames processed/destroyed are audit-logged in totals per this interval", minimum=1.0, maximum=86400.0, read_only=True)
+        self.retention_frames = self.declare(
+            "retention_frames",
+            0,
+            "frames kept in memory after inference before zeroing (0 = zero at once)",
+            minimum=0,
+            maximum=30,
+        )
+        audit_interval_s = self.declare(
+            "audit_interval_s",
+            60.0,
+            "frames processed/destroyed are audit-logged in totals per this interval",
+            minimum=1.0,
+            maximum=86400.0,
+            read_only=True,
+        )
         self.privacy_parameters = {"retention_frames"}
         self.dpia_parameters = {"retention_frames", "backend", "capture"}
         self._audit_counts = {"frames_processed": 0, "frames_destroyed": 0, "malformed_frames_dropped": 0}
@@ -153,10 +218,17 @@ class DetectionNode(PrivacyVisionNode):
         self.inference_ms.append(elapsed_ms)
         self.frames += 1
         self._audit_counts["frames_processed"] += 1
-        out = Detections(header=header, image_width=width, image_height=height,
-                         backend=self.detector.name, inference_ms=float(elapsed_ms))
-        out.detections = [Detection(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]), confidence=float(s))
-                          for b, s in zip(boxes, scores)]
+        out = Detections(
+            header=header,
+            image_width=width,
+            image_height=height,
+            backend=self.detector.name,
+            inference_ms=float(elapsed_ms),
+        )
+        out.detections = [
+            Detection(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]), confidence=float(s))
+            for b, s in zip(boxes, scores)
+        ]
         self.publisher.publish(out)
 
     def _retain_or_zero(self, buffers: tuple[np.ndarray, ...]) -> None:
@@ -170,8 +242,12 @@ class DetectionNode(PrivacyVisionNode):
             self._audit_counts["frames_destroyed"] += 1
 
     def personal_data_summary(self) -> dict:
-        return {"holds_personal_data": bool(self._retained), "frames_in_memory": len(self._retained),
-                "categories": "camera frames, zeroed after inference", "retention_frames": self.retention_frames}
+        return {
+            "holds_personal_data": bool(self._retained),
+            "frames_in_memory": len(self._retained),
+            "categories": "camera frames, zeroed after inference",
+            "retention_frames": self.retention_frames,
+        }
 
     def erase_personal_data(self) -> dict:
         count = len(self._retained)
@@ -184,15 +260,30 @@ class DetectionNode(PrivacyVisionNode):
         median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
         level = WARN if self.rejected or self.fallback else OK
         message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
-        self.publish_diagnostic(level, message, {
-            "backend": self.detector.name, "frames": self.frames, "inference_ms_median": f"{median_ms:.1f}",
-            "malformed_frames_dropped": self.rejected, "frames_retained": len(self._retained),
-            **({"source_frames_dropped_behind_pace": self.capture.skipped_late} if self.capture is not None else {})})
+        self.publish_diagnostic(
+            level,
+            message,
+            {
+                "backend": self.detector.name,
+                "frames": self.frames,
+                "inference_ms_median": f"{median_ms:.1f}",
+                "malformed_frames_dropped": self.rejected,
+                "frames_retained": len(self._retained),
+                **(
+                    {"source_frames_dropped_behind_pace": self.capture.skipped_late} if self.capture is not None else {}
+                ),
+            },
+        )
 
     def _audit_frames(self) -> None:
         if any(self._audit_counts.values()):
-            self.audit.append("frames", self.get_name(), backend=self.detector.name, retention_frames=self.retention_frames,
-                              **self._audit_counts)
+            self.audit.append(
+                "frames",
+                self.get_name(),
+                backend=self.detector.name,
+                retention_frames=self.retention_frames,
+                **self._audit_counts,
+            )
             self._audit_counts = dict.fromkeys(self._audit_counts, 0)
 
 

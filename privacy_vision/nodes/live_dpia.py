@@ -1,6 +1,7 @@
 """The live DPIA (the aggregator's ~/generate_dpia service): every other DPIA node's parameters are read through its
 /<node>/get_parameters service, as `ros2 param get` does, and the document is built by core/compliance.py. The
 calls are awaited, so the executor keeps serving meanwhile (in composed mode it serves the nodes being asked)."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,14 @@ class LiveDpia:
     def __init__(self, host: Node, audit_append) -> None:
         self.host, self.audit_append = host, audit_append
         # Created once, so that discovery has matched them with the nodes' services by the time a DPIA is asked for.
-        self.clients = {name: (host.create_client(ListParameters, f"/{name}/list_parameters"),
-                               host.create_client(GetParameters, f"/{name}/get_parameters"))
-                        for name in DPIA_NODES if name != host.get_name()}
+        self.clients = {
+            name: (
+                host.create_client(ListParameters, f"/{name}/list_parameters"),
+                host.create_client(GetParameters, f"/{name}/get_parameters"),
+            )
+            for name in DPIA_NODES
+            if name != host.get_name()
+        }
         host.create_service(GenerateDpia, "~/generate_dpia", self.generate)
 
     async def generate(self, request: GenerateDpia.Request, response: GenerateDpia.Response) -> GenerateDpia.Response:
@@ -38,13 +44,20 @@ class LiveDpia:
             values = await self.read_parameters(name)
             if values is not None:
                 params[name] = values
-        topics = {name: list(types) for name, types in self.host.get_topic_names_and_types()
-                  if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))}
-        facts = system_facts(dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live")
+        topics = {
+            name: list(types)
+            for name, types in self.host.get_topic_names_and_types()
+            if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))
+        }
+        facts = system_facts(
+            dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live"
+        )
         dpia = build_dpia(params, facts)
         missing = sorted(set(DPIA_NODES) - set(params))
         response.success = True
-        response.message = f"nodes not answering (their settings are missing from the document): {missing}" if missing else "complete"
+        response.message = (
+            f"nodes not answering (their settings are missing from the document): {missing}" if missing else "complete"
+        )
         response.document = render_markdown(dpia) if fmt == "markdown" else dpia_json(dpia)
         self.audit_append("dpia_generated", format=fmt, risks=len(dpia["risks"]), missing_nodes=missing)
         return response

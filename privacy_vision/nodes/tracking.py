@@ -1,4 +1,5 @@
 """Tracking node: motion-only ByteTrack association, foot points projected to floor metres."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -27,17 +28,29 @@ BACKEND_TUNED = -1.0
 SCORE_THRESHOLDS = ("track_thresh", "new_track_thresh")
 
 TRACKER_PARAMETERS = {
-    "track_thresh": ("detections at or above this score are matched first (ByteTrack high set); "
-                     "-1 = the value tuned for the detector backend named on /detections", -1.0, 1.0),
+    "track_thresh": (
+        "detections at or above this score are matched first (ByteTrack high set); "
+        "-1 = the value tuned for the detector backend named on /detections",
+        -1.0,
+        1.0,
+    ),
     "low_thresh": ("detections below this score are ignored", 0.0, 1.0),
-    "new_track_thresh": ("an unmatched detection starts a track at or above this score; "
-                         "-1 = the value tuned for the detector backend named on /detections", -1.0, 1.0),
+    "new_track_thresh": (
+        "an unmatched detection starts a track at or above this score; "
+        "-1 = the value tuned for the detector backend named on /detections",
+        -1.0,
+        1.0,
+    ),
     "match_iou": ("minimum IoU of the first association", 0.01, 0.99),
     "low_match_iou": ("minimum IoU of the low-score association", 0.01, 0.99),
     "min_hits": ("matches before a track is confirmed (tentative tracks are never counted)", 1, 100),
     "track_buffer_s": ("seconds a lost track is kept for re-association", 0.0, 60.0),
     "velocity_window_s": ("floor velocity is fitted over this many seconds of positions", 0.1, 10.0),
-    "reassociation_m": ("a lost track takes an unmatched detection this close on the floor, metres (0 = off)", 0.0, 10.0),
+    "reassociation_m": (
+        "a lost track takes an unmatched detection this close on the floor, metres (0 = off)",
+        0.0,
+        10.0,
+    ),
 }
 
 
@@ -48,11 +61,22 @@ class TrackingNode(PrivacyVisionNode):
         super().__init__("tracking", **node_options)
 
     def configure(self) -> None:
-        homography_file = self.declare("homography_file", "", "YAML with 'homography' (3x3 image->floor) or 'pairs' [u, v, x_m, y_m]", read_only=True)
-        homography_values = self.declare("homography", [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                                         "3x3 image->floor matrix, used when homography_file is empty", read_only=True)
+        homography_file = self.declare(
+            "homography_file",
+            "",
+            "YAML with 'homography' (3x3 image->floor) or 'pairs' [u, v, x_m, y_m]",
+            read_only=True,
+        )
+        homography_values = self.declare(
+            "homography",
+            [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            "3x3 image->floor matrix, used when homography_file is empty",
+            read_only=True,
+        )
         try:
-            homography = load_homography(homography_file) if homography_file else Homography.from_values(homography_values)
+            homography = (
+                load_homography(homography_file) if homography_file else Homography.from_values(homography_values)
+            )
         except ConfigError as error:
             raise StartupError(self.get_name(), str(error)) from None
         defaults = TrackerSettings()
@@ -60,8 +84,9 @@ class TrackingNode(PrivacyVisionNode):
         for f in fields(TrackerSettings):
             description, minimum, maximum = TRACKER_PARAMETERS[f.name]
             default = getattr(defaults, f.name)
-            values[f.name] = self.declare(f.name, BACKEND_TUNED if default is None else default, description,
-                                          minimum=minimum, maximum=maximum)
+            values[f.name] = self.declare(
+                f.name, BACKEND_TUNED if default is None else default, description, minimum=minimum, maximum=maximum
+            )
         try:
             self.tracker = ByteTracker(tracker_settings(values), homography)
         except ValueError as error:
@@ -76,7 +101,9 @@ class TrackingNode(PrivacyVisionNode):
 
     def _settings_after(self, updates: dict[str, Any]) -> TrackerSettings:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
-        current = {name: BACKEND_TUNED if value is None else value for name, value in self.tracker.settings.__dict__.items()}
+        current = {
+            name: BACKEND_TUNED if value is None else value for name, value in self.tracker.settings.__dict__.items()
+        }
         return tracker_settings({**current, **known})
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
@@ -100,18 +127,28 @@ class TrackingNode(PrivacyVisionNode):
         self.frames += 1
         out = Tracks(header=message.header, image_width=message.image_width, image_height=message.image_height)
         out.tracks = [
-            Track(track_id=t.track_id, state=int(t.state), x_m=t.floor_xy[0], y_m=t.floor_xy[1],
-                  vx_mps=t.floor_velocity[0], vy_mps=t.floor_velocity[1],
-                  box=[float(v) for v in t.box], age_frames=t.age_frames)
+            Track(
+                track_id=t.track_id,
+                state=int(t.state),
+                x_m=t.floor_xy[0],
+                y_m=t.floor_xy[1],
+                vx_mps=t.floor_velocity[0],
+                vy_mps=t.floor_velocity[1],
+                box=[float(v) for v in t.box],
+                age_frames=t.age_frames,
+            )
             for t in tracks
         ]
         self.publisher.publish(out)
 
     def personal_data_summary(self) -> dict:
         states = [TrackState(t.state).name.lower() for t in self.tracker.tracks]
-        return {"holds_personal_data": bool(states), "live_tracks": {s: states.count(s) for s in sorted(set(states))},
-                "categories": "motion-only tracks in memory: box, floor position and velocity; no appearance features",
-                "retention": f"a lost track is dropped after {self.tracker.settings.track_buffer_s} s"}
+        return {
+            "holds_personal_data": bool(states),
+            "live_tracks": {s: states.count(s) for s in sorted(set(states))},
+            "categories": "motion-only tracks in memory: box, floor position and velocity; no appearance features",
+            "retention": f"a lost track is dropped after {self.tracker.settings.track_buffer_s} s",
+        }
 
     def erase_personal_data(self) -> dict:
         count = len(self.tracker.tracks)
@@ -128,7 +165,8 @@ class TrackingNode(PrivacyVisionNode):
             report["frames_dropped_unknown_backend"] = self.unreadable_frames
         if self.backend:
             report["score_thresholds"] = "track {} / new track {} for {}".format(
-                *self.tracker.settings.score_thresholds(self.backend), self.backend)
+                *self.tracker.settings.score_thresholds(self.backend), self.backend
+            )
         self.publish_diagnostic(ERROR if self.unreadable_frames else OK, "tracking", report)
 
 
@@ -137,8 +175,12 @@ def tracker_settings(values: dict[str, Any]) -> TrackerSettings:
     for name in SCORE_THRESHOLDS:
         if values[name] < 0 and values[name] != BACKEND_TUNED:
             raise ValueError(f"{name} must be -1 (the value tuned for the detector backend) or a score in [0, 1]")
-    return TrackerSettings(**{name: None if name in SCORE_THRESHOLDS and value == BACKEND_TUNED else value
-                              for name, value in values.items()})
+    return TrackerSettings(
+        **{
+            name: None if name in SCORE_THRESHOLDS and value == BACKEND_TUNED else value
+            for name, value in values.items()
+        }
+    )
 
 
 NODE_CLASS = TrackingNode  # what node_main runs for this graph node, alone or composed

@@ -1,4 +1,5 @@
 """Uplink node: zone analytics → durable outbox → pinned, signed HTTPS to the ingest. Nothing else leaves."""
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,30 @@ def release_from_message(message: ZoneAnalytics) -> Release:
     format is wire_from_release's."""
     p = message.privacy
     return Release(
-        release_id=message.release_id, zone_id=message.zone_id, tier=message.tier,
-        period_start_s=stamp_to_seconds(message.period_start), period_end_s=stamp_to_seconds(message.period_end),
-        complete=message.complete, below_k=message.below_k, occupancy=message.occupancy,
+        release_id=message.release_id,
+        zone_id=message.zone_id,
+        tier=message.tier,
+        period_start_s=stamp_to_seconds(message.period_start),
+        period_end_s=stamp_to_seconds(message.period_end),
+        complete=message.complete,
+        below_k=message.below_k,
+        occupancy=message.occupancy,
         direction_counts=dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
         dwell_counts=dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
-        entries=message.entries, exits=message.exits, entries_today=message.entries_today,
-        mechanism=p.mechanism, privacy_unit=p.privacy_unit, epsilon_cell=p.epsilon_cell, epsilon_track_day=p.epsilon_track_day,
-        delta_track_day=p.delta_track_day, cells_per_day=p.cells_per_day, window_s=p.window_s, k=p.k, mode=p.mode,
-        epsilon_spent_today=p.epsilon_spent_today, daily_epsilon_cap=p.daily_epsilon_cap,
+        entries=message.entries,
+        exits=message.exits,
+        entries_today=message.entries_today,
+        mechanism=p.mechanism,
+        privacy_unit=p.privacy_unit,
+        epsilon_cell=p.epsilon_cell,
+        epsilon_track_day=p.epsilon_track_day,
+        delta_track_day=p.delta_track_day,
+        cells_per_day=p.cells_per_day,
+        window_s=p.window_s,
+        k=p.k,
+        mode=p.mode,
+        epsilon_spent_today=p.epsilon_spent_today,
+        daily_epsilon_cap=p.daily_epsilon_cap,
         epsilon_by_metric=dict(zip(p.metric_names, p.metric_epsilons)),
     )
 
@@ -52,18 +68,49 @@ class UplinkNode(PrivacyVisionNode):
         super().__init__("uplink", **node_options)
 
     def configure(self) -> None:
-        url = self.declare("ingest_url", "https://127.0.0.1:8443/v1/releases", "HTTPS endpoint of the ingest", read_only=True)
-        pins = self.declare("pins", [""], "SHA-256 SPKI pins (base64) of the ingest key: primary and backup", read_only=True)
-        ca_file = self.declare("ca_file", "", "CA certificate that signed the ingest certificate (empty: system CAs)", read_only=True)
-        device_id = self.declare("device_id", "device-1", "device identity sent with every signed request", read_only=True)
+        url = self.declare(
+            "ingest_url", "https://127.0.0.1:8443/v1/releases", "HTTPS endpoint of the ingest", read_only=True
+        )
+        pins = self.declare(
+            "pins", [""], "SHA-256 SPKI pins (base64) of the ingest key: primary and backup", read_only=True
+        )
+        ca_file = self.declare(
+            "ca_file", "", "CA certificate that signed the ingest certificate (empty: system CAs)", read_only=True
+        )
+        device_id = self.declare(
+            "device_id", "device-1", "device identity sent with every signed request", read_only=True
+        )
         key_file = self.declare("key_file", "var/pki/device.key", "hex HMAC key file, mode 600", read_only=True)
-        outbox_path = self.declare("outbox_path", "var/outbox.sqlite", "SQLite outbox of unsent releases", read_only=True)
-        max_outbox = self.declare("max_outbox", 100000, "bound of the outbox; when full new releases are refused loudly", minimum=1, maximum=10_000_000, read_only=True)
-        self.retry_base_s = self.declare("retry_base_s", 0.5, "first retry delay; doubles per failure with full jitter", minimum=0.01, maximum=60.0)
+        outbox_path = self.declare(
+            "outbox_path", "var/outbox.sqlite", "SQLite outbox of unsent releases", read_only=True
+        )
+        max_outbox = self.declare(
+            "max_outbox",
+            100000,
+            "bound of the outbox; when full new releases are refused loudly",
+            minimum=1,
+            maximum=10_000_000,
+            read_only=True,
+        )
+        self.retry_base_s = self.declare(
+            "retry_base_s", 0.5, "first retry delay; doubles per failure with full jitter", minimum=0.01, maximum=60.0
+        )
         self.retry_max_s = self.declare("retry_max_s", 60.0, "longest retry delay", minimum=0.1, maximum=3600.0)
-        self.declare("ingest_retention_days", 90.0, "retention the ingest applies to releases (its --retention-days), stated in the DPIA", minimum=0.0, maximum=36500.0, read_only=True)
-        self.drain_timeout_s = self.declare("drain_timeout_s", DRAIN_TIMEOUT_S, "at shutdown, keep sending queued releases this long (what "
-                                            "is left stays in the outbox for the next start)", minimum=0.0, maximum=600.0)
+        self.declare(
+            "ingest_retention_days",
+            90.0,
+            "retention the ingest applies to releases (its --retention-days), stated in the DPIA",
+            minimum=0.0,
+            maximum=36500.0,
+            read_only=True,
+        )
+        self.drain_timeout_s = self.declare(
+            "drain_timeout_s",
+            DRAIN_TIMEOUT_S,
+            "at shutdown, keep sending queued releases this long (what is left stays in the outbox for the next start)",
+            minimum=0.0,
+            maximum=600.0,
+        )
         try:
             key = load_key_file(key_file)
             client = PinnedClient(url, [p for p in pins if p], ca_file or None, device_id, key)
@@ -71,13 +118,25 @@ class UplinkNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         self.outbox = Outbox(outbox_path, max_outbox)
         if self.outbox.recovered_from is not None:
-            self.get_logger().error(f"the outbox was not intact ({self.outbox.corruption}); moved aside for recovery to "
-                                    f"{self.outbox.recovered_from}; a new outbox was started")
-            self.audit.append("outbox_recovered", self.get_name(), reason=self.outbox.corruption[:300],
-                              moved_to=str(self.outbox.recovered_from))
+            self.get_logger().error(
+                f"the outbox was not intact ({self.outbox.corruption}); moved aside for recovery to "
+                f"{self.outbox.recovered_from}; a new outbox was started"
+            )
+            self.audit.append(
+                "outbox_recovered",
+                self.get_name(),
+                reason=self.outbox.corruption[:300],
+                moved_to=str(self.outbox.recovered_from),
+            )
         self.dpia_parameters = {"ingest_url", "pins", "device_id", "max_outbox", "ingest_retention_days"}
-        self.sender = Sender(self.outbox, client, self.retry_base_s, self.retry_max_s, on_delivered=self._audit_sent,
-                             on_outage=self._audit_outage)
+        self.sender = Sender(
+            self.outbox,
+            client,
+            self.retry_base_s,
+            self.retry_max_s,
+            on_delivered=self._audit_sent,
+            on_outage=self._audit_outage,
+        )
         self.refused = 0
         self.refusing = ""
         self._wake = threading.Event()
@@ -94,13 +153,18 @@ class UplinkNode(PrivacyVisionNode):
             raise ValueError("retry_base_s must not exceed retry_max_s")
 
     def apply_parameters(self, updates: dict[str, Any]) -> None:
-        self.sender.base_delay_s, self.sender.max_delay_s = self.get_parameter("retry_base_s").value, self.get_parameter("retry_max_s").value
+        self.sender.base_delay_s, self.sender.max_delay_s = (
+            self.get_parameter("retry_base_s").value,
+            self.get_parameter("retry_max_s").value,
+        )
         self.drain_timeout_s = self.get_parameter("drain_timeout_s").value
 
     def _on_release(self, message: ZoneAnalytics) -> None:
         """Store the release, or refuse it loudly (outbox full, disk failing, invalid); never crash the node."""
         if self._outbox_closed:
-            self.get_logger().error(f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored")
+            self.get_logger().error(
+                f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored"
+            )
             return
         try:
             release = wire_from_release(release_from_message(message))
@@ -109,7 +173,11 @@ class UplinkNode(PrivacyVisionNode):
             self.refused += 1
             self.refusing = str(error)
             self.get_logger().error(f"release refused: {error} ({self.refused} refused so far)")
-            self.publish_diagnostic(ERROR, "release refused", {"refused": self.refused, "queued": self.outbox.size(), "reason": self.refusing})
+            self.publish_diagnostic(
+                ERROR,
+                "release refused",
+                {"refused": self.refused, "queued": self.outbox.size(), "reason": self.refusing},
+            )
             return
         self.refusing = ""
         self._wake.set()
@@ -120,10 +188,21 @@ class UplinkNode(PrivacyVisionNode):
 
     def _audit_sent(self, item) -> None:
         release = json.loads(item.body)
-        self.audit.append("release_sent", self.get_name(), release_id=release["release_id"], zone=release["zone_id"],
-                          tier=release["tier"], period_start_s=release["period_start_s"], period_end_s=release["period_end_s"],
-                          below_k=release["below_k"], mechanism=release["mechanism"], epsilon_cell=release["epsilon_cell"],
-                          epsilon_track_day=release["epsilon_track_day"], k=release["k"], privacy_unit=release["privacy_unit"])
+        self.audit.append(
+            "release_sent",
+            self.get_name(),
+            release_id=release["release_id"],
+            zone=release["zone_id"],
+            tier=release["tier"],
+            period_start_s=release["period_start_s"],
+            period_end_s=release["period_end_s"],
+            below_k=release["below_k"],
+            mechanism=release["mechanism"],
+            epsilon_cell=release["epsilon_cell"],
+            epsilon_track_day=release["epsilon_track_day"],
+            k=release["k"],
+            privacy_unit=release["privacy_unit"],
+        )
 
     def _audit_outage(self, outage: bool, error: str) -> None:
         if outage:
@@ -141,14 +220,24 @@ class UplinkNode(PrivacyVisionNode):
             level, message = ERROR, f"new releases refused: {self.refusing}"
         elif self.outbox.recovered_from is not None and level != ERROR:
             level, message = ERROR, f"outbox was not intact; moved aside to {self.outbox.recovered_from}"
-        self.publish_diagnostic(level, message, {"delivered": self.sender.delivered, "queued": self.outbox.size(),
-                                                 "failures": self.sender.failures, "refused": self.refused,
-                                                 "dead_lettered": self.sender.dead_lettered,
-                                                 "last_error": self.sender.last_error})
+        self.publish_diagnostic(
+            level,
+            message,
+            {
+                "delivered": self.sender.delivered,
+                "queued": self.outbox.size(),
+                "failures": self.sender.failures,
+                "refused": self.refused,
+                "dead_lettered": self.sender.dead_lettered,
+                "last_error": self.sender.last_error,
+            },
+        )
 
     def activate(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self.sender.run, args=(self._stop, self._wake, self._log), name="uplink-sender", daemon=True)
+        self._thread = threading.Thread(
+            target=self.sender.run, args=(self._stop, self._wake, self._log), name="uplink-sender", daemon=True
+        )
         self._thread.start()
 
     def deactivate(self) -> None:
@@ -163,7 +252,9 @@ class UplinkNode(PrivacyVisionNode):
         then close the outbox; what is left is sent at the next start (the ingest stores each release once)."""
         self.destroy_timer(self._report_timer)
         if self._thread is not None and self._thread.is_alive():
-            self.get_logger().warning("a delivery is still in progress; the outbox is left open for it (SQLite WAL keeps it consistent)")
+            self.get_logger().warning(
+                "a delivery is still in progress; the outbox is left open for it (SQLite WAL keeps it consistent)"
+            )
             return
         deadline = time.monotonic() + self.drain_timeout_s
         while self.outbox.size() and time.monotonic() < deadline:
