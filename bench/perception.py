@@ -8,6 +8,8 @@
    and occupancy error on a zone inside the annotated area, against MOT15 PETS09-S2L1 ground truth.
 3. speed: a bare OpenCV read+detect loop vs the six-node graph with a camera node and with in-process capture; per-node
    CPU and memory; latency from frame capture to track.
+4. latency: only the 10 fps latency runs, repeated (--latency-repeats) for each layout in turn, so one load spike
+   does not decide a p99.
 """
 
 from __future__ import annotations
@@ -559,6 +561,25 @@ def write_plot(plots: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def latency_benchmark(report: list[str], labels: list[str], repeats: int, frames: int) -> None:
+    report.append(f"## 4. Latency at the source's 10 fps, {repeats} repeats per layout ({frames} frames each)\n")
+    report.append(
+        "Capture stamp → /tracks arrival, median / p99 per run; the layouts alternate within each repeat, so drift in "
+        "the machine's load falls on all of them.\n"
+    )
+    report.append("| backend | repeat | " + " | ".join(layout for layout, _, _ in GRAPH_LAYOUTS) + " |")
+    report.append("|---|---:|" + "---:|" * len(GRAPH_LAYOUTS))
+    for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
+        for repeat in range(1, repeats + 1):
+            cells = []
+            for layout, capture, composed in GRAPH_LAYOUTS:
+                run = graph_run(10.0, frames, backend, model, capture, composed)
+                cells.append(f"{run['latency_median_ms']:.1f} / {run['latency_p99_ms']:.1f} ms")
+                print(f"[latency] {label}, {layout}, repeat {repeat}: {cells[-1]}", flush=True)
+            report.append(f"| {label} | {repeat} | " + " | ".join(cells) + " |")
+    report.append("")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_out")
@@ -574,6 +595,7 @@ def main() -> int:
     parser.add_argument(
         "--speed-realtime-frames", type=int, default=300, help="frames of each run at the source's 10 fps (latency)"
     )
+    parser.add_argument("--latency-repeats", type=int, default=3, help="repeats of each layout in the latency part")
     args = parser.parse_args()
     if not MOT15.is_dir():
         print(f"{MOT15} not found: the benchmarks need ../shared beside the repository", file=sys.stderr)
@@ -592,6 +614,8 @@ def main() -> int:
         pets_benchmark(report, plots)
     if "speed" in parts:
         speed_benchmark(report, args.speed_backends.split(","), args.speed_seconds, args.speed_realtime_frames)
+    if "latency" in parts:
+        latency_benchmark(report, args.speed_backends.split(","), args.latency_repeats, args.speed_realtime_frames)
     write_plot(plots, out / "perception.png")
     (out / "perception.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))
