@@ -283,20 +283,30 @@ def occupancy_per_window(rows: list[tuple]) -> dict[int, int]:
     return {w: len(ids) for w, ids in windows.items()}
 
 
+def pets_ground_truth() -> np.ndarray:
+    """MOT15 PETS09-S2L1 annotations that count (column 7 non-zero)."""
+    gt = np.loadtxt(MOT15 / "PETS09-S2L1/gt/gt.txt", delimiter=",", ndmin=2)
+    return gt[gt[:, 6] != 0]
+
+
+def people_per_frame(frames, n_frames: int | None = None) -> np.ndarray:
+    """Rows per 1-based frame number, frames 1..n_frames (default: up to the last frame given)."""
+    frames = np.asarray(frames, dtype=int)
+    n_frames = int(frames.max()) if n_frames is None else n_frames
+    return np.bincount(frames, minlength=n_frames + 1)[1 : n_frames + 1]
+
+
 def pets_benchmark(report: list[str], plots: dict) -> None:
     print("[pets] end to end on vtest.avi", flush=True)
-    gt = np.loadtxt(MOT15 / "PETS09-S2L1/gt/gt.txt", delimiter=",", ndmin=2)
-    gt = gt[gt[:, 6] != 0]
-    n_frames = int(gt[:, 0].max())
-    true_counts = np.bincount(gt[:, 0].astype(int), minlength=n_frames + 1)[1:]
+    gt = pets_ground_truth()
+    true_counts = people_per_frame(gt[:, 0])
+    n_frames = len(true_counts)
     true_occupancy = occupancy_per_window([(int(r[0]), int(r[1]), r[7], r[8]) for r in gt])
     results, curves = {}, {"ground truth": true_counts}
     track_rows = {}
     for backend in pets_backends():
         image_rows, floor_rows, timings = run_pets(backend)
-        counts = np.zeros(n_frames, dtype=int)
-        for row in image_rows:
-            counts[row[0] - 1] += 1
+        counts = people_per_frame([row[0] for row in image_rows], n_frames)
         occupancy = occupancy_per_window(floor_rows)
         windows = sorted(true_occupancy)
         errors = [abs(occupancy.get(w, 0) - true_occupancy[w]) for w in windows]
@@ -474,6 +484,10 @@ GRAPH_LAYOUTS = (
 )
 
 
+def selected_backends(labels: list[str]) -> list[tuple[str, str, str]]:
+    return [row for row in SPEED_BACKENDS if row[0] in labels]
+
+
 def speed_benchmark(report: list[str], labels: list[str], seconds: float, realtime_frames: int) -> None:
     report.append("## 3. Speed (each backend: three graph layouts, each right after its own bare loop, in one run)\n")
     report.append(
@@ -488,7 +502,7 @@ def speed_benchmark(report: list[str], labels: list[str], seconds: float, realti
     )
     report.append("|---|---|---:|---:|---:|---:|---:|")
     node_tables = []
-    for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
+    for label, backend, model in selected_backends(labels):
         print(f"[speed] {label}: bare loop vs " + ", ".join(layout for layout, _, _ in GRAPH_LAYOUTS), flush=True)
         # The bare loop runs right before each graph layout, so a ratio compares two runs minutes apart at most
         # on a machine whose load drifts; the load average at each bare run is reported beside it.
@@ -569,7 +583,7 @@ def latency_benchmark(report: list[str], labels: list[str], repeats: int, frames
     )
     report.append("| backend | repeat | " + " | ".join(layout for layout, _, _ in GRAPH_LAYOUTS) + " |")
     report.append("|---|---:|" + "---:|" * len(GRAPH_LAYOUTS))
-    for label, backend, model in (row for row in SPEED_BACKENDS if row[0] in labels):
+    for label, backend, model in selected_backends(labels):
         for repeat in range(1, repeats + 1):
             cells = []
             for layout, capture, composed in GRAPH_LAYOUTS:

@@ -28,6 +28,8 @@ from perception import (
     REPO,
     detect_video,
     frame_rate,
+    people_per_frame,
+    pets_ground_truth,
     pets_video,
     track_video,
     trackeval_scores,
@@ -42,16 +44,6 @@ GRID_MIN_HITS = (3, 5)
 SCORES = ("PETS MOTA", "PETS IDF1", "TUD MOTA", "TUD IDF1")
 
 
-def pets_count_mae(image_rows: list[tuple]) -> float:
-    """Mean |confirmed tracks updated in a frame − annotated people| over the PETS frames."""
-    gt = np.loadtxt(MOT15 / "PETS09-S2L1/gt/gt.txt", delimiter=",", ndmin=2)
-    gt = gt[gt[:, 6] != 0]
-    n_frames = int(gt[:, 0].max())
-    truth = np.bincount(gt[:, 0].astype(int), minlength=n_frames + 1)[1:]
-    counts = np.bincount([row[0] for row in image_rows], minlength=n_frames + 1)[1 : n_frames + 1]
-    return float(np.mean(np.abs(counts - truth)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="yolox", choices=("yolox", "tflite", "hog"))
@@ -64,6 +56,7 @@ def main() -> int:
     print(f"[tune] detecting with {args.backend} on {', '.join(videos)}", flush=True)
     detections = {name: detect_video(args.backend, video)[0] for name, (video, _, _) in videos.items()}
     all_scores = np.concatenate([scores for frames in detections.values() for _, scores in frames])
+    true_counts = people_per_frame(pets_ground_truth()[:, 0])
     results, count_mae = {}, {}
     for track, margin, hits in itertools.product(GRID_TRACK, GRID_NEW_TRACK_MARGIN, GRID_MIN_HITS):
         new_track = round(track + margin, 2)
@@ -76,7 +69,8 @@ def main() -> int:
             for name, (_, fps, homography) in videos.items()
         }
         results[label] = rows
-        count_mae[label] = pets_count_mae(rows["PETS09-S2L1"])
+        counts = people_per_frame([row[0] for row in rows["PETS09-S2L1"]], len(true_counts))
+        count_mae[label] = float(np.mean(np.abs(counts - true_counts)))  # confirmed tracks vs annotated people
     print(f"[tune] scoring {len(results)} grid points with TrackEval", flush=True)
     scores = trackeval_scores(results, tuple(videos))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,7 @@ class TrackingNode(PrivacyVisionNode):
                 f.name, BACKEND_TUNED if default is None else default, description, minimum=minimum, maximum=maximum
             )
         try:
-            self.tracker = ByteTracker(tracker_settings(values), homography)
+            self.tracker = ByteTracker(TrackerSettings(**settings_values(values)), homography)
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.backend = ""  # the detector backend of the last /detections message
@@ -101,10 +101,7 @@ class TrackingNode(PrivacyVisionNode):
 
     def _settings_after(self, updates: dict[str, Any]) -> TrackerSettings:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
-        current = {
-            name: BACKEND_TUNED if value is None else value for name, value in self.tracker.settings.__dict__.items()
-        }
-        return tracker_settings({**current, **known})
+        return replace(self.tracker.settings, **settings_values(known))
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         self._settings_after(updates).validate()
@@ -170,17 +167,16 @@ class TrackingNode(PrivacyVisionNode):
         self.publish_diagnostic(ERROR if self.unreadable_frames else OK, "tracking", report)
 
 
-def tracker_settings(values: dict[str, Any]) -> TrackerSettings:
-    """Parameter values → settings; a score threshold of -1 means the backend's tuned value, other negatives are refused."""
+def settings_values(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameter values → TrackerSettings fields: a score threshold of -1 is None (the backend's tuned value);
+    other negative thresholds are refused."""
     for name in SCORE_THRESHOLDS:
-        if values[name] < 0 and values[name] != BACKEND_TUNED:
+        if name in parameters and parameters[name] < 0 and parameters[name] != BACKEND_TUNED:
             raise ValueError(f"{name} must be -1 (the value tuned for the detector backend) or a score in [0, 1]")
-    return TrackerSettings(
-        **{
-            name: None if name in SCORE_THRESHOLDS and value == BACKEND_TUNED else value
-            for name, value in values.items()
-        }
-    )
+    return {
+        name: None if name in SCORE_THRESHOLDS and value == BACKEND_TUNED else value
+        for name, value in parameters.items()
+    }
 
 
 NODE_CLASS = TrackingNode  # what node_main runs for this graph node, alone or composed
