@@ -9,16 +9,19 @@ import subprocess
 import time
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from privacy_vision.core.aggregator import Release
+from privacy_vision.core.audit import read_entries, verify
 from privacy_vision.core.contributions import TIERS
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, wire_from_release
 from privacy_vision.nodes.aggregator import message_from_release
 from privacy_vision.nodes.uplink import release_from_message
 from privacy_vision_msgs.msg import ZoneAnalytics
-from testkit.core import free_domain_id, start_node, stop
+from testkit.core import fill_up, free_domain_id, start_node, stop
 from testkit.ingest import IngestThread
 from testkit.ros import RELIABLE_QOS_FOR_TESTS, RosProbe
 
@@ -56,6 +59,8 @@ class UplinkUnderTest:
         self.domain = free_domain_id()
         self.probe = RosProbe(self.domain)
         self.publisher = self.probe.node.create_publisher(ZoneAnalytics, "zone_analytics", RELIABLE_QOS_FOR_TESTS)
+        self.health: DiagnosticStatus | None = None  # the uplink's latest /diagnostics status
+        self.probe.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -70,6 +75,7 @@ class UplinkUnderTest:
                 "pins": f"[{pins}]",
                 "ca_file": str(self.pki.ca_cert),
                 "key_file": str(self.pki.device_key),
+                "audit_key_file": str(self.pki.audit_key),
                 "device_id": "dev-1",
                 "outbox_path": str(self.tmp / "outbox.sqlite"),
                 "retry_base_s": 0.05,
@@ -84,6 +90,13 @@ class UplinkUnderTest:
         for message in messages:
             self.publisher.publish(message)
         self.probe.spin_for(0.5)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        self.health = next((status for status in message.status if status.hardware_id == "uplink"), self.health)
+
+    def health_value(self, key: str) -> int:
+        values = {kv.key: kv.value for kv in self.health.values} if self.health is not None else {}
+        return int(values.get(key, -1))
 
     def log(self) -> str:
         return "\n".join((self.tmp / f"uplink-{i}.log").read_text() for i in range(1, self.starts + 1))
@@ -213,3 +226,60 @@ def test_empty_outbox_file_is_moved_aside_reported_and_replaced(tmp_path):
     finally:
         uplink.close()
         server.stop()
+
+
+def delivered_despite_a_failing_audit_log(tmp_path, break_audit, repair_audit) -> None:
+    """Finding 3 through the node and its real audit hook: one release goes out, the audit log breaks, ten more are
+    queued; /diagnostics must say ERROR while the sender keeps retrying, and once the log is repaired the ten go out
+    with no restart, each with its audit entry."""
+    port = free_port()
+    uplink = UplinkUnderTest(tmp_path, port)
+    server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
+    messages = [analytics(i) for i in range(11)]
+    try:
+        uplink.start()
+        uplink.publish(messages[:1])
+        assert wait_for(lambda: server.store.count() == 1, 30.0), uplink.log()
+        break_audit()
+        uplink.publish(messages[1:])
+        assert uplink.probe.spin_until(
+            lambda: uplink.health.level == DiagnosticStatus.ERROR and uplink.health_value("failures") >= 2, 30.0
+        ), uplink.log()
+        failures = uplink.health_value("failures")
+        # retrying for real: the thread lives and keeps failing (retry_max_s 0.5), nothing is acknowledged
+        assert uplink.probe.spin_until(lambda: uplink.health_value("failures") >= failures + 3, 30.0), uplink.log()
+        assert uplink.health.level == DiagnosticStatus.ERROR and uplink.health_value("queued") == 10
+        repair_audit()
+        assert uplink.probe.spin_until(lambda: uplink.health_value("queued") == 0, 30.0), uplink.log()
+        assert uplink.process.poll() is None and uplink.starts == 1
+    finally:
+        uplink.close()
+        server.stop()
+    assert server.store.count() == 11
+    key = load_key_file(uplink.pki.audit_key)
+    assert verify(tmp_path / "audit", key).ok, verify(tmp_path / "audit", key)
+    sent = {entry["data"]["release_id"] for entry in read_entries(tmp_path / "audit", key, "release_sent")}
+    assert sent == {m.release_id for m in messages}
+    assert read_entries(tmp_path / "audit", key, "uplink_failure")  # the outage itself is on record
+
+
+def test_finding_3_a_tampered_audit_head_is_retried_by_the_node_until_repaired(tmp_path):
+    """The tampered head used to end the sender thread: ERROR "retrying" on /diagnostics, yet 0 of 10 queued releases
+    went out after the head was restored byte for byte, until a restart."""
+    head = tmp_path / "audit" / "audit.head"
+    intact: list[bytes] = []
+
+    def tamper() -> None:
+        intact.append(head.read_bytes())
+        head.write_bytes(intact[0].replace(b'"seq": ', b'"seq": 9'))  # the MAC no longer matches: append() refuses
+
+    delivered_despite_a_failing_audit_log(tmp_path, tamper, lambda: head.write_bytes(intact[0]))
+
+
+def test_finding_3_a_full_audit_disk_is_retried_by_the_node_until_space_returns(tmp_path, small_audit_disk):
+    """The audit folder on its own small file system, filled up: 161 releases used to stay stuck until a restart,
+    and the half-written last line made `audit verify` report BROKEN for good (finding 4)."""
+    fillers: list = []
+    delivered_despite_a_failing_audit_log(
+        tmp_path, lambda: fillers.append(fill_up(small_audit_disk)), lambda: fillers[0].unlink()
+    )
