@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, RequestRejected
+from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, SEQUENCE_WINDOW, RequestRejected, highest_sequence
 from privacy_vision.core.release_schema import WireRelease
 
 NONCE_KEEP_S = 3 * MAX_CLOCK_SKEW_S  # a nonce older than the accepted clock skew can never be replayed successfully
@@ -45,9 +45,11 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
 )
 _INSERT_NONCE = "INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1"
+# A stored sequence above the highest one acceptable now (protocol.highest_sequence) was never sent by an honest
+# device (an old ingest accepted 2**63 - 1): it yields to the next valid one instead of blocking the device for good.
 _RAISE_SEQUENCE = (
     "INSERT INTO sequences VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence"
-    " WHERE sequences.last_sequence < excluded.last_sequence RETURNING 1"
+    " WHERE sequences.last_sequence < excluded.last_sequence OR sequences.last_sequence > ? RETURNING 1"
 )
 _INSERT_RELEASE = "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO NOTHING"
 
@@ -135,12 +137,19 @@ class ReleaseStore:
         pass); only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT
         NULL failures).
         """
+        highest = highest_sequence(now_s)
+        if sequence > highest:
+            raise RequestRejected(
+                400,
+                f"sequence {sequence} is above {highest}, the highest accepted now (the server clock in µs, plus "
+                f"{MAX_CLOCK_SKEW_S} s of clock skew, plus {SEQUENCE_WINDOW})",
+            )
         with self._lock:
             self._db.execute(self.dialect.begin)
             try:
                 if self._db.execute(self.dialect.insert_nonce, (device_id, nonce, now_s)).fetchone() is None:
                     raise RequestRejected(409, "replayed request: nonce already used")
-                if self._db.execute(self.dialect.raise_sequence, (device_id, sequence)).fetchone() is None:
+                if self._db.execute(self.dialect.raise_sequence, (device_id, sequence, highest)).fetchone() is None:
                     last = int(self._one("SELECT last_sequence FROM sequences WHERE device_id = ?", (device_id,))[0])
                     raise RequestRejected(
                         409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last

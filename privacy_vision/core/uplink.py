@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from privacy_vision.core.pki import spki_pin_of_certificate_der
-from privacy_vision.core.protocol import sign_request
+from privacy_vision.core.protocol import MAX_SEQUENCE, SEQUENCE_WINDOW, sign_request
 
 
 class PinMismatch(ssl.SSLError):
@@ -433,6 +433,11 @@ class Sender:
                 self.last_error = f"release {item.release_id} rejected for good ({result.status}: {result.detail[:200]}); kept in the dead-letter table"
                 continue
             if result.status == 409 and (last := _last_sequence(result.detail)) is not None:
+                if last >= MAX_SEQUENCE - SEQUENCE_WINDOW:  # following it would overflow the counter's int64
+                    return self._failed(
+                        f"the ingest holds sequence {last} for this device, beyond any it can send above; "
+                        "the ingest must be updated (it now refuses such sequences and lets them lapse)"
+                    )
                 self.outbox.advance_sequence(last)
                 continue
             return self._failed(f"release {item.release_id}: status {result.status}: {result.detail[:200]}")
