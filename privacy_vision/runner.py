@@ -30,7 +30,8 @@ from privacy_vision.core.graph import (
     source_node,
     state_paths,
 )
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, read_pins
+from privacy_vision.core.registration import registered_values, write_registration
 from privacy_vision.monitor import GraphMonitor
 
 _PR_SET_PDEATHSIG = 1
@@ -197,6 +198,7 @@ class GraphRunner:
             )
         if not pki.analyst_token(DEMO_ANALYST).is_file():
             issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
+        device_key = self._provision_device(pki)
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
         self.ingest = ManagedProcess(
@@ -214,7 +216,7 @@ class GraphRunner:
                 "--db",
                 str(self.ingest_db),
                 "--device-key",
-                f"{self._device_id()}={pki.device_key}",
+                f"{self._device_id()}={device_key}",
                 "--analyst-tokens",
                 str(pki.analyst_tokens),
             ],
@@ -232,7 +234,7 @@ class GraphRunner:
             "ingest_url": f"https://127.0.0.1:{port}/v1/releases",
             "pins": f"[{pins}]",
             "ca_file": str(pki.ca_cert),
-            "key_file": str(pki.device_key),
+            "key_file": str(device_key),
             "outbox_path": str(self.state["outbox"]),
         }
         # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
@@ -311,6 +313,18 @@ class GraphRunner:
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
+
+    def _provision_device(self, pki: PkiPaths) -> Path:
+        """The device's own key (pki/devices/DEVICE.key, kept across runs) and, registered beside it for the local
+        ingest, the privacy configuration of this run (params.yaml with the --set overrides)."""
+        device = self._device_id()
+        try:
+            key, _ = create_device_key(pki, device)
+            values = registered_values(self.options.config_dir / "params.yaml", self.options.overrides)
+        except ValueError as error:
+            raise RunError(str(error)) from None
+        write_registration(pki.device_registration(device), device, values, "privacy-vision run")
+        return key
 
     def _wait_for_ingest_port(self, timeout_s: float = 20.0) -> int:
         assert self.ingest is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
 import pytest
@@ -72,7 +73,13 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     # the read side is open to the runner's analyst token only, and the runner says where it is
     assert "dashboard while the graph runs: https://127.0.0.1:" in output and "analyst-analyst.token" in output
     assert (var / "pki" / "analyst-analyst.token").read_text().startswith("pva_")
-    assert "read API and dashboard: https://" in next((var / "logs").glob("*/ingest.log")).read_text()
+    ingest_log = next((var / "logs").glob("*/ingest.log")).read_text()
+    assert "read API and dashboard: https://" in ingest_log
+    # finding 7: the runner's device posts with its own key, and its run's configuration is registered for it
+    assert "admitting 1 devices (1 with a registered privacy configuration)" in ingest_log
+    registration = json.loads((var / "pki" / "devices" / "device-1.json").read_text())
+    assert registration["registered"]["epsilon_track_day"] == 40.0 and registration["registered"]["window_s"] == 4
+    assert (var / "pki" / "devices" / "device-1.key").read_text() != (var / "pki" / "device.key").read_text()
 
 
 def test_the_running_graph_is_the_one_described(demo_run):

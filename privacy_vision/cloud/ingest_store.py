@@ -1,7 +1,7 @@
 """Release storage of the ingest: SQLite (embedded default) or PostgreSQL (production), one code path.
 
-Both keep the per-device replay state (nonces, last sequence) in the same transaction as the release,
-so a request is either fully accepted or leaves no trace. Several ingest processes may share one
+Both keep the per-device replay state (nonces, last sequence), the cells released (one value per cell) and the
+per-device quotas in the same transaction as the release, so a request is either fully accepted or leaves no trace. Several ingest processes may share one
 database (the fleet case): the replay checks are single statements the database makes atomic (a nonce
 is inserted unless present, the sequence is raised only if higher), so the same signed request sent to
 two processes at once is accepted by exactly one, and the other gets a 409.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, SEQUENCE_WINDOW, Requ
 from privacy_vision.core.release_schema import WireRelease
 
 NONCE_KEEP_S = 3 * MAX_CLOCK_SKEW_S  # a nonce older than the accepted clock skew can never be replayed successfully
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Per-device limits; a release beyond one is refused with 429 and the reason (the device retries it later)."""
+
+    max_zones: int = 256  # distinct zones of one device among the stored releases
+    max_releases_per_day: int = 100_000  # new releases of one device per UTC day of receipt
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class _Dialect:
     purge_nonces: str
     purge_releases: str
     schema: tuple[str, ...]
+    body_tier: str  # the tier of a stored body, for the cells of releases stored before the cells table existed
 
 
 _TABLES = (
@@ -43,6 +53,30 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS nonces (device_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (device_id, nonce))",
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
+    # one release per cell of a device: a second, different value for a released cell is refused
+    "CREATE TABLE IF NOT EXISTS cells (device_id TEXT NOT NULL, zone_id TEXT NOT NULL, tier TEXT NOT NULL,"
+    " period_start DOUBLE PRECISION NOT NULL, release_id TEXT NOT NULL, PRIMARY KEY (device_id, zone_id, tier,"
+    " period_start))",
+    "CREATE TABLE IF NOT EXISTS device_zones (device_id TEXT NOT NULL, zone_id TEXT NOT NULL,"
+    " PRIMARY KEY (device_id, zone_id))",
+    "CREATE TABLE IF NOT EXISTS device_days (device_id TEXT NOT NULL, day BIGINT NOT NULL, releases BIGINT NOT NULL,"
+    " PRIMARY KEY (device_id, day))",
+)
+_INSERT_CELL = "INSERT INTO cells VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+_INSERT_ZONE = "INSERT INTO device_zones VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+_COUNT_DAY = (
+    "INSERT INTO device_days VALUES (?, ?, 1) ON CONFLICT (device_id, day) DO UPDATE SET releases ="
+    " device_days.releases + 1 RETURNING releases"
+)
+# Stores made before the cells and zones existed: their releases fill them once (the tier is only in the body).
+_BACKFILL = (
+    "INSERT INTO cells SELECT device_id, zone_id, {tier}, window_start, release_id FROM releases WHERE true"
+    " ON CONFLICT DO NOTHING",  # WHERE: SQLite's parser needs it before an upsert clause after a SELECT
+    "INSERT INTO device_zones SELECT DISTINCT device_id, zone_id FROM releases WHERE true ON CONFLICT DO NOTHING",
+)
+_PURGE_ZONES = (
+    "DELETE FROM device_zones WHERE NOT EXISTS (SELECT 1 FROM releases WHERE releases.device_id ="
+    " device_zones.device_id AND releases.zone_id = device_zones.zone_id)"
 )
 _INSERT_NONCE = "INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1"
 # A stored sequence above the highest one acceptable now (protocol.highest_sequence) was never sent by an honest
@@ -63,6 +97,7 @@ SQLITE = _Dialect(
     purge_nonces="DELETE FROM nonces WHERE seen_at < ?",
     purge_releases="DELETE FROM releases WHERE window_end < ?",
     schema=_TABLES,
+    body_tier="json_extract(body, '$.tier')",
 )
 # PostgreSQL: rows another process is deleting are skipped, so housekeeping in several processes never deadlocks.
 POSTGRES = _Dialect(
@@ -77,6 +112,7 @@ POSTGRES = _Dialect(
     purge_releases="DELETE FROM releases WHERE release_id IN (SELECT release_id FROM releases WHERE window_end < %s"
     " FOR UPDATE SKIP LOCKED)",
     schema=_TABLES,
+    body_tier="body::jsonb ->> 'tier'",
 )
 
 
@@ -119,6 +155,9 @@ class ReleaseStore:
                     self._db.execute(self.dialect.schema_lock)
                 for statement in self.dialect.schema:
                     self._db.execute(statement)
+                if self._one("SELECT COUNT(*) FROM cells", ())[0] == 0:
+                    for statement in _BACKFILL:
+                        self._db.execute(statement.format(tier=self.dialect.body_tier))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -130,12 +169,22 @@ class ReleaseStore:
     def _one(self, statement: str, args: tuple):
         return self._db.execute(self._sql(statement), args).fetchone()
 
-    def accept(self, device_id: str, nonce: str, sequence: int, release: WireRelease, body: str, now_s: float) -> str:
-        """Check replay state and store in one transaction; returns 'stored' or 'duplicate'.
+    def accept(
+        self,
+        device_id: str,
+        nonce: str,
+        sequence: int,
+        release: WireRelease,
+        body: str,
+        now_s: float,
+        quotas: Quotas = Quotas(),
+    ) -> str:
+        """Check replay state, the cell and the quotas, and store, in one transaction; returns 'stored' or 'duplicate'.
 
         Each check is one atomic statement (never a SELECT then an INSERT, which two processes can both
         pass); only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT
-        NULL failures).
+        NULL failures). A release sent again (same id, same cell) is a duplicate; another release for a cell
+        already released is refused (422); a new release beyond a quota is refused (429, retried by the device).
         """
         highest = highest_sequence(now_s)
         if sequence > highest:
@@ -154,6 +203,18 @@ class ReleaseStore:
                     raise RequestRejected(
                         409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last
                     )
+                cell = (device_id, release.zone_id, release.tier, release.period_start_s)
+                new_cell = self._one(_INSERT_CELL, (*cell, release.release_id)) is not None
+                if not new_cell:
+                    held = self._one(
+                        "SELECT release_id FROM cells WHERE device_id = ? AND zone_id = ? AND tier = ?"
+                        " AND period_start = ?",
+                        cell,
+                    )[0]
+                    if held != release.release_id:
+                        raise RequestRejected(
+                            422, f"this cell was released already (release {held}): one value per cell, ever"
+                        )
                 cursor = self._db.execute(
                     self.dialect.insert_release,
                     (
@@ -166,20 +227,42 @@ class ReleaseStore:
                         now_s,
                     ),
                 )
+                stored = cursor.rowcount == 1
+                if new_cell and not stored:
+                    raise RequestRejected(422, "release_id is already used by a release of another cell")
+                if stored:
+                    self._within_quotas(device_id, release.zone_id, now_s, quotas)
                 self._db.execute("COMMIT")
-                return "stored" if cursor.rowcount == 1 else "duplicate"
+                return "stored" if stored else "duplicate"
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _within_quotas(self, device_id: str, zone_id: str, now_s: float, quotas: Quotas) -> None:
+        if self._one(_INSERT_ZONE, (device_id, zone_id)) is not None:
+            zones = int(self._one("SELECT COUNT(*) FROM device_zones WHERE device_id = ?", (device_id,))[0])
+            if zones > quotas.max_zones:
+                raise RequestRejected(
+                    429, f"device {device_id} would have {zones} zones; this ingest accepts {quotas.max_zones}"
+                )
+        today = int(self._one(_COUNT_DAY, (device_id, int(now_s // 86400)))[0])
+        if today > quotas.max_releases_per_day:
+            raise RequestRejected(
+                429,
+                f"device {device_id} sent {quotas.max_releases_per_day} new releases today (UTC), the most this "
+                "ingest accepts per day; retry after midnight UTC",
+            )
+
     def purge_nonces(self, now_s: float) -> int:
-        """Forget nonces too old to be replayed (their timestamps fail the clock-skew check); returns how many."""
+        """Forget nonces too old to be replayed (their timestamps fail the clock-skew check), and the release counts
+        of past days; returns how many nonces."""
         with self._lock:
+            self._db.execute(self._sql("DELETE FROM device_days WHERE day < ?"), (int(now_s // 86400) - 1,))
             return self._db.execute(self.dialect.purge_nonces, (now_s - NONCE_KEEP_S,)).rowcount
 
     def releases(
         self,
-        zone_id: str | None = None,
+        zone_id: str | Sequence[str] | None = None,
         since_s: float = 0.0,
         until_s: float | None = None,
         device_id: str | None = None,
@@ -191,7 +274,7 @@ class ReleaseStore:
 
     def releases_page(
         self,
-        zone_id: str | None = None,
+        zone_id: str | Sequence[str] | None = None,
         since_s: float = 0.0,
         until_s: float | None = None,
         device_id: str | None = None,
@@ -205,10 +288,14 @@ class ReleaseStore:
         Reads use their own connection and lock, so a burst of readers never holds the writers' lock.
         """
         query, args = "SELECT body, window_start, release_id FROM releases WHERE window_start >= ?", [since_s]
-        for clause, value in (("window_start < ?", until_s), ("zone_id = ?", zone_id), ("device_id = ?", device_id)):
+        for clause, value in (("window_start < ?", until_s), ("device_id = ?", device_id)):
             if value is not None:
                 query += f" AND {clause}"
                 args.append(value)
+        if zone_id is not None:  # one zone, or any of several
+            zones = [zone_id] if isinstance(zone_id, str) else list(zone_id)
+            query += f" AND zone_id IN ({', '.join('?' * len(zones))})"
+            args += zones
         if before is not None:
             query += " AND (window_start < ? OR (window_start = ? AND release_id < ?))"
             args += [before[0], before[0], before[1]]
@@ -223,9 +310,13 @@ class ReleaseStore:
             return int(self._one("SELECT COUNT(*) FROM releases", ())[0])
 
     def purge_older_than(self, cutoff_s: float) -> int:
-        """Retention: delete releases whose period ended before cutoff_s; returns how many."""
+        """Retention: delete releases whose period ended before cutoff_s, with their cells (none is longer than a
+        day) and the zones no stored release names any more; returns how many releases."""
         with self._lock:
-            return self._db.execute(self.dialect.purge_releases, (cutoff_s,)).rowcount
+            removed = self._db.execute(self.dialect.purge_releases, (cutoff_s,)).rowcount
+            self._db.execute(self._sql("DELETE FROM cells WHERE period_start < ?"), (cutoff_s - 86400,))
+            self._db.execute(_PURGE_ZONES)
+            return removed
 
     def close(self) -> None:
         with self._lock, self._read_lock:

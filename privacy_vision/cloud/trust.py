@@ -1,0 +1,76 @@
+"""What the ingest checks in a release beyond its schema, before storing it: nothing a device states is taken on
+trust where it can be checked (issue 20, finding 9).
+
+- Its period lies in time as receipt allows: it starts at most PERIOD_SKEW_S after receipt (a recording played faster
+  than its own rate runs ahead of the clock, by at most this much), and, with a retention period, it ended within it
+  (a release retention would delete at once is refused, not stored and dropped).
+- Its stated privacy values are plausible: ε per track-day and k within the aggregator's own parameter ranges, every
+  ε per cell and metric at least MIN_STATED_EPSILON (below it a cell's 95% interval is wider than ±3,000,000 people:
+  no useful value) and at most ε per track-day, ε spent today within the daily cap.
+- They equal the device's registered configuration, when it has one (core/registration.py): a mismatch is refused
+  (422), never stored with a flag: what the read API serves always states the guarantee the fleet was registered
+  with. A device whose configuration changes is registered again first; until then its releases are refused and kept
+  in its outbox's dead-letter table.
+One value per cell, and the per-device quotas, need the stored state: core of ReleaseStore.accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from privacy_vision.cloud.devices import Device
+from privacy_vision.cloud.ingest_store import Quotas
+from privacy_vision.core.protocol import RequestRejected
+from privacy_vision.core.registration import mismatches
+from privacy_vision.core.release_schema import WireRelease
+
+PERIOD_SKEW_S = 3600.0
+MIN_STATED_EPSILON = 1e-6
+EPSILON_TRACK_DAY_RANGE = (0.001, 100.0)  # the aggregator's epsilon_per_track_day parameter range
+K_RANGE = (1, 1000)  # the aggregator's k parameter range
+MAX_CELLS_PER_DAY = 86400  # L of the window tier at its shortest window (1 s)
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """The limits of one ingest (command-line options): time, retention and per-device quotas."""
+
+    period_skew_s: float = PERIOD_SKEW_S
+    retention_s: float = 0.0  # 0: keep everything, and accept any past period
+    quotas: Quotas = field(default_factory=Quotas)
+
+
+def check_release(release: WireRelease, device: Device, now_s: float, policy: IngestPolicy) -> None:
+    """RequestRejected(422) with the reason for the first check the release fails."""
+    if release.period_start_s > now_s + policy.period_skew_s:
+        raise RequestRejected(
+            422,
+            f"period_start_s is {release.period_start_s - now_s:.0f} s after receipt; at most "
+            f"{policy.period_skew_s:.0f} s ahead is accepted (is the device clock right?)",
+        )
+    if policy.retention_s and release.period_end_s < now_s - policy.retention_s:
+        raise RequestRejected(
+            422, f"the period ended before the ingest's retention of {policy.retention_s / 86400:g} days"
+        )
+    low, high = EPSILON_TRACK_DAY_RANGE
+    if not low <= release.epsilon_track_day <= high:
+        raise RequestRejected(422, f"epsilon_track_day {release.epsilon_track_day:g} is outside [{low:g}, {high:g}]")
+    if not K_RANGE[0] <= release.k <= K_RANGE[1]:
+        raise RequestRejected(422, f"k {release.k} is outside [{K_RANGE[0]}, {K_RANGE[1]}]")
+    if release.cells_per_day > MAX_CELLS_PER_DAY:
+        raise RequestRejected(422, f"cells_per_day {release.cells_per_day} is above {MAX_CELLS_PER_DAY}")
+    for name, epsilon in {"epsilon_cell": release.epsilon_cell, **release.epsilon_by_metric}.items():
+        if not MIN_STATED_EPSILON <= epsilon <= release.epsilon_track_day:
+            raise RequestRejected(
+                422,
+                f"ε {epsilon:g} of {name} is outside [{MIN_STATED_EPSILON:g}, epsilon_track_day "
+                f"{release.epsilon_track_day:g}]",
+            )
+    if release.epsilon_spent_today > release.daily_epsilon_cap * (1 + 1e-9):
+        raise RequestRejected(422, "epsilon_spent_today exceeds daily_epsilon_cap")
+    if device.registered is not None and (differences := mismatches(release, device.registered)):
+        raise RequestRejected(
+            422,
+            f"differs from device {device.device_id}'s registered configuration ({'; '.join(differences)}); "
+            f"register it again with 'privacy-vision pki --device {device.device_id} --config PARAMS' if it changed",
+        )
