@@ -116,3 +116,12 @@ def test_a_world_readable_device_key_is_one_clear_line(pki, tmp_path):
         f"ingest: device device-1: key file {pki.device_key} is accessible by group/others (mode 0o644); "
         f"run: chmod 600 {pki.device_key}"
     ]
+
+
+def test_a_tls_key_others_can_read_is_refused_with_one_line(pki, tmp_path):
+    """Low: a TLS key with mode 644 used to be taken silently."""
+    pki.server_key.chmod(0o644)
+    run = ingest_command(pki, tmp_path, "--device-key", f"device-1={pki.device_key}")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"TLS key file {pki.server_key} is accessible by group/others (mode 0o644)" in run.stderr
+    assert f"chmod 600 {pki.server_key}" in run.stderr

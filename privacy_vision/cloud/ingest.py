@@ -13,6 +13,7 @@ import math
 import re
 import signal
 import ssl
+import stat
 import sys
 import time
 from importlib import resources
@@ -218,9 +219,24 @@ def build_app(
     return app
 
 
+# TLS 1.2 with forward secrecy and AEAD only (no CBC suites); TLS 1.3's suites are all AEAD.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+class PrivateKeyExposed(ssl.SSLError):
+    """The server's TLS key file can be read by other users."""
+
+
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS ≥ 1.2 without CBC suites, from a key file only its owner may read."""
+    mode = Path(key).stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PrivateKeyExposed(
+            f"TLS key file {key} is accessible by group/others (mode {oct(mode & 0o777)}); run: chmod 600 {key}"
+        )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
     context.load_cert_chain(cert, key)
     return context
 
