@@ -32,7 +32,7 @@ from privacy_vision.core.graph import (
 )
 from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, read_pins
 from privacy_vision.core.registration import registered_values, write_registration
-from privacy_vision.monitor import GraphMonitor
+from privacy_vision.monitor import TRANSITION_TARGETS, GraphMonitor
 
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
@@ -296,13 +296,30 @@ class GraphRunner:
     def _bring_up(self) -> None:
         """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
         the pipeline to the first, the source node last, so that no frame flows before its receivers are there. A node
-        that cannot be configured is reported (by the run loop, with its exit code) and the others go on."""
-        assert self.monitor is not None
+        whose process exits meanwhile is reported (by the run loop, with its exit code) and the others go on; a node
+        that runs but never reaches active (a lifecycle reply lost under load, a stuck transition) is a RunError
+        naming it, never a "graph started" that produces nothing."""
         nodes = pipeline(self.options.capture)
-        configured = [node for node in nodes if self._transition(node, "configure", START_TIMEOUT_S)]
+        configured = [node for node in nodes if self._reach(node, "configure")]
         for node in reversed(configured):
-            if not self._transition(node, "activate", START_TIMEOUT_S):
-                self.console.message(f"[runner] node '{node}' did not activate (see {self.processes[node].log_path})")
+            self._reach(node, "activate")
+
+    def _reach(self, node: str, transition: str) -> bool:
+        assert self.monitor is not None
+        process = self.processes[node]
+        if self.interrupted.is_set():
+            return False
+
+        def running() -> bool:  # a Ctrl-C ends the wait too
+            return process.poll() is None and not self.interrupted.is_set()
+
+        reached, state = self.monitor.reach(node, transition, START_TIMEOUT_S, running)
+        if reached or process.poll() is not None or self.interrupted.is_set():
+            return reached
+        raise RunError(
+            f"node '{node}' never reached {TRANSITION_TARGETS[transition]} within {START_TIMEOUT_S:.0f} s (last state: "
+            f"{state or 'no answer to ~/get_state'}); the graph is stopped (log: {process.log_path})"
+        )
 
     def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
         assert self.monitor is not None
