@@ -135,10 +135,17 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     assert not (logs / "camera.log").exists()
     detection_log = (logs / "detection.log").read_text()
     assert "in-process capture of a file source: no image topic" in detection_log
-    # every frame was read and inferred (the probe may join after the first detections under load)
-    assert "end of stream after 60 frames" in detection_log
-    assert len(probe.received.get("/detections", [])) > 10
-    assert len(probe.received.get("/anonymized_tracks", [])) > 10
+    # every source frame was inferred or, when inference fell a period behind the pace, dropped and counted; how many
+    # of each depends on the machine's load (42 of 60 were inferred on a busy one), so only the sum is asserted
+    assert frames_accounted_for(detection_log) == 60, detection_log[-2000:]
+    assert probe.received.get("/detections") and probe.received.get("/anonymized_tracks")  # the pipeline ran
+
+
+def frames_accounted_for(log: str) -> int:
+    """Frames the source delivered plus those dropped behind its pace, from its end-of-stream line."""
+    match = re.search(r"end of stream after (\d+) frames \((\d+) dropped behind the source's pace", log)
+    assert match, "no end-of-stream line"
+    return int(match.group(1)) + int(match.group(2))
 
 
 def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):
