@@ -220,6 +220,7 @@ class AggregatorNode(PrivacyVisionNode):
     # -- releases ----------------------------------------------------------------------------------------
     def _on_cells(self, request: ReleaseCells.Request, response: ReleaseCells.Response) -> ReleaseCells.Response:
         response.statuses = [self._release(cell) for cell in request.cells]
+        response.released_until_s = self.releaser.store.released_until()
         return response
 
     def _release(self, cell: CellTotals) -> str:

@@ -142,6 +142,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self._lock = threading.Lock()  # the totals and the queue: the executor thread and the delivery thread
         self._pending: deque[Totals] = deque()
         self._last_frame: tuple[float, float] | None = None  # (stamp, monotonic time it arrived)
+        self._released_until: float | None = None  # the aggregator's presence frontier, once it answered
         self._delivery_error = ""
         self._stop_deadline: float | None = None
         self.frames = self.refused_stamps = self.delivered = self.dropped_segments = 0
@@ -222,9 +223,15 @@ class AnonymizerNode(PrivacyVisionNode):
         points = [TrackPoint(t.track_id, t.x_m, t.y_m, r.direction) for t, r in zip(confirmed, records)]
         with self._lock:
             if self.totals is None:
-                self.totals = TrueTotals(self.zones, self.exclusions, self.totals_settings, stamp)
+                self._open_totals(stamp)
             self._last_frame = (stamp, time.monotonic())
             self._queue(self.totals.observe(stamp, points))
+
+    def _open_totals(self, stamp: float) -> None:
+        """Integrate from the first frame, but never from before what the aggregator already released (a restart
+        with the clock stepped back would re-integrate released time, which the store would refuse)."""
+        start = max(stamp, self._released_until or 0.0)
+        self.totals = TrueTotals(self.zones, self.exclusions, self.totals_settings, start)
 
     def _now(self) -> float:
         """Now on the frames' clock: the last frame's stamp plus the time since it arrived."""
@@ -264,7 +271,7 @@ class AnonymizerNode(PrivacyVisionNode):
         with self._lock:
             batch = list(self._pending)[:BATCH]
             settings = self.totals_settings
-        if not batch:
+        if not batch and self._released_until is not None:
             return False
         if not self.client.service_is_ready():
             self._delivery_error = f"{RELEASE_CELLS_SERVICE} not available: segments are kept until it is"
@@ -276,7 +283,13 @@ class AnonymizerNode(PrivacyVisionNode):
             future.cancel()
             self._delivery_error = f"{RELEASE_CELLS_SERVICE} did not answer within 10 s: segments are kept"
             return False
-        statuses = list(future.result().statuses)
+        answer = future.result()
+        if self._released_until is None:  # the first answer (an empty request at start): the released frontier
+            with self._lock:
+                self._released_until = answer.released_until_s
+                if self.totals is not None and self.totals.start_s < answer.released_until_s:
+                    self._open_totals(answer.released_until_s)  # only seconds before the first answer are lost
+        statuses = list(answer.statuses)
         acknowledged = [not status.startswith("failed") for status in statuses] + [False] * (len(batch) - len(statuses))
         failures = [status for status in statuses if status.startswith("failed")]
         self._delivery_error = failures[0] if failures else ""

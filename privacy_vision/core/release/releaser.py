@@ -214,7 +214,13 @@ class Releaser:
             for metric, noise in account.noise.items()
         }
         key = SpanKey(
-            EVENTS_KIND, "day", totals.zone_id, totals.period_start_s, totals.segment_start_s, totals.segment_end_s
+            EVENTS_KIND,
+            "day",
+            totals.zone_id,
+            totals.period_start_s,
+            totals.segment_start_s,
+            totals.segment_end_s,
+            totals.bound_instance,
         )
         release = self._release(
             release_id,
@@ -254,7 +260,13 @@ class Releaser:
         release_id = self._new_id()
         size = self._draw(account.count_noise, totals.size, f"{release_id}/size")
         key = SpanKey(
-            GROUP_KIND, GROUP_TIER, totals.zone_id, totals.period_start_s, totals.period_start_s, totals.period_end_s
+            GROUP_KIND,
+            GROUP_TIER,
+            totals.zone_id,
+            totals.period_start_s,
+            totals.period_start_s,
+            totals.period_end_s,
+            totals.bound_instance,
         )
         release = self._release(
             release_id,

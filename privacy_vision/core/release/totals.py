@@ -75,7 +75,7 @@ class TrueTotals:
                 f"zones {overlapping} overlap: a person there would count twice at one instant; make them disjoint"
             )
         settings.validate()
-        self.zones, self.exclusions, self.settings = zones, exclusions, settings
+        self.zones, self.exclusions, self.settings, self.start_s = zones, exclusions, settings, start_s
         self.lineages = Lineages(zones, settings.lineage)
         self.presence = PresenceIntegrator(zones, settings.grid, settings.presence, start_s)
         self.events = EventCounter(zones, settings.events, start_s, settings.presence.max_frame_gap_s)
