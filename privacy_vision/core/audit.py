@@ -101,11 +101,6 @@ class AuditLog:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("audit-*.jsonl"))
 
-    def entries(self, event: str | None = None) -> list[dict]:
-        """The entries of one event type (all with None), oldest first, from a log that verifies (AuditLogBroken
-        otherwise)."""
-        return read_entries(self.directory, self._key, event)
-
     def append(self, event: str, source: str, **data) -> dict:
         _check_fields(data)
         with self._locked():
@@ -117,7 +112,7 @@ class AuditLog:
         in the middle of a log written before this recovery existed; returns what was done, one line each."""
         with self._locked():
             head, done = self._recover_tail(_read_head(self._read_head_text(), self._key))
-            result, recorded = _walk(self.directory, self._key, TORN_WRITE_EVENT)
+            result, recorded = _walk(self.directory, self._key, {TORN_WRITE_EVENT})
             known = {(entry["data"]["file"], entry["data"]["sha256"]) for entry in recorded}
             for torn in result.torn_writes if result.ok else ():
                 if torn.inline and (torn.file, torn.sha256) not in known:
@@ -308,33 +303,28 @@ class VerifyResult:
         return "; ".join([text, *notes])
 
 
-class AuditLogBroken(RuntimeError):
-    """The audit log does not verify: its entries cannot be trusted."""
-
-    def __init__(self, result: VerifyResult) -> None:
-        super().__init__(str(result))
-        self.result = result
+class AuditBroken(RuntimeError):
+    """The audit log fails verification, so what it records cannot be relied on."""
 
 
 def verify(directory: str | Path, key: bytes) -> VerifyResult:
     """Walk every file in order; report the first entry whose MAC, chain link or sequence is wrong."""
-    return _walk(directory, key, None)[0]
+    return _walk(directory, key, set())[0]
 
 
-def read_entries(directory: str | Path, key: bytes, event: str | None = None) -> list[dict]:
-    """The entries of one event type (every entry with None), oldest first, each with its seq, ts, source and data,
-    from a log that verifies; AuditLogBroken (with the verify result) otherwise."""
-    result, entries = _walk(directory, key, event or _ALL)
+def entries_of(log: AuditLog, events: set[str]) -> list[dict]:
+    """The entries of these event types (each with its seq, ts, source and data), oldest first, from a log that
+    verifies (an empty or missing log has none); AuditBroken otherwise. One pass: verified as they are read."""
+    if not log.files():
+        return []
+    result, entries = _walk(log.directory, log._key, events)
     if not result.ok:
-        raise AuditLogBroken(result)
+        raise AuditBroken(f"the audit log cannot be relied on: {result}; run 'privacy-vision audit verify'")
     return entries
 
 
-_ALL = object()  # read_entries without an event: keep every entry
-
-
-def _walk(directory: str | Path, key: bytes, keep) -> tuple[VerifyResult, list[dict]]:
-    """verify(), keeping the entries whose event is `keep` (every entry for _ALL, none for None)."""
+def _walk(directory: str | Path, key: bytes, events: set[str]) -> tuple[VerifyResult, list[dict]]:
+    """verify(), keeping the entries of these event types."""
     files = AuditLog(directory, key).files()
     head_path = Path(directory) / "audit.head"
     previous, before_last, expected_seq, count = GENESIS, GENESIS, 1, 0
@@ -360,7 +350,7 @@ def _walk(directory: str | Path, key: bytes, keep) -> tuple[VerifyResult, list[d
                     entry, reason, raw = later, "", rest
             if reason:
                 return broken(f"{where}: {reason}")
-            if keep is _ALL or entry["event"] == keep:
+            if entry.get("event") in events:
                 kept.append(entry)
             before_last, previous = previous, hashlib.sha256(raw).hexdigest()
             expected_seq += 1
