@@ -64,7 +64,7 @@ def store_target(request, tmp_path):
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as db:
-        for table in ("releases", "nonces", "sequences", "cells", "device_zones", "device_days"):
+        for table in ("releases", "nonces", "sequences", "spans", "device_zones", "device_days"):
             db.execute(f"DROP TABLE IF EXISTS {table}")
     return dsn
 

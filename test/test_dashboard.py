@@ -246,6 +246,37 @@ def test_the_dashboard_as_an_analyst_uses_it(pki, tmp_path):
     assert (tmp_path / "dashboard.png").read_bytes().startswith(b"\x89PNG")
 
 
+def stored_window(zone: str, start: float, release_id: str, epsilon: float) -> dict:
+    """A window release as an ingest before release model v3 stored it (the page draws these rows today)."""
+    return {
+        "release_id": release_id,
+        "zone_id": zone,
+        "tier": "window",
+        "period_start_s": start,
+        "period_end_s": start + 900,
+        "complete": True,
+        "below_k": False,
+        "occupancy": 7,
+        "direction_counts": {},
+        "dwell_counts": {},
+        "entries": 0,
+        "exits": 0,
+        "entries_today": 0,
+        "mechanism": "discrete_laplace",
+        "epsilon_cell": epsilon,
+        "epsilon_track_day": 2.0,
+        "delta_track_day": 0.0,
+        "epsilon_by_metric": {"occupancy": epsilon},
+        "k": 5,
+        "privacy_unit": "track-day",
+        "cells_per_day": 4,
+        "window_s": 900.0,
+        "epsilon_spent_today": 2.0,
+        "daily_epsilon_cap": 6.0,
+        "mode": "default",
+    }
+
+
 def test_finding_9_the_dashboard_stays_bounded_for_any_stored_row(pki, tmp_path):
     """Rows an older ingest stored (this one refuses them): ε = 1e-300 (the interval computation never ended), a period
     in the year 5138 (it became the default "newest day" and hid the real data) and 50,000 zone names from 8 devices
@@ -256,24 +287,9 @@ def test_finding_9_the_dashboard_stays_bounded_for_any_stored_row(pki, tmp_path)
     server = IngestThread(
         pki, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key), analyst_tokens=tmp_path / "analysts.sha256"
     )
-    window = example_release("zone", NEWEST_DAY)
-    rows = [
-        {
-            **window,
-            "release_id": f"r{i:05d}",
-            "zone_id": f"zone-{i:05d}",
-            "period_start_s": start,
-            "period_end_s": start + 900,
-        }
-        for i in range(50_000)
-        for start in [NEWEST_DAY + 900 * (i % 96)]
-    ]
-    rows.append(
-        example_release(
-            "a-tiny-epsilon", NEWEST_DAY + 3600, epsilon_cell=1e-300, epsilon_by_metric={"occupancy": 1e-300}
-        )
-    )
-    rows.append(example_release("far-future", 10**11 - 900))  # the year 5138
+    rows = [stored_window(f"zone-{i:05d}", NEWEST_DAY + 900 * (i % 96), f"r{i:05d}", 0.2625) for i in range(50_000)]
+    rows.append(stored_window("a-tiny-epsilon", NEWEST_DAY + 3600, "tiny", 1e-300))
+    rows.append(stored_window("far-future", 10**11 - 900, "future", 0.2625))  # the year 5138
     with server.store._lock:  # as stored by an ingest before these checks; one transaction for speed
         server.store._db.execute("BEGIN")
         server.store._db.executemany(

@@ -78,7 +78,7 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     # finding 7: the runner's device posts with its own key, and its run's configuration is registered for it
     assert "admitting 1 devices (1 with a registered privacy configuration)" in ingest_log
     registration = json.loads((var / "pki" / "devices" / "device-1.json").read_text())
-    assert registration["registered"]["epsilon_track_day"] == 40.0 and registration["registered"]["window_s"] == 4
+    assert registration["registered"]["k"] == 1 and registration["registered"]["window_s"] == 4  # the run's --set
     assert (var / "pki" / "devices" / "device-1.key").read_text() != (var / "pki" / "device.key").read_text()
 
 

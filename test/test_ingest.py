@@ -62,7 +62,7 @@ def signed(
 def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
     body = canonical_release_bytes(release())
     cases = [
-        ("tampered body", body.replace(b'"occupancy":7', b'"occupancy":9'), signed(pki, body, 1), 400, "tampered"),
+        ("tampered body", body.replace(b'"k":5', b'"k":6'), signed(pki, body, 1), 400, "tampered"),
         ("wrong key", body, signed(pki, body, 2, key=os.urandom(32)), 401, "bad signature"),
         ("stale timestamp", body, signed(pki, body, 3, timestamp=time.time() - 301), 408, "timestamp"),
         ("unknown device", body, {**signed(pki, body, 4), "X-PV-Device": "dev-9"}, 401, "unknown device"),
@@ -166,6 +166,7 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
     (rotated.root / "device.key").chmod(0o600)
     (rotated.root / "server.crt").write_bytes(pki.backup_cert.read_bytes())
     (rotated.root / "server.key").write_bytes(pki.backup_key.read_bytes())
+    (rotated.root / "server.key").chmod(0o600)  # the ingest refuses a TLS key others can read
     server = IngestThread(rotated, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
     try:
         result = PinnedClient(

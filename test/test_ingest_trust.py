@@ -33,29 +33,22 @@ def post(url: str, pki: PkiPaths, release: dict, device_id: str = "dev-1", key: 
     return result.status, json.loads(result.detail)
 
 
-def finer(epsilon_track_day: float = 2.0, **fields) -> dict:
-    """A window release stating `epsilon_track_day`, with its cell's ε scaled as the aggregator would."""
-    release = example_release(fields.pop("zone_id", "hall"), RECENT, **fields)
-    scale = epsilon_track_day / release["epsilon_track_day"]
-    return {
-        **release,
-        "epsilon_track_day": epsilon_track_day,
-        "epsilon_cell": release["epsilon_cell"] * scale,
-        "epsilon_by_metric": {name: e * scale for name, e in release["epsilon_by_metric"].items()},
-        "daily_epsilon_cap": max(release["daily_epsilon_cap"], epsilon_track_day),
-        "epsilon_spent_today": epsilon_track_day,
-        **fields,
-    }
+def stating(zone: str = "hall", **fields) -> dict:
+    """A presence release of a recent window, with fields replaced."""
+    return example_release(zone, RECENT, **fields)
 
 
 REFUSED = {
     "a period in the year 5138": (example_release("hall", 10**11 - 900), "after receipt"),
     "a period 2 hours ahead": (example_release("hall", (NOW // 900 + 8) * 900), "after receipt"),
-    "ε per track-day 200": (finer(200.0), "epsilon_track_day 200 is outside"),
-    "ε per cell 1e-300": (finer(epsilon_cell=1e-300, epsilon_by_metric={"occupancy": 1e-300}), "1e-300 of"),
-    "k of a million": (finer(k=10**6), "k 1000000 is outside"),
-    "10^8 cells per day": (finer(cells_per_day=10**8), "cells_per_day 100000000"),
-    "more spent than the cap": (finer(epsilon_spent_today=7.0), "exceeds daily_epsilon_cap"),
+    "ε per presence-hour 1e-300": (stating(epsilon_unit=1e-300), "epsilon_unit 1e-300 of a presence release"),
+    "ε per presence-hour 20,000": (stating(epsilon_unit=20000.0), "epsilon_unit 20000 of a presence release"),
+    "ε per track-day 200 (events)": (
+        example_release("hall", (RECENT // 86400 - 1) * 86400, tier="day", epsilon_unit=200.0),
+        "epsilon_unit 200 of a events release",
+    ),
+    "k of a million": (stating(k=10**6), "k 1000000 is outside"),
+    "more spent than the cap": (stating(epsilon_spent_today=7.0), "exceeds daily_epsilon_cap"),
 }
 
 
@@ -87,16 +80,27 @@ def test_a_period_older_than_the_retention_is_refused(pki, tmp_path):
         server.stop()
 
 
-def test_finding_9_one_value_per_cell(ingest, pki):
+def test_finding_9_one_value_per_span(ingest, pki):
     """The same cell posted twice with different values used to be stored twice."""
-    first = example_release("hall", RECENT)
+    first = stating()
     assert post(ingest.url, pki, first) == (200, {"status": "stored", "release_id": first["release_id"]})
-    second = example_release("hall", RECENT, occupancy=40)  # another release id, another value, the same cell
+    values = {"occupancy": {"value": 40.0, "low": 30.0, "high": 50.0}}
+    second = stating(values=values)  # another release id, another value, the same span
     status, answer = post(ingest.url, pki, second)
     assert status == 422 and f"released already (release {first['release_id']})" in answer["reason"], answer
+    half = stating(segment_start_s=RECENT + 300, coverage=2 / 3, complete=False)  # overlaps the released span
+    assert post(ingest.url, pki, half)[0] == 422
     assert post(ingest.url, pki, first) == (200, {"status": "duplicate", "release_id": first["release_id"]})
-    assert [r["occupancy"] for r in ingest.store.releases()] == [7]
+    assert [r["values"]["occupancy"]["value"] for r in ingest.store.releases()] == [7.0]
     assert post(ingest.url, pki, example_release("hall", RECENT, tier="hour"))[0] == 200  # another tier: another cell
+    # a restart splits a period into segments, each released once: the rest of an earlier window is a span of its own
+    parts = [
+        example_release(
+            "hall", RECENT - 900, segment_start_s=start, segment_end_s=end, coverage=(end - start) / 900, complete=False
+        )
+        for start, end in ((RECENT - 900, RECENT - 600), (RECENT - 600, RECENT))
+    ]
+    assert [post(ingest.url, pki, part)[0] for part in parts] == [200, 200]
 
 
 def test_finding_9_quotas_are_429_with_a_reason_and_the_device_retries(pki, tmp_path):
@@ -105,8 +109,8 @@ def test_finding_9_quotas_are_429_with_a_reason_and_the_device_retries(pki, tmp_
     server = IngestThread(pki, tmp_path / "i.sqlite", load_key_file(pki.device_key), policy=policy)
     try:
         for zone in ("a", "b", "c"):
-            assert post(server.url, pki, example_release(zone, RECENT))[0] == 200
-        status, answer = post(server.url, pki, example_release("d", RECENT))
+            assert post(server.url, pki, stating(zone))[0] == 200
+        status, answer = post(server.url, pki, stating("d"))
         assert status == 429 and "would have 4 zones; this ingest accepts 3" in answer["reason"], answer
         for start in (RECENT - 900, RECENT - 1800):
             assert post(server.url, pki, example_release("a", start))[0] == 200
@@ -126,47 +130,45 @@ def test_finding_9_quotas_are_429_with_a_reason_and_the_device_retries(pki, tmp_
 
 
 def test_finding_9_stated_values_must_equal_the_registered_configuration(tmp_path):
-    """A device running ε 2 could claim 0.001 (or any k) and be stored with that claim."""
+    """A device running one ε could claim 0.001 (or any k) and be stored with that claim."""
     create_pki(tmp_path / "pki")
     pki = PkiPaths(tmp_path / "pki")
     params = str(CONFIG / "params.yaml")
     assert cli.main(["pki", "--out", str(pki.root), "--device", "cam-1", "--config", params]) == 0
     key = load_key_file(pki.device_key_for("cam-1"))
     ingest = IngestProcess(pki, str(tmp_path / "ingest.sqlite"), [], ("--devices", str(pki.devices)))
+    day = (RECENT // 86400 - 1) * 86400
     try:
-        assert post(ingest.url, pki, finer(2.0), "cam-1", key)[0] == 200
-        status, answer = post(ingest.url, pki, finer(0.001), "cam-1", key)
+        assert post(ingest.url, pki, stating(), "cam-1", key)[0] == 200
+        assert post(ingest.url, pki, example_release("hall", day, tier="day"), "cam-1", key)[0] == 200  # events
+        status, answer = post(ingest.url, pki, stating("b", epsilon_unit=0.001), "cam-1", key)
         assert status == 422, answer
-        assert "epsilon_track_day: stated 0.001, registered 2.0" in answer["reason"]
+        assert "epsilon_unit: stated 0.001, registered 3.0" in answer["reason"]
         assert "privacy-vision pki --device cam-1 --config" in answer["reason"]
-        status, answer = post(ingest.url, pki, finer(2.0, k=2), "cam-1", key)
+        status, answer = post(ingest.url, pki, stating("b", k=2), "cam-1", key)
         assert status == 422 and "k: stated 2, registered 5" in answer["reason"], answer
         # registered again with the new setting: taken without a restart
-        assert (
-            cli.main(
-                ["pki", "--out", str(pki.root), "--device", "cam-1", "--config", params, "--set", "aggregator.k=2"]
-            )
-            == 0
-        )
+        again = ["pki", "--out", str(pki.root), "--device", "cam-1", "--config", params, "--set", "aggregator.k=2"]
+        assert cli.main(again) == 0
         deadline = time.monotonic() + 10
-        while post(ingest.url, pki, finer(2.0, k=2, zone_id=f"z{time.monotonic()}"), "cam-1", key)[0] != 200:
+        while post(ingest.url, pki, stating(f"z{time.monotonic()}", k=2), "cam-1", key)[0] != 200:
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
         ingest.stop()
 
 
-def test_a_store_made_before_the_cells_existed_knows_its_cells(store_target):
-    """Upgrading the ingest: the releases already stored fill the cells table once, so none can be posted again."""
+def test_a_store_made_before_the_spans_existed_knows_its_spans(store_target):
+    """Upgrading the ingest: the releases already stored fill the spans table once, so none can be posted again."""
     store = ReleaseStore(store_target)
-    first = validate_release(example_release("hall", RECENT))
+    first = validate_release(stating())
     store.accept("dev-1", "a" * 32, 1, first, first.model_dump_json(), NOW)
-    store._db.execute("DELETE FROM cells")  # as before the table existed
+    store._db.execute("DELETE FROM spans")  # as before the table existed
     store._db.execute("DELETE FROM device_zones")
     store.close()
     store = ReleaseStore(store_target)
     try:
-        other = validate_release(example_release("hall", RECENT, occupancy=40))
+        other = validate_release(stating(values={"occupancy": {"value": 40.0, "low": 30.0, "high": 50.0}}))
         with pytest.raises(RequestRejected, match="released already"):
             store.accept("dev-1", "b" * 32, 2, other, other.model_dump_json(), NOW)
         assert store.accept("dev-1", "c" * 32, 3, first, first.model_dump_json(), NOW) == "duplicate"
@@ -182,6 +184,6 @@ def test_retention_removes_the_cells_and_zones_of_what_it_deletes(tmp_path):
     store.accept("dev-1", "a" * 32, 1, old, old.model_dump_json(), NOW)
     assert store.purge_older_than(NOW - 5 * 86400) == 1
     with sqlite3.connect(tmp_path / "i.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM device_zones").fetchone()[0] == 0
     store.close()

@@ -1,6 +1,6 @@
 """Release storage of the ingest: SQLite (embedded default) or PostgreSQL (production), one code path.
 
-Both keep the per-device replay state (nonces, last sequence), the cells released (one value per cell) and the
+Both keep the per-device replay state (nonces, last sequence), the spans released (one value per span) and the
 per-device quotas in the same transaction as the release, so a request is either fully accepted or leaves no trace. Several ingest processes may share one
 database (the fleet case): the replay checks are single statements the database makes atomic (a nonce
 is inserted unless present, the sequence is raised only if higher), so the same signed request sent to
@@ -41,7 +41,7 @@ class _Dialect:
     purge_nonces: str
     purge_releases: str
     schema: tuple[str, ...]
-    body_tier: str  # the tier of a stored body, for the cells of releases stored before the cells table existed
+    body_field: str  # a field of a stored body, for the spans of releases stored before the spans table existed
 
 
 _TABLES = (
@@ -53,25 +53,33 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS nonces (device_id TEXT NOT NULL, nonce TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (device_id, nonce))",
     "CREATE TABLE IF NOT EXISTS sequences (device_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)",
-    # one release per cell of a device: a second, different value for a released cell is refused
-    "CREATE TABLE IF NOT EXISTS cells (device_id TEXT NOT NULL, zone_id TEXT NOT NULL, tier TEXT NOT NULL,"
-    " period_start DOUBLE PRECISION NOT NULL, release_id TEXT NOT NULL, PRIMARY KEY (device_id, zone_id, tier,"
-    " period_start))",
+    # one release per span of a device: a period of a zone's tier, of one kind, split into segments by restarts and
+    # outages; a second, different release for a span already released is refused
+    "CREATE TABLE IF NOT EXISTS spans (device_id TEXT NOT NULL, kind TEXT NOT NULL, zone_id TEXT NOT NULL,"
+    " tier TEXT NOT NULL, period_start DOUBLE PRECISION NOT NULL, segment_start DOUBLE PRECISION NOT NULL,"
+    " segment_end DOUBLE PRECISION NOT NULL, release_id TEXT NOT NULL,"
+    " PRIMARY KEY (device_id, kind, zone_id, tier, period_start, segment_start))",
     "CREATE TABLE IF NOT EXISTS device_zones (device_id TEXT NOT NULL, zone_id TEXT NOT NULL,"
     " PRIMARY KEY (device_id, zone_id))",
     "CREATE TABLE IF NOT EXISTS device_days (device_id TEXT NOT NULL, day BIGINT NOT NULL, releases BIGINT NOT NULL,"
     " PRIMARY KEY (device_id, day))",
 )
-_INSERT_CELL = "INSERT INTO cells VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+_INSERT_SPAN = "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+_RELEASED_SPAN = (  # another release of the same cell whose span overlaps the new one
+    "SELECT release_id FROM spans WHERE device_id = ? AND kind = ? AND zone_id = ? AND tier = ? AND period_start = ?"
+    " AND segment_start < ? AND segment_end > ? AND release_id <> ? LIMIT 1"
+)
 _INSERT_ZONE = "INSERT INTO device_zones VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1"
 _COUNT_DAY = (
     "INSERT INTO device_days VALUES (?, ?, 1) ON CONFLICT (device_id, day) DO UPDATE SET releases ="
     " device_days.releases + 1 RETURNING releases"
 )
-# Stores made before the cells and zones existed: their releases fill them once (the tier is only in the body).
+# Stores made before the spans and zones existed: their releases fill them once (kind and segment are in the body;
+# a release of model v2 had neither: one presence span per period).
 _BACKFILL = (
-    "INSERT INTO cells SELECT device_id, zone_id, {tier}, window_start, release_id FROM releases WHERE true"
-    " ON CONFLICT DO NOTHING",  # WHERE: SQLite's parser needs it before an upsert clause after a SELECT
+    "INSERT INTO spans SELECT device_id, COALESCE({kind}, 'presence'), zone_id, {tier}, window_start,"
+    " COALESCE({segment_start}, window_start), COALESCE({segment_end}, window_end), release_id FROM releases"
+    " WHERE true ON CONFLICT DO NOTHING",  # WHERE: SQLite's parser needs it before an upsert clause after a SELECT
     "INSERT INTO device_zones SELECT DISTINCT device_id, zone_id FROM releases WHERE true ON CONFLICT DO NOTHING",
 )
 _PURGE_ZONES = (
@@ -97,7 +105,7 @@ SQLITE = _Dialect(
     purge_nonces="DELETE FROM nonces WHERE seen_at < ?",
     purge_releases="DELETE FROM releases WHERE window_end < ?",
     schema=_TABLES,
-    body_tier="json_extract(body, '$.tier')",
+    body_field="json_extract(body, '$.{}')",
 )
 # PostgreSQL: rows another process is deleting are skipped, so housekeeping in several processes never deadlocks.
 POSTGRES = _Dialect(
@@ -112,7 +120,7 @@ POSTGRES = _Dialect(
     purge_releases="DELETE FROM releases WHERE release_id IN (SELECT release_id FROM releases WHERE window_end < %s"
     " FOR UPDATE SKIP LOCKED)",
     schema=_TABLES,
-    body_tier="body::jsonb ->> 'tier'",
+    body_field="(body::jsonb ->> '{}')",
 )
 
 
@@ -155,9 +163,18 @@ class ReleaseStore:
                     self._db.execute(self.dialect.schema_lock)
                 for statement in self.dialect.schema:
                     self._db.execute(statement)
-                if self._one("SELECT COUNT(*) FROM cells", ())[0] == 0:
+                if self._one("SELECT COUNT(*) FROM spans", ())[0] == 0:
+                    field = self.dialect.body_field.format
+                    numbers = "CAST({} AS DOUBLE PRECISION)" if self.dialect is POSTGRES else "{}"
                     for statement in _BACKFILL:
-                        self._db.execute(statement.format(tier=self.dialect.body_tier))
+                        self._db.execute(
+                            statement.format(
+                                kind=field("kind"),
+                                tier=field("tier"),
+                                segment_start=numbers.format(field("segment_start_s")),
+                                segment_end=numbers.format(field("segment_end_s")),
+                            )
+                        )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -179,12 +196,13 @@ class ReleaseStore:
         now_s: float,
         quotas: Quotas = Quotas(),
     ) -> str:
-        """Check replay state, the cell and the quotas, and store, in one transaction; returns 'stored' or 'duplicate'.
+        """Check replay state, the span and the quotas, and store, in one transaction; returns 'stored' or 'duplicate'.
 
         Each check is one atomic statement (never a SELECT then an INSERT, which two processes can both
         pass); only a conflict on the release id is ignored (never INSERT OR IGNORE, which also hid NOT
-        NULL failures). A release sent again (same id, same cell) is a duplicate; another release for a cell
-        already released is refused (422); a new release beyond a quota is refused (429, retried by the device).
+        NULL failures). A release sent again (same id, same span) is a duplicate; another release for a span
+        already released (or overlapping one) is refused (422); a new release beyond a quota is refused (429, retried
+        by the device).
         """
         highest = highest_sequence(now_s)
         if sequence > highest:
@@ -203,18 +221,14 @@ class ReleaseStore:
                     raise RequestRejected(
                         409, f"replayed request: sequence {sequence} is not above {last}", last_sequence=last
                     )
-                cell = (device_id, release.zone_id, release.tier, release.period_start_s)
-                new_cell = self._one(_INSERT_CELL, (*cell, release.release_id)) is not None
-                if not new_cell:
-                    held = self._one(
-                        "SELECT release_id FROM cells WHERE device_id = ? AND zone_id = ? AND tier = ?"
-                        " AND period_start = ?",
-                        cell,
-                    )[0]
-                    if held != release.release_id:
-                        raise RequestRejected(
-                            422, f"this cell was released already (release {held}): one value per cell, ever"
-                        )
+                cell = (device_id, release.kind, release.zone_id, release.tier, release.period_start_s)
+                span = (release.segment_start_s, release.segment_end_s)
+                held = self._one(_RELEASED_SPAN, (*cell, span[1], span[0], release.release_id))
+                if held is not None:
+                    raise RequestRejected(
+                        422, f"this span was released already (release {held[0]}): one value per span, ever"
+                    )
+                new_span = self._one(_INSERT_SPAN, (*cell, *span, release.release_id)) is not None
                 cursor = self._db.execute(
                     self.dialect.insert_release,
                     (
@@ -228,8 +242,8 @@ class ReleaseStore:
                     ),
                 )
                 stored = cursor.rowcount == 1
-                if new_cell and not stored:
-                    raise RequestRejected(422, "release_id is already used by a release of another cell")
+                if new_span and not stored:
+                    raise RequestRejected(422, "release_id is already used by a release of another span")
                 if stored:
                     self._within_quotas(device_id, release.zone_id, now_s, quotas)
                 self._db.execute("COMMIT")
@@ -310,11 +324,11 @@ class ReleaseStore:
             return int(self._one("SELECT COUNT(*) FROM releases", ())[0])
 
     def purge_older_than(self, cutoff_s: float) -> int:
-        """Retention: delete releases whose period ended before cutoff_s, with their cells (none is longer than a
-        day) and the zones no stored release names any more; returns how many releases."""
+        """Retention: delete releases whose period ended before cutoff_s, with their spans (no period is longer than
+        a day) and the zones no stored release names any more; returns how many releases."""
         with self._lock:
             removed = self._db.execute(self.dialect.purge_releases, (cutoff_s,)).rowcount
-            self._db.execute(self._sql("DELETE FROM cells WHERE period_start < ?"), (cutoff_s - 86400,))
+            self._db.execute(self._sql("DELETE FROM spans WHERE period_start < ?"), (cutoff_s - 86400,))
             self._db.execute(_PURGE_ZONES)
             return removed
 

@@ -25,15 +25,25 @@ class RegistrationError(ValueError):
     """A registration that cannot be made or read, with what to do."""
 
 
+def registered_parameters() -> dict[str, tuple[str, str | None, str, str]]:
+    """Each registration key ('field', or 'field/kind' where the kinds state different parameters) with its release
+    field, the release kind it applies to (None: every kind) and the node parameter it states."""
+    keys = {}
+    for field, source in REGISTERED_FIELDS.items():
+        for kind, (node, name) in source.items() if isinstance(source, dict) else [(None, source)]:
+            keys[f"{field}/{kind}" if kind else field] = (field, kind, node, name)
+    return keys
+
+
 def registered_values(params_file: str | Path, overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
-    """The registered fields as a device with this parameters file (and --set overrides, YAML text) states them."""
+    """The registered values as a device with this parameters file (and --set overrides, YAML text) states them."""
     params_file = Path(params_file)
     try:
         params = yaml.safe_load(params_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise RegistrationError(f"cannot read {params_file}: {error}") from None
     values: dict[str, Any] = {}
-    for field, (node, name) in REGISTERED_FIELDS.items():
+    for key, (_, _, node, name) in registered_parameters().items():
         given = (overrides or {}).get(node, {})
         value = (
             yaml.safe_load(given[name])
@@ -41,8 +51,8 @@ def registered_values(params_file: str | Path, overrides: dict[str, dict[str, st
             else ((params.get(node) or {}).get("ros__parameters") or {}).get(name)
         )
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
-            raise RegistrationError(f"{params_file} gives no value for {node}.{name}, which every release states")
-        values[field] = value
+            raise RegistrationError(f"{params_file} gives no value for {node}.{name}, which releases state")
+        values[key] = value
     return values
 
 
@@ -70,23 +80,26 @@ def read_registration(path: str | Path, device_id: str) -> dict[str, Any]:
         raise RegistrationError(f"registration {path} cannot be read: {error}") from None
     if named != device_id:
         raise RegistrationError(f"registration {path} is for device {named!r}, not {device_id!r}")
-    if not isinstance(values, dict) or set(values) != set(REGISTERED_FIELDS):
+    if not isinstance(values, dict) or set(values) != set(registered_parameters()):
         raise RegistrationError(
-            f"registration {path} must register exactly {', '.join(REGISTERED_FIELDS)}; register the device again "
-            f"with 'privacy-vision pki --device {device_id} --config PARAMS'"
+            f"registration {path} must register exactly {', '.join(registered_parameters())}; register the device "
+            f"again with 'privacy-vision pki --device {device_id} --config PARAMS'"
         )
     return values
 
 
 def mismatches(release: Any, registered: dict[str, Any]) -> list[str]:
-    """Each registered field the release states differently, as 'field: stated X, registered Y'."""
+    """Each registered value the release (of its kind) states differently, as 'field: stated X, registered Y'. Numbers
+    match to a relative 1e-6: a stated ε is the OpenDP composition of the configured one, equal up to rounding."""
     found = []
-    for field, expected in registered.items():
-        stated = getattr(release, field)
+    for key, (field, kind, _, _) in registered_parameters().items():
+        if kind is not None and kind != release.kind:
+            continue
+        stated, expected = getattr(release, field), registered[key]
         if isinstance(expected, str) or isinstance(stated, str):
             same = stated == expected
         else:
-            same = math.isclose(float(stated), float(expected), rel_tol=1e-9)
+            same = math.isclose(float(stated), float(expected), rel_tol=1e-6)
         if not same:
             found.append(f"{field}: stated {stated!r}, registered {expected!r}")
     return found
