@@ -36,19 +36,26 @@ class GraphMonitor:
     def change_state(self, node: str, transition: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
         """Ask /NODE/change_state for a transition by label (configure, activate, shutdown); True when it succeeded.
         Waits for the service while `alive()` (the node's process runs); False on a refusal, an exit or a timeout."""
+        return self.request_transition(node, transition, timeout_s, alive) is True
+
+    def request_transition(
+        self, node: str, transition: str, timeout_s: float, alive: Callable[[], bool]
+    ) -> bool | None:
+        """change_state's answer: True (done), False (the node refused: the transition failed) or None (no answer:
+        no service, the process ended, or the reply was lost)."""
         client = self._lifecycle_clients.get(node)
         if client is None:
             client = self._lifecycle_clients[node] = self._node.create_client(ChangeState, f"/{node}/change_state")
         deadline = time.monotonic() + timeout_s
         while not client.service_is_ready():
             if not alive() or time.monotonic() >= deadline:
-                return False
+                return None
             self.spin_for(0.1)
         future = client.call_async(ChangeState.Request(transition=Transition(label=transition)))
         while not future.done():
             if not alive() or time.monotonic() >= deadline:
                 future.cancel()
-                return False
+                return None
             self.spin_for(0.05)
         return bool(future.result().success)
 
@@ -73,8 +80,8 @@ class GraphMonitor:
     def reach(self, node: str, transition: str, timeout_s: float, alive: Callable[[], bool]) -> tuple[bool, str]:
         """Bring the node through `transition` (configure, activate) to its target state, asking for its state before
         and after each request: a reply lost under load (the node took the transition, the runner never heard) is
-        found by the next query, and a request that got no reply is made again. Returns whether the node got there
-        and its last known state ('' when it never answered)."""
+        found by the next query, and a request that got no answer is made again; one the node refused (it failed)
+        is not. Returns whether the node got there and its last known state ('' when it never answered)."""
         target = TRANSITION_TARGETS[transition]
         deadline = time.monotonic() + timeout_s
         state = ""
@@ -83,7 +90,10 @@ class GraphMonitor:
             if state == target:
                 return True, state
             if state == TRANSITION_SOURCES[transition]:
-                self.change_state(node, transition, min(REPLY_TIMEOUT_S, max(left, 0.1)), alive)
+                answer = self.request_transition(node, transition, min(REPLY_TIMEOUT_S, max(left, 0.1)), alive)
+                if answer is False:  # refused: done already (an earlier reply was lost), or failed
+                    state = self.get_state(node, REPLY_TIMEOUT_S) or state
+                    return state == target, state
             elif state and state not in IN_TRANSITION:
                 return False, state  # finalized, or another state this transition cannot leave
             else:

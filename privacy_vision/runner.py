@@ -318,11 +318,14 @@ class GraphRunner:
             return process.poll() is None and not self.interrupted.is_set()
 
         reached, state = self.monitor.reach(node, transition, START_TIMEOUT_S, running)
+        exits_by = time.monotonic() + EXIT_GRACE_S  # a node whose configuration fails exits (StartupError, code 2)
+        while not reached and process.poll() is None and time.monotonic() < exits_by:
+            time.sleep(0.1)
         if reached or process.poll() is not None or self.interrupted.is_set():
             return reached
         raise RunError(
-            f"node '{node}' never reached {TRANSITION_TARGETS[transition]} within {START_TIMEOUT_S:.0f} s (last state: "
-            f"{state or 'no answer to ~/get_state'}); the graph is stopped (log: {process.log_path})"
+            f"node '{node}' did not reach {TRANSITION_TARGETS[transition]} (start-up timeout {START_TIMEOUT_S:.0f} s; "
+            f"last state: {state or 'no answer to ~/get_state'}); the graph is stopped (log: {process.log_path})"
         )
 
     def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
