@@ -110,7 +110,7 @@ def test_one_body_adds_at_most_one_unit_per_tick_whatever_the_tracker_does(
     others = [(900 + i, 40.0 + i, 50.0) for i in range(2)]  # far from the body (not in any zone)
 
     def run(with_body: bool) -> list:
-        totals, closed, present = TrueTotals(ZONES, [], totals_settings(), DAY0), [], 0
+        totals, closed = TrueTotals(ZONES, [], totals_settings(), DAY0), []
         for frame, (x, y) in enumerate(path):
             t = DAY0 + 7.0 * frame
             if frame == restart_at:  # a respawn: a new process, new keys, nothing kept
