@@ -326,6 +326,11 @@ class AnonymizerNode(PrivacyVisionNode):
         self._wake.set()
         self._delivery.join(timeout=12.0)
 
+    def destroy_node(self) -> None:
+        if hasattr(self, "_delivery"):  # configured: its delivery thread must not outlive the client
+            self.release()
+        super().destroy_node()
+
     # -- compliance and health ----------------------------------------------------------------------------
     def personal_data_summary(self) -> dict:
         held = self.totals.lineages.held() if self.totals is not None else 0
