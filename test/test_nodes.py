@@ -56,7 +56,9 @@ def test_aggregator_parameter_updates_are_validated(probe, tmp_path):
             result = params.set(name, value)
             assert not result.successful, (name, value)
             assert why in result.reason, (name, value, result.reason)
-        assert params.get("epsilon_per_presence_hour") == 0.5 and params.get("k") == 5 and params.get("mode") == "default"
+        assert (
+            params.get("epsilon_per_presence_hour") == 0.5 and params.get("k") == 5 and params.get("mode") == "default"
+        )
         assert params.set("k", 10).successful and params.get("k") == 10
     finally:
         assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
