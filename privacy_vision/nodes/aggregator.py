@@ -18,6 +18,7 @@ from privacy_vision.nodes.common import (
     RELIABLE_QOS,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -107,6 +108,7 @@ class AggregatorNode(PrivacyVisionNode):
             raise StartupError(self.get_name(), str(error)) from None
         self.privacy_parameters = set(RELEASE_PARAMETERS)
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
+        self.anonymizer_groups = PeerParameter(self, "anonymizer", "groups_per_day")  # strict mode needs its groups
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
         self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
         self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, RELIABLE_DEEP_QOS)
@@ -128,6 +130,10 @@ class AggregatorNode(PrivacyVisionNode):
         }
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("mode") == "strict" and self.anonymizer_groups.value == 0:
+            raise ValueError(
+                "strict mode needs anonymizer groups_per_day ≥ 1 (it is 0): set it first, or launch with mode:=strict"
+            )
         if changes := self._changes(updates):
             AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
 

@@ -24,6 +24,7 @@ from privacy_vision.nodes.common import (
     RELIABLE_QOS,
     TRACKS_TOPIC,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -89,6 +90,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self.create_subscription(Tracks, TRACKS_TOPIC, self._on_tracks, RELIABLE_QOS)
         # Strict mode: a released group restarts its zone's group. Releases are public, so reading them adds nothing.
         self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
+        self.aggregator_mode = PeerParameter(self, "aggregator", "mode")  # strict mode needs groups_per_day ≥ 1
         self.frames = 0
         self.cells_closed = 0
         self.create_timer(1.0, self._report)
@@ -108,6 +110,10 @@ class AnonymizerNode(PrivacyVisionNode):
         ) if contribution else None
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("groups_per_day") == 0 and self.aggregator_mode.value == "strict":
+            raise ValueError(
+                "the aggregator is in strict mode, which releases only groups: set /aggregator mode default first"
+            )
         anonymizer, contribution = self._settings_after(updates)
         anonymizer.validate()
         if contribution is not None:
