@@ -75,6 +75,7 @@ SOURCE_START_TIMEOUT_S = 90.0  # the source node starts anyway (with a warning) 
 GET_STATE_TIMEOUT_S = 2.0
 COMPOSED = "composed"  # the process of composed:=true (all nodes in one)
 ERROR_LINE = re.compile(r"\[ERROR\] \[[\d.]+\] \[([\w.]+)\]: (.*)")  # a node's ERROR log line: its name, message
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 FORCED_EXIT_S = 5.0  # after a second stop signal, ros2 launch exits at the latest this long after it
 
 
@@ -421,8 +422,14 @@ def stop_requests_stop_in_order(context) -> None:
     manager.handle(signal.SIGINT, on_stop_signal)
     terminate = manager.handle(signal.SIGTERM, on_stop_signal)
     uninstall_signal_handlers()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: None)  # Python-level no-ops: the wakeup fd still tells the manager
+    # Node processes start with the stop signals blocked (the mask is inherited through exec) and unblock them once
+    # their own handlers are in place (node_main): a stop that arrives while Python is still starting (launch
+    # stopping right after a respawn) waits for the handler instead of killing the interpreter with a traceback. The
+    # launch itself keeps receiving them on a thread that does not block them.
+    threading.Thread(target=threading.Event().wait, name="privacy_vision-signals", daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     return None
 
 
