@@ -66,9 +66,16 @@ PERSONAL_DATA_NODES = tuple(node.name for node in NODES if node.personal_data)
 DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the live DPIA needs each one's settings
 
 
+# Whether a topic may be recorded (`privacy-vision record`) or served to a viewer (`privacy-vision foxglove`).
+RECORD_ALLOWED = "allowed"  # by default: it may leave the device, or holds no per-person data
+RECORD_PER_PERSON = "per_person"  # only when asked for explicitly, audit-logged, with a retention limit
+RECORD_NEVER = "never"  # refused whatever is asked: pixels, boxes, tracks, true totals
+
+
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device."""
+    """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device,
+    whether it may be recorded, and whether its publisher keeps its last messages for late subscribers (latched)."""
 
     name: str
     type: str
@@ -76,6 +83,8 @@ class TopicSpec:
     subscribers: tuple[str, ...]
     carries: str
     leaves_device: str = ""  # how it leaves the device; "" = it never does
+    recording: str = RECORD_NEVER
+    latched: bool = False  # transient local: a late `ros2 topic echo`, rqt, recorder or viewer gets the last messages
 
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -114,6 +123,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "anonymizer",
         (),
         "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
+        recording=RECORD_PER_PERSON,
     ),
     TopicSpec(
         CELL_TOTALS_TOPIC,
@@ -129,10 +139,35 @@ TOPICS: tuple[TopicSpec, ...] = (
         ("uplink",),
         "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
         leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest",
+        recording=RECORD_ALLOWED,
+        latched=True,
     ),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and counters (read by the runner's monitor)
+# Topics of ROS's own conventions besides the pipeline's, for tools: what every node reports.
+TOOL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        DIAGNOSTICS_TOPIC,
+        "diagnostic_msgs/msg/DiagnosticArray",
+        "every node",
+        (),
+        "health and counters of each node (no per-person data)",
+        recording=RECORD_ALLOWED,
+    ),
+)
+
+
+def recordable(per_person: bool = False) -> tuple[TopicSpec, ...]:
+    """The topics a recorder or viewer may take: those allowed by default, with `per_person` also the per-person ones."""
+    allowed = {RECORD_ALLOWED, RECORD_PER_PERSON} if per_person else {RECORD_ALLOWED}
+    return tuple(topic for topic in (*TOPICS, *TOOL_TOPICS) if topic.recording in allowed)
+
+
+def never_recorded_types() -> frozenset[str]:
+    """Message types refused under any topic name (a remapped image or totals topic is still refused)."""
+    return frozenset(topic.type for topic in TOPICS if topic.recording == RECORD_NEVER)
+
 
 # What a process needs to join the graph: the domain and the DDS transport settings the nodes run with.
 DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")

@@ -13,9 +13,9 @@ from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
     CELL_TOTALS_TOPIC,
     ERROR,
+    LATCHED_QOS,
     OK,
     RELIABLE_DEEP_QOS,
-    RELIABLE_QOS,
     WARN,
     ParameterSpec,
     PeerParameter,
@@ -110,7 +110,7 @@ class AggregatorNode(PrivacyVisionNode):
         self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
         self.anonymizer_groups = PeerParameter(self, "anonymizer", "groups_per_day")  # strict mode needs its groups
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
-        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, LATCHED_QOS)
         self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, RELIABLE_DEEP_QOS)
         self.released = 0
         self.below_k = 0

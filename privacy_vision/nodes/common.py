@@ -71,6 +71,16 @@ IMAGE_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
+# /zone_analytics is latched (transient local; core/graph.py): a late `ros2 topic echo`, rqt, recorder or viewer gets the
+# last releases at once instead of waiting for the next window (15 min by default). 200 holds a window end's cells
+# (window + hour + day tiers for each zone, plus the site) for up to 60 zones. The uplink and the anonymizer keep
+# volatile subscriptions (compatible with it): a respawned uplink must not store releases it already delivered.
+LATCHED_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=200,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 RELIABLE_DEEP_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000
 )  # a burst of closed cells
