@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +192,25 @@ def test_finding_5_ros2_param_set_strict_is_refused_while_the_anonymizer_forms_n
         )
     finally:
         stop_group(process, signal.SIGINT, 60.0)
+
+
+def test_a_misnamed_node_section_is_one_line_before_any_node_starts(session, vtest_video):
+    typo = session.tmp / "typo.yaml"
+    typo.write_text((CONFIG / "params.yaml").read_text().replace("\ncamera:\n", "\ncamra:\n", 1))
+    process, log = launch(session, "typo", vtest_video, params_file=str(typo))
+    code, text = ended(process, log)
+    assert_one_clear_line(code, text, "'camra' is not a node of the graph")
+    assert "process started" not in text
+
+
+def test_a_node_run_alone_exits_2_with_one_line_on_a_params_file_rcl_cannot_parse(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("camera:\n  ros__parameters:\n    fps: [1, 2\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "privacy_vision.node_main", "camera", "--ros-args", "--params-file", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_CONFIGURATION_ERROR, result.stderr
+    assert "the ROS arguments were refused" in result.stderr and "Traceback" not in result.stderr, result.stderr
