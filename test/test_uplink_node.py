@@ -14,11 +14,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from privacy_vision.core.audit import AuditLog, entries_of, verify
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
-from privacy_vision.core.protocol import canonical_release_bytes, load_key_file
+from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release
-from privacy_vision.core.uplink import Outbox
 from privacy_vision_msgs.msg import ZoneAnalytics
-from testkit.core import fill_up, free_domain_id, start_node, stop
+from testkit.core import fill_up, free_domain_id, queue_releases, start_node, stop
 from testkit.ingest import IngestThread
 from testkit.ros import RELIABLE_QOS_FOR_TESTS, RosProbe
 
@@ -31,11 +30,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PAST = (time.time() // 86400 - 2) * 86400  # releases of two days ago, as after an outage
-
-
 def analytics(index: int) -> dict:
-    return example_release(f"zone-{index:03d}", PAST + 900 * index)
+    return example_release(f"zone-{index:03d}", 1_790_000_000.0 + 900 * index)
 
 
 class UplinkUnderTest:
@@ -67,7 +63,7 @@ class UplinkUnderTest:
                 "key_file": str(self.pki.device_key),
                 "audit_key_file": str(self.pki.audit_key),
                 "device_id": "dev-1",
-                "outbox_path": str(self.tmp / "outbox.sqlite"),
+                "outbox_path": str(self.tmp / "releases.sqlite"),
                 "retry_base_s": 0.05,
                 "retry_max_s": 0.5,
                 "drain_timeout_s": 2.0,
@@ -77,11 +73,8 @@ class UplinkUnderTest:
         assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, 60.0), self.log()
 
     def publish(self, releases: list[dict]) -> None:
-        """Store the releases in the outbox the uplink sends from, as the aggregator does, and wake the uplink."""
-        outbox = Outbox(self.tmp / "outbox.sqlite", 10**6)
-        for release in releases:
-            outbox.put(release["release_id"], canonical_release_bytes(release))
-        outbox.close()
+        """What the aggregator does: record the releases in the release store, then wake the uplink."""
+        queue_releases(self.tmp / "releases.sqlite", releases)
         self.publisher.publish(ZoneAnalytics())
         self.probe.spin_for(0.5)
 
@@ -210,12 +203,12 @@ def test_empty_outbox_file_is_moved_aside_reported_and_replaced(tmp_path):
     """Finding 4 on the node: a 0-byte outbox is an ERROR naming where it went, and the node goes on."""
     port = free_port()
     uplink = UplinkUnderTest(tmp_path, port)
-    (tmp_path / "outbox.sqlite").write_bytes(b"")
+    (tmp_path / "releases.sqlite").write_bytes(b"")
     server = IngestThread(uplink.pki, str(tmp_path / "ingest.sqlite"), load_key_file(uplink.pki.device_key), port=port)
     try:
         uplink.start()
         assert "the outbox was not intact" in uplink.log() and "[ERROR]" in uplink.log()
-        assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
+        assert len(list(tmp_path.glob("releases.sqlite.corrupt-*"))) == 1
         uplink.publish([analytics(1)])
         assert wait_for(lambda: server.store.count() == 1, 20.0), uplink.log()
     finally:

@@ -26,6 +26,7 @@ from privacy_vision.nodes.common import (
     TRACKS_TOPIC,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -77,7 +78,7 @@ TOTALS_PARAMETERS = {
 }
 MAX_PENDING = 20_000  # closed segments held for an unreachable aggregator (about 2 days of 3 zones at 15 minutes)
 MAX_STAMP_SKEW_S = 86_400.0  # frames stamped further than this from the device clock are refused
-STOP_DELIVERY_S = 4.0  # at the ordered stop, the last segments are handed on for at most this long
+STOP_DELIVERY_S = 3.0  # at the ordered stop, the last segments are handed on for at most this long
 BATCH = 64
 
 
@@ -150,6 +151,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self._stop_delivery = threading.Event()
         self._delivery = threading.Thread(target=self._deliver_loop, name="anonymizer-delivery", daemon=True)
         self._delivery.start()
+        self.aggregator_mode = PeerParameter(self, "aggregator", "mode")  # strict mode needs groups_per_day ≥ 1
         self.create_timer(1.0, self._tick)
 
     # -- parameters ------------------------------------------------------------------------------------
@@ -164,6 +166,10 @@ class AnonymizerNode(PrivacyVisionNode):
         return anonymizer, totals.settings()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("groups_per_day") == 0 and self.aggregator_mode.value == "strict":
+            raise ValueError(
+                "the aggregator is in strict mode, which releases only groups: set /aggregator mode default first"
+            )
         anonymizer, totals = self._changes(updates)
         anonymizer.validate()
         totals.validate()
@@ -284,7 +290,7 @@ class AnonymizerNode(PrivacyVisionNode):
             self._delivery_error = f"{RELEASE_CELLS_SERVICE} did not answer within 10 s: segments are kept"
             return False
         answer = future.result()
-        if self._released_until is None:  # the first answer (an empty request at start): the released frontier
+        if self._released_until is None and answer.released_until_s >= 0:  # the first answer of an active aggregator
             with self._lock:
                 self._released_until = answer.released_until_s
                 if self.totals is not None and self.totals.start_s < answer.released_until_s:
@@ -312,7 +318,7 @@ class AnonymizerNode(PrivacyVisionNode):
                     self._queue(self.totals.flush(self._now()))
         with self._lock:
             left = len(self._pending)
-        if left and time.monotonic() < self._stop_deadline:
+        if left and time.monotonic() < self._stop_deadline and self.client.service_is_ready():
             return False
         if left:
             self.get_logger().error(
@@ -325,6 +331,11 @@ class AnonymizerNode(PrivacyVisionNode):
         self._stop_delivery.set()
         self._wake.set()
         self._delivery.join(timeout=12.0)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_delivery"):  # configured: its delivery thread must not outlive the client
+            self.release()
+        super().destroy_node()
 
     # -- compliance and health ----------------------------------------------------------------------------
     def personal_data_summary(self) -> dict:
