@@ -34,7 +34,6 @@ from privacy_vision.core.graph import (
     state_paths,
 )
 from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, read_pins
-from privacy_vision.core.registration import registered_values, write_registration
 from privacy_vision.core.release_schema import noise_dominated
 from privacy_vision.monitor import TRANSITION_TARGETS, GraphMonitor
 
@@ -339,16 +338,13 @@ class GraphRunner:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
 
     def _provision_device(self, pki: PkiPaths) -> Path:
-        """The device's own key (pki/devices/DEVICE.key, kept across runs) and, registered beside it for the local
-        ingest, the privacy configuration of this run (params.yaml with the --set overrides)."""
-        device = self._device_id()
+        """The device's own key (pki/devices/DEVICE.key, kept across runs). No configuration is registered for it: the
+        local ingest checks plausible ranges only, so a runtime change made during the run (`ros2 param set`, audited)
+        is not refused; a fleet's ingest registers each device (docs/faults.md)."""
         try:
-            key, _ = create_device_key(pki, device)
-            values = registered_values(self.options.config_dir / "params.yaml", self.options.overrides)
+            return create_device_key(pki, self._device_id())[0]
         except ValueError as error:
             raise RunError(str(error)) from None
-        write_registration(pki.device_registration(device), device, values, "privacy-vision run")
-        return key
 
     def _wait_for_ingest_port(self, timeout_s: float = 20.0) -> int:
         assert self.ingest is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 
 import pytest
@@ -72,10 +71,8 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert (var / "pki" / "analyst-analyst.token").read_text().startswith("pva_")
     ingest_log = next((var / "logs").glob("*/ingest.log")).read_text()
     assert "read API and dashboard: https://" in ingest_log
-    # finding 7: the runner's device posts with its own key, and its run's configuration is registered for it
-    assert "admitting 1 devices (1 with a registered privacy configuration)" in ingest_log
-    registration = json.loads((var / "pki" / "devices" / "device-1.json").read_text())
-    assert registration["registered"]["k"] == 1 and registration["registered"]["window_s"] == 4  # the run's --set
+    # finding 7: the runner's device posts with its own key (no registration: runtime changes stay possible)
+    assert "admitting 1 devices (0 with a registered privacy configuration)" in ingest_log
     assert (var / "pki" / "devices" / "device-1.key").read_text() != (var / "pki" / "device.key").read_text()
 
 

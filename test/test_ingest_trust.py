@@ -43,9 +43,9 @@ REFUSED = {
     "a period 2 hours ahead": (example_release("hall", (NOW // 900 + 8) * 900), "after receipt"),
     "ε per presence-hour 1e-300": (stating(epsilon_unit=1e-300), "epsilon_unit 1e-300 of a presence release"),
     "ε per presence-hour 20,000": (stating(epsilon_unit=20000.0), "epsilon_unit 20000 of a presence release"),
-    "ε per track-day 200 (events)": (
-        example_release("hall", (RECENT // 86400 - 1) * 86400, tier="day", epsilon_unit=200.0),
-        "epsilon_unit 200 of a events release",
+    "ε per track-day 2,000 (events)": (
+        example_release("hall", (RECENT // 86400 - 1) * 86400, tier="day", epsilon_unit=2000.0),
+        "epsilon_unit 2000 of a events release",
     ),
     "k of a million": (stating(k=10**6), "k 1000000 is outside"),
     "more spent than the cap": (stating(epsilon_spent_today=7.0), "exceeds daily_epsilon_cap"),

@@ -22,13 +22,18 @@ from privacy_vision.cloud.devices import Device
 from privacy_vision.cloud.ingest_store import Quotas
 from privacy_vision.core.protocol import RequestRejected
 from privacy_vision.core.registration import mismatches
-from privacy_vision.core.release.grid import EVENTS_KIND, GROUP_KIND, PRESENCE_KIND
-from privacy_vision.core.release_schema import WireRelease
+from privacy_vision.core.release_schema import REGISTERED_FIELDS, WireRelease
 
 PERIOD_SKEW_S = 3600.0
-# The aggregator's parameter ranges of the ε each kind states per unit, and of k.
-EPSILON_UNIT_RANGE = {PRESENCE_KIND: (0.001, 10000.0), EVENTS_KIND: (0.001, 100.0), GROUP_KIND: (0.001, 100.0)}
-K_RANGE = (1, 1000)
+# The aggregator's parameter ranges (nodes/aggregator.py: RELEASE_PARAMETERS) of what a release states, by parameter
+# name; test_ingest_ranges.py checks they are the node's. ε per unit: the parameter each kind states (REGISTERED_FIELDS).
+STATED_PARAMETER_RANGES = {
+    "epsilon_per_presence_hour": (0.001, 10000.0),
+    "epsilon_events_per_track_day": (0.001, 1000.0),
+    "strict_epsilon_per_track_day": (0.001, 1000.0),
+    "k": (1, 1000),
+}
+EPSILON_UNIT_PARAMETER = {kind: name for kind, (_, name) in REGISTERED_FIELDS["epsilon_unit"].items()}
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,14 @@ def check_release(release: WireRelease, device: Device, now_s: float, policy: In
         raise RequestRejected(
             422, f"the period ended before the ingest's retention of {policy.retention_s / 86400:g} days"
         )
-    low, high = EPSILON_UNIT_RANGE[release.kind]
+    low, high = STATED_PARAMETER_RANGES[EPSILON_UNIT_PARAMETER[release.kind]]
     if not low <= release.epsilon_unit <= high:
         raise RequestRejected(
             422, f"epsilon_unit {release.epsilon_unit:g} of a {release.kind} release is outside [{low:g}, {high:g}]"
         )
-    if not K_RANGE[0] <= release.k <= K_RANGE[1]:
-        raise RequestRejected(422, f"k {release.k} is outside [{K_RANGE[0]}, {K_RANGE[1]}]")
+    low, high = STATED_PARAMETER_RANGES["k"]
+    if not low <= release.k <= high:
+        raise RequestRejected(422, f"k {release.k} is outside [{low}, {high}]")
     if release.epsilon_spent_today > release.daily_epsilon_cap * (1 + 1e-9):
         raise RequestRejected(422, "epsilon_spent_today exceeds daily_epsilon_cap")
     if device.registered is not None and (differences := mismatches(release, device.registered)):
