@@ -1,15 +1,14 @@
 """Chaos benchmark: the graph under `ros2 launch` on a looping clip, kill -9 of random nodes (launch respawns them),
-then a full-disk phase and a corrupt-file phase, then a clean Ctrl-C; the same checks as test/test_chaos.py over
-many more faults, printed as figures.
+then a corrupt-file phase, then a clean Ctrl-C; the same checks as test/test_chaos.py over many more faults,
+printed as figures. (Full disks are faults of the tests: test_uplink_faults and the aggregator's refusal test.)
 
-    .venv/bin/python bench/chaos.py                      # 100 kills, then the disk-full and corrupt-file phases
+    .venv/bin/python bench/chaos.py                      # 100 kills, then the corrupt-file phase
     .venv/bin/python bench/chaos.py --kills 20 --seed 3  # a shorter run
 
 Checks: every release recorded in the release store is in the ingest or still queued (nothing lost, nothing
 invented), none stored twice, no span of time released twice, the ledger's charges are the audit log's, the audit
-log verifies. Disk full: the audit folder and the release store on a tmpfs of a few hundred KiB that fills up
-(needs root for `mount`; skipped with the reason otherwise). Corrupt file: the release store is replaced by garbage
-while the aggregator is down (it must refuse to release, loudly, until restored from the audit log).
+log verifies. Corrupt file: the release store is replaced by garbage while the aggregator is down (it must refuse to
+release, loudly, until restored from the audit log; the releases that were only in that file are counted apart).
 """
 
 from __future__ import annotations
