@@ -181,7 +181,7 @@ class AggregatorNode(PrivacyVisionNode):
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
         self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, LATCHED_QOS)
         self.create_service(ReleaseCells, "~/release_cells", self._on_cells)
-        self.released = self.below_k = self.duplicates = 0
+        self.released = self.below_k = self.duplicates = self._ticks = 0
         self.strict_without_groups = False
         self.audit_error = ""
         self.store_error = ""
@@ -195,11 +195,16 @@ class AggregatorNode(PrivacyVisionNode):
     def _check_store(self, store: ReleaseStore) -> str:
         """The store must hold everything the audit log says was released or charged (deleting or editing the
         ledger must not reset the budget); a mismatch refuses every release, loudly, until it is restored."""
+        problem = self._store_problem(store)
+        if problem:
+            self.get_logger().error(problem)
+            self.audit.append("release_store_refused", self.get_name(), reason=problem[:500])
+        return problem
+
+    def _store_problem(self, store: ReleaseStore) -> str:
         try:
             store.check_against_audit(entries_of(self.audit, {AUDIT_RELEASE_EVENT, AUDIT_CHARGE_EVENT}))
         except (StoreMismatch, AuditBroken) as error:
-            self.get_logger().error(str(error))
-            self.audit.append("release_store_refused", self.get_name(), reason=str(error)[:500])
             return str(error)
         return ""
 
@@ -282,7 +287,13 @@ class AggregatorNode(PrivacyVisionNode):
         self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=cap)
 
     def _tick(self) -> None:
-        """Write the audit entries of what was committed (retried until the audit log takes them), then report."""
+        """Write the audit entries of what was committed (retried until the audit log takes them), look again at a
+        refused store every 10 s (restored, releasing resumes), then report."""
+        self._ticks += 1
+        if self.refusing and self._ticks % 10 == 0 and not self._store_problem(self.releaser.store):
+            self.refusing = ""
+            self.get_logger().info("the release store agrees with the audit log again: releasing resumes")
+            self.audit.append("release_store_accepted", self.get_name())
         try:
             for event, data in self.releaser.store.unaudited():
                 self.audit.append(event, self.get_name(), **data)
