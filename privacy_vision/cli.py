@@ -11,7 +11,8 @@ from privacy_vision.core.analyst_tokens import TokenFileError, issue_token, revo
 from privacy_vision.core.calibration import calibrate_from_mot
 from privacy_vision.core.geometry import ConfigError
 from privacy_vision.core.graph import CAPTURE_MODES, parse_overrides
-from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, revoke_device
+from privacy_vision.core.registration import registered_values, write_registration
 from privacy_vision.tools_cli import add_commands as add_tool_commands
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
@@ -57,8 +58,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return GraphRunner(options).run()
 
 
+def cmd_pki_devices(args: argparse.Namespace, paths: PkiPaths) -> int:
+    """--device NAME [--config PARAMS] and --revoke-device NAME: one key per device, and its registration."""
+    try:
+        for name in args.revoke_device:
+            removed = revoke_device(paths, name)
+            print(f"device '{name}': {'key and registration removed' if removed else 'had no key'} in {paths.devices}")
+        for name in args.device:
+            key, created = create_device_key(paths, name)
+            state = "new key written to" if created else "key kept (revoke it first to replace it):"
+            print(f"device '{name}': {state} {key} (mode 600); copy it to that device only, as the uplink's key_file")
+            if args.config:
+                values = registered_values(args.config, parse_set(args.set, Path(args.config)))
+                source = " ".join([str(args.config), *(f"--set {item}" for item in args.set)])
+                write_registration(paths.device_registration(name), name, values, source)
+                stated = ", ".join(f"{field} {value}" for field, value in values.items())
+                print(f"device '{name}': registered {stated} in {paths.device_registration(name)}")
+    except (ValueError, OSError) as error:
+        print(f"pki: {error}", file=sys.stderr)
+        return 2
+    print(f"the ingest admits every device in {paths.devices} with --devices {paths.devices} (re-read when it changes)")
+    return 0
+
+
 def cmd_pki(args: argparse.Namespace) -> int:
     paths = PkiPaths(Path(args.out))
+    if args.device or args.revoke_device:  # device keys only: the CA, certificates and tokens stay as they are
+        return cmd_pki_devices(args, paths)
     if args.analyst or args.revoke_analyst:  # tokens only: the CA, certificates and device keys stay as they are
         paths.root.mkdir(parents=True, exist_ok=True)
         try:
@@ -141,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     pki = sub.add_parser(
         "pki",
         help="create a CA, ingest certificate, backup key and device key; print SPKI pins; "
-        "or (--analyst/--revoke-analyst) issue or revoke analyst tokens for the read API",
+        "or (--analyst/--revoke-analyst) issue or revoke analyst tokens for the read API; "
+        "or (--device/--revoke-device) create or revoke one device's own key and registration",
     )
     pki.add_argument("--out", default="var/pki", help="output folder")
     pki.add_argument("--hostname", action="append", default=[], help="DNS name of the ingest (repeatable)")
@@ -155,6 +182,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     pki.add_argument(
         "--revoke-analyst", action="append", default=[], metavar="NAME", help="only revoke this analyst's token"
+    )
+    pki.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only create this device's own key in OUT/devices/NAME.key (repeatable; an existing key is kept)",
+    )
+    pki.add_argument(
+        "--config",
+        metavar="PARAMS",
+        help="with --device: register the privacy configuration of this parameters file (its releases must state "
+        "it, or the ingest refuses them) in OUT/devices/NAME.json",
+    )
+    pki.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM=VALUE",
+        help="with --config: a parameter the device overrides (as 'privacy-vision run --set')",
+    )
+    pki.add_argument(
+        "--revoke-device",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only remove this device's key and registration (an ingest reading --devices refuses it within a second)",
     )
     pki.set_defaults(handler=cmd_pki)
 

@@ -33,9 +33,9 @@ from privacy_vision.core.graph import (
     source_node,
     state_paths,
 )
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, read_pins
 from privacy_vision.core.release_schema import noise_dominated
-from privacy_vision.monitor import GraphMonitor
+from privacy_vision.monitor import TRANSITION_TARGETS, GraphMonitor
 
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
@@ -201,6 +201,7 @@ class GraphRunner:
             )
         if not pki.analyst_token(DEMO_ANALYST).is_file():
             issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
+        device_key = self._provision_device(pki)
         env = graph_environment(config, self.domain_id)
         self.started_wall = time.time()
         self.ingest = ManagedProcess(
@@ -218,7 +219,7 @@ class GraphRunner:
                 "--db",
                 str(self.ingest_db),
                 "--device-key",
-                f"{self._device_id()}={pki.device_key}",
+                f"{self._device_id()}={device_key}",
                 "--analyst-tokens",
                 str(pki.analyst_tokens),
             ],
@@ -236,7 +237,7 @@ class GraphRunner:
             "ingest_url": f"https://127.0.0.1:{port}/v1/releases",
             "pins": f"[{pins}]",
             "ca_file": str(pki.ca_cert),
-            "key_file": str(pki.device_key),
+            "key_file": str(device_key),
             "outbox_path": str(self.state["releases"]),
         }
         # Every state file lives under --var-dir: the release store (ledger) too, so separate runs never share a budget.
@@ -298,13 +299,33 @@ class GraphRunner:
     def _bring_up(self) -> None:
         """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
         the pipeline to the first, the source node last, so that no frame flows before its receivers are there. A node
-        that cannot be configured is reported (by the run loop, with its exit code) and the others go on."""
-        assert self.monitor is not None
+        whose process exits meanwhile is reported (by the run loop, with its exit code) and the others go on; a node
+        that runs but never reaches active (a lifecycle reply lost under load, a stuck transition) is a RunError
+        naming it, never a "graph started" that produces nothing."""
         nodes = pipeline(self.options.capture)
-        configured = [node for node in nodes if self._transition(node, "configure", START_TIMEOUT_S)]
+        configured = [node for node in nodes if self._reach(node, "configure")]
         for node in reversed(configured):
-            if not self._transition(node, "activate", START_TIMEOUT_S):
-                self.console.message(f"[runner] node '{node}' did not activate (see {self.processes[node].log_path})")
+            self._reach(node, "activate")
+
+    def _reach(self, node: str, transition: str) -> bool:
+        assert self.monitor is not None
+        process = self.processes[node]
+        if self.interrupted.is_set():
+            return False
+
+        def running() -> bool:  # a Ctrl-C ends the wait too
+            return process.poll() is None and not self.interrupted.is_set()
+
+        reached, state = self.monitor.reach(node, transition, START_TIMEOUT_S, running)
+        exits_by = time.monotonic() + EXIT_GRACE_S  # a node whose configuration fails exits (StartupError, code 2)
+        while not reached and process.poll() is None and time.monotonic() < exits_by:
+            time.sleep(0.1)
+        if reached or process.poll() is not None or self.interrupted.is_set():
+            return reached
+        raise RunError(
+            f"node '{node}' did not reach {TRANSITION_TARGETS[transition]} (start-up timeout {START_TIMEOUT_S:.0f} s; "
+            f"last state: {state or 'no answer to ~/get_state'}); the graph is stopped (log: {process.log_path})"
+        )
 
     def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
         assert self.monitor is not None
@@ -315,6 +336,15 @@ class GraphRunner:
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
+
+    def _provision_device(self, pki: PkiPaths) -> Path:
+        """The device's own key (pki/devices/DEVICE.key, kept across runs). No configuration is registered for it: the
+        local ingest checks plausible ranges only, so a runtime change made during the run (`ros2 param set`, audited)
+        is not refused; a fleet's ingest registers each device (docs/faults.md)."""
+        try:
+            return create_device_key(pki, self._device_id())[0]
+        except ValueError as error:
+            raise RunError(str(error)) from None
 
     def _wait_for_ingest_port(self, timeout_s: float = 20.0) -> int:
         assert self.ingest is not None

@@ -69,7 +69,11 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     # the read side is open to the runner's analyst token only, and the runner says where it is
     assert "dashboard while the graph runs: https://127.0.0.1:" in output and "analyst-analyst.token" in output
     assert (var / "pki" / "analyst-analyst.token").read_text().startswith("pva_")
-    assert "read API and dashboard: https://" in next((var / "logs").glob("*/ingest.log")).read_text()
+    ingest_log = next((var / "logs").glob("*/ingest.log")).read_text()
+    assert "read API and dashboard: https://" in ingest_log
+    # finding 7: the runner's device posts with its own key (no registration: runtime changes stay possible)
+    assert "admitting 1 devices (0 with a registered privacy configuration)" in ingest_log
+    assert (var / "pki" / "devices" / "device-1.key").read_text() != (var / "pki" / "device.key").read_text()
 
 
 def test_the_running_graph_is_the_one_described(demo_run):
@@ -125,10 +129,17 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     assert not (logs / "camera.log").exists()
     detection_log = (logs / "detection.log").read_text()
     assert "in-process capture of a file source: no image topic" in detection_log
-    # every frame was read and inferred (the probe may join after the first detections under load)
-    assert "end of stream after 60 frames" in detection_log
-    assert len(probe.received.get("/detections", [])) > 10
-    assert len(probe.received.get("/anonymized_tracks", [])) > 10
+    # every source frame was inferred or, when inference fell a period behind the pace, dropped and counted; how many
+    # of each depends on the machine's load (42 of 60 were inferred on a busy one), so only the sum is asserted
+    assert frames_accounted_for(detection_log) == 60, detection_log[-2000:]
+    assert probe.received.get("/detections") and probe.received.get("/anonymized_tracks")  # the pipeline ran
+
+
+def frames_accounted_for(log: str) -> int:
+    """Frames the source delivered plus those dropped behind its pace, from its end-of-stream line."""
+    match = re.search(r"end of stream after (\d+) frames \((\d+) dropped behind the source's pace", log)
+    assert match, "no end-of-stream line"
+    return int(match.group(1)) + int(match.group(2))
 
 
 def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):

@@ -71,6 +71,21 @@ def test_newest_first_with_filters(ingest, pki):
     assert rows == []
 
 
+def test_several_zones_are_any_of_them_and_a_repeated_parameter_is_refused(ingest, pki):
+    """Low: `zone=a&zone=b` used to read zone a alone, silently."""
+    status, _, rows = get(ingest, pki, f"{RELEASES_PATH}?zone=z0&zone=z1&since=4500&until=9000")
+    assert status == 200 and [(r["zone_id"], r["period_start_s"]) for r in rows] == [
+        ("z1", 8100.0),
+        ("z0", 7200.0),
+        ("z1", 6300.0),
+        ("z0", 5400.0),
+        ("z1", 4500.0),
+    ]
+    for query, reason in (("since=1&since=2", "since: given 2 times"), ("zone=a&" * 51, "zone")):
+        status, _, answer = get(ingest, pki, f"{RELEASES_PATH}?{query}")
+        assert status == 400 and reason in answer["reason"], answer
+
+
 def test_cursor_pages_cover_everything_once(ingest, pki):
     seen, path = [], f"{RELEASES_PATH}?limit=10"
     while True:
