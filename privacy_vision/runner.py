@@ -32,6 +32,7 @@ from privacy_vision.core.graph import (
 )
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.monitor import GraphMonitor
+from privacy_vision.report import FrameCounts, format_summary
 
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
@@ -178,6 +179,7 @@ class GraphRunner:
         self.log_dir = self.state["logs"] / time.strftime("%Y%m%d-%H%M%S")
         self.started_wall = 0.0
         self.monitor: GraphMonitor | None = None
+        self.final_frames: FrameCounts | None = None
         self.interrupted = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -398,8 +400,8 @@ class GraphRunner:
             if code not in (0, None, -signal.SIGINT):
                 self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:
-            self.monitor.spin_for(0.3)
-            self.console.progress(self.monitor.progress_line())
+            self.monitor.spin_for(0.5)  # the nodes' final reports
+            self.final_frames = self.monitor.frame_counts()
             self.monitor.close()
             self.monitor = None
         if self.ingest is not None:
@@ -416,61 +418,14 @@ class GraphRunner:
         return [json.loads(row[0]) for row in rows]
 
     def summary(self) -> str:
-        releases = self.stored_releases()
-        return format_summary(releases, self.ingest_db)
+        return format_summary(self.stored_releases(), self.ingest_db, self.final_frames, self.dashboard_command())
 
-
-def format_summary(releases: list[dict], store: Path) -> str:
-    """Per zone: each tier's cells (shown / "< k"), the mean shown occupancy, hourly flow, the day's footfall."""
-    header = f"{'zone':<16}{'windows':>12}{'mean occ.':>10}{'hours':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'footfall':>9}"
-    lines = [
-        "",
-        "Per-zone analytics received by the ingest (DP values as released; shown/cells, '< k' cells withheld):",
-        header,
-        "-" * len(header),
-    ]
-    zones = sorted({r["zone_id"] for r in releases})
-    for zone in zones:
-        rows = {
-            tier: [r for r in releases if r["zone_id"] == zone and r["tier"] == tier]
-            for tier in ("window", "hour", "day")
-        }
-        shown = {tier: [r for r in tier_rows if not r["below_k"]] for tier, tier_rows in rows.items()}
-        mean_occupancy = (
-            f"{sum(r['occupancy'] for r in shown['window']) / len(shown['window']):.1f}" if shown["window"] else "-"
-        )
-        directions: dict[str, int] = {}
-        for r in shown["hour"]:
-            for label, count in r["direction_counts"].items():
-                directions[label] = directions.get(label, 0) + count
-        top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
-        footfall = ("< k" if rows["day"][-1]["below_k"] else str(rows["day"][-1]["occupancy"])) if rows["day"] else "-"
-        lines.append(
-            f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
-            f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}"
-        )
-        groups = [r for r in releases if r["zone_id"] == zone and r["tier"] == "group"]
-        if groups:
-            lines.append(
-                f"{'':<16}strict mode: {len(groups)} groups released: "
-                + ", ".join(
-                    f"{r['occupancy']} people over {r['period_end_s'] - r['period_start_s']:.0f} s" for r in groups
-                )
-            )
-    if not zones:
-        lines.append("(no releases reached the ingest)")
-    if releases:
-        p = releases[0]
-        rule = (
-            "groups of at least k true people only (strict mode)"
-            if p["mode"] == "strict"
-            else "applied to noisy values"
-        )
-        delta = f", δ={p['delta_track_day']:.3g}" if p["delta_track_day"] else ""
-        lines.append(
-            f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']} (each track counts in at most L cells "
-            f"per tier and day), k={p['k']} {rule}, window {p['window_s']:g} s; ε per track-day charged today "
-            f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}"
-        )
-    lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
-    return "\n".join(lines)
+    def dashboard_command(self) -> str:
+        """The command that opens this run's store in the dashboard (read-only), as a user would type it here."""
+        script = Path(sys.executable).parent / "privacy-vision"
+        try:
+            command = str(script.relative_to(Path.cwd())) if script.is_file() else "privacy-vision"
+        except ValueError:
+            command = str(script)
+        var_dir = "" if self.options.var_dir == Path("var") else f" --var-dir {self.options.var_dir}"
+        return f"{command} dashboard{var_dir}"

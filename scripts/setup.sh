@@ -57,6 +57,40 @@ if [[ " ${layers[*]} " == *" test "* ]]; then
   fi
 fi
 
+# The demo video, fetched while pip works when it is not here yet (a download of about 100 MB from Debian).
+fetch_video() {
+  if [ -f ../shared/data/video/vtest.avi ]; then
+    say "demo video: ../shared/data/video/vtest.avi"
+  elif [ -f data/vtest.avi ]; then
+    say "demo video: data/vtest.avi"
+  else
+    local tmp found
+    tmp=$(mktemp -d)
+    ( cd "$tmp" && { apt-get download opencv-doc >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get download opencv-doc >/dev/null; }; } ) \
+      || { echo "[setup] could not download opencv-doc (apt-get download opencv-doc); pass --source to use your own video" >&2; return 1; }
+    dpkg -x "$tmp"/opencv-doc_*.deb "$tmp/x"
+    mkdir -p data
+    found=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
+    case "$found" in
+      *.gz) gunzip -c "$found" > data/vtest.avi.part ;;
+      "") echo "[setup] vtest.avi not found in opencv-doc" >&2; return 1 ;;
+      *) cp "$found" data/vtest.avi.part ;;
+    esac
+    mv data/vtest.avi.part data/vtest.avi  # whole or not at all: a cut-off copy is never taken for the video
+    rm -rf "$tmp"
+    say "demo video: data/vtest.avi (from Debian's opencv-doc package, $(du -h data/vtest.avi | cut -f1))"
+  fi
+}
+mkdir -p build
+video_job=""
+if [ -f ../shared/data/video/vtest.avi ] || [ -f data/vtest.avi ]; then
+  fetch_video > build/video.log
+else
+  say "fetching the demo video from Debian's opencv-doc package (about 100 MB) while the packages install"
+  fetch_video > build/video.log 2>&1 &
+  video_job=$!
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment in .venv"
   "$PY" -m venv "$VENV"
@@ -133,7 +167,8 @@ done
 
 msgs_hash=$(hash_of msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv requirements.lock)
 if [ "$(cat "$VENV/.msgs.hash" 2>/dev/null)" != "$msgs_hash" ]; then
-  say "building interfaces privacy_vision_msgs into the venv's ROS prefix"
+  say "building interfaces privacy_vision_msgs into the venv's ROS prefix (CMake and g++, about 40 s on 2 cores)"
+  msgs_started=${EPOCHREALTIME%.*}
   rm -rf build/privacy_vision_msgs && mkdir -p build/privacy_vision_msgs
   (
     cd build/privacy_vision_msgs
@@ -145,6 +180,7 @@ if [ "$(cat "$VENV/.msgs.hash" 2>/dev/null)" != "$msgs_hash" ]; then
   "$VENV/bin/python" -c "import privacy_vision_msgs.msg, privacy_vision_msgs.srv" \
     || { echo "[setup] built interfaces do not import" >&2; exit 1; }
   echo "$msgs_hash" > "$VENV/.msgs.hash"
+  say "  built in $(( ${EPOCHREALTIME%.*} - msgs_started )) s"
 else
   say "interfaces up to date"
 fi
@@ -165,25 +201,8 @@ if [ ! -f var/pki/audit.key ]; then
   "$VENV/bin/python" -m privacy_vision.cli pki --out var/pki > /dev/null
 fi
 
-if [ -f ../shared/data/video/vtest.avi ]; then
-  say "demo video: ../shared/data/video/vtest.avi"
-elif [ -f data/vtest.avi ]; then
-  say "demo video: data/vtest.avi"
-else
-  say "fetching the demo video from Debian's opencv-doc package"
-  tmp=$(mktemp -d)
-  ( cd "$tmp" && { apt-get download opencv-doc >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get download opencv-doc >/dev/null; }; } ) \
-    || { echo "[setup] could not download opencv-doc (apt-get download opencv-doc); pass --source to use your own video" >&2; exit 1; }
-  dpkg -x "$tmp"/opencv-doc_*.deb "$tmp/x"
-  mkdir -p data
-  found=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
-  case "$found" in
-    *.gz) gunzip -c "$found" > data/vtest.avi ;;
-    "") echo "[setup] vtest.avi not found in opencv-doc" >&2; exit 1 ;;
-    *) cp "$found" data/vtest.avi ;;
-  esac
-  rm -rf "$tmp"
-  say "demo video: data/vtest.avi"
+if [ -n "$video_job" ]; then
+  wait "$video_job" || { cat build/video.log >&2; exit 1; }
 fi
-
+cat build/video.log
 say "done in $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"

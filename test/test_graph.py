@@ -8,6 +8,7 @@ import re
 import pytest
 
 from privacy_vision.core import graph
+from privacy_vision.core.intervals import format_value, release_intervals
 from testkit.core import REPO
 from testkit.graph import run_graph, stored_releases
 from testkit.ros import pixel_like_fields
@@ -64,8 +65,16 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert {(r["zone_id"], r["tier"]) for r in releases if r["tier"] != "window"} >= {
         (z, t) for z in zones for t in ("hour", "day")
     }
-    assert "Per-zone analytics received by the ingest" in output
-    assert "analytics stored in" in output
+    # the summary: frames, every value with its interval from the one function, what each metric means, the dashboard
+    assert re.search(r"Frames: 100 read, (\d+) inferred, (\d+) dropped", output), output
+    assert f"Released by this run and stored by the ingest: {len(releases)} cells of 4 zones" in output
+    shown = [r for r in releases if r["tier"] == "day" and not r["below_k"]]
+    for release in shown:
+        assert format_value(release_intervals(release)["occupancy"]) in output
+    assert "occupancy  distinct people in the zone during one window" in output
+    assert output.rstrip().endswith(
+        f"Open the dashboard on this run: .venv/bin/privacy-vision dashboard --var-dir {var}"
+    )
     assert any(not r["below_k"] and r["occupancy"] > 0 for r in releases), releases
     uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
     assert "sending to https://127.0.0.1:" in uplink_log
