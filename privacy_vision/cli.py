@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from privacy_vision.core.calibration import calibrate_from_mot
 from privacy_vision.core.geometry import ConfigError
 from privacy_vision.core.graph import CAPTURE_MODES, parse_overrides
 from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.core.sources import SourceError, classify_source
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
+MAX_DOMAIN_ID = 232  # the largest ROS_DOMAIN_ID whose ports fit (ROS 2 documentation: domain IDs 0-232)
 
 
 def parse_set(items: list[str], params_file: Path) -> dict[str, dict[str, str]]:
@@ -33,20 +36,37 @@ def _default_source() -> str:
     )
 
 
+def domain_id(given: int | None) -> int | None:
+    """--domain-id, else ROS_DOMAIN_ID when it is set (as every ROS tool honours it), else None (the runner picks
+    one at random, so that parallel runs do not meet)."""
+    text = str(given) if given is not None else os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 <= int(text) <= MAX_DOMAIN_ID:
+        origin = "--domain-id" if given is not None else "ROS_DOMAIN_ID"
+        raise SystemExit(f"{origin} must be an integer from 0 to {MAX_DOMAIN_ID}, got {text!r}")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from privacy_vision.runner import GraphOptions, GraphRunner  # loads rclpy: only the run command needs it
 
+    source = args.source or _default_source()
+    try:
+        classify_source(source)  # the rest (does it decode?) is the configuration check's, before anything starts
+    except SourceError as error:
+        raise SystemExit(f"privacy-vision run: {error}") from None
     overrides = parse_set(args.set, Path(args.config_dir) / "params.yaml")
     if args.fps is not None:
         overrides.setdefault("camera", {})["fps"] = str(float(args.fps))
     if args.max_frames:
         overrides.setdefault("camera", {})["max_frames"] = str(args.max_frames)
     options = GraphOptions(
-        source=args.source or _default_source(),
+        source=source,
         config_dir=Path(args.config_dir),
         var_dir=Path(args.var_dir),
         overrides=overrides,
-        domain_id=args.domain_id,
+        domain_id=domain_id(args.domain_id),
         duration_s=args.duration,
         quiet=args.quiet,
         capture=args.capture,
@@ -117,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--max-frames", type=int, default=0, help="stop after this many frames")
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = at end of stream)")
     run.add_argument(
-        "--domain-id", type=int, help="ROS_DOMAIN_ID for the graph (default: random, isolates parallel runs)"
+        "--domain-id",
+        type=int,
+        help="ROS_DOMAIN_ID for the graph (default: $ROS_DOMAIN_ID when set, else random, which isolates parallel runs)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.add_argument(

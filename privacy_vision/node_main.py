@@ -19,6 +19,7 @@ import threading
 
 from privacy_vision.core.graph import CAPTURE_MODES, NODE_NAMES, pipeline
 
+CHECK_FAILED = "configuration error:"  # how `node_main check` starts each line about a node that cannot start
 STOP = threading.Event()  # set by SIGINT or SIGTERM once install_stop_handlers() ran
 
 
@@ -61,6 +62,28 @@ def run_composed(argv: list[str]) -> None:
     run_nodes(factories, [sys.argv[0], *ros])
 
 
+def run_check(argv: list[str]) -> int:
+    """Configure every node of the pipeline in this process with the given parameters and stop: one line per node
+    that cannot start (exit 2), or 'configuration OK'. `privacy-vision run` calls this before it starts anything."""
+    own, ros = (
+        (argv[: argv.index("--ros-args")], argv[argv.index("--ros-args") :]) if "--ros-args" in argv else (argv, [])
+    )
+    parser = argparse.ArgumentParser(prog="node_main check", description=run_check.__doc__)
+    parser.add_argument("--capture", choices=CAPTURE_MODES, default="camera")
+    options = parser.parse_args(own)
+    install_stop_handlers()
+    from privacy_vision.nodes.common import check_nodes
+
+    nodes = pipeline(options.capture)
+    factories = [importlib.import_module(f"privacy_vision.nodes.{node}").NODE_CLASS for node in nodes]
+    failures = check_nodes(factories, [sys.argv[0], *ros])
+    for node, reason in failures.items():
+        print(f"{CHECK_FAILED} node '{node}': {reason}", flush=True)
+    if not failures:
+        print(f"configuration OK: {', '.join(nodes)}", flush=True)
+    return 2 if failures else 0
+
+
 def composed() -> None:
     run_composed(sys.argv[1:])
 
@@ -78,9 +101,11 @@ camera, detection, tracking, anonymizer, aggregator, uplink = (_entry(node) for 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(
-            f"usage: python -m privacy_vision.node_main NODE|composed [--ros-args ...] (NODE: {', '.join(NODE_NAMES)})"
+            f"usage: python -m privacy_vision.node_main NODE|composed|check [--ros-args ...] (NODE: {', '.join(NODE_NAMES)})"
         )
     if sys.argv[1] == "composed":
         run_composed(sys.argv[2:])
+    elif sys.argv[1] == "check":
+        sys.exit(run_check(sys.argv[2:]))
     else:
         run(sys.argv[1], [sys.argv[0], *sys.argv[2:]])

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,11 +33,13 @@ from privacy_vision.core.graph import (
 )
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
 from privacy_vision.monitor import GraphMonitor
+from privacy_vision.node_main import CHECK_FAILED
 from privacy_vision.report import FrameCounts, format_summary
 
 _PR_SET_PDEATHSIG = 1
 DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
 EXIT_GRACE_S = 3.0  # a finalized node's process exits this quickly
+CHECK_TIMEOUT_S = 120.0  # the configuration check: one process configures every node (model and source included)
 START_TIMEOUT_S = 90.0  # for a node's ~/change_state service to appear and its configure transition to finish
 
 
@@ -180,6 +183,7 @@ class GraphRunner:
         self.started_wall = 0.0
         self.monitor: GraphMonitor | None = None
         self.final_frames: FrameCounts | None = None
+        self.per_node: dict[str, dict[str, str]] = {}  # each node's -p overrides of this run
         self.interrupted = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -200,6 +204,7 @@ class GraphRunner:
         if not pki.analyst_token(DEMO_ANALYST).is_file():
             issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
         env = graph_environment(config, self.domain_id)
+        self.check_configuration(pki, env)
         self.started_wall = time.time()
         self.ingest = ManagedProcess(
             "ingest",
@@ -229,32 +234,8 @@ class GraphRunner:
             f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
             f"analyst token in {pki.analyst_token(DEMO_ANALYST)})"
         )
-        pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
-        uplink = {
-            "ingest_url": f"https://127.0.0.1:{port}/v1/releases",
-            "pins": f"[{pins}]",
-            "ca_file": str(pki.ca_cert),
-            "key_file": str(pki.device_key),
-            "outbox_path": str(self.state["outbox"]),
-        }
-        # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
-        forced = {
-            "camera": {"source": self.options.source},
-            "uplink": uplink,
-            "aggregator": {"ledger_path": str(self.state["ledger"])},
-        }
-        audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
-        # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
-        # and all of them in one process (composed) alike.
-        per_node = node_parameters(self.options, forced)
-        parameters = self.log_dir / "parameters.yaml"
-        parameters.write_text(
-            yaml.safe_dump(
-                {
-                    node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
-                    for node, values in per_node.items()
-                }
-            )
+        parameters = self._write_parameters(
+            self.log_dir / "parameters.yaml", pki, f"https://127.0.0.1:{port}/v1/releases", self.state
         )
         ros_args = ["--ros-args", "--params-file", str(config / "params.yaml"), "--params-file", str(parameters)]
         if self.options.composed:
@@ -268,7 +249,7 @@ class GraphRunner:
                 *ros_args,
             ]
             process = ManagedProcess("composed", command, env, self.log_dir / "composed.log", self.console.message)
-            self.processes = dict.fromkeys(per_node, process)
+            self.processes = dict.fromkeys(self.per_node, process)
         else:
             self.processes = {
                 node: ManagedProcess(
@@ -278,15 +259,80 @@ class GraphRunner:
                     self.log_dir / f"{node}.log",
                     self.console.message,
                 )
-                for node in per_node
+                for node in self.per_node
             }
         self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
         layout = "in one process (composed)" if self.options.composed else "as separate processes"
         self.console.message(
-            f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
+            f"graph started: ingest + {len(self.per_node)} nodes {layout} ({self.options.capture} capture) on "
             f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})"
         )
+
+    def _write_parameters(self, path: Path, pki: PkiPaths, ingest_url: str, state: dict[str, Path]) -> Path:
+        """One section per node on top of params.yaml: the source, the uplink's endpoint and keys, and every state
+        store under `state` (the run's --var-dir; a scratch folder for the configuration check). It serves one node
+        per process and all of them in one process (composed) alike."""
+        pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
+        forced = {
+            "camera": {"source": self.options.source},
+            "uplink": {
+                "ingest_url": ingest_url,
+                "pins": f"[{pins}]",
+                "ca_file": str(pki.ca_cert),
+                "key_file": str(pki.device_key),
+                "outbox_path": str(state["outbox"]),
+            },
+            # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
+            "aggregator": {"ledger_path": str(state["ledger"])},
+        }
+        audit = {"audit_dir": str(state["audit"]), "audit_key_file": str(pki.audit_key)}
+        self.per_node = node_parameters(self.options, forced)
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
+                    for node, values in self.per_node.items()
+                }
+            )
+        )
+        return path
+
+    def check_configuration(self, pki: PkiPaths, env: dict[str, str]) -> None:
+        """Before anything starts: every node configured once in one short process with this run's parameters
+        (types, ranges, settings, source opened and decoded, model, zones, homography, keys), its state stores in
+        a scratch folder. A failure is one line per node and a RunError (exit 2)."""
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="privacy-vision-check-") as scratch:
+            parameters = self._write_parameters(
+                Path(scratch) / "parameters.yaml", pki, "https://127.0.0.1:9/v1/releases", state_paths(scratch)
+            )
+            command = [sys.executable, "-m", "privacy_vision.node_main", "check", "--capture", self.options.capture]
+            command += ["--ros-args", "--params-file", str(self.options.config_dir / "params.yaml")]
+            command += ["--params-file", str(parameters), "--log-level", "fatal"]
+            log = self.log_dir / "check.log"
+            try:
+                result = subprocess.run(
+                    command,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=CHECK_TIMEOUT_S,
+                    preexec_fn=_die_with_parent,
+                )
+            except subprocess.TimeoutExpired:
+                raise RunError(f"the configuration check took over {CHECK_TIMEOUT_S:.0f} s; see {log}") from None
+        log.write_text(result.stdout + result.stderr)
+        failures = [line for line in result.stdout.splitlines() if line.startswith(CHECK_FAILED)]
+        if failures or result.returncode != 0:
+            for line in failures:
+                self.console.message(f"[runner] {line}")
+            raise RunError(
+                f"nothing was started: fix the configuration above (check log: {log})"
+                if failures
+                else f"the configuration check failed (code {result.returncode}): {result.stderr.strip()[-300:]}"
+            )
+        self.console.message(f"configuration checked in {time.monotonic() - started:.1f} s")
 
     @property
     def source_node(self) -> str:
@@ -296,10 +342,17 @@ class GraphRunner:
     def _bring_up(self) -> None:
         """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
         the pipeline to the first, the source node last, so that no frame flows before its receivers are there. A node
-        that cannot be configured is reported (by the run loop, with its exit code) and the others go on."""
+        that cannot be configured stops the run before anything is activated."""
         assert self.monitor is not None
         nodes = pipeline(self.options.capture)
         configured = [node for node in nodes if self._transition(node, "configure", START_TIMEOUT_S)]
+        failed = [node for node in nodes if node not in configured]
+        if failed and not self.interrupted.is_set():  # what the check could not see (a device gone since, a full disk)
+            for node in failed:
+                self.console.message(
+                    f"[runner] node '{node}' could not be configured: {self._last_error(self.processes[node])}"
+                )
+            raise RunError("nothing was activated; stopping (see the node logs in " + str(self.log_dir) + ")")
         for node in reversed(configured):
             if not self._transition(node, "activate", START_TIMEOUT_S):
                 self.console.message(f"[runner] node '{node}' did not activate (see {self.processes[node].log_path})")
