@@ -11,7 +11,7 @@ from privacy_vision.compliance_cli import add_commands
 from privacy_vision.core.analyst_tokens import TokenFileError, issue_token, revoke_token
 from privacy_vision.core.calibration import calibrate_from_mot
 from privacy_vision.core.geometry import ConfigError
-from privacy_vision.core.graph import CAPTURE_MODES, parse_overrides
+from privacy_vision.core.graph import CAPTURE_MODES, RUN_ANALYST, parse_overrides, state_paths
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.sources import SourceError, classify_source
 
@@ -74,6 +74,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"privacy_vision: source {options.source}", flush=True)
     return GraphRunner(options).run()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """The dashboard on a run's store: a read-only ingest (no device key, no POST) with the run's analyst token."""
+    from privacy_vision.cloud import ingest  # aiohttp: only this command needs it
+
+    state = state_paths(args.var_dir)
+    pki = PkiPaths(state["pki"])
+    token_file = pki.analyst_token(RUN_ANALYST)
+    if not state["ingest"].is_file() or not token_file.is_file():
+        print(
+            f"dashboard: no run's store in {args.var_dir} ({state['ingest']} and {token_file}): run the graph first "
+            "(make demo), or pass --var-dir",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"dashboard of {state['ingest']} (read-only); the page asks for the analyst token, which is in {token_file}:")
+    print(f"  {token_file.read_text().strip()}")
+    print(f"the certificate is signed by this run's own CA ({pki.ca_cert}): import it, or accept the browser's warning")
+    print("Ctrl-C stops the dashboard; the run's store is not changed", flush=True)
+    command = ["--read-only", "--host", args.host, "--port", str(args.port), "--db", str(state["ingest"])]
+    command += [
+        "--cert",
+        str(pki.server_cert),
+        "--key",
+        str(pki.server_key),
+        "--analyst-tokens",
+        str(pki.analyst_tokens),
+    ]
+    return ingest.main(command)
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
@@ -156,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         "default: one process per node",
     )
     run.set_defaults(handler=cmd_run)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve the analyst dashboard on a run's store (var/ by default), read-only, with the run's analyst token",
+    )
+    dashboard.add_argument("--var-dir", default="var", help="the run's state folder (privacy-vision run --var-dir)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8443, help="port (0 picks a free one, printed at start)")
+    dashboard.set_defaults(handler=cmd_dashboard)
 
     pki = sub.add_parser(
         "pki",

@@ -24,6 +24,7 @@ import yaml
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.graph import (
     NODE_NAMES,
+    RUN_ANALYST,
     SOURCE_PARAMETERS,
     check_capture,
     graph_environment,
@@ -37,7 +38,6 @@ from privacy_vision.node_main import CHECK_FAILED
 from privacy_vision.report import FrameCounts, format_summary
 
 _PR_SET_PDEATHSIG = 1
-DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
 EXIT_GRACE_S = 3.0  # a finalized node's process exits this quickly
 CHECK_TIMEOUT_S = 120.0  # the configuration check: one process configures every node (model and source included)
 START_TIMEOUT_S = 90.0  # for a node's ~/change_state service to appear and its configure transition to finish
@@ -201,8 +201,8 @@ class GraphRunner:
             self.console.message(
                 f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})"
             )
-        if not pki.analyst_token(DEMO_ANALYST).is_file():
-            issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
+        if not pki.analyst_token(RUN_ANALYST).is_file():
+            issue_token(pki.analyst_tokens, pki.analyst_token(RUN_ANALYST), RUN_ANALYST)
         env = graph_environment(config, self.domain_id)
         self.check_configuration(pki, env)
         self.started_wall = time.time()
@@ -232,7 +232,7 @@ class GraphRunner:
         port = self._wait_for_ingest_port()
         self.console.message(
             f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
-            f"analyst token in {pki.analyst_token(DEMO_ANALYST)})"
+            f"analyst token in {pki.analyst_token(RUN_ANALYST)})"
         )
         parameters = self._write_parameters(
             self.log_dir / "parameters.yaml", pki, f"https://127.0.0.1:{port}/v1/releases", self.state

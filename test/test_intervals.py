@@ -64,3 +64,21 @@ def test_format_marks_noise_dominated_values():
     assert format_value(release_intervals(example_release("hall"))["occupancy"]) == "7 [0–22]~"
     assert format_value(hour["occupancy"]).endswith("]") and "~" not in format_value(hour["occupancy"])
     assert format_value(None, 4) == "4 [interval unknown]"
+
+
+@pytest.mark.parametrize(("count", "epsilon"), [(1, 0.2), (3, 0.105), (24, 0.015), (100, 0.5)])
+def test_the_interval_of_a_sum_covers_95_percent_of_its_noise(count, epsilon):
+    """Totals over several hours (the dashboard's headings and dwell): the stated variance, the coverage measured
+    by drawing the noise from its distribution (IntegerNoise's, not this module's formula)."""
+    from privacy_vision.core.intervals import sum_interval
+
+    support, probabilities = IntegerNoise("discrete_laplace", epsilon).distribution
+    assert release_intervals(example_release(epsilon_by_metric={"occupancy": epsilon}))[
+        "occupancy"
+    ].variance == pytest.approx(IntegerNoise("discrete_laplace", epsilon).variance, rel=1e-6)
+    one = release_intervals(example_release(occupancy=50, epsilon_by_metric={"occupancy": epsilon}))["occupancy"]
+    total = sum_interval([one] * count)
+    assert total.value == 50 * count
+    draws = np.random.default_rng(7).choice(support, p=probabilities, size=(20000, count)).sum(axis=1)
+    coverage = float(np.mean(np.abs(draws) <= total.half_width))
+    assert 0.945 <= coverage <= 0.975, coverage

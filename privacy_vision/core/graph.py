@@ -148,6 +148,8 @@ STATE_STORES = {
     "logs": "logs",  # node logs of `privacy-vision run`
 }
 
+RUN_ANALYST = "analyst"  # `privacy-vision run` issues this analyst's read-API token: <state>/pki/analyst-analyst.token
+
 # Camera parameters that the detection node takes in the in-process capture mode.
 SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
 

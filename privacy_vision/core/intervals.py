@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -48,9 +48,17 @@ class ValueInterval:
     half_width: int
     level: float
     noise_dominated: bool  # the interval is wider than the value (2 × half_width > value)
+    variance: float  # of the stated noise: what a sum of several values needs (sum_interval)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What the read API adds per value (the value itself and the level are in the row already)."""
+        return {
+            "low": self.low,
+            "high": self.high,
+            "half_width": self.half_width,
+            "noise_dominated": self.noise_dominated,
+            "variance": self.variance,
+        }
 
 
 @lru_cache(maxsize=4096)
@@ -80,8 +88,17 @@ def noise_half_width(mechanism: str, epsilon: float, level: float = LEVEL) -> in
     return h
 
 
-def _interval(value: int, half_width: int | None, floor: int) -> ValueInterval | None:
-    if half_width is None:
+@lru_cache(maxsize=4096)
+def noise_variance(mechanism: str, epsilon: float) -> float | None:
+    """Variance of discrete Laplace noise at scale 1/ε: 2p / (1 - p)², p = e^-ε (None where unknown)."""
+    if noise_half_width(mechanism, epsilon) is None:
+        return None
+    p = math.exp(-epsilon)
+    return 2.0 * p / (1.0 - p) ** 2 if p < 1.0 else math.inf
+
+
+def _interval(value: int, half_width: int | None, variance: float | None, floor: int) -> ValueInterval | None:
+    if half_width is None or variance is None:
         return None
     return ValueInterval(
         value=value,
@@ -90,6 +107,27 @@ def _interval(value: int, half_width: int | None, floor: int) -> ValueInterval |
         half_width=half_width,
         level=LEVEL,
         noise_dominated=2 * half_width > value,
+        variance=variance,
+    )
+
+
+def sum_interval(intervals: list[ValueInterval]) -> ValueInterval | None:
+    """The interval of a sum of released values (a chart's total over several hours): independent noises, so
+    the variances add; the half-width is 1.96 standard deviations of the sum (normal approximation, close for
+    sums of several values), never less than the widest single one (exact for a single value)."""
+    if not intervals:
+        return None
+    total = sum(interval.value for interval in intervals)
+    spread = math.sqrt(sum(interval.variance for interval in intervals))
+    half_width = max(max(interval.half_width for interval in intervals), math.ceil(1.959964 * spread))
+    return ValueInterval(
+        value=total,
+        low=max(0, total - half_width),
+        high=total + half_width,
+        half_width=half_width,
+        level=LEVEL,
+        noise_dominated=2 * half_width > total,
+        variance=sum(interval.variance for interval in intervals),
     )
 
 
@@ -112,7 +150,8 @@ def release_intervals(release: Mapping[str, Any]) -> dict[str, ValueInterval]:
         epsilon = epsilons.get(metric)
         if not isinstance(value, int) or not isinstance(epsilon, (int, float)):
             continue
-        interval = _interval(value, noise_half_width(mechanism, float(epsilon)), floor)
+        epsilon = float(epsilon)
+        interval = _interval(value, noise_half_width(mechanism, epsilon), noise_variance(mechanism, epsilon), floor)
         if interval is not None:
             intervals[name] = interval
     return intervals
