@@ -148,7 +148,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and option (test_docs parses the docs' command lines with it)."""
     parser = argparse.ArgumentParser(
         prog="privacy-vision", description="privacy_vision: anonymous spatial analytics on ROS 2"
     )
@@ -226,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     add_commands(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.handler(args)
 
 

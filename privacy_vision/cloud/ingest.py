@@ -292,7 +292,8 @@ async def _serve(args: argparse.Namespace) -> None:
     store.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option (test_docs parses the docs' command lines with it)."""
     parser = argparse.ArgumentParser(prog="privacy-vision-ingest", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port (printed at start)")
@@ -343,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         help="serve the read API and the dashboard only, from an existing store opened for reading: no --device-key, "
         "no POST, no retention deletes (what privacy-vision dashboard runs)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.read_only and args.device_key:
         parser.error("--read-only takes no --device-key: nobody may post to a read-only ingest")
