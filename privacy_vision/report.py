@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from privacy_vision.core.intervals import MEANINGS, ValueInterval, format_value, release_intervals
+from privacy_vision.core.intervals import MEANINGS, format_value, release_intervals, sum_interval
 
 SILENT_AFTER_S = 3.0  # the nodes report every second: older than this, a value is shown with its age
 IN_FLIGHT_FRAMES = 2  # camera capture: one frame being inferred, one waiting (image link: keep last 1)
@@ -145,62 +145,67 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds < 3600 else f"{seconds / 3600:g} h"
 
 
-def _shown(release: Mapping, name: str = "occupancy") -> str:
+def _shown(release: Mapping, name: str) -> str:
     if release["below_k"]:
         return "< k"
-    intervals = release_intervals(release)
-    return format_value(intervals.get(name), release.get(name))
+    return format_value(release_intervals(release).get(name))
 
 
-def _histogram(release: Mapping, metric: str, field: str, top: int) -> str:
-    """The largest bins with their intervals; the other bins' count and their shared half-width."""
-    intervals: dict[str, ValueInterval] = {
-        name.split(":", 1)[1]: interval
+def _observed(release: Mapping) -> str:
+    if release["complete"]:
+        return ""
+    return f" (observed {_duration(round(release['segment_end_s'] - release['segment_start_s']))} of it)"
+
+
+def _histogram(release: Mapping, prefix: str, top: int) -> str:
+    """The largest bins with their intervals; how many others and their total."""
+    if release["below_k"]:
+        return "< k"
+    bins = {
+        name.split(".", 1)[1]: interval
         for name, interval in release_intervals(release).items()
-        if name.startswith(f"{metric}:")
+        if name.startswith(prefix)
     }
-    counts = release.get(field) or {}
-    order = sorted(counts, key=lambda label: -counts[label])
-    shown = ", ".join(f"{label} {format_value(intervals.get(label), counts[label])}" for label in order[:top])
-    rest = order[top:]
+    order = sorted(bins, key=lambda label: -bins[label].value)
+    shown = ", ".join(f"{label} {format_value(bins[label])}" for label in order[:top])
+    rest = [bins[label] for label in order[top:]]
     if rest:
-        widths = {intervals[label].half_width for label in rest if label in intervals}
-        width = f", each ±{widths.pop()}" if len(widths) == 1 else ""
-        shown += f" ({len(rest)} more: {sum(counts[label] for label in rest)} in all{width})"
+        shown += f" ({len(rest)} more: {format_value(sum_interval(rest))} in all)"
     return shown
 
 
 def zone_lines(zone: str, releases: Sequence[Mapping]) -> list[str]:
-    """One zone's values of this run, newest cells of each tier, each with its interval."""
-    of = {
-        tier: sorted((r for r in releases if r["tier"] == tier), key=lambda r: r["period_start_s"])
-        for tier in ("window", "hour", "day", "group")
-    }
-    lines = [zone]
-    windows = of["window"]
-    if windows:
-        window_s = windows[0]["window_s"]
-        shown = sum(not r["below_k"] for r in windows)
-        values = "   ".join(f"{_clock(r['period_start_s'])} {_shown(r)}" for r in windows[-WINDOWS_SHOWN:])
-        which = f"last {WINDOWS_SHOWN} of {len(windows)}" if len(windows) > WINDOWS_SHOWN else f"{len(windows)}"
-        lines.append(f"  occupancy, {_duration(window_s)} windows   {values}   ({which} windows; {shown} shown)")
-    for hour in of["hour"][-HOURS_SHOWN:]:
-        when = f"hour {datetime.fromtimestamp(hour['period_start_s'], UTC):%H:%M}"
-        if hour["below_k"]:
-            lines.append(f"  {when}: < k (every value of the hour withheld)")
-            continue
-        lines.append(f"  entries, {when}      {_shown(hour, 'entries')}")
-        lines.append(f"  exits, {when}        {_shown(hour, 'exits')}")
-        lines.append(f"  headings, {when}     {_histogram(hour, 'direction', 'direction_counts', 3)}")
-        lines.append(f"  dwell, {when}        {_histogram(hour, 'dwell', 'dwell_counts', 3)}")
-    for day in of["day"][-1:]:
-        note = "" if day["complete"] else " (the day so far)"
-        lines.append(
-            f"  footfall, day {datetime.fromtimestamp(day['period_start_s'], UTC):%Y-%m-%d}  {_shown(day)}{note}"
+    """One zone's values of this run, the newest cells of each tier, each value with its interval."""
+
+    def of(kind: str, tier: str) -> list[Mapping]:
+        return sorted(
+            (r for r in releases if r["kind"] == kind and r["tier"] == tier), key=lambda r: r["period_start_s"]
         )
-    for group in of["group"]:
+
+    lines = [zone]
+    windows = of("presence", "window")
+    if windows:
+        values = "   ".join(f"{_clock(r['period_start_s'])} {_shown(r, 'occupancy')}" for r in windows[-WINDOWS_SHOWN:])
+        which = f"last {WINDOWS_SHOWN} of {len(windows)}" if len(windows) > WINDOWS_SHOWN else f"{len(windows)}"
+        below = sum(r["below_k"] for r in windows)
+        lines.append(
+            f"  occupancy, {_duration(windows[0]['window_s'])} windows   {values}   ({which} windows; {below} < k)"
+        )
+    for hour in of("presence", "hour")[-HOURS_SHOWN:]:
+        when = f"hour {datetime.fromtimestamp(hour['period_start_s'], UTC):%H:%M}"
+        lines.append(f"  occupancy, {when}     {_shown(hour, 'occupancy')}{_observed(hour)}")
+        lines.append(f"  headings, {when}      {_histogram(hour, 'heading.', 3)}")
+        lines.append(f"  dwell, {when}         {_histogram(hour, 'dwell.', 3)}")
+    for day in of("presence", "day")[-1:]:
+        when = f"day {datetime.fromtimestamp(day['period_start_s'], UTC):%Y-%m-%d}"
+        lines.append(f"  occupancy, {when}  {_shown(day, 'occupancy')}{_observed(day)}")
+    for day in of("events", "day")[-1:]:
+        when = f"day {datetime.fromtimestamp(day['period_start_s'], UTC):%Y-%m-%d}"
+        flows = "   ".join(f"{name} {_shown(day, name)}" for name in ("entries", "exits") if name in day["values"])
+        lines.append(f"  footfall, {when}   {_shown(day, 'footfall')}{_observed(day)}   {flows}".rstrip())
+    for group in of("group", "group"):
         length = _duration(group["period_end_s"] - group["period_start_s"])
-        lines.append(f"  group from {_clock(group['period_start_s'])} over {length}   {_shown(group)}")
+        lines.append(f"  group from {_clock(group['period_start_s'])} over {length}   {_shown(group, 'size')}")
     return lines
 
 
@@ -210,7 +215,7 @@ def format_summary(
     frames: FrameCounts | None = None,
     dashboard_command: str = "",
 ) -> str:
-    """Per zone, every value of this run as released with its 95% interval; what each metric means; the
+    """Per zone, the values of this run as released with their 95% intervals; what each metric means; the
     guarantee; and the command that opens the dashboard on this run."""
     lines = [""]
     if frames is not None:
@@ -219,36 +224,34 @@ def format_summary(
     if not releases:
         lines.append(f"No release of this run reached the ingest ({store}).")
     else:
-        k = releases[0]["k"]
         lines += [
-            f"Released by this run and stored by the ingest: {len(releases)} cells of {len(zones)} zones ({store}).",
-            "Each value as released, then [its 95% interval] from the noise the release states; '~' marks a "
-            "noise-dominated value",
-            f"(its interval is wider than the value: it says little beyond 'small'); '< k': the cell is withheld, "
-            f"its noisy occupancy was below k = {k}. Times in UTC.",
+            f"Released by this run and stored by the ingest: {len(releases)} releases of {len(zones)} zones ({store}).",
+            "Each value as released, then [its 95% interval] as the release states it; '~' marks a noise-dominated "
+            "value (its interval",
+            f"is wider than the value: it says little beyond 'about this much noise'); '< k': shown as such, the noisy "
+            f"count was below k = {releases[0]['k']}. Times in UTC.",
             "",
         ]
         for zone in zones:
             lines += zone_lines(zone, [r for r in releases if r["zone_id"] == zone])
+        names = {name.split(".", 1)[0] for r in releases for name in r["values"]}
         lines += ["", "What the values mean:"]
-        tiers = {r["tier"] for r in releases}
-        meanings = [("occupancy", "window"), ("entries", "hour"), ("exits", "hour")]
-        meanings += [("direction", "hour"), ("dwell", "hour"), ("footfall", "day"), ("group", "group")]
-        for metric, tier in meanings:
-            if tier in tiers:
-                name = {"direction": "headings"}.get(metric, metric)
-                lines.append(f"  {name:<10} {MEANINGS[metric]}")
-        p = releases[0]
-        rule = (
-            "released only for groups of at least k true people (strict mode)"
-            if p["mode"] == "strict"
-            else "applied to the noisy values"
-        )
-        delta = f", δ = {p['delta_track_day']:.3g}" if p["delta_track_day"] else ""
+        for metric, meaning in MEANINGS.items():
+            if metric in names:
+                lines.append(f"  {({'heading': 'headings'}).get(metric, metric):<10} {meaning}")
+        presence = next((r for r in releases if r["kind"] == "presence"), None)
+        events = next((r for r in releases if r["kind"] != "presence"), None)
+        parts = []
+        if presence:
+            parts.append(f"ε = {presence['epsilon_unit']:.3g} per presence-hour (identity-free)")
+        if events:
+            delta = f", δ = {events['delta']:.3g}" if events["delta"] else ""
+            parts.append(f"ε = {events['epsilon_unit']:.3g}{delta} per stitched-track-day")
+        first = presence or events
         lines.append(
-            f"Guarantee: {p['mechanism']}, ε = {p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']}; k = {p['k']} "
-            f"{rule}; ε charged today {max(r['epsilon_spent_today'] for r in releases):.3g} of the daily cap "
-            f"{p['daily_epsilon_cap']:g}."
+            f"Guarantee: {first['mechanism']}, {'; '.join(parts)}; k = {first['k']} shown on the noisy values "
+            f"({first['mode']} mode); ε per stitched-track-day charged today "
+            f"{max(r['epsilon_spent_today'] for r in releases):.3g} of the daily cap {first['daily_epsilon_cap']:g}."
         )
     if dashboard_command:
         lines.append(f"Open the dashboard on this run: {dashboard_command}")

@@ -23,9 +23,12 @@ import yaml
 
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.graph import (
+    DRAIN_TIMEOUT_S,
     NODE_NAMES,
     RUN_ANALYST,
     SOURCE_PARAMETERS,
+    STOP_MARGIN_S,
+    UPSTREAM_WAIT_S,
     check_capture,
     graph_environment,
     pipeline,
@@ -281,10 +284,11 @@ class GraphRunner:
                 "pins": f"[{pins}]",
                 "ca_file": str(pki.ca_cert),
                 "key_file": str(pki.device_key),
-                "outbox_path": str(state["outbox"]),
+                "outbox_path": str(state["releases"]),
             },
-            # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
-            "aggregator": {"ledger_path": str(state["ledger"])},
+            # Every state file lives under --var-dir: the release store (ledger) too, so separate runs never share a
+            # budget.
+            "aggregator": {"release_store": str(state["releases"])},
         }
         audit = {"audit_dir": str(state["audit"]), "audit_key_file": str(pki.audit_key)}
         self.per_node = node_parameters(self.options, forced)
@@ -434,22 +438,17 @@ class GraphRunner:
         return errors[-1] if errors else (lines[-1] if lines else "no output")
 
     def shutdown(self) -> None:
-        """Each node's shutdown transition in pipeline order (from active it first hands on what it holds, then
-        closes its files), through the same ~/change_state service the launch file uses; the process exits once
-        finalized. A node that does not answer gets SIGINT and takes its ordered stop by itself."""
+        """The ordered stop, as under `ros2 launch`: every node gets SIGINT, waits until its upstream node has
+        finished, hands on what it still holds (the anonymizer its last segments, through the aggregator's service,
+        while its executor still spins) and shuts down; the processes are then waited for in pipeline order."""
         nodes = pipeline(self.options.capture)
-        for index, name in enumerate(nodes):
-            process = self.processes.get(name)
-            if process is None or process.poll() is not None:
-                continue
-            timeout_s = 30.0 if name == "uplink" else 15.0
-            self.interrupted.clear()  # a Ctrl-C that ended the run must not cancel the stop transitions
-            finalized = self.monitor is not None and self._transition(name, "shutdown", timeout_s)
-            if not finalized and process.poll() is None:
-                self.console.message(f"[runner] {name} did not take its shutdown transition; sending SIGINT")
-            if any(self.processes.get(later) is process for later in nodes[index + 1 :]) and finalized:
-                continue  # composed: the process ends once its last node is finalized
-            code = process.stop(timeout_s=timeout_s, grace_s=EXIT_GRACE_S if finalized else 0.0)
+        processes = list(dict.fromkeys(self.processes[name] for name in nodes if name in self.processes))
+        for process in processes:
+            if process.poll() is None:
+                process.process.send_signal(signal.SIGINT)
+        for process in processes:
+            timeout_s = UPSTREAM_WAIT_S * len(nodes) + DRAIN_TIMEOUT_S + STOP_MARGIN_S
+            code = process.stop(timeout_s=timeout_s, grace_s=timeout_s)
             if code not in (0, None, -signal.SIGINT):
                 self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from browser import Chromium, chromium_binary
 
+from privacy_vision.core.intervals import ValueInterval, sum_interval
 from testkit.core import REPO, free_domain_id
 
 pytestmark = pytest.mark.graph
@@ -90,7 +91,7 @@ def test_the_dashboard_shows_a_demo_run(tmp_path, vtest_video):
                     }))"""
                 )
                 seen["sum_check"] = await page.evaluate(
-                    "JSON.stringify(sumInterval([{value: 3, half_width: 28, variance: 400}, {value: 5, half_width: 28, variance: 400}]))"
+                    "JSON.stringify(sumInterval([{value: 3, half_width: 28}, {value: 5, half_width: 28}]))"
                 )
                 await page.screenshot(tmp_path / "dashboard.png")
 
@@ -113,7 +114,7 @@ def test_the_dashboard_shows_a_demo_run(tmp_path, vtest_video):
         if chart["zone"] == "site":  # the whole site has a day cell only
             assert chart["days"] == 1 and chart["dayBars"] == 2 and chart["runLabels"]
             continue
-        assert f"occupancy per {WINDOW_S} s window (distinct people in the zone)" in chart["titles"], chart
+        assert f"occupancy per {WINDOW_S} s window (people present on average)" in chart["titles"], chart
         occupancy = chart["occupancy"]
         assert occupancy["gaps"] >= 1 and chart["gapRects"], chart  # the pause between the runs is drawn as such
         assert occupancy["intervals"] == occupancy["points"], chart  # a band for every shown window
@@ -124,8 +125,9 @@ def test_the_dashboard_shows_a_demo_run(tmp_path, vtest_video):
         assert chart["roseScale"] == 2 and chart["roseWhiskers"] == 8 and chart["dwellWhiskers"] == 3, chart
         assert chart["days"] == 1 and chart["dayBars"] == 2, chart  # one day, a bar per run...
         assert len(set(chart["runLabels"])) == 2, chart  # each labelled with the time its run ended
-        shown_days = [r for r in stored if r["zone_id"] == chart["zone"] and r["tier"] == "day" and not r["below_k"]]
+        shown_days = [r for r in stored if r["zone_id"] == chart["zone"] and r["kind"] == "events" and not r["below_k"]]
         assert chart["footfallWhiskers"] == len(shown_days)  # ...each with its interval
     assert "0.333" not in seen["text"] and "min window" not in seen["text"]  # was: "per 0.3333333333333333 min window"
-    assert json.loads(seen["sum_check"])["half_width"] == 56  # core/intervals.sum_interval: max(28, ceil(1.96·√800))
+    same = sum_interval([ValueInterval(3.0, 0.0, 31.0, 28.0, True), ValueInterval(5.0, 0.0, 33.0, 28.0, True)])
+    assert json.loads(seen["sum_check"])["half_width"] == pytest.approx(same.half_width)  # the page sums as Python
     assert (tmp_path / "dashboard.png").read_bytes().startswith(b"\x89PNG")

@@ -189,15 +189,15 @@ def test_every_value_comes_with_its_interval_from_the_one_function(ingest, pki):
         stored = {k: v for k, v in row.items() if k not in ("intervals", "interval_level", "received_at")}
         expected = {name: value.as_dict() for name, value in release_intervals(stored).items()}
         assert row["intervals"] == expected and row["interval_level"] == 0.95 and row["received_at"] > 0
-    assert set(rows[0]["intervals"]) >= {"occupancy", "entries", "exits", "direction:E", "dwell:long"}
+    assert set(rows[0]["intervals"]) >= {"occupancy", "heading.E", "dwell.long"}
     status, headers, text = get(ingest, pki, f"{RELEASES_PATH}?limit=5&format=csv")
     lines = list(csv.DictReader(io.StringIO(text.decode())))
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     hour = [line for line in lines if line["zone_id"] == "'=HYPERLINK(1)"]  # quoted: a spreadsheet shows it as text
-    entries = next(line for line in hour if line["metric"] == "entries")
-    assert (int(entries["ci95_low"]), int(entries["ci95_high"])) == (
-        rows[0]["intervals"]["entries"]["low"],
-        rows[0]["intervals"]["entries"]["high"],
+    occupancy = next(line for line in hour if line["metric"] == "occupancy")
+    assert (float(occupancy["ci95_low"]), float(occupancy["ci95_high"])) == (
+        rows[0]["intervals"]["occupancy"]["low"],
+        rows[0]["intervals"]["occupancy"]["high"],
     )
     assert len(hour) == len(rows[0]["intervals"])  # one line per value
     _, headers, _ = get(ingest, pki, f"{RELEASES_PATH}?limit=5&format=csv")

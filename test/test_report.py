@@ -54,20 +54,17 @@ def test_a_silent_node_is_shown_silent_not_frozen():
 
 
 def test_the_summary_shows_each_value_with_the_interval_of_the_one_function(tmp_path):
-    releases = [
-        example_release("plaza_west", 1_789_344_000.0 + 20 * i, window_s=20.0, cells_per_day=4) for i in range(6)
-    ]
-    releases[2] = example_release("plaza_west", 1_789_344_040.0, window_s=20.0, below_k=True)
+    windows = [example_release("plaza_west", 1_789_344_000.0 + 20 * i, window_s=20.0) for i in range(6)]
+    windows[2] = example_release("plaza_west", 1_789_344_040.0, window_s=20.0, below_k=True)
     hour = example_release("plaza_west", 1_789_344_000.0, tier="hour", window_s=20.0)
-    day = example_release("plaza_west", 1_789_344_000.0, tier="day", window_s=20.0, occupancy=5000, complete=False)
-    text = format_summary([*releases, hour, day], Path("var/ingest.sqlite"), FrameCounts(795, 794, 1, 20.0), "cmd")
+    day = example_release("plaza_west", 1_789_344_000.0, tier="day", window_s=20.0)
+    text = format_summary([*windows, hour, day], Path("var/ingest.sqlite"), FrameCounts(795, 794, 1, 20.0), "cmd")
     assert "Frames: 795 read, 794 inferred, 1 dropped (0.1%)." in text
-    assert format_value(release_intervals(releases[-1])["occupancy"]) in text and "~" in text
-    assert "(last 4 of 6 windows; 5 shown)" in text and "20 s windows" in text
-    assert f"entries, hour 00:00      {format_value(release_intervals(hour)['entries'])}" in text
-    footfall = release_intervals(day)["occupancy"]
-    assert f"footfall, day 2026-09-14  5000 [{footfall.low}–{footfall.high}] (the day so far)" in text
-    for meaning in ("occupancy  distinct people", "entries    people who entered", "footfall   distinct people"):
+    assert format_value(release_intervals(windows[-1])["occupancy"]) in text and "~" in text
+    assert "(last 4 of 6 windows; 1 < k)" in text and "20 s windows" in text
+    assert f"occupancy, hour 00:00     {format_value(release_intervals(hour)['occupancy'])}" in text
+    assert f"footfall, day 2026-09-14   {format_value(release_intervals(day)['footfall'])}" in text
+    for meaning in ("occupancy  people present on average", "headings   of those", "footfall   distinct stitched"):
         assert meaning in text
     assert text.splitlines()[-1] == "Open the dashboard on this run: cmd"
     assert "< k" in text and "k = 5" in text

@@ -15,8 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from privacy_vision.core.contributions import DAY_S
 from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, RequestRejected
+from privacy_vision.core.release.grid import DAY_S
 from privacy_vision.core.release_schema import WireRelease
 
 NONCE_KEEP_S = 3 * MAX_CLOCK_SKEW_S  # a nonce older than the accepted clock skew can never be replayed successfully

@@ -1,6 +1,6 @@
-"""What the read API sends for a page of stored releases: JSON rows with every value's 95% interval, or CSV with
-one line per value. The intervals come from core/intervals.py, the one place that derives them (the terminal
-summary uses the same function), so the dashboard, a CSV export and the terminal always agree."""
+"""What the read API sends for a page of stored releases: JSON rows with every value's 95% interval read out and
+marked, or CSV with one line per value. The intervals come from core/intervals.py, the one place that reads them
+(the terminal summary uses the same function), so the dashboard, a CSV export and the terminal always agree."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from privacy_vision.core.intervals import LEVEL, release_intervals
 
 CSV_COLUMNS = (
     "zone_id",
+    "kind",
     "tier",
     "period_start_utc",
     "period_end_utc",
@@ -24,7 +25,7 @@ CSV_COLUMNS = (
     "noise_dominated",
     "mechanism",
     "epsilon",
-    "complete",
+    "coverage",
     "release_id",
     "received_at_utc",
 )
@@ -36,13 +37,11 @@ def _utc(seconds: float) -> str:
 
 
 def annotated_row(body: str, received_at: float) -> str:
-    """The stored body with `received_at` and `intervals` added, spliced in without re-encoding the body (a page
-    of 1,000 rows is served at a fraction of a full decode and encode)."""
+    """The stored body with `received_at` and `intervals` (each value's interval and whether it is noise-dominated)
+    added, spliced in without re-encoding the body (a page of 1,000 rows costs a decode, not an encode too)."""
     release = json.loads(body)
-    extra: dict = {"received_at": received_at}
-    if "intervals" not in release:  # a release that carries its own intervals keeps them
-        extra["interval_level"] = LEVEL
-        extra["intervals"] = {name: value.as_dict() for name, value in release_intervals(release).items()}
+    intervals = {name: value.as_dict() for name, value in release_intervals(release).items()}
+    extra = {"received_at": received_at, "interval_level": LEVEL, "intervals": intervals}
     return body.rstrip()[:-1] + "," + json.dumps(extra, separators=(",", ":"))[1:]
 
 
@@ -55,7 +54,7 @@ def _safe(text: str) -> str:
 
 
 def page_csv(page: Page, header: bool = True) -> str:
-    """One line per released value with its interval; a "< k" cell is one line whose value is '< k'."""
+    """One line per released value with its interval; a cell shown as "< k" is one line whose value is '< k'."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     if header:
@@ -63,15 +62,19 @@ def page_csv(page: Page, header: bool = True) -> str:
     for body, received_at in zip(page.bodies, page.received_at):
         release = json.loads(body)
         epsilons = release.get("epsilon_by_metric") or {}
-        common = (release["zone_id"], release["tier"], _utc(release["period_start_s"]), _utc(release["period_end_s"]))
-        tail = (release["complete"], release["release_id"], _utc(received_at))
+        common = (
+            release["zone_id"],
+            release["kind"],
+            release["tier"],
+            _utc(release["period_start_s"]),
+            _utc(release["period_end_s"]),
+        )
+        tail = (release["coverage"], release["release_id"], _utc(received_at))
         if release["below_k"]:
-            writer.writerow(
-                [_safe(str(v)) for v in (*common, "occupancy", "< k", "", "", "", release["mechanism"], "", *tail)]
-            )
+            writer.writerow([_safe(str(v)) for v in (*common, "", "< k", "", "", "", release["mechanism"], "", *tail)])
             continue
         for name, interval in release_intervals(release).items():
-            epsilon = epsilons.get(name.split(":", 1)[0], "")
+            epsilon = epsilons.get(name.split(".", 1)[0], "")
             row = (*common, name, interval.value, interval.low, interval.high, interval.noise_dominated)
             writer.writerow([_safe(str(v)) for v in (*row, release["mechanism"], epsilon, *tail)])
     return out.getvalue()
