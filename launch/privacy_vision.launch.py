@@ -71,7 +71,8 @@ PARAMETER_ARGUMENTS = {
     "zones_file": ("anonymizer", "zones_file"),
     "window_s": ("anonymizer", "window_s"),
     "k": ("aggregator", "k"),
-    "epsilon": ("aggregator", "epsilon_per_track_day"),
+    "epsilon": ("aggregator", "epsilon_per_presence_hour"),
+    "events_epsilon": ("aggregator", "epsilon_events_per_track_day"),
 }
 
 
@@ -383,10 +384,19 @@ def generate_launch_description() -> LaunchDescription:
                 "window_s", default_value="", description="period of the window tier in seconds (must divide an hour)"
             ),
             DeclareLaunchArgument(
-                "k", default_value="", description="cells whose noisy occupancy is below k are shown as '< k'"
+                "k",
+                default_value="",
+                description="display rule: a noisy footfall below k is shown as '< k' (strict mode: groups of at least k)",
             ),
             DeclareLaunchArgument(
-                "epsilon", default_value="", description="DP epsilon per track-day (aggregator.epsilon_per_track_day)"
+                "epsilon",
+                default_value="",
+                description="DP epsilon per presence-hour (aggregator.epsilon_per_presence_hour)",
+            ),
+            DeclareLaunchArgument(
+                "events_epsilon",
+                default_value="",
+                description="DP epsilon per stitched-track-day of the events (aggregator.epsilon_events_per_track_day)",
             ),
             DeclareLaunchArgument(
                 "state_dir",

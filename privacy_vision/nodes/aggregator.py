@@ -40,7 +40,7 @@ RELEASE_PARAMETERS = {
     "presence_tier_shares": ParameterSpec("shares of epsilon_per_presence_hour for the tiers window, hour, day"),
     "hour_metric_shares": ParameterSpec("shares of the hour tier's epsilon: occupancy, heading, dwell"),
     "epsilon_events_per_track_day": ParameterSpec(
-        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 100.0
+        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 1000.0
     ),
     "event_metric_shares": ParameterSpec("shares of the events' epsilon: footfall, entries, exits (0 = not released)"),
     "k": ParameterSpec(
@@ -52,7 +52,7 @@ RELEASE_PARAMETERS = {
     "mode": ParameterSpec(
         f"release mode: one of {MODES} (strict: only groups of at least k; needs anonymizer groups_per_day ≥ 1)"
     ),
-    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 100.0),
+    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 1000.0),
     "strict_delta": ParameterSpec("strict mode: delta per stitched-track-day, as the proof states it", 1e-12, 1e-3),
     "strict_test_share": ParameterSpec("strict mode: share of a group's epsilon for its threshold test", 0.01, 0.99),
 }
