@@ -318,7 +318,7 @@ class GraphRunner:
             try:
                 result = subprocess.run(
                     command,
-                    env=env,
+                    env={**env, "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"},  # the check's nodes meet nobody
                     capture_output=True,
                     text=True,
                     timeout=CHECK_TIMEOUT_S,
@@ -334,7 +334,8 @@ class GraphRunner:
             raise RunError(
                 f"nothing was started: fix the configuration above (check log: {log})"
                 if failures
-                else f"the configuration check failed (code {result.returncode}): {result.stderr.strip()[-300:]}"
+                else f"the configuration check failed (code {result.returncode}): "
+                f"{(result.stderr.strip().splitlines() or ['no output'])[-1][:300]} (check log: {log})"
             )
         self.console.message(f"configuration checked in {time.monotonic() - started:.1f} s")
 
