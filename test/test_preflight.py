@@ -32,7 +32,7 @@ def test_every_configuration_error_is_named_before_anything_starts(tmp_path, vte
         "--source",
         str(corrupt),
         "--set",
-        "aggregator.epsilon_per_track_day=-1",
+        "aggregator.epsilon_per_presence_hour=-1",
         "--set",
         "anonymizer.window_s=7",
         "--set",
@@ -42,7 +42,7 @@ def test_every_configuration_error_is_named_before_anything_starts(tmp_path, vte
     assert result.returncode == 2, output
     for node, reason in [
         ("camera", "could not open or decode it"),
-        ("aggregator", "epsilon_per_track_day out of range"),
+        ("aggregator", "epsilon_per_presence_hour out of range"),
         ("anonymizer", "window_s must divide an hour"),
         ("tracking", "absent.yaml"),
     ]:
