@@ -27,7 +27,10 @@ def test_every_value_of_a_release_has_the_interval_it_states():
             stated = release["values"][name]
             assert (interval.value, interval.low, interval.high) == (stated["value"], stated["low"], stated["high"])
             assert interval.half_width == pytest.approx(stated["high"] - stated["value"])
-            assert interval.noise_dominated == noise_dominated(stated)
+            shown = {**stated, "value": max(0.0, stated["value"])}  # as the value is shown
+            assert interval.noise_dominated == noise_dominated(shown)
+    below = release_intervals(example_release(values={"occupancy": {"value": -40.0, "low": 0.0, "high": 31.0}}))
+    assert below["occupancy"].noise_dominated  # shown as 0 [0–31]: wider than the value
 
 
 def test_format_marks_noise_dominated_values_and_shows_no_negative_count():

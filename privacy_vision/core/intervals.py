@@ -60,8 +60,15 @@ def release_intervals(release: Mapping[str, Any]) -> dict[str, ValueInterval]:
     intervals = {}
     for name, estimate in (release.get("values") or {}).items():
         value, low, high = float(estimate["value"]), float(estimate["low"]), float(estimate["high"])
-        intervals[name] = ValueInterval(value, low, high, max(0.0, high - value), noise_dominated(estimate))
+        intervals[name] = ValueInterval(value, low, high, max(0.0, high - value), _dominated(value, low, high))
     return intervals
+
+
+def _dominated(value: float, low: float, high: float) -> bool:
+    """release_schema.noise_dominated, with the value as it is shown: an unbiased value that noise took below 0 is
+    shown as 0, so its interval [0, high] is wider than it whenever high > 0 (the schema's |value| would call
+    -40 with [0, 31] informative)."""
+    return noise_dominated({"value": max(0.0, value), "low": low, "high": high})
 
 
 def sum_interval(intervals: Sequence[ValueInterval]) -> ValueInterval | None:
@@ -76,7 +83,7 @@ def sum_interval(intervals: Sequence[ValueInterval]) -> ValueInterval | None:
         math.sqrt(sum(interval.half_width**2 for interval in intervals)),
     )
     low, high = max(0.0, total - half_width), total + half_width
-    return ValueInterval(total, low, high, half_width, noise_dominated({"value": total, "low": low, "high": high}))
+    return ValueInterval(total, low, high, half_width, _dominated(total, low, high))
 
 
 def format_value(interval: ValueInterval | None) -> str:
