@@ -14,6 +14,7 @@ from privacy_vision.core.geometry import ConfigError
 from privacy_vision.core.graph import CAPTURE_MODES, RUN_ANALYST, parse_overrides, state_paths
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.sources import SourceError, classify_source
+from privacy_vision.tools_cli import add_commands as add_tool_commands
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 MAX_DOMAIN_ID = 232  # the largest ROS_DOMAIN_ID whose ports fit (ROS 2 documentation: domain IDs 0-232)
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     add_commands(sub)
+    add_tool_commands(sub)
     return parser
 
 

@@ -20,10 +20,11 @@ from privacy_vision.core.uplink import OutboxFull, OutboxUnavailable
 from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
     ERROR,
+    LATCHED_QOS,
     OK,
-    RELIABLE_QOS,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -176,8 +177,9 @@ class AggregatorNode(PrivacyVisionNode):
         self.refusing = self._check_store(store)
         self.privacy_parameters = set(RELEASE_PARAMETERS)
         self.dpia_parameters = self.privacy_parameters | {"max_outbox"}
+        self.anonymizer_groups = PeerParameter(self, "anonymizer", "groups_per_day")  # strict mode needs its groups
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
-        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, LATCHED_QOS)
         self.create_service(ReleaseCells, "~/release_cells", self._on_cells)
         self.released = self.below_k = self.duplicates = 0
         self.strict_without_groups = False
@@ -209,6 +211,10 @@ class AggregatorNode(PrivacyVisionNode):
         }
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("mode") == "strict" and self.anonymizer_groups.value == 0:
+            raise ValueError(
+                "strict mode needs anonymizer groups_per_day ≥ 1 (it is 0): set it first, or launch with mode:=strict"
+            )
         if changes := self._changes(updates):
             ReleaseSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
 
