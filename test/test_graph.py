@@ -135,7 +135,9 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     detection_log = (logs / "detection.log").read_text()
     assert "in-process capture of a file source: no image topic" in detection_log
     # every frame was read and inferred (the probe may join after the first detections under load)
-    assert "end of stream after 60 frames" in detection_log
+    # every frame was read: inferred, or dropped behind the recording's pace on a busy machine (counted)
+    read = re.search(r"end of stream after (\d+) frames \((\d+) dropped behind", detection_log)
+    assert read and int(read.group(1)) + int(read.group(2)) == 60, detection_log[-500:]
     assert len(probe.received.get("/detections", [])) > 10
     assert len(probe.received.get("/anonymized_tracks", [])) > 10
 
