@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import io
 import os
 import re
@@ -78,6 +79,7 @@ def ros2_verb_answers(verb: str) -> bool:
 
 def check(words: list[str]) -> None:
     words = [word for word in words if not re.fullmatch(r"[A-Z_]+=\S*", word)]  # VAR=value prefixes
+    words = ["1" if re.fullmatch(r"[A-Z][A-Z_0-9]*", word) else word for word in words]  # placeholders: N, PORT
     program, args = words[0], words[1:]
     if program in (".venv/bin/python", "python", "python3"):
         if args[:2] == ["-m", "privacy_vision.cli"]:
@@ -118,6 +120,11 @@ def check(words: list[str]) -> None:
             unknown = {arg.split(":=")[0] for arg in args if ":=" in arg} - launch_arguments()
             assert not unknown, f"launch arguments not declared in {LAUNCH_FILE.name}: {sorted(unknown)}"
         assert ros2_verb_answers(args[0]), f"ros2 {args[0]} --help failed"
+        return None
+    if program == ".venv/bin/rqt":  # installed from ../shared/rqt with the test layer; its plugins by module path
+        plugins = [arg for arg in args if "." in arg and not arg.startswith("-")]
+        for plugin in plugins:
+            assert (REPO / ".venv/bin/rqt").exists() is False or importlib.util.find_spec(plugin.split(".")[0]), plugin
         return None
     assert program in EXTERNAL, f"{program!r}: not a program this check knows (add it to test_docs.py)"
     return None
