@@ -167,6 +167,7 @@ def test_finding_5_strict_mode_without_groups_is_refused_and_mode_strict_sets_bo
         ), log.read_text()[-4000:]
         assert "String value is: strict" in session.run("param", "get", "/aggregator", "mode").output
         assert "Integer value is: 1" in session.run("param", "get", "/anonymizer", "groups_per_day").output
+        time.sleep(3.0)  # the anonymizer has read the aggregator's mode (PeerParameter)
         refused = session.run("param", "set", "/anonymizer", "groups_per_day", "0", check=False).output
         assert "Setting parameter failed" in refused and "strict" in refused, refused
     finally:

@@ -225,7 +225,14 @@ class AggregatorNode(PrivacyVisionNode):
 
     # -- releases ----------------------------------------------------------------------------------------
     def _on_cells(self, request: ReleaseCells.Request, response: ReleaseCells.Response) -> ReleaseCells.Response:
-        response.statuses = [self._release(cell) for cell in request.cells]
+        store = self.releaser.store
+        store.checkpoint_each_commit = False  # each release is durable at its commit; the copy-safe checkpoint once
+        try:
+            response.statuses = [self._release(cell) for cell in request.cells]
+        finally:
+            store.checkpoint_each_commit = True
+            if self.state_label() == "active":
+                store.checkpoint()
         # Unknown (-1) unless active: the store is closed at shutdown, and the anonymizer asks again later.
         response.released_until_s = self.releaser.store.released_until() if self.state_label() == "active" else -1.0
         return response

@@ -99,6 +99,7 @@ class ReleaseStore:
         self.path = Path(path)
         self._db: sqlite3.Connection = self._outbox._db
         self._lock = threading.Lock()
+        self.checkpoint_each_commit = True  # the aggregator turns it off around a batch and checkpoints once after
         for statement in _TABLES:
             self._db.execute(statement)
 
@@ -219,6 +220,11 @@ class ReleaseStore:
         """Move the WAL into the main file, so that a copy of the main file alone is complete (when a reader holds
         the WAL the checkpoint is partial and the next write completes it)."""
         self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+
+    def checkpoint(self) -> None:
+        """After a batch recorded with checkpoint_each_commit off: one checkpoint for all of it."""
+        with self._lock:
+            self._checkpoint()
 
     # -- reading ------------------------------------------------------------------------------------------
     def spent_today(self) -> tuple[str, float]:
