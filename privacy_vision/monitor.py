@@ -3,6 +3,7 @@ drives their lifecycle transitions through each node's ~/change_state service.""
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
-from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, source_node
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC
 from privacy_vision.graph_client import GraphClient
+from privacy_vision.report import FrameCounts, Report, frame_counts, progress_text
+
+REPORTS_KEPT = 10  # per node: enough to interpolate counters and measure rates over a few seconds
 
 REPLY_TIMEOUT_S = 10.0  # for one lifecycle request or state query; the next query finds out what happened
 TRANSITION_SOURCES = {"configure": "unconfigured", "activate": "inactive"}
@@ -24,12 +28,13 @@ class GraphMonitor:
     """The runner's view of the graph: the progress line from /diagnostics and the lifecycle transitions it drives."""
 
     def __init__(self, domain_id: int, config_dir: Path, capture: str = "camera") -> None:
-        self.source = source_node(capture)  # the node whose 'frames' count the frames read
+        self.capture = capture
         self._client = GraphClient(domain_id, config_dir, "privacy_vision_monitor")
         self._node = self._client.node
-        self.values: dict[str, dict[str, str]] = {}
+        self.reports: dict[str, collections.deque[Report]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=REPORTS_KEPT)
+        )
         self._node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
-        self._rate_samples: list[tuple[float, int]] = []
         self._lifecycle_clients: dict[str, object] = {}
         self._state_clients: dict[str, object] = {}
 
@@ -101,31 +106,22 @@ class GraphMonitor:
         return False, state
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
         for status in message.status:
-            self.values[status.hardware_id] = {kv.key: kv.value for kv in status.values}
-
-    def value(self, node: str, key: str, default: str = "0") -> str:
-        return self.values.get(node, {}).get(key, default)
+            reports = self.reports[status.hardware_id]
+            if not reports or stamp >= reports[-1].stamp_s:
+                reports.append(Report(stamp, {kv.key: kv.value for kv in status.values}))
 
     def spin_for(self, seconds: float) -> None:
         self._client.spin_for(seconds)
 
-    def processed_frames(self) -> int:
-        return int(self.value("detection", "frames"))
-
     def progress_line(self) -> str:
         self.spin_for(0.05)
-        now, processed = time.monotonic(), self.processed_frames()
-        self._rate_samples = [(t, n) for t, n in self._rate_samples if now - t <= 5.0] + [(now, processed)]
-        (t0, n0), (t1, n1) = self._rate_samples[0], self._rate_samples[-1]
-        fps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-        return (
-            f"frames {self.value(self.source, 'frames')} | processed {processed} ({fps:.1f} fps, "
-            f"{self.value('detection', 'inference_ms_median')} ms/inference, {self.value('detection', 'backend', 'detector starting')}) | people tracked "
-            f"{self.value('tracking', 'confirmed_tracks')} | releases {self.value('aggregator', 'releases')} "
-            f"({self.value('aggregator', 'below_k')} below k) | sent {self.value('uplink', 'delivered')}, "
-            f"queued {self.value('uplink', 'queued')}"
-        )
+        return progress_text(self.reports, self.capture)
+
+    def frame_counts(self) -> FrameCounts | None:
+        """Once the graph has stopped: the nodes' last reports, nothing in flight."""
+        return frame_counts(self.reports, self.capture, final=True)
 
     def close(self) -> None:
         self._client.close()

@@ -182,6 +182,35 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         rclpy.shutdown()
 
 
+def test_detection_reports_its_counts_from_the_frames_when_its_timer_starves(vtest_frames, tmp_path):
+    """With HOG at 200 ms a frame the executor ran frame after frame and the 1 s report timer waited 20-30 s, so
+    the runner showed a frozen count. Here the executor never runs the timer at all: the counts still go out
+    with the frames, at most once a second, and a final one at the stop."""
+    from privacy_vision.nodes.detection import DetectionNode
+
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", f"audit_dir:={tmp_path}"])
+    try:
+        node = DetectionNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        sent = []
+        node.publish_diagnostic = lambda level, message, values: sent.append(values["frames"])
+        node._on_image(Image(**frame_to_fields(vtest_frames[0])))
+        assert sent == [1]  # the first frame reports
+        node._reported_at = float("inf")  # the next ones fall within the same second, however slow the machine
+        for frame in vtest_frames[1:3]:
+            node._on_image(Image(**frame_to_fields(frame)))
+        assert sent == [1]
+        node._reported_at = float("-inf")  # a second later
+        node._on_image(Image(**frame_to_fields(vtest_frames[3])))
+        assert sent == [1, 4]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert sent[-1] == 4 and len(sent) == 3  # the final count, for the runner's summary
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
     import cv2
 

@@ -18,14 +18,15 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from privacy_vision.cloud.devices import DeviceRegistry, DeviceRegistryError
 from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
-from privacy_vision.cloud.ingest_store import Quotas, ReleaseStore
+from privacy_vision.cloud.ingest_store import Page, Quotas, ReleaseStore
+from privacy_vision.cloud.release_views import page_csv, page_json
 from privacy_vision.cloud.trust import IngestPolicy, check_release
 from privacy_vision.core.analyst_tokens import AnalystTokens, TokenFileError
 from privacy_vision.core.protocol import (
@@ -81,6 +82,8 @@ class ReleaseQuery(BaseModel):
     zone: Annotated[list[Name], Field(min_length=1, max_length=MAX_ZONES_PER_QUERY)] | None = None  # zone=a&zone=b
     device: Identifier | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    format: Literal["json", "csv"] = "json"
+    overlap: bool = False  # every cell overlapping [since, until), not only those starting in it
     cursor: Annotated[str, Field(max_length=400, pattern=r"^[A-Za-z0-9_\-=]+$")] | None = None
 
     _position: tuple[float, str] | None = PrivateAttr(default=None)
@@ -141,8 +144,10 @@ def build_app(
     analyst_tokens: AnalystTokens | None = None,
     body_timeout_s: float = ServerLimits.body_timeout_s,
     policy: IngestPolicy | None = None,
+    read_only: bool = False,
 ) -> web.Application:
-    """Devices post with their HMAC keys; analysts read with bearer tokens (none given: nobody reads)."""
+    """Devices post with their HMAC keys; analysts read with bearer tokens (none given: nobody reads); a read-only
+    server (privacy-vision dashboard) has no POST route (405)."""
     analysts = analyst_tokens or AnalystTokens(None)
     policy = policy or IngestPolicy()
 
@@ -182,7 +187,9 @@ def build_app(
     reads = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def list_releases(request: web.Request) -> web.Response:
-        """Analysts only; newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header."""
+        """Analysts only; newest first, filtered, one page; the next page's cursor is in the X-Next-Cursor header.
+        Each row is the release as stored plus `received_at` and `intervals` (every value's 95% interval, from
+        core/intervals.py); format=csv gives one line per value instead (the header on the first page only)."""
         verdict = analysts.check(request.headers.get("Authorization"))
         if verdict.analyst is None:
             return web.json_response(
@@ -196,12 +203,19 @@ def build_app(
             return web.json_response({"status": "rejected", "reason": validation_reason(error)}, status=400)
         except ValueError as error:
             return web.json_response({"status": "rejected", "reason": str(error)}, status=400)
-        async with reads:  # bounded, so readers cannot take every worker thread from the writers
-            page = await asyncio.to_thread(
-                store.releases_page, query.zone, query.since, query.until, query.device, query.position(), query.limit
+
+        def read() -> tuple[Page, str]:
+            page = store.releases_page(
+                query.zone, query.since, query.until, query.device, query.position(), query.limit, query.overlap
             )
+            return page, (page_csv(page, header=query.cursor is None) if query.format == "csv" else page_json(page))
+
+        async with reads:  # bounded, so readers cannot take every worker thread from the writers
+            page, text = await asyncio.to_thread(read)
         headers = {"X-Next-Cursor": encode_cursor(page.last)} if page.rows == query.limit else {}
-        return web.Response(text=page.json, content_type="application/json", headers=headers)
+        if query.format == "csv":
+            return web.Response(text=text, content_type="text/csv", headers=headers)
+        return web.Response(text=text, content_type="application/json", headers=headers)
 
     async def dashboard(_: web.Request) -> web.Response:
         """The page itself holds no data (a browser cannot send a bearer header on navigation); it asks
@@ -212,7 +226,8 @@ def build_app(
         return web.json_response({"status": "ok"})
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[security_headers])
-    app.router.add_post(RELEASES_PATH, post_release)
+    if not read_only:
+        app.router.add_post(RELEASES_PATH, post_release)
     app.router.add_get(RELEASES_PATH, list_releases)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", dashboard)
@@ -279,7 +294,10 @@ async def _housekeeping(store: ReleaseStore, retention_days: float, stop: asynci
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    store = ReleaseStore(args.db)
+    try:
+        store = ReleaseStore(args.db, read_only=args.read_only)
+    except FileNotFoundError as error:
+        raise SystemExit(f"ingest: {error}") from None
     try:
         analysts = AnalystTokens(args.analyst_tokens)
     except TokenFileError as error:
@@ -295,10 +313,12 @@ async def _serve(args: argparse.Namespace) -> None:
         retention_s=args.retention_days * 86400,
         quotas=Quotas(args.max_zones_per_device, args.max_releases_per_device_day),
     )
-    app = build_app(store, devices, analysts, limits.body_timeout_s, policy)
+    app = build_app(store, devices, analysts, limits.body_timeout_s, policy, read_only=args.read_only)
     server = await start_tls_server(app, args.host, args.port, server_ssl_context(args.cert, args.key), limits)
     print(
-        f"ingest listening on https://{args.host}:{server.port}{RELEASES_PATH} (store: {store.description})", flush=True
+        f"ingest listening on https://{args.host}:{server.port}{RELEASES_PATH} (store: {store.description})"
+        + ("; read-only: no device may post" if args.read_only else ""),
+        flush=True,
     )
     print(
         f"admitting {devices.describe()}; per device at most {policy.quotas.max_zones} zones and "
@@ -317,7 +337,9 @@ async def _serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     stop = asyncio.Event()
-    housekeeping = asyncio.create_task(_housekeeping(store, args.retention_days, stop))
+    housekeeping = asyncio.create_task(
+        _housekeeping(store, args.retention_days, stop) if not args.read_only else stop.wait()
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -327,7 +349,8 @@ async def _serve(args: argparse.Namespace) -> None:
     store.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option (test_docs parses the docs' command lines with it)."""
     parser = argparse.ArgumentParser(prog="privacy-vision-ingest", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port (printed at start)")
@@ -392,9 +415,24 @@ def main(argv: list[str] | None = None) -> int:
         help="SHA-256 hashes of the analyst tokens allowed to read (privacy-vision pki --analyst NAME writes it); "
         "re-read when it changes; without it the read API admits nobody",
     )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="serve the read API and the dashboard only, from an existing store opened for reading: no --device-key, "
+        "no POST, no retention deletes (what privacy-vision dashboard runs)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.device_key and not args.devices:
-        parser.error("at least one --device-key DEVICE_ID=PATH, or --devices DIR, is required")
+    if args.read_only and (args.device_key or args.devices):
+        parser.error("--read-only takes no --device-key or --devices: nobody may post to a read-only ingest")
+    if not args.device_key and not args.devices and not args.read_only:
+        parser.error(
+            "at least one --device-key DEVICE_ID=PATH, or --devices DIR, is required (or --read-only to serve reads only)"
+        )
     try:
         asyncio.run(_serve(args))
     except (OSError, ssl.SSLError) as error:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privacy_vision.core.protocol import MAX_CLOCK_SKEW_S, SEQUENCE_WINDOW, RequestRejected, highest_sequence
+from privacy_vision.core.release.grid import DAY_S
 from privacy_vision.core.release_schema import WireRelease
 
 NONCE_KEEP_S = 3 * MAX_CLOCK_SKEW_S  # a nonce older than the accepted clock skew can never be replayed successfully
@@ -126,18 +127,29 @@ POSTGRES = _Dialect(
 
 @dataclass(frozen=True)
 class Page:
-    """One page of the read API: the rows as JSON and where the next page starts."""
+    """One page of the read API: the stored bodies (JSON objects), when each arrived, and where the next page starts."""
 
-    json: str
-    rows: int
+    bodies: list[str]
+    received_at: list[float]
     last: tuple[float, str] | None  # period start and release id of the last row: where the next page starts
+
+    @property
+    def rows(self) -> int:
+        return len(self.bodies)
+
+    @property
+    def json(self) -> str:
+        return "[" + ",".join(self.bodies) + "]"
 
 
 class ReleaseStore:
     """Releases keyed by release id (idempotent), plus replay state; thread-safe behind one lock."""
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, read_only: bool = False) -> None:
+        """read_only: an existing SQLite file opened for reading only (`privacy-vision dashboard`); nothing is
+        created or written, and a writer may use the file meanwhile."""
         self.target = str(target)
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         if is_postgres_dsn(self.target):
@@ -147,15 +159,31 @@ class ReleaseStore:
             self._db = psycopg.connect(self.target, autocommit=True)
             self._reader = psycopg.connect(self.target, autocommit=True)
             self.description = "PostgreSQL " + self._db.info.dsn
+            if read_only:
+                for connection in (self._db, self._reader):
+                    connection.execute("SET default_transaction_read_only = on")
         else:
             path = Path(self.target)
-            path.parent.mkdir(parents=True, exist_ok=True)
             self.dialect = SQLITE
+            self.description = f"SQLite {path.resolve()}"
+            if read_only:
+                if not path.is_file():
+                    raise FileNotFoundError(f"no release store at {path}: run the graph first (make demo)")
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                self._db, self._reader = (
+                    sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+                    for _ in range(2)
+                )
+                self.description += " (read-only)"
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
             # timeout: how long a writer waits for another process's transaction (several ingests on one file)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")  # readers on their own connection never block the writer
             self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-            self.description = f"SQLite {path.resolve()}"
+        if read_only:
+            self.description += " (read-only)"
+            return
         with self._lock:
             self._db.execute(self.dialect.begin)
             try:
@@ -294,14 +322,21 @@ class ReleaseStore:
         device_id: str | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 1000,
+        overlapping: bool = False,
     ) -> Page:
         """One page as a JSON array, with the (period start, release id) of its last row for the cursor.
+        overlapping: every cell whose period overlaps [since, until), not only those starting in it (a day or hour
+        cell that began before `since`); no cell is longer than a day, so the index still bounds the scan.
 
         The stored bodies are already validated JSON objects, so the page is joined, not parsed and
         re-serialised: a full page costs the ingest's CPU (and the writers) a fraction of a decode.
         Reads use their own connection and lock, so a burst of readers never holds the writers' lock.
         """
-        query, args = "SELECT body, window_start, release_id FROM releases WHERE window_start >= ?", [since_s]
+        query = "SELECT body, window_start, release_id, received_at FROM releases WHERE window_start >= ?"
+        args: list = [since_s]
+        if overlapping:
+            query += " AND window_end > ?"
+            args = [since_s - DAY_S, since_s]
         for clause, value in (("window_start < ?", until_s), ("device_id = ?", device_id)):
             if value is not None:
                 query += f" AND {clause}"
@@ -317,7 +352,7 @@ class ReleaseStore:
         with self._read_lock:
             rows = self._reader.execute(self._sql(query), tuple(args)).fetchall()
         last = (float(rows[-1][1]), str(rows[-1][2])) if rows else None
-        return Page("[" + ",".join(row[0] for row in rows) + "]", len(rows), last)
+        return Page([row[0] for row in rows], [float(row[3]) for row in rows], last)
 
     def count(self) -> int:
         with self._lock:

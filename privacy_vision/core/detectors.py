@@ -286,6 +286,8 @@ def resolve_onnx_model(configured: str) -> Path:
 
 
 def resolve_tflite_model(configured: str) -> Path:
+    if configured and not Path(configured).is_file():  # a path given and missing is an error, never a silent swap
+        raise DetectorError(f"TFLite model {configured!r} not found (parameter 'tflite_model')")
     candidates = [configured, os.environ.get("PRIVACY_VISION_TFLITE_MODEL", ""), str(SHARED_TFLITE_MODEL)]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():

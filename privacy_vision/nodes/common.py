@@ -116,6 +116,7 @@ class PrivacyVisionNode(LifecycleNode):
     def __init__(self, name: str, **node_options: Any) -> None:
         super().__init__(name, **node_options)
         self.exit_code = 0
+        self.failure = ""  # why the last transition failed, in one line (the configuration check prints it)
         self.finished = threading.Event()  # finalized (or configuration failed): the process may exit
         self.source_ended = threading.Event()  # set by a node that reads a source when the recording ends
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -249,18 +250,22 @@ class PrivacyVisionNode(LifecycleNode):
                 )
 
     def _transition(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
-        """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)."""
+        """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)
+        and kept in `failure` as one line."""
         try:
             action()
             return TransitionCallbackReturn.SUCCESS
         except StartupError as error:
-            self.get_logger().error(str(error))
+            self.failure = str(error)
+            self.get_logger().error(self.failure)
             self.fail(EXIT_CONFIGURATION_ERROR)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             # A params file or -p override outside a parameter's declared type or range.
-            self.get_logger().error(f"invalid parameter at start-up: {error}; fix the params file or the override")
+            self.failure = f"invalid parameter at start-up: {error}; fix the params file or the override"
+            self.get_logger().error(self.failure)
             self.fail(EXIT_CONFIGURATION_ERROR)
-        except Exception:
+        except Exception as error:
+            self.failure = f"{what} failed: {type(error).__name__}: {error}"
             self.get_logger().error(f"{what} failed:\n{traceback.format_exc()}")
             self.fail(1)
         return TransitionCallbackReturn.FAILURE
@@ -654,6 +659,27 @@ def run_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str] 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(exit_code)
+
+
+def check_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str]) -> dict[str, str]:
+    """Configure each node in this process and shut it down again: parameter types and ranges, settings, source,
+    model, zones, homography, keys. Returns why each node that failed did, in one line; nothing flows. The
+    caller points the state stores (audit log, ledger, outbox) at a scratch folder, so a check leaves no trace."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    failures: dict[str, str] = {}
+    try:
+        for factory in factories:
+            node = factory()
+            try:
+                if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    failures[node.get_name()] = node.failure or "configure failed (see the log above)"
+                elif node.trigger_shutdown() != TransitionCallbackReturn.SUCCESS:
+                    failures[node.get_name()] = node.failure or "shutdown after the check failed"
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    return failures
 
 
 def _die_with_parent() -> None:
