@@ -222,6 +222,26 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
         rclpy.shutdown()
 
 
+@pytest.mark.parametrize("input_size, configured", [("640", True), ("100", False), ("4128", False)])
+def test_detection_input_size_is_a_validated_parameter(input_size, configured, tmp_path):
+    """A multiple of 32 re-shapes the shipped YOLOX-nano; anything else stops the node at start-up (rclpy checks
+    the declared range and step)."""
+    from privacy_vision.nodes.detection import DetectionNode
+
+    arguments = ["-p", "backend:=yolox", "-p", f"input_size:={input_size}", "-p", f"audit_dir:={tmp_path}"]
+    rclpy.init(args=["test", "--ros-args", *arguments])
+    try:
+        node = DetectionNode()
+        result = node.trigger_configure()
+        assert (result == TransitionCallbackReturn.SUCCESS) == configured
+        if configured:
+            assert node.detector._height == node.detector._width == int(input_size)
+            assert node.describe_parameters(["input_size"])[0].integer_range[0].step == 32
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_path):
     from privacy_vision.core.tracking import BACKEND_SCORE_THRESHOLDS
     from privacy_vision.nodes.tracking import TrackingNode
