@@ -277,8 +277,13 @@ def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_pa
             and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         )
         assert node.get_parameter("track_thresh").value == -1.0
+        published = []
+        node.publisher.publish = published.append
         assert walk(node, "tflite", ssd_score, 0.0) == 1
         assert walk(node, "yolox", ssd_score, 10.0) == 0
+        # Not confirmed on YOLOX's scale, but counted: a tentative track carries its calibrated presence weight.
+        (track,) = published[-1].tracks
+        assert track.state == track.STATE_TENTATIVE and 0.0 < track.presence_weight < 1.0
         rejected = node.set_parameters([rclpy.parameter.Parameter("track_thresh", value=-0.5)])[0]
         assert not rejected.successful and "-1 (the value tuned for the detector backend)" in rejected.reason
         assert node.set_parameters([rclpy.parameter.Parameter("new_track_thresh", value=0.95)])[0].successful
