@@ -16,18 +16,16 @@ Held out: a sequence is scored with what was chosen on the other one. In-sample:
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from perception import IDENTITY, MOT15, PETS_FPS, REPO, frame_rate, pets_video, trackeval_scores
+from perception import IDENTITY, MOT15, PETS_FPS, REPO, detect_video, frame_rate, pets_video, trackeval_scores
 from scipy.optimize import linear_sum_assignment
 
-from privacy_vision.core.detectors import DetectorSettings, create_detector
+from privacy_vision.core.detectors import DetectorSettings
 from privacy_vision.core.geometry import Homography, load_homography
 from privacy_vision.core.presence import PresenceCurves, fit_monotone_curve
-from privacy_vision.core.sources import FrameSource
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState, iou_matrix
 
 VIDEO_SEQUENCES = ("PETS09-S2L1", "TUD-Campus")
@@ -68,15 +66,7 @@ def annotated_boxes(sequence: str) -> dict[int, np.ndarray]:
 
 def detect(backend: str, video: Path, input_size: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
     """(boxes, scores) per frame at the detector's default conf, and detector ms per frame."""
-    detector, _ = create_detector(DetectorSettings(backend=backend, input_size=input_size))
-    detections, timings = [], []
-    source = FrameSource(str(video))
-    for frame in source.frames():
-        started = time.perf_counter()
-        detections.append(detector.detect(frame.image))
-        timings.append((time.perf_counter() - started) * 1000)
-    source.close()
-    return detections, timings
+    return detect_video(backend, video, DetectorSettings(backend=backend, input_size=input_size))
 
 
 @dataclass
@@ -220,3 +210,41 @@ def folds(runs: dict[str, dict[str, TrackRun]], scores: dict, sequences: tuple[s
     point = choose(scores, sequences)
     result["in-sample"] = Fold(sequences, point, fit_presence([runs[label(point)][s] for s in sequences]))
     return result
+
+
+def average_precision(detections: list, truth: dict[int, np.ndarray], min_iou: float = 0.5) -> float:
+    """VOC-style AP (all-point interpolation) for person boxes; frames are 1-based in `truth`."""
+    scores, hits = precision_recall_samples(detections, truth, min_iou)
+    total = sum(len(boxes) for boxes in truth.values())
+    order = np.argsort(-scores, kind="stable")
+    true_positives = np.cumsum(hits[order])
+    recall = true_positives / total
+    precision = true_positives / np.arange(1, len(order) + 1)
+    envelope = np.maximum.accumulate(np.r_[precision, 0.0][::-1])[::-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * envelope[:-1]))
+
+
+def recall_precision_at(detections: list, truth: dict[int, np.ndarray], threshold: float) -> tuple[float, float]:
+    scores, hits = precision_recall_samples(detections, truth, 0.5)
+    kept = scores >= threshold
+    total = sum(len(boxes) for boxes in truth.values())
+    return float(hits[kept].sum() / total), float(hits[kept].mean()) if kept.any() else 0.0
+
+
+def precision_recall_samples(detections: list, truth: dict[int, np.ndarray], min_iou: float):
+    """Each detection's score and whether it is a true positive: greedy by score within a frame, each annotated
+    person taken once, the best-overlapping free one at IoU >= min_iou (as the VOC evaluation)."""
+    scores, hits = [], []
+    for index, (boxes, frame_scores) in enumerate(detections):
+        people = truth.get(index + 1, np.zeros((0, 4)))
+        taken = np.zeros(len(people), dtype=bool)
+        overlap = iou_matrix(boxes, people) if len(people) and len(boxes) else np.zeros((len(boxes), len(people)))
+        for k in np.argsort(-frame_scores, kind="stable"):
+            free = np.where(taken, -1.0, overlap[k]) if len(people) else np.zeros(0)
+            best = int(np.argmax(free)) if len(free) else -1
+            hit = best >= 0 and free[best] >= min_iou
+            if hit:
+                taken[best] = True
+            scores.append(frame_scores[k])
+            hits.append(hit)
+    return np.array(scores, dtype=float), np.array(hits, dtype=float)
