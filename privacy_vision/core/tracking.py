@@ -32,9 +32,10 @@ class TrackState(IntEnum):
 # the person scores on PETS and TUD-Campus: YOLOX-nano 0.45 / 0.82, the SSD 0.55 / 0.69, HOG's squashed SVM
 # margin 0.69 / 0.93), so each backend has its own pair (track_thresh, new_track_thresh); a pair tuned for one
 # scale confirms no track at all on another. yolox, tflite and hog were chosen by
-# `bench/tune_tracker.py --backend NAME` (docs/tracker_tuning_NAME.md) on PETS09-S2L1 and TUD-Campus only, the
-# shared MOT15 sequences with video: tuned on the data the PETS figures are reported on. ultralytics is not
-# tuned (no YOLO weights can be fetched where this was built) and takes YOLOX's pair: set both for your model.
+# `bench/tune_tracker.py --backend NAME` (docs/tracker_tuning_NAME.md) on PETS09-S2L1 and TUD-Campus together, the
+# shared MOT15 sequences with video: in-sample. The same tool chooses them on each video alone and scores them on
+# the other (held out); both figures are in that file and in docs/perception.md. ultralytics is not tuned (no
+# YOLO weights can be fetched where this was built) and takes YOLOX's pair: set both for your model.
 BACKEND_SCORE_THRESHOLDS: dict[str, tuple[float, float]] = {
     "yolox": (0.7, 0.8),
     "tflite": (0.6, 0.6),
