@@ -97,13 +97,13 @@ def _nodes(context):
         "camera": {"source": value("source")},
         "tracking": {"homography_file": str(config / "homography_pets.yaml")},
         "anonymizer": {"zones_file": str(config / "zones.yaml")},
-        "aggregator": {"ledger_path": str(state["ledger"])},
+        "aggregator": {"release_store": str(state["releases"])},
         "uplink": {
             "ingest_url": value("ingest_url"),
             "pins": pins,
             "ca_file": value("ca_file") or str(state["pki"] / "ca.crt"),
             "key_file": str(state["pki"] / "device.key"),
-            "outbox_path": str(state["outbox"]),
+            "outbox_path": str(state["releases"]),
         },
     }
     for argument, (node, parameter) in PARAMETER_ARGUMENTS.items():
@@ -391,7 +391,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "state_dir",
                 default_value="~/.local/state/privacy_vision",
-                description="keys, outbox, ledger, audit log, runtime parameter changes",
+                description="keys, release store (releases, ledger, outbox), audit log, runtime parameter changes",
             ),
             DeclareLaunchArgument(
                 "ingest_url", default_value="https://127.0.0.1:8443/v1/releases", description="ingest endpoint"

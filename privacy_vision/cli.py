@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "--source", help="video file, image folder, /dev/videoN, camera index or URL (default: the demo video)"
     )
     run.add_argument("--config-dir", default="config", help="folder with params.yaml, zones.yaml, fastdds.xml")
-    run.add_argument("--var-dir", default="var", help="state folder: keys, outbox, ledger, ingest database, logs")
+    run.add_argument(
+        "--var-dir", default="var", help="state folder: keys, release store (outbox, ledger), ingest database, logs"
+    )
     run.add_argument(
         "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter (repeatable)"
     )

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from privacy_vision.core.audit import AuditLog, verify
+from privacy_vision.core.audit import AuditBroken, AuditLog, entries_of, verify
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.graph import REQUEST_NODES, parse_overrides, state_paths
-from privacy_vision.core.privacy import LEDGER_TABLE
 from privacy_vision.core.protocol import KeyFileError, load_key_file
 
 
@@ -96,34 +95,56 @@ def _on_disk_facts(var_dir: Path) -> dict:
     """Stores on this device and what they hold; none of them is per person."""
     facts: dict = {}
     stores = state_paths(var_dir)
-    outbox = stores["outbox"]
-    if outbox.exists():
-        with sqlite3.connect(str(outbox)) as db:
-            facts["outbox"] = {
-                "queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
-                "content": "per-cell DP aggregates waiting for the ingest (no per-person data)",
-            }
-    ledger = stores["ledger"]
-    if ledger.exists():
-        with sqlite3.connect(str(ledger)) as db:
-            facts["privacy_ledger"] = {
-                "days": db.execute(f"SELECT COUNT(DISTINCT day) FROM {LEDGER_TABLE}").fetchone()[0],
-                "content": "ε per track-day charged per configuration and day (no per-person data)",
+    releases = stores["releases"]
+    if releases.exists():
+        with sqlite3.connect(str(releases)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            facts["release_store"] = {
+                "queued_releases": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] if "outbox" in tables else 0,
+                "released_spans": db.execute("SELECT COUNT(*) FROM released").fetchone()[0]
+                if "released" in tables
+                else 0,
+                "content": "DP releases waiting for the ingest, the keys of released spans and the ledger's charges "
+                "(no per-person data)",
             }
     ingest = stores["ingest"]
     if ingest.exists():
         with sqlite3.connect(str(ingest)) as db:
             facts["ingest_store"] = {
                 "releases": db.execute("SELECT COUNT(*) FROM releases").fetchone()[0],
-                "content": "released k-anonymous DP aggregates (no per-person data)",
+                "content": "released differentially private aggregates (no per-person data)",
             }
     facts["audit_log"] = {"content": "events and settings; refuses boxes, positions, IDs and pixels by construction"}
     return facts
 
 
+def cmd_releases_restore(args: argparse.Namespace) -> int:
+    """Rebuild a deleted, emptied or edited release store's spans and charges from the audit log (audited)."""
+    from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT, AUDIT_RELEASE_EVENT, ReleaseStore
+
+    try:
+        audit = AuditLog.from_key_file(args.audit_dir, args.audit_key)
+        entries = entries_of(audit, {AUDIT_RELEASE_EVENT, AUDIT_CHARGE_EVENT})
+    except (KeyFileError, AuditBroken) as error:
+        print(f"releases restore: {error}", file=sys.stderr)
+        return 2
+    store = ReleaseStore(args.store, daily_epsilon_cap=float("inf"))
+    try:
+        spans, charges = store.restore_from_audit(entries)
+        store.check_against_audit(entries)
+    finally:
+        store.close()
+    audit.append("release_store_restored", "cli", store=str(args.store), spans=spans, charges=charges)
+    print(
+        f"restored {spans} released span(s) and {charges} charge(s) into {args.store} from the audit log; releases "
+        "that had not reached the ingest are not restored (their values were only in the lost store)"
+    )
+    return 0
+
+
 NOT_ERASABLE = (
-    "Released aggregates (device outbox, ingest store) are k-anonymous, differentially private counts over "
-    "groups of at least k people per zone and window; no record in them refers to a person, so there is "
+    "Released aggregates (device release store, ingest store) are differentially private values per zone and period "
+    "(people present on average, footfall per stitched track); no record in them refers to a person, so there is "
     "nothing to single out and erase (GDPR Art. 11 and Recital 26). The audit log holds no personal data."
 )
 
@@ -159,7 +180,7 @@ def cmd_dsr(args: argparse.Namespace) -> int:
         "all per-person data held at this moment, whoever it belongs to",
         "live_state": components,
         "stores": _on_disk_facts(Path(args.var_dir)),
-        "sent_off_device": "only /zone_analytics releases (k-anonymous DP aggregates) to the configured ingest",
+        "sent_off_device": "only the releases of /zone_analytics (differentially private aggregates) to the configured ingest",
     }
     if args.type == "erasure":
         response["not_erasable"] = NOT_ERASABLE
@@ -228,6 +249,16 @@ def add_commands(sub) -> None:
     dsr.add_argument("--config-dir", default="config")
     dsr.add_argument("--audit-key", default="var/pki/audit.key")
     dsr.set_defaults(handler=cmd_dsr)
+
+    releases = sub.add_parser("releases", help="release store tools")
+    releases_sub = releases.add_subparsers(dest="releases_command", required=True)
+    restore = releases_sub.add_parser(
+        "restore", help="rebuild the release store's released spans and ledger charges from the audit log"
+    )
+    restore.add_argument("--store", default="var/releases.sqlite")
+    restore.add_argument("--audit-dir", default="var/audit")
+    restore.add_argument("--audit-key", default="var/pki/audit.key")
+    restore.set_defaults(handler=cmd_releases_restore)
 
     forget = sub.add_parser("forget", help="rotate the privacy key and purge per-person state in every node now")
     forget.add_argument("--domain-id", type=int, required=True)

@@ -22,8 +22,11 @@ import yaml
 
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.graph import (
+    DRAIN_TIMEOUT_S,
     NODE_NAMES,
     SOURCE_PARAMETERS,
+    STOP_MARGIN_S,
+    UPSTREAM_WAIT_S,
     check_capture,
     graph_environment,
     pipeline,
@@ -31,6 +34,7 @@ from privacy_vision.core.graph import (
     state_paths,
 )
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
+from privacy_vision.core.release_schema import noise_dominated
 from privacy_vision.monitor import GraphMonitor
 
 _PR_SET_PDEATHSIG = 1
@@ -233,13 +237,13 @@ class GraphRunner:
             "pins": f"[{pins}]",
             "ca_file": str(pki.ca_cert),
             "key_file": str(pki.device_key),
-            "outbox_path": str(self.state["outbox"]),
+            "outbox_path": str(self.state["releases"]),
         }
-        # Every state file lives under --var-dir: the ledger too, so separate runs never share a day's budget.
+        # Every state file lives under --var-dir: the release store (ledger) too, so separate runs never share a budget.
         forced = {
             "camera": {"source": self.options.source},
             "uplink": uplink,
-            "aggregator": {"ledger_path": str(self.state["ledger"])},
+            "aggregator": {"release_store": str(self.state["releases"])},
         }
         audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
         # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
@@ -379,22 +383,17 @@ class GraphRunner:
         return errors[-1] if errors else (lines[-1] if lines else "no output")
 
     def shutdown(self) -> None:
-        """Each node's shutdown transition in pipeline order (from active it first hands on what it holds, then
-        closes its files), through the same ~/change_state service the launch file uses; the process exits once
-        finalized. A node that does not answer gets SIGINT and takes its ordered stop by itself."""
+        """The ordered stop, as under `ros2 launch`: every node gets SIGINT, waits until its upstream node has
+        finished, hands on what it still holds (the anonymizer its last segments, through the aggregator's service,
+        while its executor still spins) and shuts down; the processes are then waited for in pipeline order."""
         nodes = pipeline(self.options.capture)
-        for index, name in enumerate(nodes):
-            process = self.processes.get(name)
-            if process is None or process.poll() is not None:
-                continue
-            timeout_s = 30.0 if name == "uplink" else 15.0
-            self.interrupted.clear()  # a Ctrl-C that ended the run must not cancel the stop transitions
-            finalized = self.monitor is not None and self._transition(name, "shutdown", timeout_s)
-            if not finalized and process.poll() is None:
-                self.console.message(f"[runner] {name} did not take its shutdown transition; sending SIGINT")
-            if any(self.processes.get(later) is process for later in nodes[index + 1 :]) and finalized:
-                continue  # composed: the process ends once its last node is finalized
-            code = process.stop(timeout_s=timeout_s, grace_s=EXIT_GRACE_S if finalized else 0.0)
+        processes = list(dict.fromkeys(self.processes[name] for name in nodes if name in self.processes))
+        for process in processes:
+            if process.poll() is None:
+                process.process.send_signal(signal.SIGINT)
+        for process in processes:
+            timeout_s = UPSTREAM_WAIT_S * len(nodes) + DRAIN_TIMEOUT_S + STOP_MARGIN_S
+            code = process.stop(timeout_s=timeout_s, grace_s=timeout_s)
             if code not in (0, None, -signal.SIGINT):
                 self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:
@@ -420,57 +419,74 @@ class GraphRunner:
         return format_summary(releases, self.ingest_db)
 
 
+def shown(estimate: dict, below_k: bool) -> str:
+    """A released value as a person reads it: value and 95% interval, "< k" or marked noise-dominated."""
+    if below_k:
+        return "< k"
+    text = f"{max(0.0, estimate['value']):.1f} [{estimate['low']:.1f}-{estimate['high']:.1f}]"
+    return text + (" ~noise" if noise_dominated(estimate) else "")
+
+
 def format_summary(releases: list[dict], store: Path) -> str:
-    """Per zone: each tier's cells (shown / "< k"), the mean shown occupancy, hourly flow, the day's footfall."""
-    header = f"{'zone':<16}{'windows':>12}{'mean occ.':>10}{'hours':>10}{'entries':>8}{'exits':>6}  {'top direction':<14}{'footfall':>9}"
+    """Per zone: people present on average over the run (day tier) and in the last hour, the hour's top heading,
+    the day's footfall; every value with its 95% interval."""
+    header = f"{'zone':<16}{'occupancy (run)':>24}{'occupancy (hour)':>24}  {'top heading':<12}{'footfall':>24}"
     lines = [
         "",
-        "Per-zone analytics received by the ingest (DP values as released; shown/cells, '< k' cells withheld):",
+        "Per-zone analytics received by the ingest (DP values with their 95% intervals; '~noise': the interval is "
+        "wider than the value; '< k': the noisy head count is below k):",
         header,
         "-" * len(header),
     ]
     zones = sorted({r["zone_id"] for r in releases})
     for zone in zones:
-        rows = {
-            tier: [r for r in releases if r["zone_id"] == zone and r["tier"] == tier]
-            for tier in ("window", "hour", "day")
+        mine = [r for r in releases if r["zone_id"] == zone]
+
+        def last(kind: str, tier: str, metric: str, rows: list[dict] = mine) -> str:
+            found = [r for r in rows if r["kind"] == kind and r["tier"] == tier and metric in r["values"]]
+            return shown(found[-1]["values"][metric], found[-1]["below_k"]) if found else "-"
+
+        hours = [r for r in mine if r["kind"] == "presence" and r["tier"] == "hour" and r["values"]]
+        headings = {
+            name.split(".", 1)[1]: value["value"]
+            for name, value in (hours[-1]["values"].items() if hours else ())
+            if name.startswith("heading.")
         }
-        shown = {tier: [r for r in tier_rows if not r["below_k"]] for tier, tier_rows in rows.items()}
-        mean_occupancy = (
-            f"{sum(r['occupancy'] for r in shown['window']) / len(shown['window']):.1f}" if shown["window"] else "-"
-        )
-        directions: dict[str, int] = {}
-        for r in shown["hour"]:
-            for label, count in r["direction_counts"].items():
-                directions[label] = directions.get(label, 0) + count
-        top = max(directions, key=directions.get) if directions and max(directions.values()) > 0 else "-"
-        footfall = ("< k" if rows["day"][-1]["below_k"] else str(rows["day"][-1]["occupancy"])) if rows["day"] else "-"
+        top = max(headings, key=headings.get) if headings else "-"
         lines.append(
-            f"{zone:<16}{len(shown['window']):>6}/{len(rows['window']):<5}{mean_occupancy:>10}{len(shown['hour']):>4}/{len(rows['hour']):<5}"
-            f"{sum(r['entries'] for r in shown['hour']):>8}{sum(r['exits'] for r in shown['hour']):>6}  {top:<14}{footfall:>9}"
+            f"{zone:<16}{last('presence', 'day', 'occupancy'):>24}{last('presence', 'hour', 'occupancy'):>24}  "
+            f"{top:<12}{last('events', 'day', 'footfall'):>24}"
         )
-        groups = [r for r in releases if r["zone_id"] == zone and r["tier"] == "group"]
+        groups = [r for r in mine if r["tier"] == "group"]
         if groups:
             lines.append(
                 f"{'':<16}strict mode: {len(groups)} groups released: "
                 + ", ".join(
-                    f"{r['occupancy']} people over {r['period_end_s'] - r['period_start_s']:.0f} s" for r in groups
+                    f"{shown(r['values']['size'], False)} people over {r['period_end_s'] - r['period_start_s']:.0f} s"
+                    for r in groups
                 )
             )
     if not zones:
         lines.append("(no releases reached the ingest)")
-    if releases:
-        p = releases[0]
-        rule = (
-            "groups of at least k true people only (strict mode)"
-            if p["mode"] == "strict"
-            else "applied to noisy values"
-        )
-        delta = f", δ={p['delta_track_day']:.3g}" if p["delta_track_day"] else ""
+    lines += [
+        "occupancy: people present on average over the observed part of the period (identity-free);",
+        "footfall: distinct stitched tracks seen in the zone that day (per track, so a broken track can count twice);",
+        "top heading: the hour's most frequent direction of movement ('none' = standing).",
+    ]
+    presence = next((r for r in releases if r["kind"] == "presence"), None)
+    events = next((r for r in releases if r["kind"] != "presence"), None)
+    if presence or events:
+        parts = []
+        if presence:
+            parts.append(f"ε={presence['epsilon_unit']:.3g} per presence-hour (identity-free)")
+        if events:
+            delta = f", δ={events['delta']:.3g}" if events["delta"] else ""
+            parts.append(f"ε={events['epsilon_unit']:.3g}{delta} per stitched-track-day")
+        first = presence or events
         lines.append(
-            f"guarantee: {p['mechanism']}, ε={p['epsilon_track_day']:.3g}{delta} per {p['privacy_unit']} (each track counts in at most L cells "
-            f"per tier and day), k={p['k']} {rule}, window {p['window_s']:g} s; ε per track-day charged today "
-            f"{max(r['epsilon_spent_today'] for r in releases):.3g} of {p['daily_epsilon_cap']:g}"
+            f"guarantee: {', '.join(parts)}; k={first['k']} shown on noisy values ({first['mode']} mode); "
+            f"ε per stitched-track-day charged today {max(r['epsilon_spent_today'] for r in releases):.3g} of "
+            f"{first['daily_epsilon_cap']:g}"
         )
     lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
     return "\n".join(lines)

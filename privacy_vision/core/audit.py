@@ -205,3 +205,24 @@ def verify(directory: str | Path, key: bytes) -> VerifyResult:
             f"end of log: the head names entry {head['seq']} but the log ends at {count} (entries cut off the end)",
         )
     return VerifyResult(True, count, len(files), "")
+
+
+class AuditBroken(RuntimeError):
+    """The audit log fails verification, so what it records cannot be relied on."""
+
+
+def entries_of(log: AuditLog, events: set[str]) -> list[dict]:
+    """The entries of these event types, from a log that verifies (an empty or missing log has none)."""
+    if not log.files():
+        return []
+    result = verify(log.directory, log._key)
+    if not result.ok:
+        raise AuditBroken(f"the audit log cannot be relied on: {result}; run 'privacy-vision audit verify'")
+    entries = []
+    for path in log.files():
+        for raw in path.read_bytes().split(b"\n"):
+            if raw:
+                entry = json.loads(raw)
+                if entry.get("event") in events:
+                    entries.append(entry)
+    return entries

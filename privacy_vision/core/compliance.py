@@ -11,29 +11,23 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privacy_vision.core.aggregator import (
-    HOUR_METRICS,
-    MECHANISM,
-    PRIVACY_UNIT,
-    STRICT_MECHANISM,
-    AggregatorSettings,
-    Bounds,
-    StrictAccount,
-    TrackDayAccount,
-)
-from privacy_vision.core.contributions import GROUP_TIER, TIERS, ContributionSettings
-from privacy_vision.core.graph import IMAGE_TOPIC, TOPICS, leaves_device
+from privacy_vision.core.graph import DIAGNOSTICS_CARRIES, IMAGE_TOPIC, RELEASE_CELLS_SERVICE, TOPICS, leaves_device
 from privacy_vision.core.graph import topics as graph_topics
+from privacy_vision.core.release.measured import LINEAGES_PER_PERSON, SAME_BODY
+from privacy_vision.core.release.mechanisms import (
+    EVENTS_UNIT,
+    MECHANISM,
+    PRESENCE_METRICS,
+    PRESENCE_UNIT,
+    STRICT_MECHANISM,
+    EventAccount,
+    PresenceAccount,
+    ReleaseSettings,
+    StrictAccount,
+)
+from privacy_vision.core.release.totals import TotalsSettings, TotalsValues
 
-# Tracks per annotated person (V) with the real tracker (default thresholds; IoU ≥ 0.5 matching to the ground truth,
-# mean over matched people), measured 2026-11-25: PETS on vtest.avi with the SSD TFLite detector, and the five MOT15
-# training sequences with their public detections (mean over 115 people; ADL-Rundle-6 alone 3.68). A person whose
-# track breaks into V pieces gets V times the per-track-day guarantee. Re-measure on your own scene.
-# bench/tracks_per_person.py: mean tracks per annotated person (IoU ≥ 0.5) with the default detector and tracker
-MEASURED_TRACKS_PER_PERSON = {
-    "PETS09-S2L1 (vtest.avi, YOLOX-nano + tracker)": 2.05,
-    "MOT15 five sequences (public detections + tracker)": 2.10,
-}
+EXAMPLE_PEOPLE = {"a 15-minute visit": 900.0, "a 1-hour stay": 3600.0, "8 hours of staff presence": 8 * 3600.0}
 
 # What each topic carries and whether it leaves the device: the graph description (core/graph.py).
 TOPIC_CONTENT = {topic.name: topic.carries for topic in TOPICS}
@@ -100,29 +94,30 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
     aggregator, anonymizer = params.get("aggregator", {}), params.get("anonymizer", {})
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
     flags: list[RiskFlag] = []
-    if aggregator.get("k", 0) < 5:
+    if aggregator.get("epsilon_per_presence_hour", 0) > 4:
         flags.append(
             RiskFlag(
-                "aggregator.k",
-                aggregator.get("k"),
-                "cells with fewer than 5 people (noisy) are shown; small groups are easier to single out",
+                "aggregator.epsilon_per_presence_hour",
+                aggregator.get("epsilon_per_presence_hour"),
+                "more than ε = 4 for one hour of a person's presence: the releases say much about anyone who stays",
             )
         )
-    if aggregator.get("epsilon_per_track_day", 0) > 4:
-        flags.append(
-            RiskFlag(
-                "aggregator.epsilon_per_track_day",
-                aggregator.get("epsilon_per_track_day"),
-                "more than ε = 4 for one track's whole day: the releases say much about any one person",
-            )
-        )
-    if aggregator.get("daily_epsilon_cap", 0) > 3 * aggregator.get("epsilon_per_track_day", 1):
+    if aggregator.get("daily_epsilon_cap", 0) > 4 * aggregator.get("epsilon_events_per_track_day", 1):
         flags.append(
             RiskFlag(
                 "aggregator.daily_epsilon_cap",
                 aggregator.get("daily_epsilon_cap"),
-                "the cap allows more than three configurations a day: each change of the privacy settings adds its ε",
+                "the cap allows more than four bound instances a day (restarts, forget requests, changed bounds): each "
+                "one lets a person's stitched track count again",
                 "medium",
+            )
+        )
+    if anonymizer.get("same_body_radius_m", SAME_BODY["radius_m"]) < SAME_BODY["radius_m"]:
+        flags.append(
+            RiskFlag(
+                "anonymizer.same_body_radius_m",
+                anonymizer.get("same_body_radius_m"),
+                f"below the measured {SAME_BODY['radius_m']} m: two tracks on one person count twice more often",
             )
         )
     if detection.get("retention_frames", 0) > 0:
@@ -194,81 +189,41 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
     now = now or dt.datetime.now(dt.UTC)
     aggregator, anonymizer = params.get("aggregator", {}), params.get("anonymizer", {})
     detection, uplink = params.get("detection", {}), params.get("uplink", {})
-    account, settings, contribution = track_day_account(aggregator, anonymizer)
-    epsilon = account.epsilon
-    strict = strict_statement(settings, contribution)
-    tracks_per_person = max(MEASURED_TRACKS_PER_PERSON.values())
+    settings, totals = release_settings(aggregator), totals_settings(anonymizer)
     capture = "in_process" if in_process_capture(params) else "camera"
     topics = facts.topics or {topic.name: [topic.type] for topic in graph_topics(capture)}
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "configuration_source": facts.source,
         "processing": {
-            "purpose": "anonymous spatial analytics (occupancy, flow direction, dwell time, entries/exits per zone)",
+            "purpose": "anonymous spatial analytics (occupancy, flow direction, dwell time, footfall per zone)",
             "legal_basis_note": "to be confirmed by the controller (typically legitimate interest, Art. 6(1)(f) GDPR)",
             "data_categories_on_device": {
                 "camera frames": frames_statement(params),
-                "person boxes and tracks": f"in memory only; a lost track is dropped after {params.get('tracking', {}).get('track_buffer_s', '?')} s",
+                "person boxes and tracks": "in memory only; a lost track is dropped after "
+                f"{params.get('tracking', {}).get('track_buffer_s', '?')} s; track IDs are never reused across restarts",
                 "anonymised records": f"keyed HMAC IDs rotated every {anonymizer.get('rotation_interval_s')} s (and on request), "
                 f"{anonymizer.get('grid_size_m')} m grid, timestamps floored to {anonymizer.get('time_precision_s')} s, "
                 f"heading in {anonymizer.get('direction_sectors')} sectors, no speed",
-                "per-track contribution state": "in the anonymizer's memory, keyed by tracker ID: the release cells each live track "
-                f"counted in today (at most {'/'.join(map(str, contribution.cells_per_day))} per tier), its zone stays, "
-                "the open cells' heading and dwell; dropped 60 s after the track ends; a forget request drops it "
-                "and keeps only the IDs of the tracks live then, until midnight UTC, so they cannot count again",
-                "aggregates": "per zone and period of each tier; only these leave the device",
+                "lineages (stitched tracks)": "in the anonymizer's memory only: each lineage's last floor position, zone "
+                "stays and arrival times, and the zones and strict-mode groups it counted in today; dropped a minute "
+                "after its track ends; a forget request drops them all and starts a new bound instance",
+                "true totals of open segments": "in the anonymizer's memory only (never on disk, never on a topic): "
+                f"handed to the aggregator through its {RELEASE_CELLS_SERVICE} service, kept until it has recorded them",
+                "releases": "noisy values with intervals, in the release store until the ingest acknowledges them; "
+                "only these leave the device",
+                "diagnostics": DIAGNOSTICS_CARRIES,
             },
             "recipients": f"ingest at {uplink.get('ingest_url')}",
             "retention": {
                 "device_outbox": "until acknowledged by the ingest",
                 "ingest_releases_days": facts.ingest_retention_days,
-                "privacy_ledger": "ε per track-day charged per configuration and day, no personal data",
+                "release_store": "released spans (keys), ledger charges and strict-mode thresholds: no personal data",
             },
         },
-        "privacy_guarantee": {
-            "k_anonymity": strict["k_anonymity"]
-            if strict
-            else {
-                "k": settings.k,
-                "over": "distinct people per cell (zone x period)",
-                "decision": "applied to the noisy occupancy as post-processing: a cell below k is shown as '< k' with every "
-                "value withheld, and its people still count in the coarser tier; no decision looks at a true count, "
-                "so it costs no δ",
-            },
-            "differential_privacy": strict["differential_privacy"]
-            if strict
-            else {
-                "mechanism": MECHANISM,
-                "privacy_unit": PRIVACY_UNIT,
-                "delta": 0.0,
-                "epsilon_per_track_day": round(epsilon, 6),
-                "epsilon_per_cell": {tier: round(account.cells[tier].epsilon, 6) for tier in TIERS},
-                "cells_per_track_per_day": dict(zip(TIERS, contribution.cells_per_day)),
-                "hour_epsilon_by_metric": {
-                    name: round(account.cells["hour"].epsilons[name], 6) for name in HOUR_METRICS
-                },
-                "window_s": contribution.window_s,
-                "noise_library": "OpenDP (exact integer samplers; composition by its privacy maps)",
-                "composition": "ε per track-day = Σ over tiers of L × ε per cell (OpenDP composition of the cell measurements)",
-            },
-            "daily_epsilon_cap": settings.daily_epsilon_cap,
-            "ledger": "each configuration is charged its ε per track-day once per UTC day when it first releases; a change of the "
-            "privacy settings or of the bound charges again; the cap bounds the day's total, so a normal day never runs out",
-            "person_day": {
-                "tracks_per_person_measured": MEASURED_TRACKS_PER_PERSON,
-                "epsilon_per_person_day": round(
-                    tracks_per_person
-                    * (strict["differential_privacy"]["epsilon_per_track_day"] if strict else epsilon),
-                    3,
-                ),
-                "note": f"a person whose track breaks into n pieces gets n × ε per track-day; the value here uses the largest measured "
-                f"mean of tracks per person, V = {tracks_per_person:g} (people above the mean get more); a restart of the graph "
-                "starts new tracks too",
-            },
-            "bias_of_the_bound": "a track counts in at most L cells per tier per day, the first ones it enters: people who stay longer "
-            "or visit more zones (staff, long stays) are missing from later cells of that day",
-            "overlapping_zones": "a person inside two overlapping zones counts in both (each cell counted against L)",
-        },
+        "privacy_guarantee": strict_statement(settings, totals)
+        if settings.mode == "strict"
+        else default_statement(settings, totals),
         "data_flows": {
             "topics": {
                 t: {"types": types, "content": TOPIC_CONTENT.get(t, ""), "leaves_device": t in LEAVES_DEVICE}
@@ -284,89 +239,147 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
             "purposes": "footfall, occupancy and flow statistics of premises",
             "categories_of_data_subjects": "people walking in the camera's field of view",
             "categories_of_personal_data": "images (transient, destroyed after detection); motion tracks (transient, on device)",
-            "categories_of_recipients": "none for personal data; the analytics ingest receives only k-anonymous DP aggregates",
+            "categories_of_recipients": "none for personal data; the analytics ingest receives differentially private "
+            "aggregates (not k-anonymous: k is a display rule on noisy values"
+            + ("; strict mode releases only groups of at least k people)" if settings.mode == "strict" else ")"),
             "transfers_to_third_countries": "depends on where the ingest runs: " + str(uplink.get("ingest_url")),
             "time_limits_for_erasure": f"frames: immediately ({detection.get('retention_frames', 0)} retained); tracks: seconds; "
             f"aggregates: {facts.ingest_retention_days} days at the ingest",
             "security_measures": "TLS ≥ 1.2 with SPKI pinning, HMAC-signed requests with replay protection, "
-            "host-only DDS discovery, tamper-evident audit log, per-person state only in memory",
+            "host-only DDS discovery, tamper-evident audit log checked against the release store at every start, "
+            "per-person state only in memory",
         },
         "risks": [flag.__dict__ for flag in risk_flags(params, facts)],
     }
 
 
-def strict_statement(settings: AggregatorSettings, contribution: ContributionSettings) -> dict | None:
-    """Strict mode's guarantee for the DPIA (None in the default mode)."""
-    if settings.mode != "strict":
-        return None
-    groups = contribution.groups_per_day
-    k_anonymity = {
-        "k": settings.k,
-        "over": "distinct people of a released group (zone x its own period)",
-        "decision": "strict mode: no grid cell is released; each zone's pending group is released only when a sparse-vector "
-        "test on its noisy size passes and its true size is at least k (that hard rule is the δ)",
+def default_statement(settings: ReleaseSettings, totals: TotalsSettings) -> dict:
+    """The default mode's guarantee, composed by the code that releases (mechanisms.py), never restated by hand."""
+    presence = PresenceAccount(settings, totals.grid, totals.presence.weight_steps)
+    events = EventAccount(settings, totals.events.zones_per_day)
+    lineages = LINEAGES_PER_PERSON["by_time_in_view"]
+    return {
+        "presence": {
+            "metrics": "occupancy (people present on average) in every tier; heading and dwell class in the hour tier",
+            "mechanism": MECHANISM,
+            "privacy_unit": PRESENCE_UNIT,
+            "delta": 0.0,
+            "epsilon_per_presence_hour": round(presence.epsilon_per_presence_hour, 6),
+            "epsilon_per_presence_hour_by_tier": {
+                tier: round(presence.epsilon_of_tier_per_presence_hour(tier), 6) for tier in PRESENCE_METRICS
+            },
+            "periods_s": {tier: totals.grid.period_s(tier) for tier in PRESENCE_METRICS},
+            "examples": {
+                name: round(presence.epsilon_for_presence(seconds), 6) for name, seconds in EXAMPLE_PEOPLE.items()
+            },
+            "why_it_holds": "identity-free: at every tick of "
+            f"{totals.grid.tick_s:g} s each body present adds at most one unit to one bin of the zone it stands in "
+            f"(zones never overlap; tracks closer than {totals.presence.same_body_radius_m:g} m count once), so a "
+            "person's presence of D seconds changes every tier by at most D seconds' worth of units in L1, whatever "
+            "the tracker does over time (fragments, reused IDs, restarts, key rotation); every span of time is "
+            "released once per tier (the release store refuses an overlap), so no restart, lifecycle cycle, "
+            "outage or clock step adds to it; ε grows linearly with presence (w-event privacy over the presence)",
+            "assumption_measured": SAME_BODY,
+            "noise_library": "OpenDP discrete Laplace (exact sampler); composition by its privacy maps",
+        },
+        "events": {
+            "metrics": ", ".join(events.noise) + " per zone and day, footfall also for the whole site",
+            "mechanism": MECHANISM,
+            "privacy_unit": EVENTS_UNIT,
+            "delta": 0.0,
+            "epsilon_per_stitched_track_day": round(events.epsilon_per_track_day, 6),
+            "epsilon_by_metric": {m: round(e, 6) for m, e in events.epsilon_by_metric.items()},
+            "zones_per_lineage_day": totals.events.zones_per_day,
+            "stitching": f"a track born within {totals.lineage.stitch_radius_m:g} m and "
+            f"{totals.lineage.stitch_window_s:g} s of where a track was lost continues its lineage (over-merging only undercounts)",
+            "bound_instances": "the per-lineage bound lives in memory: every start, forget request or change of the "
+            "bound begins a new bound instance, which the ledger charges again; the daily cap "
+            f"({settings.daily_epsilon_cap:g} per device day) allows at most "
+            f"{int(settings.daily_epsilon_cap / events.epsilon_per_track_day + 1e-9)} instances a day",
+            "per_person": "a person whose visit breaks into V lineages gets V × ε per stitched-track-day (per bound "
+            "instance); V is measured, not bounded: "
+            + "; ".join(
+                f"{span}: p50 {q['p50']:g}, p90 {q['p90']:g}, max {q['max']:g}" for span, q in lineages.items()
+            ),
+            "measured": LINEAGES_PER_PERSON,
+        },
+        "examples_total": {
+            name: {
+                "presence_bound": round(presence.epsilon_for_presence(seconds), 6),
+                "events_per_lineage": round(events.epsilon_per_track_day, 6),
+                "total_if_one_lineage": round(presence.epsilon_for_presence(seconds) + events.epsilon_per_track_day, 6),
+            }
+            for name, seconds in EXAMPLE_PEOPLE.items()
+        },
+        "k": {
+            "k": settings.k,
+            "rule": "a display rule on noisy values (post-processing, no δ): a release whose noisy head count "
+            "(occupancy, footfall) is below k is shown as '< k' by the terminal summary and the dashboard; its values "
+            "and intervals still travel so that sums stay unbiased. This is not k-anonymity (strict mode is)",
+        },
+        "daily_epsilon_cap": settings.daily_epsilon_cap,
+        "exactly_once": "each released span's key is stored with its ledger charge in one transaction before the "
+        "release is published; at every start the store is checked against the audit log and a missing, emptied or "
+        "edited store refuses to release until restored from the audit log; the ledger's day is the device clock's "
+        "and never goes back",
+        "zones": "zones may not overlap (refused at start); staff exclusion areas contribute nothing to any metric",
+    }
+
+
+def strict_statement(settings: ReleaseSettings, totals: TotalsSettings) -> dict:
+    """Strict mode's guarantee: groups only, per stitched track."""
+    groups = totals.groups_per_day
+    statement = {
+        "k": {
+            "k": settings.k,
+            "rule": "strict mode: no grid cell is released; each zone's pending group (distinct lineages) is released "
+            "only when a sparse-vector test on its noisy size passes and its true size is at least k",
+        },
+        "daily_epsilon_cap": settings.daily_epsilon_cap,
     }
     if groups < 1:
-        return {
-            "k_anonymity": k_anonymity,
-            "differential_privacy": {
-                "mechanism": STRICT_MECHANISM,
-                "privacy_unit": PRIVACY_UNIT,
-                "delta": 0.0,
-                "epsilon_per_track_day": 0.0,
-                "epsilon_per_cell": {},
-                "cells_per_track_per_day": {GROUP_TIER: 0},
-                "window_s": contribution.window_s,
-                "noise_library": "OpenDP",
-                "composition": "nothing is released: the anonymizer forms no groups (set its groups_per_day ≥ 1)",
-            },
+        return statement | {
+            "groups": "nothing is released: the anonymizer forms no groups (set its groups_per_day ≥ 1)"
         }
-    account = StrictAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day, groups))
-    return {
-        "k_anonymity": k_anonymity,
-        "differential_privacy": {
+    account = StrictAccount(settings, groups, totals.grid.window_s)
+    return statement | {
+        "groups": {
             "mechanism": STRICT_MECHANISM,
-            "privacy_unit": PRIVACY_UNIT,
-            "delta": account.delta,
-            "epsilon_per_track_day": round(account.epsilon, 6),
-            "epsilon_per_cell": {GROUP_TIER: round(account.epsilon_group, 6)},
-            "cells_per_track_per_day": {GROUP_TIER: groups},
-            "window_s": contribution.window_s,
+            "privacy_unit": EVENTS_UNIT,
+            "epsilon_per_stitched_track_day": round(account.epsilon_per_track_day, 6),
+            "delta_per_stitched_track_day": account.delta,
+            "epsilon_per_group": round(account.epsilon_group, 6),
+            "groups_per_lineage_day": groups,
             "test_threshold": account.threshold,
-            "noise_library": "OpenDP samplers (sparse-vector test stated by hand, counts composed by OpenDP)",
-            "composition": f"each track joins at most {groups} groups a day; per group ε {account.epsilon_test:g} for the AboveThreshold test "
-            f"(noisy size against k + {account.margin}, tested at every window end) and the rest for its noisy size; "
-            f"δ {account.delta:g} per track-day bounds the chance that a group of k - 1 passes the test",
-        },
+            "composition": f"each lineage joins at most {groups} groups a day; per group ε {account.epsilon_test:g} for the "
+            f"AboveThreshold test (noisy size against k + {account.margin}, tested at every window end; its threshold "
+            "is kept in the release store across reconfigures and restarts) and the rest for its noisy size; δ is the "
+            "proof's (1 + e^ε_test) × the chance that a group of k - 1 passes a test, summed over a lineage's tests",
+            "per_person": "V lineages per person multiply it (see the default mode's measured V)",
+        }
     }
 
 
-def track_day_account(
-    aggregator: dict, anonymizer: dict
-) -> tuple[TrackDayAccount, AggregatorSettings, ContributionSettings]:
-    """The guarantee of the parameters in force (defaults where a node did not report), composed by OpenDP."""
-    a, c = AggregatorSettings(), ContributionSettings()
-    settings = AggregatorSettings(
-        epsilon_per_track_day=float(aggregator.get("epsilon_per_track_day", a.epsilon_per_track_day)),
-        tier_shares=tuple(aggregator.get("tier_shares", a.tier_shares)),
-        hour_metric_shares=tuple(aggregator.get("hour_metric_shares", a.hour_metric_shares)),
-        k=int(aggregator.get("k", a.k)),
-        daily_epsilon_cap=float(aggregator.get("daily_epsilon_cap", a.daily_epsilon_cap)),
-        mode=str(aggregator.get("mode", a.mode)),
-        strict_delta=float(aggregator.get("strict_delta", a.strict_delta)),
-        strict_test_share=float(aggregator.get("strict_test_share", a.strict_test_share)),
-    )
-    contribution = ContributionSettings(
-        window_s=float(anonymizer.get("window_s", c.window_s)),
-        cells_per_day=tuple(int(n) for n in anonymizer.get("cells_per_day", c.cells_per_day)),
-        groups_per_day=int(anonymizer.get("groups_per_day", c.groups_per_day)),
-    )
-    return TrackDayAccount(settings, Bounds(contribution.window_s, contribution.cells_per_day)), settings, contribution
+def release_settings(aggregator: dict) -> ReleaseSettings:
+    """The aggregator's settings in force (defaults where it did not report)."""
+    defaults = ReleaseSettings()
+    values = {
+        name: tuple(aggregator[name])
+        if isinstance(getattr(defaults, name), tuple)
+        else type(getattr(defaults, name))(aggregator[name])
+        for name in defaults.__dataclass_fields__
+        if name in aggregator
+    }
+    return ReleaseSettings(**{**defaults.__dict__, **values})
+
+
+def totals_settings(anonymizer: dict) -> TotalsSettings:
+    """The anonymizer's release settings in force (defaults where it did not report)."""
+    return TotalsValues.from_parameters(anonymizer).settings()
 
 
 def render_markdown(dpia: dict) -> str:
     g, p, f, r = dpia["privacy_guarantee"], dpia["processing"], dpia["data_flows"], dpia["record_of_processing_art30"]
-    dp_ = g["differential_privacy"]
     lines = [
         "# Data Protection Impact Assessment — privacy_vision",
         "",
@@ -379,19 +392,8 @@ def render_markdown(dpia: dict) -> str:
         f"- Recipients: {p['recipients']}",
         f"- Retention: device outbox {p['retention']['device_outbox']}; ingest {p['retention']['ingest_releases_days']} days",
         "",
-        "## Privacy guarantee of each release",
-        f"- Differential privacy: {dp_['mechanism']}, privacy unit {dp_['privacy_unit']}: **ε = {dp_['epsilon_per_track_day']:g} per track-day**, "
-        f"δ = {dp_['delta']:g}; {dp_['composition']}; ε per cell "
-        + ", ".join(f"{tier} {value:g}" for tier, value in dp_["epsilon_per_cell"].items())
-        + "; cells per track per day (L) "
-        + ", ".join(f"{tier} {value}" for tier, value in dp_["cells_per_track_per_day"].items())
-        + f"; window {dp_['window_s']:g} s; noise from {dp_['noise_library']}",
-        f"- Per person-day: ε ≤ {g['person_day']['epsilon_per_person_day']:g} ({g['person_day']['note']}; measured: "
-        + ", ".join(f"{name} V = {value:g}" for name, value in g["person_day"]["tracks_per_person_measured"].items())
-        + ")",
-        f"- k-anonymity: k = {g['k_anonymity']['k']} over {g['k_anonymity']['over']} ({g['k_anonymity']['decision']})",
-        f"- Ledger: {g['ledger']}; daily cap {g['daily_epsilon_cap']:g} ε per track-day",
-        f"- Bias of the bound: {g['bias_of_the_bound']}; {g['overlapping_zones']}",
+        "## Privacy guarantee of the releases",
+        *_guarantee_lines(g),
         "",
         "## Data flows",
         "| topic | content | leaves the device |",
@@ -412,6 +414,36 @@ def render_markdown(dpia: dict) -> str:
     else:
         lines.append("None: every checked setting is at or beyond the recommended level.")
     return "\n".join(lines) + "\n"
+
+
+def _guarantee_lines(g: dict) -> list[str]:
+    lines = [f"- k = {g['k']['k']}: {g['k']['rule']}"]
+    if "presence" in g:
+        pr, ev = g["presence"], g["events"]
+        lines += [
+            f"- Presence ({pr['metrics']}): {pr['mechanism']}, **ε = {pr['epsilon_per_presence_hour']:g} per "
+            f"presence-hour** (δ 0), by tier "
+            + ", ".join(f"{t} {e:g}" for t, e in pr["epsilon_per_presence_hour_by_tier"].items())
+            + "; "
+            + ", ".join(f"{name}: ε {e:g}" for name, e in pr["examples"].items())
+            + f". {pr['why_it_holds']}. Measured assumption: {pr['assumption_measured']['statement']}",
+            f"- Events ({ev['metrics']}): **ε = {ev['epsilon_per_stitched_track_day']:g} per stitched-track-day** per "
+            f"bound instance, at most {ev['zones_per_lineage_day']} zones per lineage and day; {ev['stitching']}; "
+            f"{ev['bound_instances']}. {ev['per_person']}",
+            "- Totals of the example people (presence bound + one lineage's events): "
+            + "; ".join(f"{name} ε {v['total_if_one_lineage']:g}" for name, v in g["examples_total"].items()),
+            f"- Exactly once: {g['exactly_once']}",
+            f"- Zones: {g['zones']}",
+        ]
+    elif isinstance(g.get("groups"), dict):
+        gr = g["groups"]
+        lines.append(
+            f"- Groups: {gr['mechanism']}, **ε = {gr['epsilon_per_stitched_track_day']:g}, δ = "
+            f"{gr['delta_per_stitched_track_day']:g} per stitched-track-day**; {gr['composition']}; {gr['per_person']}"
+        )
+    else:
+        lines.append(f"- Groups: {g.get('groups')}")
+    return [*lines, f"- Daily cap: {g['daily_epsilon_cap']:g} ε per stitched-track-day per device day"]
 
 
 def dpia_json(dpia: dict) -> str:

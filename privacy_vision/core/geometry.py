@@ -92,32 +92,42 @@ class Zone:
 def load_zones(path: str | Path) -> list[Zone]:
     """Zones file: `zones: [{id: name, polygon: [[x, y], ...]}, ...]` in floor metres."""
     data = _read_yaml(path)
-    entries = data.get("zones")
-    if not entries:
+    if not data.get("zones"):
         raise ConfigError(
             f"{path}: no zones defined; add at least one entry under 'zones:' with an 'id' and a 'polygon' of [x, y] metres"
         )
+    return _polygons(path, data, "zones")
+
+
+def load_exclusions(path: str | Path) -> list[Zone]:
+    """Staff exclusion areas of a zones file (`exclusions:`, same form as zones, optional): nothing inside one
+    counts in any metric (a counter, a till, a back office)."""
+    return _polygons(path, _read_yaml(path), "exclusions")
+
+
+def _polygons(path: str | Path, data: dict, key: str) -> list[Zone]:
+    entries = data.get(key) or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: '{key}' must be a list of {{id, polygon}} entries")
     zones: list[Zone] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or "polygon" not in entry:
-            raise ConfigError(f"{path}: zone #{index} needs 'id' and 'polygon'")
+            raise ConfigError(f"{path}: {key} entry #{index} needs 'id' and 'polygon'")
         points = entry["polygon"]
         if not isinstance(points, list) or len(points) < 3:
-            raise ConfigError(f"{path}: zone '{entry['id']}' is not a valid polygon: it needs at least 3 [x, y] points")
+            raise ConfigError(f"{path}: '{entry['id']}' is not a valid polygon: it needs at least 3 [x, y] points")
         try:
             polygon = Polygon([(float(x), float(y)) for x, y in points])
         except (TypeError, ValueError) as error:
-            raise ConfigError(
-                f"{path}: zone '{entry['id']}' polygon must be a list of [x, y] numbers ({error})"
-            ) from None
+            raise ConfigError(f"{path}: '{entry['id']}' polygon must be a list of [x, y] numbers ({error})") from None
         if not polygon.is_valid or polygon.area <= 0:
             raise ConfigError(
-                f"{path}: zone '{entry['id']}' is not a valid polygon (≥3 points, no self-intersection, non-zero area)"
+                f"{path}: '{entry['id']}' is not a valid polygon (≥3 points, no self-intersection, non-zero area)"
             )
         zones.append(Zone(str(entry["id"]), polygon))
     ids = [zone.zone_id for zone in zones]
     if len(set(ids)) != len(ids):
-        raise ConfigError(f"{path}: zone ids must be unique, got {ids}")
+        raise ConfigError(f"{path}: {key} ids must be unique, got {ids}")
     return zones
 
 
@@ -137,7 +147,7 @@ def _read_yaml(path: str | Path) -> dict:
 
 
 def overlapping_zones(zones: list[Zone]) -> list[tuple[str, str]]:
-    """Pairs of zones that share area: a person there counts in both (stated, not refused)."""
+    """Pairs of zones that share area (refused: a person there would count twice at one instant)."""
     return [
         (a.zone_id, b.zone_id)
         for i, a in enumerate(zones)

@@ -49,14 +49,22 @@ NODES: tuple[NodeSpec, ...] = (
     ),
     NodeSpec(
         "anonymizer",
-        "keyed rotating IDs, grid cells; bounds each track's contribution",
+        "keyed rotating IDs, grid cells; true totals of the open segments (presence, events per stitched track)",
         "tracking",
-        "per live track: the release cells it counted in today, its zone stays, the in-memory ID key",
+        "per live lineage (stitched tracks, memory only): its zone stays and arrival times, the zones and groups it "
+        "counted in today; the in-memory ID key",
         True,
         True,
     ),
-    NodeSpec("aggregator", "OpenDP noise on every cell, k on noisy values, daily ledger", "anonymizer", "", True, True),
-    NodeSpec("uplink", "durable outbox, pinned and signed HTTPS to the ingest", "aggregator", "", False, True),
+    NodeSpec(
+        "aggregator",
+        "OpenDP noise once per released span, intervals, durable release store and ledger",
+        "anonymizer",
+        "",
+        True,
+        True,
+    ),
+    NodeSpec("uplink", "sends the release store's outbox over pinned, signed HTTPS", "aggregator", "", False, True),
 )
 NODE_NAMES = tuple(node.name for node in NODES)
 REQUEST_NODES = tuple(
@@ -82,8 +90,10 @@ IMAGE_TOPIC = "/camera/image_raw"
 DETECTIONS_TOPIC = "/detections"
 TRACKS_TOPIC = "/tracks"
 ANONYMIZED_TOPIC = "/anonymized_tracks"
-CELL_TOTALS_TOPIC = "/cell_totals"
 ANALYTICS_TOPIC = "/zone_analytics"
+# True per-segment totals travel from the anonymizer to the aggregator through this service only (never a topic):
+# the anonymizer keeps each until the aggregator has recorded its release durably.
+RELEASE_CELLS_SERVICE = "/aggregator/release_cells"
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         IMAGE_TOPIC,
@@ -116,23 +126,22 @@ TOPICS: tuple[TopicSpec, ...] = (
         "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
     ),
     TopicSpec(
-        CELL_TOTALS_TOPIC,
-        "privacy_vision_msgs/msg/CellTotals",
-        "anonymizer",
-        ("aggregator",),
-        "true per-cell totals (zone x period) after each track's contribution was bounded; no identifiers; local only",
-    ),
-    TopicSpec(
         ANALYTICS_TOPIC,
         "privacy_vision_msgs/msg/ZoneAnalytics",
         "aggregator",
         ("uplink",),
-        "per-cell DP aggregates (window, hour, day tiers), '< k' cells withheld",
-        leaves_device="via the uplink (HTTPS, pinned, signed) to the ingest",
+        "released spans: DP presence (window, hour, day), events per stitched track (day), strict-mode groups; each "
+        "value with its 95% interval",
+        leaves_device="the same releases, from the durable release store, via the uplink (HTTPS, pinned, signed)",
     ),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
 DIAGNOSTICS_TOPIC = "/diagnostics"  # every node's health and counters (read by the runner's monitor)
+DIAGNOSTICS_CARRIES = (
+    "every node's health and counters on /diagnostics, once a second, local only (any process on this device can read "
+    "it): among them the tracking node's exact count of confirmed tracks in view (a live people count), frame and "
+    "release counters; no identifiers, positions or pixels"
+)
 
 # What a process needs to join the graph: the domain and the DDS transport settings the nodes run with.
 DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")
@@ -141,8 +150,8 @@ DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FI
 STATE_STORES = {
     "pki": "pki",  # device HMAC key, audit key, CA, ingest certificate, pins.txt
     "audit": "audit",  # tamper-evident audit log (all nodes)
-    "ledger": "privacy_ledger.sqlite",  # daily privacy-budget ledger (aggregator)
-    "outbox": "outbox.sqlite",  # releases not yet acknowledged by the ingest (uplink)
+    # released spans, ledger charges and strict thresholds (aggregator) and the outbox the uplink sends from
+    "releases": "releases.sqlite",
     "runtime": "runtime",  # runtime parameter changes kept for respawned nodes (launch)
     "ingest": "ingest.sqlite",  # the local ingest of `privacy-vision run` (the cloud's own store elsewhere)
     "logs": "logs",  # node logs of `privacy-vision run`

@@ -9,6 +9,7 @@ features are computed anywhere (they would be biometric).
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -202,6 +203,13 @@ class Track:
         return self.kalman.box()
 
 
+def unreused_first_id() -> int:
+    """The first track ID of a tracker process: a random 32-bit epoch in the high half, so that a restarted tracker
+    never reuses an earlier process's IDs (two processes collide with probability 2^-32), and the anonymizer's
+    lineages and pseudonyms never mix two people across a respawn."""
+    return (secrets.randbits(32) << 32) | 1
+
+
 class ByteTracker:
     """Motion-only ByteTrack association with floor positions, so that people are counted without appearance features.
 
@@ -216,6 +224,7 @@ class ByteTracker:
         self,
         settings: TrackerSettings,
         homography: Homography,
+        first_id: int = 1,
         presence: dict[str, PresenceCurves] | None = None,
     ) -> None:
         settings.validate()
@@ -223,7 +232,7 @@ class ByteTracker:
         self.homography = homography
         self.presence = load_calibration() if presence is None else presence
         self.tracks: list[Track] = []
-        self._next_id = 1
+        self._next_id = first_id
         self._thresholds = (1.0, 1.0)
 
     def update(self, stamp_s: float, boxes: np.ndarray, scores: np.ndarray, backend: str = "yolox") -> list[Track]:

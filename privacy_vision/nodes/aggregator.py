@@ -1,88 +1,136 @@
-"""Aggregator node: OpenDP noise on every cell of the public release grid, k on noisy values, daily ledger."""
+"""Aggregator node: the anonymizer's closed segments in (~/release_cells), OpenDP noise drawn once, each release
+recorded durably (with its ledger charge) before it is acknowledged and published; the uplink sends it from the
+same store. It refuses, never crashes: a store or audit failure is an ERROR and the anonymizer keeps the totals."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
-from privacy_vision.core.aggregator import MODES, AggregatorSettings, Bounds, CellReleaser, Release
-from privacy_vision.core.contributions import TIERS, CellTotals
-from privacy_vision.core.privacy import PrivacyLedger
+from privacy_vision.core.audit import AuditBroken, entries_of
+from privacy_vision.core.release.events import EventTotals
+from privacy_vision.core.release.grid import EVENTS_KIND, GROUP_KIND, PRESENCE_KIND, Context, Grid
+from privacy_vision.core.release.mechanisms import MODES, ReleaseSettings
+from privacy_vision.core.release.presence import PresenceTotals
+from privacy_vision.core.release.releaser import CAP, RELEASED, Release, Releaser
+from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT, AUDIT_RELEASE_EVENT, ReleaseStore, StoreMismatch
+from privacy_vision.core.release.strict import GroupTotals
+from privacy_vision.core.release_schema import wire_from_release
+from privacy_vision.core.uplink import OutboxFull, OutboxUnavailable
 from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
-    CELL_TOTALS_TOPIC,
     ERROR,
     OK,
-    RELIABLE_DEEP_QOS,
     RELIABLE_QOS,
     WARN,
     ParameterSpec,
     PrivacyVisionNode,
     StartupError,
     run_node,
-    seconds_to_stamp,
-    stamp_to_seconds,
 )
 from privacy_vision.nodes.live_dpia import LiveDpia
-from privacy_vision_msgs.msg import CellTotals as CellTotalsMessage
-from privacy_vision_msgs.msg import PrivacyParameters, ZoneAnalytics
+from privacy_vision_msgs.msg import CellTotals, PrivacyParameters, ZoneAnalytics
+from privacy_vision_msgs.srv import ReleaseCells
 
-# The releaser's settings (core/aggregator.py AggregatorSettings), all changeable at runtime and audit-logged.
+# The releaser's settings (core/release/mechanisms.py ReleaseSettings), all changeable at runtime and audit-logged.
 RELEASE_PARAMETERS = {
-    "epsilon_per_track_day": ParameterSpec(
-        "DP epsilon of one track's whole UTC day (all tiers, all cells)", 0.001, 100.0
+    "epsilon_per_presence_hour": ParameterSpec(
+        "DP epsilon of one hour of a person's presence, all presence tiers and metrics together", 0.001, 10000.0
     ),
-    "tier_shares": ParameterSpec(f"shares of epsilon_per_track_day for the tiers {', '.join(TIERS)} (normalised)"),
-    "hour_metric_shares": ParameterSpec(
-        "shares of an hour cell's epsilon: occupancy, direction, dwell, entries, exits"
+    "presence_tier_shares": ParameterSpec("shares of epsilon_per_presence_hour for the tiers window, hour, day"),
+    "hour_metric_shares": ParameterSpec("shares of the hour tier's epsilon: occupancy, heading, dwell"),
+    "epsilon_events_per_track_day": ParameterSpec(
+        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 100.0
     ),
-    "k": ParameterSpec("cells whose noisy occupancy is below k are shown as '< k'", 1, 1000),
+    "event_metric_shares": ParameterSpec("shares of the events' epsilon: footfall, entries, exits (0 = not released)"),
+    "k": ParameterSpec(
+        "display rule on noisy values: a release whose noisy head count is below k is shown as '< k'", 1, 1000
+    ),
     "daily_epsilon_cap": ParameterSpec(
-        "epsilon per track-day the ledger allows per UTC day over all configurations", 0.001, 1e6
+        "epsilon per stitched-track-day the ledger allows per device day over all bound instances", 0.001, 1e6
     ),
     "mode": ParameterSpec(
-        f"release mode: one of {MODES} (strict: only groups of at least k people; needs anonymizer groups_per_day ≥ 1)"
+        f"release mode: one of {MODES} (strict: only groups of at least k; needs anonymizer groups_per_day ≥ 1)"
     ),
-    "strict_delta": ParameterSpec("strict mode: delta per track-day of the hard rule 'true size ≥ k'", 1e-12, 1e-3),
+    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 100.0),
+    "strict_delta": ParameterSpec("strict mode: delta per stitched-track-day, as the proof states it", 1e-12, 1e-3),
     "strict_test_share": ParameterSpec("strict mode: share of a group's epsilon for its threshold test", 0.01, 0.99),
 }
 
 
+def totals_from_message(cell: CellTotals) -> tuple[PresenceTotals | EventTotals | GroupTotals, Context]:
+    """The inverse of the anonymizer node's cell_message."""
+    context = Context(Grid(cell.window_s, cell.tick_s), cell.weight_steps, cell.zones_per_day, cell.groups_per_day)
+    if cell.kind == PRESENCE_KIND:
+        totals = PresenceTotals(
+            cell.tier,
+            cell.zone_id,
+            cell.period_start_s,
+            cell.segment_start_s,
+            cell.segment_end_s,
+            cell.observed_ticks,
+            tuple(int(v) for v in cell.bins),
+        )
+    elif cell.kind == EVENTS_KIND:
+        totals = EventTotals(
+            cell.zone_id,
+            cell.period_start_s,
+            cell.segment_start_s,
+            cell.segment_end_s,
+            cell.footfall,
+            cell.entries,
+            cell.exits,
+            cell.zones_per_day,
+            cell.bound_instance,
+            cell.observed_s,
+        )
+    elif cell.kind == GROUP_KIND:
+        totals = GroupTotals(
+            cell.zone_id, cell.period_start_s, cell.period_end_s, cell.size, cell.groups_per_day, cell.bound_instance
+        )
+    else:
+        raise ValueError(f"unknown kind of totals {cell.kind!r}")
+    return totals, context
+
+
 def message_from_release(release: Release) -> ZoneAnalytics:
-    """A release as the message the uplink turns back into it (nodes/uplink.py: release_from_message)."""
+    """A release as the local topic carries it (the same values and intervals as on the wire)."""
+    wire = wire_from_release(release)
+    values = wire["values"]
     message = ZoneAnalytics(
         release_id=release.release_id,
+        kind=release.kind,
         zone_id=release.zone_id,
         tier=release.tier,
+        period_start_s=release.period_start_s,
+        period_end_s=release.period_end_s,
+        segment_start_s=release.segment_start_s,
+        segment_end_s=release.segment_end_s,
+        coverage=release.coverage,
         complete=release.complete,
         below_k=release.below_k,
-        occupancy=release.occupancy,
-        entries=release.entries,
-        exits=release.exits,
-        entries_today=release.entries_today,
-        direction_labels=list(release.direction_counts),
-        direction_counts=list(release.direction_counts.values()),
-        dwell_labels=list(release.dwell_counts),
-        dwell_counts=list(release.dwell_counts.values()),
+        value_names=list(values),
+        values=[v["value"] for v in values.values()],
+        lows=[v["low"] for v in values.values()],
+        highs=[v["high"] for v in values.values()],
+        interval=wire["interval"],
     )
     message.header.frame_id = "floor"
-    seconds_to_stamp(release.period_start_s, message.period_start)
-    seconds_to_stamp(release.period_end_s, message.period_end)
     message.privacy = PrivacyParameters(
         mechanism=release.mechanism,
         privacy_unit=release.privacy_unit,
+        epsilon_unit=release.epsilon_unit,
         epsilon_cell=release.epsilon_cell,
-        epsilon_track_day=release.epsilon_track_day,
-        delta_track_day=release.delta_track_day,
-        cells_per_day=release.cells_per_day,
-        window_s=release.window_s,
-        k=release.k,
-        mode=release.mode,
-        epsilon_spent_today=release.epsilon_spent_today,
-        daily_epsilon_cap=release.daily_epsilon_cap,
+        delta=release.delta,
         metric_names=list(release.epsilon_by_metric),
         metric_epsilons=list(release.epsilon_by_metric.values()),
+        k=release.k,
+        mode=release.mode,
+        window_s=release.window_s,
+        bound=release.bound,
+        epsilon_spent_today=release.epsilon_spent_today,
+        daily_epsilon_cap=release.daily_epsilon_cap,
+        configuration=release.configuration,
     )
     return message
 
@@ -94,33 +142,66 @@ class AggregatorNode(PrivacyVisionNode):
         super().__init__("aggregator", **node_options)
 
     def configure(self) -> None:
-        ledger_path = self.declare(
-            "ledger_path", "var/privacy_ledger.sqlite", "SQLite file of the daily privacy-budget ledger", read_only=True
+        store_path = self.declare(
+            "release_store",
+            "var/releases.sqlite",
+            "SQLite release store: released spans, ledger charges, the outbox the uplink sends from",
+            read_only=True,
         )
-        settings = AggregatorSettings(**self.declare_settings(AggregatorSettings(), RELEASE_PARAMETERS))
-        self.declare("privacy_unit", "track-day", "what one DP neighbour differs in", read_only=True)
+        max_outbox = self.declare(
+            "max_outbox",
+            100000,
+            "releases waiting for the ingest at most; beyond it new releases are refused (the anonymizer keeps them)",
+            minimum=1,
+            maximum=10_000_000,
+            read_only=True,
+        )
+        settings = ReleaseSettings(**self.declare_settings(ReleaseSettings(), RELEASE_PARAMETERS))
         try:
-            self.releaser = CellReleaser(
-                settings, PrivacyLedger(ledger_path, settings.daily_epsilon_cap), lambda: str(uuid.uuid4()), time.time
-            )
-        except ValueError as error:
+            settings.validate()
+            store = ReleaseStore(store_path, settings.daily_epsilon_cap, max_outbox)
+        except (ValueError, OSError) as error:
             raise StartupError(self.get_name(), str(error)) from None
+        if store.recovered_from is not None:
+            self.get_logger().error(
+                f"the release store was not intact ({store.corruption}); moved aside to {store.recovered_from}"
+            )
+            self.audit.append(
+                "release_store_recovered",
+                self.get_name(),
+                reason=store.corruption[:300],
+                moved_to=str(store.recovered_from),
+            )
+        self.releaser = Releaser(settings, store, lambda: str(uuid.uuid4()))
+        self.refusing = self._check_store(store)
         self.privacy_parameters = set(RELEASE_PARAMETERS)
-        self.dpia_parameters = self.privacy_parameters | {"privacy_unit"}
+        self.dpia_parameters = self.privacy_parameters | {"max_outbox"}
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
         self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
-        self.create_subscription(CellTotalsMessage, CELL_TOTALS_TOPIC, self._on_cell, RELIABLE_DEEP_QOS)
-        self.released = 0
-        self.below_k = 0
+        self.create_service(ReleaseCells, "~/release_cells", self._on_cells)
+        self.released = self.below_k = self.duplicates = 0
+        self.strict_without_groups = False
+        self.audit_error = ""
+        self.store_error = ""
         self._cap_logged_day: str | None = None
-        self.create_timer(1.0, self._report)
+        self._timer = self.create_timer(1.0, self._tick)
         self.get_logger().info(
-            f"epsilon {settings.epsilon_per_track_day:g} per track-day over the tiers {', '.join(TIERS)}, k={settings.k} on noisy values, "
-            f"daily cap {settings.daily_epsilon_cap:g}"
+            f"epsilon {settings.epsilon_per_presence_hour:g} per presence-hour, {settings.epsilon_events_per_track_day:g} "
+            f"per stitched-track-day (cap {settings.daily_epsilon_cap:g} a day), k={settings.k} shown on noisy values"
         )
 
-    @staticmethod
-    def _changes(updates: dict[str, Any]) -> dict[str, Any]:
+    def _check_store(self, store: ReleaseStore) -> str:
+        """The store must hold everything the audit log says was released or charged (deleting or editing the
+        ledger must not reset the budget); a mismatch refuses every release, loudly, until it is restored."""
+        try:
+            store.check_against_audit(entries_of(self.audit, {AUDIT_RELEASE_EVENT, AUDIT_CHARGE_EVENT}))
+        except (StoreMismatch, AuditBroken) as error:
+            self.get_logger().error(str(error))
+            self.audit.append("release_store_refused", self.get_name(), reason=str(error)[:500])
+            return str(error)
+        return ""
+
+    def _changes(self, updates: dict[str, Any]) -> dict[str, Any]:
         return {
             name: tuple(value) if isinstance(value, (list, tuple)) else value
             for name, value in updates.items()
@@ -129,59 +210,44 @@ class AggregatorNode(PrivacyVisionNode):
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
         if changes := self._changes(updates):
-            AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
+            ReleaseSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
 
     def apply_parameters(self, updates: dict[str, Any]) -> None:
         if changes := self._changes(updates):
-            self.releaser.reconfigure(AggregatorSettings(**{**self.releaser.settings.__dict__, **changes}))
+            self.releaser.reconfigure(ReleaseSettings(**{**self.releaser.settings.__dict__, **changes}))
             self.get_logger().info(f"privacy parameters updated: {changes}")
 
-    def deactivate(self) -> None:
-        """Nothing to close here: the aggregator holds no open cell (the anonymizer closed its cells when it deactivated,
-        before this node's turn, and each was released on arrival); the base class then waits until the uplink has
-        acknowledged every release."""
+    # -- releases ----------------------------------------------------------------------------------------
+    def _on_cells(self, request: ReleaseCells.Request, response: ReleaseCells.Response) -> ReleaseCells.Response:
+        response.statuses = [self._release(cell) for cell in request.cells]
+        response.released_until_s = self.releaser.store.released_until()
+        return response
 
-    def summary(self) -> str:
-        return f"{self.released} releases published ({self.below_k} below k)"
-
-    def _on_cell(self, message: CellTotalsMessage) -> None:
-        if not self.accepting(message):
-            return
-        totals = CellTotals(
-            message.tier,
-            message.zone_id,
-            stamp_to_seconds(message.period_start),
-            stamp_to_seconds(message.period_end),
-            message.complete,
-            message.occupancy,
-            tuple(message.direction_counts),
-            tuple(message.dwell_counts),
-            message.entries,
-            message.exits,
-        )
-        release = self.releaser.release(
-            totals, Bounds(message.window_s, tuple(int(n) for n in message.cells_per_day), int(message.groups_per_day))
-        )
-        if release is not None:
-            self._publish(release)
-        if self.releaser.strict_without_groups and totals.tier == TIERS[0]:
-            self.get_logger().warning(
-                "strict mode, but the anonymizer forms no groups: nothing is released until anonymizer groups_per_day ≥ 1"
-            )
-        day = self.releaser.cap_reached_day
-        if day and day != self._cap_logged_day:
-            self._cap_logged_day = day
-            self.get_logger().error(
-                f"daily epsilon cap {self.releaser.settings.daily_epsilon_cap:g} reached for {day}: "
-                "this configuration cannot be charged again today (too many changes of the privacy settings)"
-            )
-            self.publish_diagnostic(ERROR, "daily privacy budget exhausted", {"day": day})
-            self.audit.append(
-                "budget_cap_reached",
-                self.get_name(),
-                day=day,
-                daily_epsilon_cap=self.releaser.settings.daily_epsilon_cap,
-            )
+    def _release(self, cell: CellTotals) -> str:
+        """One segment: released (durably, then published) or why not; "failed: ..." asks the anonymizer to keep it."""
+        if self.state_label() != "active":
+            return f"failed: the aggregator is {self.state_label()}"
+        if self.refusing:
+            return f"failed: {self.refusing[:300]}"
+        self.strict_without_groups = self.releaser.settings.mode == "strict" and not cell.groups_per_day
+        try:
+            totals, context = totals_from_message(cell)
+            outcome = self.releaser.release(totals, context)
+        except (OutboxFull, OutboxUnavailable) as error:
+            self.store_error = str(error)
+            self.get_logger().error(f"release refused: {error}")
+            return f"failed: {error}"
+        except ValueError as error:  # totals that no account accepts (a foreign client): acknowledged, never released
+            self.get_logger().error(f"segment refused: {error}")
+            return f"invalid: {error}"
+        self.store_error = ""
+        if outcome.status == RELEASED:
+            self._publish(outcome.release)
+        elif outcome.status == CAP:
+            self._cap_reached(outcome.spent.device_day)
+        else:
+            self.duplicates += outcome.status == "duplicate"
+        return outcome.status
 
     def _publish(self, release: Release) -> None:
         message = message_from_release(release)
@@ -190,26 +256,63 @@ class AggregatorNode(PrivacyVisionNode):
         self.released += 1
         self.below_k += release.below_k
 
+    def _cap_reached(self, day: str) -> None:
+        if day == self._cap_logged_day:
+            return
+        self._cap_logged_day = day
+        cap = self.releaser.settings.daily_epsilon_cap
+        self.get_logger().error(
+            f"daily epsilon cap {cap:g} reached for {day}: events of further bound instances (restarts, forget "
+            "requests, changed bounds) are not released today"
+        )
+        self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=cap)
+
+    def _tick(self) -> None:
+        """Write the audit entries of what was committed (retried until the audit log takes them), then report."""
+        try:
+            for event, data in self.releaser.store.unaudited():
+                self.audit.append(event, self.get_name(), **data)
+                self.releaser.store.mark_audited(event, data)
+            self.audit_error = ""
+        except Exception as error:  # a full disk or a tampered head: ERROR, retried at the next tick
+            self.audit_error = f"{type(error).__name__}: {error}"
+        self._report()
+
+    def _report(self) -> None:
+        values = {"releases": self.released, "below_k": self.below_k, "duplicates_refused": self.duplicates}
+        day, spent = self.releaser.store.spent_today()
+        values |= {"device_day": day, "epsilon_spent_today": f"{spent:.4g}"}
+        if self.refusing:
+            self.publish_diagnostic(ERROR, f"releasing refused: {self.refusing[:200]}", values)
+        elif self.store_error:
+            self.publish_diagnostic(ERROR, f"release store failing: {self.store_error[:200]}", values)
+        elif self.audit_error:
+            self.publish_diagnostic(ERROR, f"audit log failing (retried): {self.audit_error[:200]}", values)
+        elif self.strict_without_groups:
+            self.publish_diagnostic(
+                WARN, "strict mode, but the anonymizer forms no groups (groups_per_day 0): nothing is released", values
+            )
+        elif self._cap_logged_day == day:
+            self.publish_diagnostic(WARN, "daily epsilon cap reached: events of new bound instances withheld", values)
+        else:
+            self.publish_diagnostic(OK, "aggregating", values)
+
     def personal_data_summary(self) -> dict:
         return {
             "holds_personal_data": False,
-            "categories": "none: the aggregator receives per-cell totals without identifiers; per-track state is in the anonymizer",
+            "categories": "none: segments' totals arrive without identifiers and are released or kept only as noisy values",
         }
 
     def erase_personal_data(self) -> dict:
         return {"per_person_records_held": 0}
 
-    def _report(self) -> None:
-        if self.releaser.cap_reached_day:
-            self.publish_diagnostic(
-                ERROR, "daily privacy budget exhausted", {"releases": self.released, "below_k": self.below_k}
-            )
-        elif self.releaser.strict_without_groups:
-            self.publish_diagnostic(
-                WARN, "strict mode without groups: set anonymizer groups_per_day ≥ 1", {"releases": self.released}
-            )
-        else:
-            self.publish_diagnostic(OK, "aggregating", {"releases": self.released, "below_k": self.below_k})
+    def summary(self) -> str:
+        return f"{self.released} releases published ({self.below_k} below k, {self.duplicates} duplicates refused)"
+
+    def release(self) -> None:
+        self.destroy_timer(self._timer)
+        self._tick()  # the last commits' audit entries
+        self.releaser.store.close()
 
 
 NODE_CLASS = AggregatorNode  # what node_main runs for this graph node, alone or composed

@@ -36,14 +36,13 @@ from privacy_vision.node_main import install_stop_handlers
 from privacy_vision_msgs.srv import DataSubjectRequest, Forget
 
 # Topic names from the graph description, relative so that a node namespace applies to them.
-IMAGE_TOPIC, DETECTIONS_TOPIC, TRACKS_TOPIC, ANONYMIZED_TOPIC, CELL_TOTALS_TOPIC, ANALYTICS_TOPIC = (
+IMAGE_TOPIC, DETECTIONS_TOPIC, TRACKS_TOPIC, ANONYMIZED_TOPIC, ANALYTICS_TOPIC = (
     name.lstrip("/")
     for name in (
         graph.IMAGE_TOPIC,
         graph.DETECTIONS_TOPIC,
         graph.TRACKS_TOPIC,
         graph.ANONYMIZED_TOPIC,
-        graph.CELL_TOTALS_TOPIC,
         graph.ANALYTICS_TOPIC,
     )
 )
@@ -75,6 +74,7 @@ class ParameterSpec:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    read_only: bool = False  # takes effect at start only (e.g. the release grid of open segments)
 
 
 class PrivacyVisionNode(LifecycleNode):
@@ -148,6 +148,11 @@ class PrivacyVisionNode(LifecycleNode):
 
     def release(self) -> None:
         """Close files and connections at shutdown."""
+
+    def ready_to_stop(self) -> bool:
+        """Polled in the ordered stop, between executor spins, before the shutdown transition: a node that must
+        hand something on through a service (the anonymizer's last segments) returns False until it has."""
+        return True
 
     def upstream(self) -> str | None:
         """The node whose output this node consumes (it stops after that one)."""
@@ -307,7 +312,8 @@ class PrivacyVisionNode(LifecycleNode):
                 self._upstream_done_at = now - QUIET_S
             else:
                 return
-        if now - self._upstream_done_at >= QUIET_S:  # the upstream's last messages are processed meanwhile
+        # The upstream's last messages are processed meanwhile; then the node hands on what it still holds.
+        if now - self._upstream_done_at >= QUIET_S and self.ready_to_stop():
             self.trigger_shutdown()
 
     def offer_personal_data_services(self) -> None:
@@ -462,6 +468,7 @@ class PrivacyVisionNode(LifecycleNode):
                 spec.description,
                 minimum=spec.minimum,
                 maximum=spec.maximum,
+                read_only=spec.read_only,
             )
             values[name] = tuple(value) if isinstance(default, tuple) else value
         return values

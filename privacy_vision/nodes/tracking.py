@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from privacy_vision.core.geometry import ConfigError, Homography, load_homography
-from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState
+from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState, unreused_first_id
 from privacy_vision.nodes.common import (
     DETECTIONS_TOPIC,
     ERROR,
@@ -97,7 +97,7 @@ class TrackingNode(PrivacyVisionNode):
                 f.name, BACKEND_TUNED if default is None else default, description, minimum=minimum, maximum=maximum
             )
         try:
-            self.tracker = ByteTracker(TrackerSettings(**settings_values(values)), homography)
+            self.tracker = ByteTracker(TrackerSettings(**settings_values(values)), homography, unreused_first_id())
         except ValueError as error:
             raise StartupError(self.get_name(), str(error)) from None
         self.backend = ""  # the detector backend of the last /detections message

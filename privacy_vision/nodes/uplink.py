@@ -1,4 +1,8 @@
-"""Uplink node: zone analytics → durable outbox → pinned, signed HTTPS to the ingest. Nothing else leaves."""
+"""Uplink node: the release store's outbox → pinned, signed HTTPS to the ingest. Nothing else leaves.
+
+The aggregator records every release in the release store (core/release/store.py) before publishing it; this
+node sends from that same file, so a release exists on disk before anyone could miss it, and a restarted or
+late-started uplink loses nothing. /zone_analytics only wakes the sender early."""
 
 from __future__ import annotations
 
@@ -7,13 +11,11 @@ import threading
 import time
 from typing import Any
 
-from privacy_vision.core.aggregator import Release
 from privacy_vision.core.graph import DRAIN_TIMEOUT_S
-from privacy_vision.core.protocol import KeyFileError, canonical_release_bytes, load_key_file
-from privacy_vision.core.release_schema import InvalidRelease, wire_from_release
+from privacy_vision.core.protocol import KeyFileError, load_key_file
 from privacy_vision.core.uplink import OK as CORE_OK
 from privacy_vision.core.uplink import WARN as CORE_WARN
-from privacy_vision.core.uplink import Outbox, OutboxFull, OutboxUnavailable, PinnedClient, Sender
+from privacy_vision.core.uplink import Outbox, PinnedClient, Sender
 from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
     ERROR,
@@ -23,42 +25,10 @@ from privacy_vision.nodes.common import (
     PrivacyVisionNode,
     StartupError,
     run_node,
-    stamp_to_seconds,
 )
 from privacy_vision_msgs.msg import ZoneAnalytics
 
-
-def release_from_message(message: ZoneAnalytics) -> Release:
-    """The inverse of the aggregator node's message building (nodes/aggregator.py: _publish); the wire
-    format is wire_from_release's."""
-    p = message.privacy
-    return Release(
-        release_id=message.release_id,
-        zone_id=message.zone_id,
-        tier=message.tier,
-        period_start_s=stamp_to_seconds(message.period_start),
-        period_end_s=stamp_to_seconds(message.period_end),
-        complete=message.complete,
-        below_k=message.below_k,
-        occupancy=message.occupancy,
-        direction_counts=dict(zip(message.direction_labels, (int(v) for v in message.direction_counts))),
-        dwell_counts=dict(zip(message.dwell_labels, (int(v) for v in message.dwell_counts))),
-        entries=message.entries,
-        exits=message.exits,
-        entries_today=message.entries_today,
-        mechanism=p.mechanism,
-        privacy_unit=p.privacy_unit,
-        epsilon_cell=p.epsilon_cell,
-        epsilon_track_day=p.epsilon_track_day,
-        delta_track_day=p.delta_track_day,
-        cells_per_day=p.cells_per_day,
-        window_s=p.window_s,
-        k=p.k,
-        mode=p.mode,
-        epsilon_spent_today=p.epsilon_spent_today,
-        daily_epsilon_cap=p.daily_epsilon_cap,
-        epsilon_by_metric=dict(zip(p.metric_names, p.metric_epsilons)),
-    )
+SENDER_MAX_ITEMS = 10**9  # the outbox's bound is enforced where releases are stored (the aggregator's max_outbox)
 
 
 class UplinkNode(PrivacyVisionNode):
@@ -82,14 +52,9 @@ class UplinkNode(PrivacyVisionNode):
         )
         key_file = self.declare("key_file", "var/pki/device.key", "hex HMAC key file, mode 600", read_only=True)
         outbox_path = self.declare(
-            "outbox_path", "var/outbox.sqlite", "SQLite outbox of unsent releases", read_only=True
-        )
-        max_outbox = self.declare(
-            "max_outbox",
-            100000,
-            "bound of the outbox; when full new releases are refused loudly",
-            minimum=1,
-            maximum=10_000_000,
+            "outbox_path",
+            "var/releases.sqlite",
+            "the release store whose outbox is sent (the aggregator's release_store)",
             read_only=True,
         )
         self.retry_base_s = self.declare(
@@ -116,7 +81,7 @@ class UplinkNode(PrivacyVisionNode):
             client = PinnedClient(url, [p for p in pins if p], ca_file or None, device_id, key)
         except (KeyFileError, ValueError, OSError) as error:
             raise StartupError(self.get_name(), str(error)) from None
-        self.outbox = Outbox(outbox_path, max_outbox)
+        self.outbox = Outbox(outbox_path, SENDER_MAX_ITEMS)
         if self.outbox.recovered_from is not None:
             self.get_logger().error(
                 f"the outbox was not intact ({self.outbox.corruption}); moved aside for recovery to "
@@ -128,7 +93,7 @@ class UplinkNode(PrivacyVisionNode):
                 reason=self.outbox.corruption[:300],
                 moved_to=str(self.outbox.recovered_from),
             )
-        self.dpia_parameters = {"ingest_url", "pins", "device_id", "max_outbox", "ingest_retention_days"}
+        self.dpia_parameters = {"ingest_url", "pins", "device_id", "ingest_retention_days"}
         self.sender = Sender(
             self.outbox,
             client,
@@ -137,14 +102,11 @@ class UplinkNode(PrivacyVisionNode):
             on_delivered=self._audit_sent,
             on_outage=self._audit_outage,
         )
-        self.refused = 0
-        self.refusing = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._outbox_closed = False
         self._thread: threading.Thread | None = None
-        # Releases are stored whatever the node's state: the uplink is the sink, and nothing it receives may be lost.
-        self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, self._on_release, RELIABLE_QOS)
+        self.create_subscription(ZoneAnalytics, ANALYTICS_TOPIC, lambda _: self._wake.set(), RELIABLE_QOS)
         self._report_timer = self.create_timer(1.0, self._report)
         self.get_logger().info(f"sending to {url} as {device_id}; {self.outbox.size()} releases waiting in the outbox")
 
@@ -158,29 +120,6 @@ class UplinkNode(PrivacyVisionNode):
             self.get_parameter("retry_max_s").value,
         )
         self.drain_timeout_s = self.get_parameter("drain_timeout_s").value
-
-    def _on_release(self, message: ZoneAnalytics) -> None:
-        """Store the release, or refuse it loudly (outbox full, disk failing, invalid); never crash the node."""
-        if self._outbox_closed:
-            self.get_logger().error(
-                f"release {message.release_id} arrived after the outbox was closed at shutdown: not stored"
-            )
-            return
-        try:
-            release = wire_from_release(release_from_message(message))
-            self.outbox.put(release["release_id"], canonical_release_bytes(release))
-        except (OutboxFull, OutboxUnavailable, InvalidRelease) as error:
-            self.refused += 1
-            self.refusing = str(error)
-            self.get_logger().error(f"release refused: {error} ({self.refused} refused so far)")
-            self.publish_diagnostic(
-                ERROR,
-                "release refused",
-                {"refused": self.refused, "queued": self.outbox.size(), "reason": self.refusing},
-            )
-            return
-        self.refusing = ""
-        self._wake.set()
 
     def _log(self, level: str, text: str) -> None:
         logger = self.get_logger()
@@ -196,10 +135,13 @@ class UplinkNode(PrivacyVisionNode):
             tier=release["tier"],
             period_start_s=release["period_start_s"],
             period_end_s=release["period_end_s"],
+            kind=release["kind"],
+            segment_start_s=release["segment_start_s"],
+            segment_end_s=release["segment_end_s"],
             below_k=release["below_k"],
             mechanism=release["mechanism"],
             epsilon_cell=release["epsilon_cell"],
-            epsilon_track_day=release["epsilon_track_day"],
+            epsilon_unit=release["epsilon_unit"],
             k=release["k"],
             privacy_unit=release["privacy_unit"],
         )
@@ -216,9 +158,7 @@ class UplinkNode(PrivacyVisionNode):
         health = self.sender.health()
         level = {CORE_OK: OK, CORE_WARN: WARN}.get(health.level, ERROR)
         message = health.message
-        if self.refusing:
-            level, message = ERROR, f"new releases refused: {self.refusing}"
-        elif self.outbox.recovered_from is not None and level != ERROR:
+        if self.outbox.recovered_from is not None and level != ERROR:
             level, message = ERROR, f"outbox was not intact; moved aside to {self.outbox.recovered_from}"
         self.publish_diagnostic(
             level,
@@ -227,7 +167,6 @@ class UplinkNode(PrivacyVisionNode):
                 "delivered": self.sender.delivered,
                 "queued": self.outbox.size(),
                 "failures": self.sender.failures,
-                "refused": self.refused,
                 "dead_lettered": self.sender.dead_lettered,
                 "last_error": self.sender.last_error,
             },
@@ -269,7 +208,7 @@ class UplinkNode(PrivacyVisionNode):
         self.outbox.close()
 
     def summary(self) -> str:
-        return f"{self.sender.delivered} releases delivered, {self.refused} refused"
+        return f"{self.sender.delivered} releases delivered"
 
 
 NODE_CLASS = UplinkNode  # what node_main runs for this graph node, alone or composed

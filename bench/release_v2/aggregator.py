@@ -27,7 +27,7 @@ import numpy as np
 import opendp.prelude as dp
 from scipy import optimize
 
-from privacy_vision.core.contributions import (
+from release_v2.contributions import (
     DAY_S,
     DIRECTION_LABELS,
     DWELL_LABELS,
@@ -37,7 +37,7 @@ from privacy_vision.core.contributions import (
     CellTotals,
     ContributionSettings,
 )
-from privacy_vision.core.privacy import BudgetDecision, IntegerNoise, PrivacyLedger
+from release_v2.privacy import BudgetDecision, IntegerNoise, PrivacyLedger
 
 MECHANISM = "discrete_laplace"
 PRIVACY_UNIT = "track-day"
