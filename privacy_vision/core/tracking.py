@@ -189,7 +189,6 @@ class Track:
     kalman: _KalmanXYAH
     score: float
     state: TrackState = TrackState.TENTATIVE
-    hits: int = 1
     streak: int = 0  # tentative: consecutive high matches since one at new_track_thresh (0 = confirmation not begun)
     presence_weight: float = 0.0  # people this track stands for now, in [0, 1] (core/presence.py)
     age_frames: int = 1
@@ -358,7 +357,6 @@ class ByteTracker:
     def _hit(self, track: Track, box: np.ndarray, score: float, stamp_s: float) -> None:
         track.kalman.update(_xyah(box))
         track.score = float(score)
-        track.hits += 1
         track.last_update_s = stamp_s
         if track.state == TrackState.TENTATIVE:
             track_thresh, new_track_thresh = self._thresholds
