@@ -20,10 +20,11 @@ from privacy_vision.core.uplink import OutboxFull, OutboxUnavailable
 from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
     ERROR,
+    LATCHED_QOS,
     OK,
-    RELIABLE_QOS,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -40,7 +41,7 @@ RELEASE_PARAMETERS = {
     "presence_tier_shares": ParameterSpec("shares of epsilon_per_presence_hour for the tiers window, hour, day"),
     "hour_metric_shares": ParameterSpec("shares of the hour tier's epsilon: occupancy, heading, dwell"),
     "epsilon_events_per_track_day": ParameterSpec(
-        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 100.0
+        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 1000.0
     ),
     "event_metric_shares": ParameterSpec("shares of the events' epsilon: footfall, entries, exits (0 = not released)"),
     "k": ParameterSpec(
@@ -52,7 +53,7 @@ RELEASE_PARAMETERS = {
     "mode": ParameterSpec(
         f"release mode: one of {MODES} (strict: only groups of at least k; needs anonymizer groups_per_day ≥ 1)"
     ),
-    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 100.0),
+    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 1000.0),
     "strict_delta": ParameterSpec("strict mode: delta per stitched-track-day, as the proof states it", 1e-12, 1e-3),
     "strict_test_share": ParameterSpec("strict mode: share of a group's epsilon for its threshold test", 0.01, 0.99),
 }
@@ -176,8 +177,9 @@ class AggregatorNode(PrivacyVisionNode):
         self.refusing = self._check_store(store)
         self.privacy_parameters = set(RELEASE_PARAMETERS)
         self.dpia_parameters = self.privacy_parameters | {"max_outbox"}
+        self.anonymizer_groups = PeerParameter(self, "anonymizer", "groups_per_day")  # strict mode needs its groups
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
-        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, LATCHED_QOS)
         self.create_service(ReleaseCells, "~/release_cells", self._on_cells)
         self.released = self.below_k = self.duplicates = 0
         self.strict_without_groups = False
@@ -209,6 +211,10 @@ class AggregatorNode(PrivacyVisionNode):
         }
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("mode") == "strict" and self.anonymizer_groups.value == 0:
+            raise ValueError(
+                "strict mode needs anonymizer groups_per_day ≥ 1 (it is 0): set it first, or launch with mode:=strict"
+            )
         if changes := self._changes(updates):
             ReleaseSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
 

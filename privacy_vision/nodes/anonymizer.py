@@ -26,6 +26,7 @@ from privacy_vision.nodes.common import (
     TRACKS_TOPIC,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -150,6 +151,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self._stop_delivery = threading.Event()
         self._delivery = threading.Thread(target=self._deliver_loop, name="anonymizer-delivery", daemon=True)
         self._delivery.start()
+        self.aggregator_mode = PeerParameter(self, "aggregator", "mode")  # strict mode needs groups_per_day ≥ 1
         self.create_timer(1.0, self._tick)
 
     # -- parameters ------------------------------------------------------------------------------------
@@ -164,6 +166,10 @@ class AnonymizerNode(PrivacyVisionNode):
         return anonymizer, totals.settings()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("groups_per_day") == 0 and self.aggregator_mode.value == "strict":
+            raise ValueError(
+                "the aggregator is in strict mode, which releases only groups: set /aggregator mode default first"
+            )
         anonymizer, totals = self._changes(updates)
         anonymizer.validate()
         totals.validate()
@@ -325,6 +331,11 @@ class AnonymizerNode(PrivacyVisionNode):
         self._stop_delivery.set()
         self._wake.set()
         self._delivery.join(timeout=12.0)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_delivery"):  # configured: its delivery thread must not outlive the client
+            self.release()
+        super().destroy_node()
 
     # -- compliance and health ----------------------------------------------------------------------------
     def personal_data_summary(self) -> dict:
