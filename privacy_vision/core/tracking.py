@@ -22,7 +22,7 @@ from privacy_vision.core.presence import PresenceCurves, load_calibration
 
 
 class TrackState(IntEnum):
-    """A track's life cycle; counting goes by each track's presence weight (core/presence.py), not by state."""
+    """A track's life cycle; a count from the tracks' presence weights (core/presence.py) takes every state."""
 
     TENTATIVE = 0
     CONFIRMED = 1

@@ -49,7 +49,7 @@ TRACKER_PARAMETERS = {
     "low_match_iou": ("minimum IoU of the low-score association", 0.01, 0.99),
     "min_hits": (
         "consecutive high matches, the first at new_track_thresh, before a track is confirmed "
-        "(counting goes by each track's presence_weight, tentative tracks included)",
+        "(every track, tentative ones too, carries a presence_weight on /tracks)",
         1,
         100,
     ),
