@@ -90,7 +90,7 @@ def test_record_takes_only_what_may_leave_the_device_and_the_dpia_lists_it(graph
     analytics = messages["/zone_analytics"]
     assert analytics and all(m.privacy.mechanism for m in analytics), len(analytics)
     # Latched: releases made before the recorder joined arrived at once.
-    assert any(m.period_end.sec < started for m in analytics), [m.period_end.sec for m in analytics]
+    assert any(m.period_end_s < started for m in analytics), [m.period_end_s for m in analytics]
     assert len(messages["/diagnostics"]) > 10
     counts = {t: len(m) for t, m in messages.items()}
     assert f"/zone_analytics {counts['/zone_analytics']} messages" in result.output, (counts, result.output)

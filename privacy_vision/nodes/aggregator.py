@@ -226,7 +226,8 @@ class AggregatorNode(PrivacyVisionNode):
     # -- releases ----------------------------------------------------------------------------------------
     def _on_cells(self, request: ReleaseCells.Request, response: ReleaseCells.Response) -> ReleaseCells.Response:
         response.statuses = [self._release(cell) for cell in request.cells]
-        response.released_until_s = self.releaser.store.released_until()
+        # Unknown (-1) unless active: the store is closed at shutdown, and the anonymizer asks again later.
+        response.released_until_s = self.releaser.store.released_until() if self.state_label() == "active" else -1.0
         return response
 
     def _release(self, cell: CellTotals) -> str:

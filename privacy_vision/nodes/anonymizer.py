@@ -78,7 +78,7 @@ TOTALS_PARAMETERS = {
 }
 MAX_PENDING = 20_000  # closed segments held for an unreachable aggregator (about 2 days of 3 zones at 15 minutes)
 MAX_STAMP_SKEW_S = 86_400.0  # frames stamped further than this from the device clock are refused
-STOP_DELIVERY_S = 4.0  # at the ordered stop, the last segments are handed on for at most this long
+STOP_DELIVERY_S = 3.0  # at the ordered stop, the last segments are handed on for at most this long
 BATCH = 64
 
 
@@ -290,7 +290,7 @@ class AnonymizerNode(PrivacyVisionNode):
             self._delivery_error = f"{RELEASE_CELLS_SERVICE} did not answer within 10 s: segments are kept"
             return False
         answer = future.result()
-        if self._released_until is None:  # the first answer (an empty request at start): the released frontier
+        if self._released_until is None and answer.released_until_s >= 0:  # the first answer of an active aggregator
             with self._lock:
                 self._released_until = answer.released_until_s
                 if self.totals is not None and self.totals.start_s < answer.released_until_s:
@@ -318,7 +318,7 @@ class AnonymizerNode(PrivacyVisionNode):
                     self._queue(self.totals.flush(self._now()))
         with self._lock:
             left = len(self._pending)
-        if left and time.monotonic() < self._stop_deadline:
+        if left and time.monotonic() < self._stop_deadline and self.client.service_is_ready():
             return False
         if left:
             self.get_logger().error(
