@@ -255,6 +255,26 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
         rclpy.shutdown()
 
 
+@pytest.mark.parametrize("input_size, configured", [("640", True), ("100", False), ("4128", False)])
+def test_detection_input_size_is_a_validated_parameter(input_size, configured, tmp_path):
+    """A multiple of 32 re-shapes the shipped YOLOX-nano; anything else stops the node at start-up (rclpy checks
+    the declared range and step)."""
+    from privacy_vision.nodes.detection import DetectionNode
+
+    arguments = ["-p", "backend:=yolox", "-p", f"input_size:={input_size}", "-p", f"audit_dir:={tmp_path}"]
+    rclpy.init(args=["test", "--ros-args", *arguments])
+    try:
+        node = DetectionNode()
+        result = node.trigger_configure()
+        assert (result == TransitionCallbackReturn.SUCCESS) == configured
+        if configured:
+            assert node.detector._height == node.detector._width == int(input_size)
+            assert node.describe_parameters(["input_size"])[0].integer_range[0].step == 32
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_path):
     from privacy_vision.core.tracking import BACKEND_SCORE_THRESHOLDS
     from privacy_vision.nodes.tracking import TrackingNode
@@ -290,8 +310,13 @@ def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_pa
             and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         )
         assert node.get_parameter("track_thresh").value == -1.0
+        published = []
+        node.publisher.publish = published.append
         assert walk(node, "tflite", ssd_score, 0.0) == 1
         assert walk(node, "yolox", ssd_score, 10.0) == 0
+        # Not confirmed on YOLOX's scale, but counted: a tentative track carries its calibrated presence weight.
+        (track,) = published[-1].tracks
+        assert track.state == track.STATE_TENTATIVE and 0.0 < track.presence_weight < 1.0
         rejected = node.set_parameters([rclpy.parameter.Parameter("track_thresh", value=-0.5)])[0]
         assert not rejected.successful and "-1 (the value tuned for the detector backend)" in rejected.reason
         assert node.set_parameters([rclpy.parameter.Parameter("new_track_thresh", value=0.95)])[0].successful

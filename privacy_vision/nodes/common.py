@@ -461,7 +461,9 @@ class PrivacyVisionNode(LifecycleNode):
         read_only: bool = False,
         minimum: float | None = None,
         maximum: float | None = None,
+        step: int = 0,
     ) -> Any:
+        """Declare with a descriptor; an integer range may have a step (values minimum + k * step only)."""
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
         override = self._parameter_overrides.get(name)  # -p NAME:=2, a params file or launch: 2 for a double is 2.0
         if override is not None:
@@ -472,7 +474,7 @@ class PrivacyVisionNode(LifecycleNode):
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise TypeError(f"range given for non-numeric parameter {name}")
             if isinstance(default, int):
-                descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=int(maximum), step=0)]
+                descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=int(maximum), step=step)]
             else:
                 descriptor.floating_point_range = [
                     FloatingPointRange(from_value=float(minimum), to_value=float(maximum), step=0.0)

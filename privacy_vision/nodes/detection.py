@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
+from privacy_vision.core.detectors import (
+    BACKENDS,
+    YOLOX_INPUT_SIZES,
+    DetectorError,
+    DetectorSettings,
+    create_detector,
+    fallback_warning,
+)
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr, zero_message_data
 from privacy_vision.nodes.common import (
     DETECTIONS_TOPIC,
@@ -87,6 +94,16 @@ class DetectionNode(PrivacyVisionNode):
                 "device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True
             ),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
+            input_size=self.declare(
+                "input_size",
+                defaults.input_size,
+                "YOLOX input side in pixels, a multiple of 32 (0 = the model's own, 416 for the shipped YOLOX-nano); "
+                "larger finds more small people and costs time (docs/perception.md)",
+                minimum=0,
+                maximum=YOLOX_INPUT_SIZES.stop - 1,
+                step=YOLOX_INPUT_SIZES.step,
+                read_only=True,
+            ),
             num_threads=self.declare(
                 "num_threads",
                 defaults.num_threads,
