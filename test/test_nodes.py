@@ -558,3 +558,27 @@ def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video
             if documented[name][parameter] != description
         }
         assert not wrong, f"{name}: params.yaml comments should be the declared descriptions: {wrong}"
+
+
+def test_finding_10_an_unauditable_change_is_refused_and_a_broken_audit_log_is_a_clean_start_error(probe, tmp_path):
+    """The aggregator stays up and refuses a privacy change the audit log cannot record (before: a crash, under
+    launch's respawn a crash loop); started on a tampered log it ends with exit 2 and one line (never respawned)."""
+    store = {"release_store": str(tmp_path / "releases.sqlite")}
+    process = start_node("aggregator", probe.domain, store, tmp_path / "aggregator.log")
+    try:
+        params = ParameterClient(probe, "aggregator")
+        head = tmp_path / "audit" / "audit.head"
+        intact = head.read_text()
+        head.write_text(intact.replace('"seq": ', '"seq": 1'))  # edited: its MAC no longer matches
+        result = params.set("k", 7)
+        assert not result.successful and "audit log cannot record this change" in result.reason, result.reason
+        assert process.poll() is None and params.get("k") == 5
+        head.write_text(intact)  # repaired: the change is taken and audited
+        assert params.set("k", 7).successful and params.get("k") == 7
+    finally:
+        assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
+    head.write_text(intact.replace('"seq": ', '"seq": 1'))
+    process = start_node("aggregator", probe.domain, store, tmp_path / "again.log")
+    assert process.wait(timeout=60) == 2
+    log = (tmp_path / "again.log").read_text()
+    assert "audit log:" in log and "Traceback" not in log, log

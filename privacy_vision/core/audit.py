@@ -107,6 +107,11 @@ class AuditLog:
             head, _ = self._recover_tail(_read_head(self._read_head_text(), self._key))
             return self._write(head, event, source, data)[1]
 
+    def check_writable(self) -> None:
+        """ValueError when the next append would be refused for a reason known now (a head that fails its MAC):
+        a change that must be audited is then refused before it is made. (A full disk shows only when written.)"""
+        _read_head(self._read_head_text(), self._key)
+
     def recover(self) -> list[str]:
         """Recover what writes cut short left behind (see the module docstring) and record each torn write found
         in the middle of a log written before this recovery existed; returns what was done, one line each."""

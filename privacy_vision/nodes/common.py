@@ -199,7 +199,10 @@ class PrivacyVisionNode(LifecycleNode):
         )
         try:
             self.audit = AuditLog.from_key_file(audit_dir, audit_key)
+            self.audit.check_writable()
         except KeyFileError as error:
+            raise StartupError(self.get_name(), f"audit log: {error}") from None
+        except (OSError, ValueError) as error:  # exit 2: a configuration error ends a launch, it is not respawned
             raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
         if graph.node(self.get_name()).answers_requests:
@@ -395,13 +398,22 @@ class PrivacyVisionNode(LifecycleNode):
         respawn (post_set). Runtime changes kept from an earlier run of this node (a respawn) take the same path."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
-        self.audit.append(
-            "configuration_at_start",
-            self.get_name(),
-            parameters={name: everything[name] for name in relevant},
-            all_parameters_sha256=configuration_digest(everything),
-            parameter_count=len(everything),
-        )
+        try:
+            self.audit.append(
+                "configuration_at_start",
+                self.get_name(),
+                parameters={name: everything[name] for name in relevant},
+                all_parameters_sha256=configuration_digest(everything),
+                parameter_count=len(everything),
+            )
+        except (OSError, ValueError) as error:  # a configuration error (exit 2): launch does not respawn it in a loop
+            raise StartupError(
+                self.get_name(),
+                f"the audit log cannot record the configuration at start ({error}); "
+                "repair it ('privacy-vision audit verify') or free its disk, then start again",
+            ) from None
+        self._unaudited: list[dict] = []  # runtime changes whose audit entry failed: written by _retry_audit
+        self.create_timer(2.0, self._retry_audit)
         self._audited = {
             name: everything[name] for name in self.privacy_parameters
         }  # in force: the 'old' of the next change
@@ -426,6 +438,11 @@ class PrivacyVisionNode(LifecycleNode):
     def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
         updates = {p.name: p.value for p in parameters}
         try:
+            if set(updates) & self.privacy_parameters:  # such a change must be audited: refused while it cannot be
+                try:
+                    self.audit.check_writable()
+                except (OSError, ValueError) as error:
+                    raise ValueError(f"the audit log cannot record this change ({error}): refused") from None
             self.validate_parameters(updates)
         except (ValueError, TypeError) as error:
             self.get_logger().warning(f"rejected parameter update {sorted(updates)}: {error}")
@@ -437,14 +454,26 @@ class PrivacyVisionNode(LifecycleNode):
         self.apply_parameters(updates)
         for name in sorted(set(updates) & self.privacy_parameters):
             new = _plain(updates[name])
-            self.audit.append(
-                "parameter_changed", self.get_name(), parameter=name, old=self._audited.get(name), new=new
-            )
+            self._unaudited.append({"parameter": name, "old": self._audited.get(name), "new": new})
             self._audited[name] = new
+        self._retry_audit()
         if self.runtime_parameters_file:
             store_runtime_parameters(
                 self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()}
             )
+
+    def _retry_audit(self) -> None:
+        """Write the audit entries of applied changes; a failure (a disk that filled after the check) is an ERROR on
+        the log and /diagnostics and is tried again every 2 s, never a crash."""
+        while self._unaudited:
+            try:
+                self.audit.append("parameter_changed", self.get_name(), **self._unaudited[0])
+            except (OSError, ValueError) as error:
+                message = f"audit log failing: {len(self._unaudited)} parameter change(s) not yet recorded ({error})"
+                self.get_logger().error(message, throttle_duration_sec=30.0)
+                self.publish_diagnostic(ERROR, message, {"unaudited_changes": len(self._unaudited)})
+                return
+            self._unaudited.pop(0)
 
     def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
         return [
