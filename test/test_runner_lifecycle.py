@@ -93,13 +93,15 @@ def test_finding_11_a_node_that_never_gets_active_stops_the_run_by_name(tmp_path
     assert f"last state: {last}" in str(error.value)
 
 
-def test_a_node_that_fails_its_configuration_and_exits_is_left_to_the_run_loop(tmp_path, monkeypatch):
-    """Its exit code is reported while the others go on (a configuration error is the node's to state), and its
-    configure is never asked twice (a second one fails on parameters already declared)."""
+def test_a_node_that_fails_its_configuration_stops_the_run_before_anything_is_activated(tmp_path, monkeypatch):
+    """A configuration error the pre-start check could not see (issue 21) stops the run with a RunError naming the
+    node's log, nothing is activated, and its configure is never asked twice (a second one fails on parameters
+    already declared)."""
     graph = LossyGraph(refused={("anonymizer", "configure")})
-    bring_up(tmp_path, monkeypatch, graph, exiting=("anonymizer",))
+    with pytest.raises(RunError, match="nothing was activated"):
+        bring_up(tmp_path, monkeypatch, graph, exiting=("anonymizer",))
     assert graph.requests.count(("anonymizer", "configure")) == 1
-    assert graph.states["anonymizer"] == "unconfigured" and graph.states["uplink"] == "active"
+    assert graph.states["anonymizer"] == "unconfigured" and "active" not in graph.states.values()
 
 
 def test_finding_11_the_monitor_reaches_a_state_whatever_became_of_the_replies(tmp_path):
