@@ -336,6 +336,8 @@ class AnonymizerNode(PrivacyVisionNode):
     def ready_to_stop(self) -> bool:
         """The ordered stop: end every open segment now, then wait (executor still spinning) until the aggregator
         has recorded them, at most STOP_DELIVERY_S."""
+        if not hasattr(self, "_delivery"):  # stopped before it was configured: nothing to hand on
+            return True
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + STOP_DELIVERY_S
             with self._lock:
