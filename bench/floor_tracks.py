@@ -39,6 +39,7 @@ from privacy_vision.core.geometry import ConfigError, Homography  # noqa: E402
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState  # noqa: E402
 
 MOT15 = perception.MOT15
+SEQUENCES = perception.SEQUENCES
 CALIBRATED = ("PETS09-S2L1", "ETH-Sunnyday")
 STATIC_FIT_M = 0.1
 NEIGHBOUR_FRAMES = 1  # per-frame fits use the frame ± this many frames
