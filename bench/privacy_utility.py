@@ -39,7 +39,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import utility_workloads as wl
 from utility_checks import STRICT_GROUPS_PER_DAY, exactly_once, run_strict, strict_threshold
-from utility_release import STORE_DIR, Draw, PeopleIndex, cached_totals, release_all, truth_of
+from utility_release import STORE_DIR, Draw, cached_totals, people_index, release_all, truth_of
 from utility_v2 import v2_scores
 
 from privacy_vision.core.release.events import EventSettings
@@ -172,7 +172,7 @@ def run_row(workload: wl.Workload, row: Row, runs: int, truth_cache: dict) -> Ro
     if key not in truth_cache:
         truth_cache[key] = truth_of(workload, device)
     truth = truth_cache[key]
-    people = PeopleIndex(workload)
+    people = people_index(workload)
     day_truth = {
         zone: len(people.inside(zone, workload.start_s, workload.end_s))
         for zone in (*[z.zone_id for z in workload.zones], SITE_ZONE)
@@ -316,7 +316,8 @@ TIER_SPLITS = tuple(
 HOUR_SPLITS = ((0.6, 0.25, 0.15), (0.75, 0.15, 0.10), (0.9, 0.06, 0.04))
 OCCUPANCY_TARGETS = {"shop hour": 0.85, "store window": 0.90}
 FOOTFALL_TARGET = 0.95  # share of draws with the small shop's daily (site) footfall within ±10%
-FIFTEEN_MINUTES, AN_HOUR = 1.0, 4.0  # ε targets of the example people (all metrics and tiers, one lineage)
+FIFTEEN_MINUTES = 1.0  # ε target of a 15-minute visit (all metrics and tiers, one lineage)
+PRESENCE_GRID = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)  # ε per presence-hour tried for a missed occupancy target
 
 
 def within_ten_percent(scale: float, true: int) -> float:
@@ -329,11 +330,13 @@ def tune(workloads: dict[str, wl.Workload], runs: int) -> list[str]:
     """Step 1, footfall: at m = the small shop's zones (so that no visitor's zone is cut), the smallest ε per
     stitched-track-day whose noise keeps the shop's daily footfall within ±10% in 95% of draws. Step 2, presence:
     the largest ε per presence-hour the 15-minute target then allows, split over tiers and hour metrics to maximise
-    the worse of the two occupancy targets' ratios (shop hourly, store 15-minute), among splits that keep interval
-    coverage ≥ 95% on every presence tier. Each workload runs at m = its number of zones (the store: 5)."""
+    the worse of the two occupancy targets' ratios (shop hourly, store 15-minute); coverage is reported, not chosen
+    on (the intervals hold by construction; at these draws its sampling error is a few points). Step 3: for each
+    occupancy target the chosen split misses, the smallest ε per presence-hour on a grid that meets it, at the
+    chosen split and at the split best for that target. Each workload runs at m = its number of zones (store: 5)."""
     shop = workloads["shop"]
     zones = len(shop.zones)
-    true_site = len(PeopleIndex(shop).inside(SITE_ZONE, shop.start_s, shop.end_s))
+    true_site = len(people_index(shop).inside(SITE_ZONE, shop.start_s, shop.end_s))
     lines = [
         f"Budget split search on {', '.join(TUNING_WORKLOADS)} (in-sample: the targets are defined on these "
         f"workloads; {runs} noise draws per candidate).",
@@ -388,16 +391,46 @@ def tune(workloads: dict[str, wl.Workload], runs: int) -> list[str]:
                 "footfall": float(np.mean(results["shop"].footfall_within)),
             }
             worst = min(figures[name] / target for name, target in OCCUPANCY_TARGETS.items())
-            scored.append((figures["coverage"] >= 0.95, worst, tiers, hours, figures))
+            scored.append((worst, tiers, hours, figures))
             print(f"[tune] {tiers} {hours}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), file=sys.stderr)
-    best = max(scored, key=lambda item: (item[0], item[1]))
-    for _, _, tiers, hours, f in scored:
-        mark = " **chosen**" if (tiers, hours) == best[2:4] else ""
+    best = max(scored, key=lambda item: item[0])
+    for _, tiers, hours, f in scored:
+        mark = " **chosen**" if (tiers, hours) == best[1:3] else ""
         lines.append(
             f"| {'/'.join(f'{w:g}' for w in tiers)}{mark} | {'/'.join(f'{w:g}' for w in hours)} | "
             f"{100 * f['shop hour']:.1f} | {100 * f['shop window']:.1f} | {100 * f['store window']:.1f} | "
             f"{100 * f['store hour']:.1f} | {100 * f['flow']:.1f} | {100 * f['coverage']:.1f} | {100 * f['footfall']:.0f}% |"
         )
+    lines += [
+        "",
+        "Step 3, the ε per presence-hour that would meet a missed occupancy target (grid "
+        f"{', '.join(f'{e:g}' for e in PRESENCE_GRID)}):",
+        "",
+    ]
+    for name, target in OCCUPANCY_TARGETS.items():
+        if best[3][name] >= target:
+            lines.append(f"- {name} ≥ {target:.0%}: met at the chosen split")
+            continue
+        workload, tier = name.split()
+        favoured = max(scored, key=lambda item: item[3][name])
+        for label, tiers, hours in (("chosen", *best[1:3]), (f"best for {name}", *favoured[1:3])):
+            found = None
+            for presence_hour in PRESENCE_GRID:
+                settings = replace(
+                    ReleaseSettings(),
+                    epsilon_per_presence_hour=presence_hour,
+                    presence_tier_shares=tiers,
+                    hour_metric_shares=hours,
+                )
+                result = run_row(workloads[workload], Row(label, settings, zones_per_day=None), runs, truth_cache)
+                if (accuracy := mean_accuracy(result, tier)) >= target:
+                    found = (presence_hour, accuracy)
+                    break
+            lines.append(
+                f"- {name} ≥ {target:.0%} at the {label} split {'/'.join(f'{w:g}' for w in tiers)}, "
+                f"{'/'.join(f'{w:g}' for w in hours)}: "
+                + (f"ε {found[0]:g} per presence-hour ({100 * found[1]:.1f}%)" if found else "not within the grid")
+            )
     return lines
 
 

@@ -139,7 +139,7 @@ def truth_of(workload: wl.Workload, device: list[list[Totals]]) -> dict[tuple, d
             for j, label in enumerate(DWELL_LABELS):
                 values[f"dwell.{label}"] = sum(totals.bins[j::width]) * per_person
         truth[span_key(totals)] = values
-    people = PeopleIndex(workload)
+    people = people_index(workload)
     for totals in (t for process in device for t in process if isinstance(t, EventTotals)):
         found = people.inside(totals.zone_id, totals.segment_start_s, totals.segment_end_s)
         truth[span_key(totals)] = {"footfall": len(found)}
@@ -218,3 +218,14 @@ def release_all(device: list[list[Totals]], settings: ReleaseSettings, context, 
         finally:
             store.close()
     return draw
+
+
+_INDEXES: dict[tuple[str, str], PeopleIndex] = {}
+
+
+def people_index(workload: wl.Workload) -> PeopleIndex:
+    """The workload's PeopleIndex, built once (the store day holds five million positions)."""
+    key = (workload.name, workload.description)
+    if key not in _INDEXES:
+        _INDEXES[key] = PeopleIndex(workload)
+    return _INDEXES[key]
