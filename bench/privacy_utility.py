@@ -228,10 +228,9 @@ def v3_rows(workload: wl.Workload) -> list[Row]:
     return rows
 
 
-def epsilon_text(row: Row) -> str:
-    return " / ".join(
-        f"{presence:.2f} ({total:.2f})" for presence, total in examples(row.settings, row.totals).values()
-    )
+def epsilon_text(row: Row, workload: wl.Workload) -> str:
+    found = examples(row.settings, row.totals_for(workload)).values()
+    return " / ".join(f"{presence:.2f} ({total:.2f})" for presence, total in found)
 
 
 def v2_line(scores: dict, epsilon: float) -> str:

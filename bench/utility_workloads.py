@@ -81,7 +81,7 @@ def with_headings(raw: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -
             t0, x0, y0 = trail[0]
             vx, vy = ((x - x0) / (t - t0), (y - y0) / (t - t0)) if t > t0 else (0.0, 0.0)
             headings.append(direction_sector(vx, vy, 8, min_speed))
-        frames.append(Frame(t, np.asarray(keys), np.asarray(xs), np.asarray(ys), headings))
+        frames.append(Frame(float(t), np.asarray(keys), np.asarray(xs), np.asarray(ys), headings))
     return frames
 
 
