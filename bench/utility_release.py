@@ -89,17 +89,20 @@ def run_totals(
 
 
 def cached_totals(workload: wl.Workload, side: str, settings: TotalsSettings) -> list[list[Totals]]:
-    """run_totals of the device's (or the truth's) observed frames, cached in bench_out/ under a key of the workload,
+    """run_totals of the device's (or the truth's) observed frames, cached in bench_out/ under a digest of the frames,
     the settings and the release model's source (the store day takes minutes to integrate)."""
-    sources = b"".join(path.read_bytes() for path in sorted((REPO / "privacy_vision/core/release").glob("*.py")))
-    key = hashlib.sha256(
-        repr((workload.name, workload.description, side, settings, CLOCK_STEP_S)).encode() + sources
-    ).hexdigest()[:20]
-    cache = wl.OUT / f"totals_{key}.pickle"
+    frames = observed(workload.device if side == "device" else workload.truth, workload)
+    digest = hashlib.sha256(repr((side, settings, CLOCK_STEP_S, processes(workload))).encode())
+    for path in sorted((REPO / "privacy_vision/core/release").glob("*.py")):
+        digest.update(path.read_bytes())
+    for frame in frames:  # the input itself, types included (a numpy stamp is not a float stamp)
+        digest.update(repr((frame.stamp_s, frame.headings)).encode())
+        for array in (frame.keys, frame.x, frame.y):
+            digest.update(array.tobytes())
+    cache = wl.OUT / f"totals_{digest.hexdigest()[:20]}.pickle"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())
     started = time.monotonic()
-    frames = observed(workload.device if side == "device" else workload.truth, workload)
     result = run_totals(workload, frames, settings)
     print(f"[{workload.name}] {side} totals in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     wl.OUT.mkdir(exist_ok=True)
