@@ -71,8 +71,13 @@ def tier_keys(draw: Draw, tier: str) -> list[tuple]:
     return [k for k in draw.values if k[0] == "events" and (k[2] == SITE_ZONE) == site]
 
 
-def score(draw: Draw, truth: dict, tier: str, metric: str, own: bool = False) -> TierScore | None:
+def score(
+    draw: Draw, truth: dict, tier: str, metric: str, own: bool = False, within: tuple[float, float] | None = None
+) -> TierScore | None:
+    """One tier of one draw; `within`: only spans inside these instants (the hours a shop is open)."""
     keys = [k for k in tier_keys(draw, tier) if k in truth]
+    if within is not None:
+        keys = [k for k in keys if within[0] <= k[4] and k[5] <= within[1]]
     if not keys:
         return None
     estimates = [draw.own[k] if own else draw.values[k][metric] for k in keys]
@@ -160,6 +165,7 @@ class RowResult:
 
     scores: dict[str, list[TierScore]]
     own: dict[str, list[TierScore]]
+    open_hours: dict[str, list[TierScore]]  # presence tiers over the opening hours only (workloads that have them)
     footfall_within: list[bool]  # per draw: the day's site footfall (sum of its segments) within ±10% of the truth
     zone_footfall_within: list[bool]  # per zone and draw
     draws: list[Draw]
@@ -177,7 +183,7 @@ def run_row(workload: wl.Workload, row: Row, runs: int, truth_cache: dict) -> Ro
         zone: len(people.inside(zone, workload.start_s, workload.end_s))
         for zone in (*[z.zone_id for z in workload.zones], SITE_ZONE)
     }
-    result = RowResult({c: [] for c in TIER_COLUMNS}, {t: [] for t in TIERS}, [], [], [])
+    result = RowResult({c: [] for c in TIER_COLUMNS}, {t: [] for t in TIERS}, {t: [] for t in TIERS}, [], [], [])
     for run in range(runs):
         draw = release_all(device, row.settings, totals_settings.context, reoffer=bool(workload.restarts) and run == 0)
         result.draws.append(draw)
@@ -187,6 +193,12 @@ def run_row(workload: wl.Workload, row: Row, runs: int, truth_cache: dict) -> Ro
                 result.scores[column].append(found)
             if column in TIERS and (found := score(draw, truth, column, metric, own=True)) is not None:
                 result.own[column].append(found)
+            if (
+                column in TIERS
+                and workload.open_s
+                and (found := score(draw, truth, column, metric, within=workload.open_s))
+            ):
+                result.open_hours[column].append(found)
         for zone, true in day_truth.items():
             released = sum(v["footfall"].value for k, v in draw.values.items() if k[0] == "events" and k[2] == zone)
             within = true > 0 and abs(released - true) <= 0.1 * true
@@ -484,6 +496,13 @@ def workload_lines(workload: wl.Workload, args, truth_cache: dict) -> list[str]:
         scores, epsilon = v2_scores(workload, args.runs, STORE_DIR)
         lines.append(v2_line(scores, epsilon))
     lines += [row_line(row, results[row.label], workload) for row in rows]
+    if workload.open_s:
+        lines += [
+            "",
+            f"v3 default over the opening hours ({wl.clock(workload.open_s[0] - wl.DAY0)}-"
+            f"{wl.clock(workload.open_s[1] - wl.DAY0)}) only: "
+            + "; ".join(f"{tier} {tier_cell(default.open_hours[tier])}" for tier in ("window", "hour")),
+        ]
     lines += [
         "",
         "Footfall, v3 default: " + footfall_line(default, args.runs) + ".",

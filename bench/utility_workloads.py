@@ -62,6 +62,7 @@ class Workload:
     end_s: float
     restarts: list[tuple[float, float]] = field(default_factory=list)  # (flushed at, next process starts at)
     outages: list[tuple[float, float]] = field(default_factory=list)  # no frames in [start, end)
+    open_s: tuple[float, float] | None = None  # a shop's opening hours within a longer day (scored apart too)
     mixed_directions: bool = True  # False for a one-way flow, where a flow accuracy says nothing
     simulated_device: bool = True  # the device is fed the true trajectories
 
@@ -215,6 +216,7 @@ def day_workload(arrivals_per_hour: float, seed: int) -> Workload:
         DAY0 + 24 * HOUR,
         restarts=[restart],
         outages=[outage],
+        open_s=(opens, opens + 10 * HOUR),
     )
 
 
