@@ -12,6 +12,7 @@ from privacy_vision.core.calibration import calibrate_from_mot
 from privacy_vision.core.geometry import ConfigError
 from privacy_vision.core.graph import CAPTURE_MODES, parse_overrides
 from privacy_vision.core.pki import PkiPaths, create_pki
+from privacy_vision.tools_cli import add_commands as add_tool_commands
 
 DEMO_VIDEO_CANDIDATES = (Path("data/vtest.avi"), Path("../shared/data/video/vtest.avi"))
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     add_commands(sub)
+    add_tool_commands(sub)
     args = parser.parse_args(argv)
     return args.handler(args)
 

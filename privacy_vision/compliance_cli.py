@@ -17,6 +17,7 @@ from privacy_vision.core.audit import AuditBroken, AuditLog, entries_of, verify
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.graph import REQUEST_NODES, parse_overrides, state_paths
 from privacy_vision.core.protocol import KeyFileError, load_key_file
+from privacy_vision.core.recordings import dpia_recordings
 
 
 def _config_parameters(config_dir: Path, overrides: dict[str, dict[str, str]]) -> dict[str, dict]:
@@ -79,7 +80,11 @@ def cmd_dpia(args: argparse.Namespace) -> int:
             else "",
         }
         facts = system_facts(
-            environment, {}, float(params["uplink"].get("ingest_retention_days", 90.0)), "config files"
+            environment,
+            {},
+            float(params["uplink"].get("ingest_retention_days", 90.0)),
+            "config files",
+            dpia_recordings(state_paths(args.var_dir)["audit"]),
         )
         dpia = build_dpia(params, facts)
         document = render_markdown(dpia) if args.format == "markdown" else dpia_json(dpia)

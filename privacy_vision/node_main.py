@@ -27,9 +27,11 @@ def _request_stop(signum, frame) -> None:
 
 
 def install_stop_handlers() -> threading.Event:
-    """SIGINT and SIGTERM only set STOP (idempotent); the node decides how to stop."""
+    """SIGINT and SIGTERM only set STOP (idempotent); the node decides how to stop. The launch file starts node
+    processes with both blocked, so that one sent while Python was starting is pending: it is delivered here."""
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     return STOP
 
 

@@ -22,6 +22,10 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
+if [ -d ../shared/rqt ]; then  # rqt's tests: a virtual display and screenshots
+  command -v Xvfb >/dev/null || missing+=(xvfb)
+  command -v import >/dev/null || missing+=(imagemagick)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing Debian packages: ${missing[*]}"
@@ -79,6 +83,18 @@ if [ -f "$ROS2CLI/install.sh" ]; then
   "$VENV/bin/python" "$ROS2CLI/ament_register.py" "$REPO" | sed 's/^/[setup] /'
 else
   say "no ../shared/ros2cli: the ros2 command line is not installed (tests that use it skip)"
+fi
+
+# rqt (Topic Monitor, Node Graph, Parameter Reconfigure, Console, Plot) from ../shared/rqt: a developer and test tool
+# only (PyQt5 is GPL-3.0 and never a dependency of the package). Its install.sh is idempotent (stamp in the venv);
+# --pip-deps takes PyQt5 and pydot from the package index once, --apt (as root) the X11 libraries, Graphviz and icons.
+RQT="$REPO/../shared/rqt"
+if [ -f "$RQT/install.sh" ] && [ -f "$ROS2CLI/install.sh" ]; then
+  rqt_options=(--pip-deps)
+  [ "$(id -u)" = 0 ] && rqt_options+=(--apt)
+  bash "$RQT/install.sh" "$VENV" "${rqt_options[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) | sed 's/^/[setup] /'
+else
+  say "no ../shared/rqt: rqt is not installed (its tests skip)"
 fi
 
 if [ ! -f var/pki/audit.key ]; then

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from privacy_vision.core.graph import STATE_STORES
 from testkit.core import CONFIG, REPO, free_domain_id
 
 VENV = REPO / ".venv"
@@ -130,7 +131,7 @@ class StateDir:
 
 
 def outbox_size(state_dir: Path) -> int:
-    with sqlite3.connect(str(state_dir / "outbox.sqlite")) as db:
+    with sqlite3.connect(str(state_dir / STATE_STORES["releases"])) as db:
         return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 

@@ -75,15 +75,19 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
         params = ParameterClient(probe, "aggregator")
         probe.spin_for(4.0)  # frames flowing, diagnostics carrying every node's settings
         first = json.loads(cli("dpia", "--domain-id", str(domain), "--format", "json").stdout)
-        assert first["configuration_source"] == "live" and first["privacy_guarantee"]["k_anonymity"]["k"] == 5
+        assert first["configuration_source"] == "live" and first["privacy_guarantee"]["k"]["k"] == 5
         assert (
             "/camera/image_raw" in first["data_flows"]["topics"] and first["data_flows"]["uplink_pins_configured"] == 2
         )
         assert first["risks"] == []
         assert params.set("k", 3).successful
         probe.spin_for(1.5)
+        changed = cli("dpia", "--domain-id", str(domain)).stdout
+        assert "k = 3:" in changed and "not k-anonymity" in changed  # a display rule: the DPIA says so
+        assert params.set("epsilon_per_presence_hour", 8.0).successful
+        probe.spin_for(1.5)
         weak = cli("dpia", "--domain-id", str(domain)).stdout
-        assert "k = 3" in weak and "| aggregator.k | 3 | high |" in weak
+        assert "ε = 8 per presence-hour" in weak and "| aggregator.epsilon_per_presence_hour | 8.0 | high |" in weak
 
         access = json.loads(
             cli(
@@ -144,6 +148,8 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
         "data_subject_request",
         "forget_request",
         "dpia_generated",
+        "release_recorded",
+        "budget_charged",
     } <= events, events
     change = next(e for e in entries if e["event"] == "parameter_changed")
     assert (change["data"]["parameter"], change["data"]["old"], change["data"]["new"]) == ("k", 5, 3)
@@ -158,8 +164,11 @@ def test_live_compliance_and_audit_trail(tmp_path, vtest_video):
     assert any(e["event"] == "data_subject_request" and e["data"].get("request_id") == "REQ-ERASE-1" for e in entries)
     sent = [e for e in entries if e["event"] == "release_sent"]
     assert sent and all(
-        {"zone", "tier", "mechanism", "epsilon_cell", "epsilon_track_day", "k"} <= set(e["data"]) for e in sent
+        {"zone", "tier", "kind", "mechanism", "epsilon_cell", "epsilon_unit", "k"} <= set(e["data"]) for e in sent
     )
+    # every release sent was recorded (with its span) by the aggregator first, and its charge is audited too
+    recorded = {e["data"]["release_id"] for e in entries if e["event"] == "release_recorded"}
+    assert {e["data"]["release_id"] for e in sent} <= recorded
 
     def keys(value):
         if isinstance(value, dict):

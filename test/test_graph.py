@@ -32,9 +32,11 @@ def demo_run(tmp_path_factory, vtest_video):
             "--set",
             "aggregator.k=1",
             "--set",
-            "aggregator.epsilon_per_track_day=40.0",
+            "aggregator.epsilon_per_presence_hour=4000.0",
             "--set",
-            "aggregator.daily_epsilon_cap=40.0",
+            "aggregator.epsilon_events_per_track_day=40.0",
+            "--set",
+            "aggregator.daily_epsilon_cap=400.0",
         ],
     )  # large ε: values checkable
     return code, output, probe, tmp / "var"
@@ -47,26 +49,21 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert releases, output
     zones = {r["zone_id"] for r in releases} - {"site"}
     assert zones == {"plaza_west", "plaza_centre", "plaza_east"}
-    assert {r["tier"] for r in releases if r["zone_id"] == "site"} == {"day"}
+    assert {(r["kind"], r["tier"]) for r in releases if r["zone_id"] == "site"} == {("events", "day")}
     for release in releases:
-        assert (
-            release["mechanism"] == "discrete_laplace"
-            and release["epsilon_track_day"] == pytest.approx(40.0)
-            and release["k"] == 1
-        )
+        unit = {"presence": ("presence-hour", 4000.0), "events": ("stitched-track-day", 40.0)}[release["kind"]]
+        assert (release["privacy_unit"], release["epsilon_unit"]) == (unit[0], pytest.approx(unit[1]))
+        assert release["mechanism"] == "discrete_laplace" and release["k"] == 1 and release["window_s"] == 4.0
         assert sum(release["epsilon_by_metric"].values()) == pytest.approx(release["epsilon_cell"])
-        assert (
-            release["privacy_unit"] == "track-day"
-            and release["window_s"] == 4.0
-            and release["tier"] in ("window", "hour", "day")
-        )
+        for value in release["values"].values():  # every value carries its interval
+            assert value["low"] <= max(value["value"], 0.0) <= value["high"] or value["high"] == 0.0
     # every cell of the public grid is released, empty ones included: each zone has its hour and day cells
-    assert {(r["zone_id"], r["tier"]) for r in releases if r["tier"] != "window"} >= {
-        (z, t) for z in zones for t in ("hour", "day")
+    assert {(r["zone_id"], r["kind"], r["tier"]) for r in releases if r["tier"] != "window"} >= {
+        (z, kind, t) for z in zones for kind, t in (("presence", "hour"), ("presence", "day"), ("events", "day"))
     }
     assert "Per-zone analytics received by the ingest" in output
     assert "analytics stored in" in output
-    assert any(not r["below_k"] and r["occupancy"] > 0 for r in releases), releases
+    assert any(r["kind"] == "presence" and r["values"]["occupancy"]["low"] > 0 for r in releases), releases
     uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
     assert "sending to https://127.0.0.1:" in uplink_log
     # the read side is open to the runner's analyst token only, and the runner says where it is
@@ -154,23 +151,18 @@ def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytic
             "--set",
             "aggregator.k=2",
             "--set",
-            "aggregator.epsilon_per_track_day=100.0",
+            "aggregator.strict_epsilon_per_track_day=300.0",
             "--set",
-            "aggregator.daily_epsilon_cap=100.0",
+            "aggregator.daily_epsilon_cap=1000.0",
         ],
     )  # large ε: a margin of a few people, so the short clip fills groups
     assert code == 0, output
     releases = stored_releases(tmp_path / "var")
     assert releases and {r["tier"] for r in releases} == {"group"}, output
     for release in releases:
-        assert (
-            release["mode"] == "strict"
-            and release["mechanism"] == "sparse_vector+discrete_laplace"
-            and release["occupancy"] >= 2
-        )
-        assert release["delta_track_day"] == pytest.approx(1e-6) and release["epsilon_track_day"] == pytest.approx(
-            100.0
-        )
+        assert release["mode"] == "strict" and release["mechanism"] == "sparse_vector+discrete_laplace"
+        assert release["values"]["size"]["low"] >= 2 and release["kind"] == "group"
+        assert release["delta"] == pytest.approx(1e-6) and release["epsilon_unit"] == pytest.approx(300.0)
     by_zone: dict[str, list[tuple[float, float]]] = {}
     for release in sorted(releases, key=lambda r: r["period_start_s"]):
         by_zone.setdefault(release["zone_id"], []).append((release["period_start_s"], release["period_end_s"]))

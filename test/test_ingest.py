@@ -62,7 +62,7 @@ def signed(
 def test_each_bad_request_has_its_own_status_and_stores_nothing(ingest, pki):
     body = canonical_release_bytes(release())
     cases = [
-        ("tampered body", body.replace(b'"occupancy":7', b'"occupancy":9'), signed(pki, body, 1), 400, "tampered"),
+        ("tampered body", body.replace(b'"value":7.0', b'"value":9.0'), signed(pki, body, 1), 400, "tampered"),
         ("wrong key", body, signed(pki, body, 2, key=os.urandom(32)), 401, "bad signature"),
         ("stale timestamp", body, signed(pki, body, 3, timestamp=time.time() - 301), 408, "timestamp"),
         ("unknown device", body, {**signed(pki, body, 4), "X-PV-Device": "dev-9"}, 401, "unknown device"),

@@ -62,34 +62,55 @@ def json_with(**fields) -> bytes:
     return json.dumps(example_release(**fields), allow_nan=True).encode()
 
 
+def json_with_value(tier: str = "window", metric: str = "occupancy", **estimate) -> bytes:
+    """A release whose one value (and interval) is replaced."""
+    release = example_release(tier=tier)
+    release["values"][metric] = {**release["values"][metric], **estimate}
+    return json.dumps(release, allow_nan=True).encode()
+
+
 FINDING_5 = {
-    "NaN occupancy": (json_with(occupancy=math.nan), "occupancy"),
+    "NaN occupancy": (json_with_value(value=math.nan), "values.occupancy.value"),
     "Infinity epsilon": (json_with(epsilon_cell=math.inf), "epsilon_cell"),
     "NaN period start": (json_with(period_start_s=math.nan), "period_start_s"),
-    "negative count": (json_with(entries=-3), "entries"),
-    "negative epsilon": (json_with(epsilon_track_day=-0.5), "epsilon_track_day"),
+    "negative interval": (json_with_value(low=-3.0), "values.occupancy.low"),
+    "negative epsilon": (json_with(epsilon_unit=-0.5), "epsilon_unit"),
     "bool as k": (json_with(k=True), "k"),
     "40 KB extra image field": (json_with(image="A" * 40_000), "image"),
     "20 KB zone name": (json_with(zone_id="z" * 20_000), "zone_id"),
-    "negative histogram bin": (json_with(tier="hour", direction_counts={"E": -1}), "direction_counts"),
+    "interval upside down": (json_with_value(tier="hour", metric="heading.E", low=5.0, high=1.0), "low"),
     "missing field": (json.dumps({k: v for k, v in example_release().items() if k != "k"}).encode(), "k"),
-    # release model v2
+    # release model v3
     "unknown tier": (json.dumps({**example_release(), "tier": "week"}).encode(), "tier"),
     "string for a bool": (json_with(below_k="false"), "below_k"),
-    "period end before start": (json_with(period_start_s=900.0, period_end_s=0.0), "period_end_s"),
-    "hour cell 60 s long": (json_with(tier="hour", period_end_s=60.0), "period_end_s"),
-    "values in a '< k' cell": (json_with(below_k=True, occupancy=3), "below_k"),
-    "unknown heading": (json_with(tier="hour", direction_counts={"UP": 1}), "direction_counts"),
-    "zero cells per day": (json_with(cells_per_day=0), "cells_per_day"),
+    "period end before start": (json_with(period_start_s=900.0, period_end_s=0.0), "period"),
+    "hour cell 60 s long": (
+        json_with(tier="hour", period_end_s=60.0, segment_end_s=60.0),
+        "period_end_s - period_start_s must be 3600",
+    ),
+    "a segment outside its period": (json_with(segment_end_s=5000.0), "segment must lie inside the period"),
+    "coverage above 1": (json_with(coverage=1.5), "coverage"),
+    "complete with a gap": (json_with(coverage=0.5), "complete must be true exactly when coverage is 1"),
+    "unknown heading": (
+        json_with_value(tier="hour", metric="heading.E").replace(b"heading.E", b"heading.UP"),
+        "heading.UP",
+    ),
+    "an event metric on presence": (
+        json_with(values={"footfall": {"value": 3.0, "low": 0.0, "high": 9.0}}),
+        "footfall",
+    ),
+    "unknown privacy unit": (json_with(privacy_unit="track-day"), "privacy_unit"),
     # strict mode
-    "a group below k": (json.dumps(example_release(tier="group", occupancy=4)).encode(), "at least k"),
-    "a group shown as '< k'": (json.dumps(example_release(tier="group", below_k=True)).encode(), "at least k"),
+    "a group in the default mode": (
+        json.dumps(example_release(tier="group", mode="default")).encode(),
+        "strict mode only",
+    ),
     "a group not made of whole windows": (
-        json.dumps(example_release(tier="group", period_end_s=1000.0)).encode(),
+        json.dumps(example_release(tier="group", period_end_s=1000.0, segment_end_s=1000.0)).encode(),
         "whole windows",
     ),
-    "δ on a grid cell": (json_with(delta_track_day=1e-6), "delta_track_day"),
-    "δ of 0.5": (json.dumps(example_release(tier="group", delta_track_day=0.5)).encode(), "delta_track_day"),
+    "δ on a grid cell": (json_with(delta=1e-6), "delta"),
+    "δ of 0.5": (json.dumps(example_release(tier="group", delta=0.5)).encode(), "delta"),
 }
 
 

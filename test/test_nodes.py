@@ -39,24 +39,26 @@ def probe():
 
 def test_aggregator_parameter_updates_are_validated(probe, tmp_path):
     process = start_node(
-        "aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log"
+        "aggregator", probe.domain, {"release_store": str(tmp_path / "releases.sqlite")}, tmp_path / "aggregator.log"
     )
     try:
         params = ParameterClient(probe, "aggregator")
-        assert params.set("epsilon_per_track_day", 0.5).successful
-        assert params.get("epsilon_per_track_day") == 0.5
+        assert params.set("epsilon_per_presence_hour", 0.5).successful
+        assert params.get("epsilon_per_presence_hour") == 0.5
         for name, value, why in [
-            ("epsilon_per_track_day", -1.0, "range"),
-            ("epsilon_per_track_day", 0.0, "range"),
+            ("epsilon_per_presence_hour", -1.0, "range"),
+            ("epsilon_per_presence_hour", 0.0, "range"),
             ("k", 0, "range"),
             ("mode", "loose", "mode must be one of"),
-            ("daily_epsilon_cap", 0.1, "must be ≥ epsilon_per_track_day"),
-            ("ledger_path", "/tmp/other.sqlite", "read-only"),
+            ("daily_epsilon_cap", 0.1, "must be ≥ the ε per stitched-track-day"),
+            ("release_store", "/tmp/other.sqlite", "read-only"),
         ]:
             result = params.set(name, value)
             assert not result.successful, (name, value)
             assert why in result.reason, (name, value, result.reason)
-        assert params.get("epsilon_per_track_day") == 0.5 and params.get("k") == 5 and params.get("mode") == "default"
+        assert (
+            params.get("epsilon_per_presence_hour") == 0.5 and params.get("k") == 5 and params.get("mode") == "default"
+        )
         assert params.set("k", 10).successful and params.get("k") == 10
     finally:
         assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
@@ -73,8 +75,10 @@ def test_anonymizer_rejects_bad_grid_and_sectors(probe, tmp_path):
         result = params.set("direction_sectors", 6)
         assert not result.successful and "4 or 8" in result.reason
         assert params.get("grid_size_m") == 0.5 and params.get("direction_sectors") == 8
-        result = params.set("window_s", 7.0)
-        assert not result.successful and "divide an hour" in result.reason
+        result = params.set("window_s", 600.0)
+        assert not result.successful and "read-only" in result.reason  # open segments use the grid: at start only
+        result = params.set("zones_per_day", 0)
+        assert not result.successful and "range" in result.reason
         assert params.get("window_s") == 900.0
         assert params.set("grid_size_m", 1.0).successful and params.get("grid_size_m") == 1.0
     finally:
@@ -335,7 +339,7 @@ def test_camera_reconnects_to_a_live_stream_with_backoff(probe, tmp_path, pets_f
 
 def test_out_of_range_parameter_at_start_up_is_a_clear_error(tmp_path):
     process = start_node(
-        "aggregator", free_domain_id(), {"k": "0", "ledger_path": str(tmp_path / "l.sqlite")}, tmp_path / "agg.log"
+        "aggregator", free_domain_id(), {"k": "0", "release_store": str(tmp_path / "l.sqlite")}, tmp_path / "agg.log"
     )
     assert process.wait(timeout=60) == 2
     log = (tmp_path / "agg.log").read_text()
@@ -347,7 +351,7 @@ def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnosti
     fake setting change nothing: the DPIA states what the tracking node's parameter service says."""
     tracking = start_node("tracking", probe.domain, {"track_buffer_s": 7.5}, tmp_path / "tracking.log")
     aggregator = start_node(
-        "aggregator", probe.domain, {"ledger_path": str(tmp_path / "ledger.sqlite")}, tmp_path / "aggregator.log"
+        "aggregator", probe.domain, {"release_store": str(tmp_path / "releases.sqlite")}, tmp_path / "aggregator.log"
     )
     try:
         ParameterClient(probe, "tracking")
@@ -381,7 +385,7 @@ def test_live_dpia_reads_parameters_from_the_nodes_and_ignores_hostile_diagnosti
             "a lost track is dropped after 7.5 s"
             in dpia["processing"]["data_categories_on_device"]["person boxes and tracks"]
         )
-        assert dpia["privacy_guarantee"]["k_anonymity"]["k"] == 5
+        assert dpia["privacy_guarantee"]["k"]["k"] == 5
         assert "'tracking'" not in answer.message and "'aggregator'" not in answer.message, answer.message
     finally:
         assert stop(aggregator) == 0, (tmp_path / "aggregator.log").read_text()
@@ -400,7 +404,7 @@ def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
     try:
         node = AnonymizerNode()
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        anonymizer, bounder = node.anonymizer.settings, node.bounder.settings
+        anonymizer, totals = node.anonymizer.settings, node.totals_settings
 
         def audited(event: str) -> list[dict]:
             return [
@@ -412,19 +416,19 @@ def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
 
         batch = [
             Parameter("grid_size_m", value=1.0),
-            Parameter("window_s", value=600.0),
+            Parameter("zones_per_day", value=3),
             Parameter("direction_sectors", value=6),
         ]
         result = node.set_parameters_atomically(batch)
         assert not result.successful and "4 or 8" in result.reason
-        assert node.anonymizer.settings == anonymizer and node.bounder.settings == bounder
-        assert [node.get_parameter(p.name).value for p in batch] == [0.5, 900.0, 8]
+        assert node.anonymizer.settings == anonymizer and node.totals_settings == totals
+        assert [node.get_parameter(p.name).value for p in batch] == [0.5, 2, 8]
         assert audited("parameter_changed") == []
         assert node.set_parameters_atomically(batch[:2]).successful
-        assert node.anonymizer.settings.grid_size_m == 1.0 and node.bounder.settings.window_s == 600.0
+        assert node.anonymizer.settings.grid_size_m == 1.0 and node.totals_settings.events.zones_per_day == 3
         assert [(d["parameter"], d["old"], d["new"]) for d in audited("parameter_changed")] == [
             ("grid_size_m", 0.5, 1.0),
-            ("window_s", 900.0, 600.0),
+            ("zones_per_day", 2, 3),
         ]
         node.destroy_node()
     finally:
@@ -464,11 +468,11 @@ def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video
         "detection": {"backend": "hog"},
         "tracking": {"homography_file": str(CONFIG / "homography_pets.yaml")},
         "anonymizer": {"zones_file": str(CONFIG / "zones.yaml")},
-        "aggregator": {"ledger_path": str(tmp_path / "ledger.sqlite")},
+        "aggregator": {"release_store": str(tmp_path / "releases.sqlite")},
         "uplink": {
             "key_file": str(pki.device_key),
             "ca_file": str(pki.ca_cert),
-            "outbox_path": str(tmp_path / "outbox.sqlite"),
+            "outbox_path": str(tmp_path / "releases.sqlite"),
             "pins": read_pins(pki),
         },
     }

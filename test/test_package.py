@@ -89,7 +89,7 @@ def test_the_graph_description_matches_the_package():
     for spec in graph.NODES:  # a node that answers requests says what it holds; one that holds personal data answers
         assert ("def personal_data_summary" in sources[spec.name]) == spec.answers_requests, spec.name
         assert spec.answers_requests or not spec.personal_data, spec.name
-    assert set(graph.STATE_STORES) >= {"pki", "audit", "ledger", "outbox", "runtime"}
+    assert set(graph.STATE_STORES) >= {"pki", "audit", "releases", "runtime"}
 
 
 def test_the_ordered_stop_fits_before_launch_kills_a_node():

@@ -142,24 +142,22 @@ def test_topic_echo_shows_anonymised_tracks_and_analytics(session, running):
     analytics = session.run(
         "topic", "echo", "--once", "/zone_analytics", types["/zone_analytics"], timeout_s=120.0
     ).output
-    assert (
-        "zone_id:" in analytics
-        and "mechanism: discrete_laplace" in analytics
-        and "privacy_unit: track-day" in analytics
-    ), analytics
+    assert "zone_id:" in analytics and "mechanism: discrete_laplace" in analytics, analytics
+    assert "privacy_unit: presence-hour" in analytics or "privacy_unit: stitched-track-day" in analytics, analytics
+    assert "lows:" in analytics and "highs:" in analytics, analytics  # every value with its interval
 
 
 def test_param_set_takes_an_integer_for_a_double_and_refuses_with_the_real_reason(session, running):
-    ok = session.run("param", "set", "/aggregator", "epsilon_per_track_day", "2", check=False)
+    ok = session.run("param", "set", "/aggregator", "epsilon_per_presence_hour", "2", check=False)
     assert "Set parameter successful" in ok.output, ok.output
-    assert "Double value is: 2.0" in session.run("param", "get", "/aggregator", "epsilon_per_track_day").output
-    refused = session.run("param", "set", "/aggregator", "epsilon_per_track_day", "-1", check=False)
+    assert "Double value is: 2.0" in session.run("param", "get", "/aggregator", "epsilon_per_presence_hour").output
+    refused = session.run("param", "set", "/aggregator", "epsilon_per_presence_hour", "-1", check=False)
     assert "Setting parameter failed" in refused.output and "out of range" in refused.output, refused.output
     refused = session.run("param", "set", "/anonymizer", "direction_sectors", "6", check=False)
     assert "Setting parameter failed" in refused.output and "4 or 8" in refused.output, refused.output
-    refused = session.run("param", "set", "/aggregator", "ledger_path", "/tmp/elsewhere.sqlite", check=False)
+    refused = session.run("param", "set", "/aggregator", "release_store", "/tmp/elsewhere.sqlite", check=False)
     assert "read-only" in refused.output, refused.output
-    assert "Double value is: 2.0" in session.run("param", "get", "/aggregator", "epsilon_per_track_day").output
+    assert "Double value is: 2.0" in session.run("param", "get", "/aggregator", "epsilon_per_presence_hour").output
 
 
 def test_service_calls_forget_data_subject_request_and_dpia(session, running):

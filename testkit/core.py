@@ -69,3 +69,27 @@ def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+def queue_releases(store_path: Path, releases: list[dict]) -> None:
+    """Record wire releases in a release store as the aggregator does (the uplink then sends them from it)."""
+    from privacy_vision.core.protocol import canonical_release_bytes
+    from privacy_vision.core.release.store import ReleaseStore, SpanKey
+
+    store = ReleaseStore(store_path, daily_epsilon_cap=float("inf"))
+    try:
+        for release in releases:
+            key = SpanKey(
+                release["kind"],
+                release["tier"],
+                release["zone_id"],
+                release["period_start_s"],
+                release["segment_start_s"],
+                release["segment_end_s"],
+            )
+            recorded = store.record(
+                key, release["release_id"], canonical_release_bytes(release), {}, release["configuration"], []
+            )
+            assert recorded.stored, recorded
+    finally:
+        store.close()

@@ -53,10 +53,15 @@ class SystemFacts:
     topics: dict[str, list[str]] = field(default_factory=dict)  # live topic -> types (empty when offline)
     ingest_retention_days: float = 90.0
     source: str = "config"  # "live" or "config"
+    recordings: list[dict] = field(default_factory=list)  # MCAP recordings on this device (core/recordings.py)
 
 
 def system_facts(
-    environment: dict[str, str], topics: dict[str, list[str]], ingest_retention_days: float, source: str
+    environment: dict[str, str],
+    topics: dict[str, list[str]],
+    ingest_retention_days: float,
+    source: str,
+    recordings: list[dict] | None = None,
 ) -> SystemFacts:
     """Discovery range and DDS profile as the environment sets them for the nodes."""
     profile = Path(environment.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
@@ -67,6 +72,7 @@ def system_facts(
         topics=topics,
         ingest_retention_days=ingest_retention_days,
         source=source,
+        recordings=recordings or [],
     )
 
 
@@ -180,6 +186,21 @@ def risk_flags(params: dict[str, dict], facts: SystemFacts) -> list[RiskFlag]:
                 "medium",
             )
         )
+    for recording in facts.recordings:
+        if recording["per_person"] and recording["on_disk"]:
+            flags.append(
+                RiskFlag(
+                    "recording",
+                    recording["file"],
+                    "a recording of per-person records (anonymised tracks) is on this device "
+                    + (
+                        "past its retention limit: run `privacy-vision record` or delete it"
+                        if recording["overdue"]
+                        else f"until {recording['kept_until']}"
+                    ),
+                    "high" if recording["overdue"] else "medium",
+                )
+            )
     if not str(uplink.get("ingest_url", "")).startswith("https://"):
         flags.append(RiskFlag("uplink.ingest_url", uplink.get("ingest_url"), "the ingest is not reached over HTTPS"))
     return flags
@@ -230,6 +251,7 @@ def build_dpia(params: dict[str, dict], facts: SystemFacts, now: dt.datetime | N
                 for t, types in sorted(topics.items())
             },
             "leaves_device": LEAVES_DEVICE,
+            "recordings": facts.recordings,
             "discovery_range": facts.discovery_range,
             "dds_udp_bound_to_loopback": facts.dds_profile_localhost,
             "uplink_pins_configured": len([p for p in uplink.get("pins", []) if p]),
@@ -399,6 +421,18 @@ def render_markdown(dpia: dict) -> str:
         "| topic | content | leaves the device |",
         "|---|---|---|",
         *[f"| {t} | {v['content']} | {'yes' if v['leaves_device'] else 'no'} |" for t, v in f["topics"].items()],
+        "",
+        "",
+        "### Recordings on this device (`privacy-vision record`; pixels, boxes, tracks and true totals are never recorded)",
+        *(
+            [
+                f"- {r['file']}: {', '.join(r['topics'])}; {'per-person; ' if r['per_person'] else ''}kept until {r['kept_until']}; "
+                f"{r['messages'] if r['messages'] is not None else 'being written'} messages; "
+                f"{'on disk' if r['on_disk'] else 'no longer on disk'}"
+                for r in f["recordings"]
+            ]
+            or ["- none"]
+        ),
         "",
         f"- DDS discovery range: {f['discovery_range']}; UDP bound to loopback by the DDS profile: {f['dds_udp_bound_to_loopback']}",
         f"- Uplink SPKI pins configured: {f['uplink_pins_configured']}",

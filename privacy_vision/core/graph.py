@@ -74,9 +74,16 @@ PERSONAL_DATA_NODES = tuple(node.name for node in NODES if node.personal_data)
 DPIA_NODES = tuple(node.name for node in NODES if node.dpia_settings)  # the live DPIA needs each one's settings
 
 
+# Whether a topic may be recorded (`privacy-vision record`) or served to a viewer (`privacy-vision foxglove`).
+RECORD_ALLOWED = "allowed"  # by default: it may leave the device, or holds no per-person data
+RECORD_PER_PERSON = "per_person"  # only when asked for explicitly, audit-logged, with a retention limit
+RECORD_NEVER = "never"  # refused whatever is asked: pixels, boxes, tracks, true totals
+
+
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device."""
+    """One topic of the graph: its type, who publishes and reads it, what it carries, whether it leaves the device,
+    whether it may be recorded, and whether its publisher keeps its last messages for late subscribers (latched)."""
 
     name: str
     type: str
@@ -84,6 +91,8 @@ class TopicSpec:
     subscribers: tuple[str, ...]
     carries: str
     leaves_device: str = ""  # how it leaves the device; "" = it never does
+    recording: str = RECORD_NEVER
+    latched: bool = False  # transient local: a late `ros2 topic echo`, rqt, recorder or viewer gets the last messages
 
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -94,6 +103,7 @@ ANALYTICS_TOPIC = "/zone_analytics"
 # True per-segment totals travel from the anonymizer to the aggregator through this service only (never a topic):
 # the anonymizer keeps each until the aggregator has recorded its release durably.
 RELEASE_CELLS_SERVICE = "/aggregator/release_cells"
+TRUE_TOTALS_TYPE = "privacy_vision_msgs/msg/CellTotals"  # what that service carries: never recorded or shown
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         IMAGE_TOPIC,
@@ -124,6 +134,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "anonymizer",
         (),
         "rotating keyed IDs, grid cells, size class, heading sector (nothing links two key epochs)",
+        recording=RECORD_PER_PERSON,
     ),
     TopicSpec(
         ANALYTICS_TOPIC,
@@ -133,6 +144,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         "released spans: DP presence (window, hour, day), events per stitched track (day), strict-mode groups; each "
         "value with its 95% interval",
         leaves_device="the same releases, from the durable release store, via the uplink (HTTPS, pinned, signed)",
+        recording=RECORD_ALLOWED,
+        latched=True,
     ),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
@@ -142,6 +155,30 @@ DIAGNOSTICS_CARRIES = (
     "it): among them the tracking node's exact count of confirmed tracks in view (a live people count), frame and "
     "release counters; no identifiers, positions or pixels"
 )
+# Topics of ROS's own conventions besides the pipeline's, for tools: what every node reports.
+TOOL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        DIAGNOSTICS_TOPIC,
+        "diagnostic_msgs/msg/DiagnosticArray",
+        "every node",
+        (),
+        DIAGNOSTICS_CARRIES,
+        recording=RECORD_ALLOWED,
+    ),
+)
+
+
+def recordable(per_person: bool = False) -> tuple[TopicSpec, ...]:
+    """The topics a recorder or viewer may take: those allowed by default, with `per_person` also the per-person ones."""
+    allowed = {RECORD_ALLOWED, RECORD_PER_PERSON} if per_person else {RECORD_ALLOWED}
+    return tuple(topic for topic in (*TOPICS, *TOOL_TOPICS) if topic.recording in allowed)
+
+
+def never_recorded_types() -> frozenset[str]:
+    """Message types refused under any topic name (a remapped image topic, or true totals a foreign node publishes,
+    are still refused)."""
+    return frozenset({TRUE_TOTALS_TYPE, *(topic.type for topic in TOPICS if topic.recording == RECORD_NEVER)})
+
 
 # What a process needs to join the graph: the domain and the DDS transport settings the nodes run with.
 DDS_ENVIRONMENT = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID")

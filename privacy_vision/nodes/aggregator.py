@@ -20,10 +20,11 @@ from privacy_vision.core.uplink import OutboxFull, OutboxUnavailable
 from privacy_vision.nodes.common import (
     ANALYTICS_TOPIC,
     ERROR,
+    LATCHED_QOS,
     OK,
-    RELIABLE_QOS,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -40,7 +41,7 @@ RELEASE_PARAMETERS = {
     "presence_tier_shares": ParameterSpec("shares of epsilon_per_presence_hour for the tiers window, hour, day"),
     "hour_metric_shares": ParameterSpec("shares of the hour tier's epsilon: occupancy, heading, dwell"),
     "epsilon_events_per_track_day": ParameterSpec(
-        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 100.0
+        "DP epsilon of one stitched track's day of footfall, entries and exits", 0.001, 1000.0
     ),
     "event_metric_shares": ParameterSpec("shares of the events' epsilon: footfall, entries, exits (0 = not released)"),
     "k": ParameterSpec(
@@ -52,7 +53,7 @@ RELEASE_PARAMETERS = {
     "mode": ParameterSpec(
         f"release mode: one of {MODES} (strict: only groups of at least k; needs anonymizer groups_per_day ≥ 1)"
     ),
-    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 100.0),
+    "strict_epsilon_per_track_day": ParameterSpec("strict mode: epsilon per stitched track and day", 0.001, 1000.0),
     "strict_delta": ParameterSpec("strict mode: delta per stitched-track-day, as the proof states it", 1e-12, 1e-3),
     "strict_test_share": ParameterSpec("strict mode: share of a group's epsilon for its threshold test", 0.01, 0.99),
 }
@@ -176,10 +177,11 @@ class AggregatorNode(PrivacyVisionNode):
         self.refusing = self._check_store(store)
         self.privacy_parameters = set(RELEASE_PARAMETERS)
         self.dpia_parameters = self.privacy_parameters | {"max_outbox"}
+        self.anonymizer_groups = PeerParameter(self, "anonymizer", "groups_per_day")  # strict mode needs its groups
         self.live_dpia = LiveDpia(self, lambda event, **data: self.audit.append(event, self.get_name(), **data))
-        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, RELIABLE_QOS)
+        self.publisher = self.create_data_publisher(ZoneAnalytics, ANALYTICS_TOPIC, LATCHED_QOS)
         self.create_service(ReleaseCells, "~/release_cells", self._on_cells)
-        self.released = self.below_k = self.duplicates = 0
+        self.released = self.below_k = self.duplicates = self._ticks = 0
         self.strict_without_groups = False
         self.audit_error = ""
         self.store_error = ""
@@ -193,11 +195,16 @@ class AggregatorNode(PrivacyVisionNode):
     def _check_store(self, store: ReleaseStore) -> str:
         """The store must hold everything the audit log says was released or charged (deleting or editing the
         ledger must not reset the budget); a mismatch refuses every release, loudly, until it is restored."""
+        problem = self._store_problem(store)
+        if problem:
+            self.get_logger().error(problem)
+            self.audit.append("release_store_refused", self.get_name(), reason=problem[:500])
+        return problem
+
+    def _store_problem(self, store: ReleaseStore) -> str:
         try:
             store.check_against_audit(entries_of(self.audit, {AUDIT_RELEASE_EVENT, AUDIT_CHARGE_EVENT}))
         except (StoreMismatch, AuditBroken) as error:
-            self.get_logger().error(str(error))
-            self.audit.append("release_store_refused", self.get_name(), reason=str(error)[:500])
             return str(error)
         return ""
 
@@ -209,6 +216,10 @@ class AggregatorNode(PrivacyVisionNode):
         }
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("mode") == "strict" and self.anonymizer_groups.value == 0:
+            raise ValueError(
+                "strict mode needs anonymizer groups_per_day ≥ 1 (it is 0): set it first, or launch with mode:=strict"
+            )
         if changes := self._changes(updates):
             ReleaseSettings(**{**self.releaser.settings.__dict__, **changes}).validate()
 
@@ -219,7 +230,16 @@ class AggregatorNode(PrivacyVisionNode):
 
     # -- releases ----------------------------------------------------------------------------------------
     def _on_cells(self, request: ReleaseCells.Request, response: ReleaseCells.Response) -> ReleaseCells.Response:
-        response.statuses = [self._release(cell) for cell in request.cells]
+        store = self.releaser.store
+        store.checkpoint_each_commit = False  # each release is durable at its commit; the copy-safe checkpoint once
+        try:
+            response.statuses = [self._release(cell) for cell in request.cells]
+        finally:
+            store.checkpoint_each_commit = True
+            if self.state_label() == "active":
+                store.checkpoint()
+        # Unknown (-1) unless active: the store is closed at shutdown, and the anonymizer asks again later.
+        response.released_until_s = self.releaser.store.released_until() if self.state_label() == "active" else -1.0
         return response
 
     def _release(self, cell: CellTotals) -> str:
@@ -267,7 +287,13 @@ class AggregatorNode(PrivacyVisionNode):
         self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=cap)
 
     def _tick(self) -> None:
-        """Write the audit entries of what was committed (retried until the audit log takes them), then report."""
+        """Write the audit entries of what was committed (retried until the audit log takes them), look again at a
+        refused store every 10 s (restored, releasing resumes), then report."""
+        self._ticks += 1
+        if self.refusing and self._ticks % 10 == 0 and not self._store_problem(self.releaser.store):
+            self.refusing = ""
+            self.get_logger().info("the release store agrees with the audit log again: releasing resumes")
+            self.audit.append("release_store_accepted", self.get_name())
         try:
             for event, data in self.releaser.store.unaudited():
                 self.audit.append(event, self.get_name(), **data)

@@ -26,6 +26,7 @@ from privacy_vision.nodes.common import (
     TRACKS_TOPIC,
     WARN,
     ParameterSpec,
+    PeerParameter,
     PrivacyVisionNode,
     StartupError,
     run_node,
@@ -77,8 +78,9 @@ TOTALS_PARAMETERS = {
 }
 MAX_PENDING = 20_000  # closed segments held for an unreachable aggregator (about 2 days of 3 zones at 15 minutes)
 MAX_STAMP_SKEW_S = 86_400.0  # frames stamped further than this from the device clock are refused
-STOP_DELIVERY_S = 4.0  # at the ordered stop, the last segments are handed on for at most this long
+STOP_DELIVERY_S = 3.0  # at the ordered stop, the last segments are handed on for at most this long
 BATCH = 64
+ANSWER_TIMEOUT_S = 10.0
 
 
 def cell_message(totals: Totals, settings: TotalsSettings) -> CellTotals:
@@ -142,6 +144,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self._lock = threading.Lock()  # the totals and the queue: the executor thread and the delivery thread
         self._pending: deque[Totals] = deque()
         self._last_frame: tuple[float, float] | None = None  # (stamp, monotonic time it arrived)
+        self._released_until: float | None = None  # the aggregator's presence frontier, once it answered
         self._delivery_error = ""
         self._stop_deadline: float | None = None
         self.frames = self.refused_stamps = self.delivered = self.dropped_segments = 0
@@ -149,6 +152,7 @@ class AnonymizerNode(PrivacyVisionNode):
         self._stop_delivery = threading.Event()
         self._delivery = threading.Thread(target=self._deliver_loop, name="anonymizer-delivery", daemon=True)
         self._delivery.start()
+        self.aggregator_mode = PeerParameter(self, "aggregator", "mode")  # strict mode needs groups_per_day ≥ 1
         self.create_timer(1.0, self._tick)
 
     # -- parameters ------------------------------------------------------------------------------------
@@ -163,6 +167,10 @@ class AnonymizerNode(PrivacyVisionNode):
         return anonymizer, totals.settings()
 
     def validate_parameters(self, updates: dict[str, Any]) -> None:
+        if updates.get("groups_per_day") == 0 and self.aggregator_mode.value == "strict":
+            raise ValueError(
+                "the aggregator is in strict mode, which releases only groups: set /aggregator mode default first"
+            )
         anonymizer, totals = self._changes(updates)
         anonymizer.validate()
         totals.validate()
@@ -222,9 +230,15 @@ class AnonymizerNode(PrivacyVisionNode):
         points = [TrackPoint(t.track_id, t.x_m, t.y_m, r.direction) for t, r in zip(confirmed, records)]
         with self._lock:
             if self.totals is None:
-                self.totals = TrueTotals(self.zones, self.exclusions, self.totals_settings, stamp)
+                self._open_totals(stamp)
             self._last_frame = (stamp, time.monotonic())
             self._queue(self.totals.observe(stamp, points))
+
+    def _open_totals(self, stamp: float) -> None:
+        """Integrate from the first frame, but never from before what the aggregator already released (a restart
+        with the clock stepped back would re-integrate released time, which the store would refuse)."""
+        start = max(stamp, self._released_until or 0.0)
+        self.totals = TrueTotals(self.zones, self.exclusions, self.totals_settings, start)
 
     def _now(self) -> float:
         """Now on the frames' clock: the last frame's stamp plus the time since it arrived."""
@@ -264,7 +278,7 @@ class AnonymizerNode(PrivacyVisionNode):
         with self._lock:
             batch = list(self._pending)[:BATCH]
             settings = self.totals_settings
-        if not batch:
+        if not batch and self._released_until is not None:
             return False
         if not self.client.service_is_ready():
             self._delivery_error = f"{RELEASE_CELLS_SERVICE} not available: segments are kept until it is"
@@ -272,11 +286,19 @@ class AnonymizerNode(PrivacyVisionNode):
         done = threading.Event()
         future = self.client.call_async(ReleaseCells.Request(cells=[cell_message(t, settings) for t in batch]))
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout=10.0):
-            future.cancel()
-            self._delivery_error = f"{RELEASE_CELLS_SERVICE} did not answer within 10 s: segments are kept"
-            return False
-        statuses = list(future.result().statuses)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not done.wait(timeout=0.1):  # interruptible: a shutdown does not wait for an answer that cannot come
+            if self._stop_delivery.is_set() or time.monotonic() > deadline:
+                future.cancel()
+                self._delivery_error = f"{RELEASE_CELLS_SERVICE} did not answer: segments are kept"
+                return False
+        answer = future.result()
+        if self._released_until is None and answer.released_until_s >= 0:  # the first answer of an active aggregator
+            with self._lock:
+                self._released_until = answer.released_until_s
+                if self.totals is not None and self.totals.start_s < answer.released_until_s:
+                    self._open_totals(answer.released_until_s)  # only seconds before the first answer are lost
+        statuses = list(answer.statuses)
         acknowledged = [not status.startswith("failed") for status in statuses] + [False] * (len(batch) - len(statuses))
         failures = [status for status in statuses if status.startswith("failed")]
         self._delivery_error = failures[0] if failures else ""
@@ -299,7 +321,7 @@ class AnonymizerNode(PrivacyVisionNode):
                     self._queue(self.totals.flush(self._now()))
         with self._lock:
             left = len(self._pending)
-        if left and time.monotonic() < self._stop_deadline:
+        if left and time.monotonic() < self._stop_deadline and self.client.service_is_ready():
             return False
         if left:
             self.get_logger().error(
@@ -311,7 +333,12 @@ class AnonymizerNode(PrivacyVisionNode):
     def release(self) -> None:
         self._stop_delivery.set()
         self._wake.set()
-        self._delivery.join(timeout=12.0)
+        self._delivery.join(timeout=1.0)  # it ends within 0.1 s unless a commit is in progress (a daemon thread)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_delivery"):  # configured: its delivery thread must not outlive the client
+            self.release()
+        super().destroy_node()
 
     # -- compliance and health ----------------------------------------------------------------------------
     def personal_data_summary(self) -> dict:

@@ -18,17 +18,27 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lifecycle_msgs.msg import State, TransitionEvent
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterEvent,
+    ParameterType,
+    SetParametersResult,
+)
+from rcl_interfaces.srv import GetParameters
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.experimental import EventsExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_parameter_events
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import RCLError  # rclpy's own error type (rclpy.exceptions does not export it)
 
 from privacy_vision.core import graph
 from privacy_vision.core.audit import AuditLog, configuration_digest
+from privacy_vision.core.config_check import EXIT_CONFIGURATION_ERROR
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, UPSTREAM_WAIT_S, upstream_of
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
@@ -60,6 +70,16 @@ IMAGE_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
+# /zone_analytics is latched (transient local; core/graph.py): a late `ros2 topic echo`, rqt, recorder or viewer gets the
+# last releases at once instead of waiting for the next window (15 min by default). 200 holds a window end's cells
+# (window + hour + day tiers for each zone, plus the site) for up to 60 zones. The uplink and the anonymizer keep
+# volatile subscriptions (compatible with it): a respawned uplink must not store releases it already delivered.
+LATCHED_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=200,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 RELIABLE_DEEP_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000
 )  # a burst of closed cells
@@ -206,7 +226,7 @@ class PrivacyVisionNode(LifecycleNode):
                 self.release()
 
         outcome = self._transition("shutdown", shut_down)
-        summary = self.summary()
+        summary = self.summary() if state.label != "unconfigured" else ""  # a stop before configure: nothing to count
         self.get_logger().info(f"finalized{': ' + summary if summary else ''}")
         self.finished.set()
         return outcome
@@ -235,11 +255,11 @@ class PrivacyVisionNode(LifecycleNode):
             return TransitionCallbackReturn.SUCCESS
         except StartupError as error:
             self.get_logger().error(str(error))
-            self.fail(2)
+            self.fail(EXIT_CONFIGURATION_ERROR)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             # A params file or -p override outside a parameter's declared type or range.
             self.get_logger().error(f"invalid parameter at start-up: {error}; fix the params file or the override")
-            self.fail(2)
+            self.fail(EXIT_CONFIGURATION_ERROR)
         except Exception:
             self.get_logger().error(f"{what} failed:\n{traceback.format_exc()}")
             self.fail(1)
@@ -496,6 +516,41 @@ class PrivacyVisionNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
+class PeerParameter:
+    """Another node's parameter as this node last heard it, for settings of two nodes that only work together (strict
+    mode and groups_per_day): read once through the peer's get_parameters service (as `ros2 param get` does, retried
+    each second until it answers), then kept current from /parameter_events, where rclpy announces every change.
+    `value` is None while the peer has not answered (a check then lets the change through: a node restoring its
+    settings after a respawn must not fail on a peer still starting). Nothing here blocks: a callback reads `value`."""
+
+    def __init__(self, node: PrivacyVisionNode, peer: str, name: str) -> None:
+        self.peer, self.name = f"/{peer.strip('/')}", name
+        self.value: Any = None
+        self._client = node.create_client(GetParameters, f"{self.peer}/get_parameters")
+        self._pending = None
+        node.create_subscription(ParameterEvent, "/parameter_events", self._on_event, qos_profile_parameter_events)
+        node.create_timer(1.0, self._ask)
+
+    def _ask(self) -> None:
+        if self.value is not None or self._pending is not None or not self._client.service_is_ready():
+            return
+        self._pending = self._client.call_async(GetParameters.Request(names=[self.name]))
+        self._pending.add_done_callback(self._answered)
+
+    def _answered(self, future) -> None:
+        self._pending = None
+        result = future.result() if not future.cancelled() else None
+        if result is not None and result.values and self.value is None:
+            self.value = parameter_value_to_python(result.values[0])
+
+    def _on_event(self, event: ParameterEvent) -> None:
+        if event.node != self.peer:
+            return
+        for parameter in (*event.new_parameters, *event.changed_parameters):
+            if parameter.name == self.name:
+                self.value = parameter_value_to_python(parameter.value)
+
+
 def as_declared_type(parameter: Parameter, declared_type: int) -> Parameter:
     """An integer (or integer array) given for a double (or double array) parameter, as that double; anything
     else unchanged, so that rclpy's own type check names a real mismatch."""
@@ -556,7 +611,12 @@ def run_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str] 
     """
     stop = install_stop_handlers()  # already in place when started through privacy_vision.node_main
     _die_with_parent()
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as error:  # a params file rcl cannot parse, a malformed --ros-args: one line, not a traceback
+        reason = " ".join(str(error).split())
+        print(f"[ERROR] [{time.time():.9f}] [rcl]: the ROS arguments were refused: {reason}", file=sys.stderr)
+        sys.exit(EXIT_CONFIGURATION_ERROR)
     nodes: list[PrivacyVisionNode] = []
     exit_code = 1
     try:
@@ -602,7 +662,7 @@ def _die_with_parent() -> None:
 
 
 class StartupError(RuntimeError):
-    """A configuration problem found at start-up; the node exits with a clear message (code 2)."""
+    """A configuration problem found at start-up; the node exits with a clear message (EXIT_CONFIGURATION_ERROR)."""
 
     def __init__(self, node_name: str, message: str) -> None:
         super().__init__(message)

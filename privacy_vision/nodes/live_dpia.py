@@ -13,6 +13,7 @@ from rclpy.parameter import parameter_value_to_python
 
 from privacy_vision.core.compliance import build_dpia, dpia_json, render_markdown, system_facts
 from privacy_vision.core.graph import DPIA_NODES
+from privacy_vision.core.recordings import dpia_recordings
 from privacy_vision_msgs.srv import GenerateDpia
 
 ANSWER_TIMEOUT_S = 5.0  # a node that does not answer within this is named as missing in the response
@@ -50,7 +51,11 @@ class LiveDpia:
             if not name.startswith(("/rosout", "/parameter_events", "/diagnostics"))
         }
         facts = system_facts(
-            dict(os.environ), topics, float(params.get("uplink", {}).get("ingest_retention_days", 90.0)), "live"
+            dict(os.environ),
+            topics,
+            float(params.get("uplink", {}).get("ingest_retention_days", 90.0)),
+            "live",
+            dpia_recordings(self.host.audit.directory),
         )
         dpia = build_dpia(params, facts)
         missing = sorted(set(DPIA_NODES) - set(params))

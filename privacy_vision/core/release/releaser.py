@@ -74,7 +74,7 @@ class Release:
 
     @property
     def complete(self) -> bool:
-        return self.coverage >= 1.0 - 1e-9
+        return bool(self.coverage >= 1.0 - 1e-9)
 
 
 @dataclass
@@ -214,7 +214,13 @@ class Releaser:
             for metric, noise in account.noise.items()
         }
         key = SpanKey(
-            EVENTS_KIND, "day", totals.zone_id, totals.period_start_s, totals.segment_start_s, totals.segment_end_s
+            EVENTS_KIND,
+            "day",
+            totals.zone_id,
+            totals.period_start_s,
+            totals.segment_start_s,
+            totals.segment_end_s,
+            totals.bound_instance,
         )
         release = self._release(
             release_id,
@@ -254,7 +260,13 @@ class Releaser:
         release_id = self._new_id()
         size = self._draw(account.count_noise, totals.size, f"{release_id}/size")
         key = SpanKey(
-            GROUP_KIND, GROUP_TIER, totals.zone_id, totals.period_start_s, totals.period_start_s, totals.period_end_s
+            GROUP_KIND,
+            GROUP_TIER,
+            totals.zone_id,
+            totals.period_start_s,
+            totals.period_start_s,
+            totals.period_end_s,
+            totals.bound_instance,
         )
         release = self._release(
             release_id,
@@ -316,7 +328,7 @@ class Releaser:
             period_end_s=period_end_s if period_end_s is not None else key.period_start_s + grid.period_s(key.tier),
             segment_start_s=key.segment_start_s,
             segment_end_s=key.segment_end_s,
-            coverage=min(1.0, max(0.0, coverage)),
+            coverage=float(min(1.0, max(0.0, coverage))),
             below_k=head is not None and head.value < s.k,
             values=values,
             floor=floor,

@@ -2,9 +2,11 @@
 
 One SQLite file (WAL, synchronous FULL, checkpointed after every write so a copy of the main file alone is
 complete) holds, written in one transaction per release:
-- `released`: the key of every released span (kind, tier, zone, period, segment) with its release id and the
-  public noise terms of its head count; a span that overlaps one already released is refused, so a flush, a
-  lifecycle cycle, a respawn, a restart or a clock step can never release the same time twice with fresh noise;
+- `released`: the key of every released span (kind, tier, zone, bound instance, period, segment) with its release
+  id and the public noise terms of its head count; a span that overlaps one already released is refused, so a flush,
+  a lifecycle cycle, a respawn, a restart or a clock step can never release the same time twice with fresh noise
+  (presence has no bound instance: its spans never overlap at all; events and groups may overlap only across bound
+  instances, each charged by the ledger);
 - `charges`: the ledger of bound instances (a process's per-lineage bound on one day) charged per device day,
   capped; the device day comes from the device's clock and never goes back;
 - `strict_thresholds`: strict mode's noisy threshold per pending group, kept across reconfigures and restarts;
@@ -29,10 +31,10 @@ from privacy_vision.core.uplink import Outbox, OutboxFull, OutboxUnavailable
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS released (kind TEXT NOT NULL, tier TEXT NOT NULL, zone TEXT NOT NULL,"
-    " period_start REAL NOT NULL, segment_start REAL NOT NULL, segment_end REAL NOT NULL,"
+    " instance TEXT NOT NULL, period_start REAL NOT NULL, segment_start REAL NOT NULL, segment_end REAL NOT NULL,"
     " release_id TEXT UNIQUE NOT NULL, configuration TEXT NOT NULL, head_count TEXT NOT NULL,"
     " recorded_at REAL NOT NULL, audited INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (kind, tier, zone, period_start, segment_start))",
+    " PRIMARY KEY (kind, tier, zone, instance, period_start, segment_start))",
     "CREATE TABLE IF NOT EXISTS charges (instance TEXT NOT NULL, configuration TEXT NOT NULL, device_day TEXT NOT NULL,"
     " epsilon REAL NOT NULL, recorded_at REAL NOT NULL, audited INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (instance, configuration))",
@@ -58,6 +60,7 @@ class SpanKey:
     period_start_s: float
     segment_start_s: float
     segment_end_s: float
+    instance: str = ""  # events and groups: the bound instance the span was counted under
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ReleaseStore:
         self.path = Path(path)
         self._db: sqlite3.Connection = self._outbox._db
         self._lock = threading.Lock()
+        self.checkpoint_each_commit = True  # the aggregator turns it off around a batch and checkpoints once after
         for statement in _TABLES:
             self._db.execute(statement)
 
@@ -116,12 +120,13 @@ class ReleaseStore:
                     "(their totals stay with the anonymizer) until the ingest is reachable"
                 )
             self._db.execute(
-                "INSERT INTO released (kind, tier, zone, period_start, segment_start, segment_end, release_id,"
-                " configuration, head_count, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO released (kind, tier, zone, instance, period_start, segment_start, segment_end, release_id,"
+                " configuration, head_count, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.kind,
                     key.tier,
                     key.zone_id,
+                    key.instance,
                     key.period_start_s,
                     key.segment_start_s,
                     key.segment_end_s,
@@ -181,9 +186,9 @@ class ReleaseStore:
     def _overlaps(self, key: SpanKey) -> bool:
         return (
             self._db.execute(
-                "SELECT 1 FROM released WHERE kind = ? AND tier = ? AND zone = ? AND segment_start < ? AND segment_end > ?"
-                " LIMIT 1",
-                (key.kind, key.tier, key.zone_id, key.segment_end_s, key.segment_start_s),
+                "SELECT 1 FROM released WHERE kind = ? AND tier = ? AND zone = ? AND instance = ? AND segment_start < ?"
+                " AND segment_end > ? LIMIT 1",
+                (key.kind, key.tier, key.zone_id, key.instance, key.segment_end_s, key.segment_start_s),
             ).fetchone()
             is not None
         )
@@ -215,6 +220,11 @@ class ReleaseStore:
         """Move the WAL into the main file, so that a copy of the main file alone is complete (when a reader holds
         the WAL the checkpoint is partial and the next write completes it)."""
         self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+
+    def checkpoint(self) -> None:
+        """After a batch recorded with checkpoint_each_commit off: one checkpoint for all of it."""
+        with self._lock:
+            self._checkpoint()
 
     # -- reading ------------------------------------------------------------------------------------------
     def spent_today(self) -> tuple[str, float]:
@@ -267,7 +277,7 @@ class ReleaseStore:
                 "SELECT instance, configuration, device_day, epsilon FROM charges WHERE audited = 0"
             ).fetchall()
             releases = self._db.execute(
-                "SELECT release_id, kind, tier, zone, period_start, segment_start, segment_end, configuration"
+                "SELECT release_id, kind, tier, zone, instance, period_start, segment_start, segment_end, configuration"
                 " FROM released WHERE audited = 0 ORDER BY recorded_at"
             ).fetchall()
         return [
@@ -281,13 +291,14 @@ class ReleaseStore:
                     "kind": k,
                     "tier": t,
                     "zone": z,
+                    "instance": b,
                     "period_start_s": p,
                     "segment_start_s": s,
                     "segment_end_s": e,
                     "configuration": c,
                 },
             )
-            for r, k, t, z, p, s, e, c in releases
+            for r, k, t, z, b, p, s, e, c in releases
         ]
 
     def mark_audited(self, event: str, data: dict) -> None:
@@ -334,12 +345,14 @@ class ReleaseStore:
                 data, now = entry["data"], entry.get("ts", 0.0)
                 if entry["event"] == AUDIT_RELEASE_EVENT:
                     cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO released (kind, tier, zone, period_start, segment_start, segment_end,"
-                        " release_id, configuration, head_count, recorded_at, audited) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, 1)",
+                        "INSERT OR IGNORE INTO released (kind, tier, zone, instance, period_start, segment_start,"
+                        " segment_end, release_id, configuration, head_count, recorded_at, audited)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, 1)",
                         (
                             data["kind"],
                             data["tier"],
                             data["zone"],
+                            data["instance"],
                             data["period_start_s"],
                             data["segment_start_s"],
                             data["segment_end_s"],
@@ -358,6 +371,12 @@ class ReleaseStore:
             self._db.execute("COMMIT")
             self._checkpoint()
         return restored[0], restored[1]
+
+    def released_until(self) -> float:
+        """The end of the latest released presence span: a restarted anonymizer integrates from here on, so a clock
+        stepped back never re-integrates time already released (0 when nothing was released yet)."""
+        row = self._db.execute("SELECT MAX(segment_end) FROM released WHERE kind = 'presence'").fetchone()
+        return float(row[0] or 0.0)
 
     def released_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM released").fetchone()[0])

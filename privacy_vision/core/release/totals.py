@@ -75,11 +75,11 @@ class TrueTotals:
                 f"zones {overlapping} overlap: a person there would count twice at one instant; make them disjoint"
             )
         settings.validate()
-        self.zones, self.exclusions, self.settings = zones, exclusions, settings
+        self.zones, self.exclusions, self.settings, self.start_s = zones, exclusions, settings, start_s
         self.lineages = Lineages(zones, settings.lineage)
         self.presence = PresenceIntegrator(zones, settings.grid, settings.presence, start_s)
         self.events = EventCounter(zones, settings.events, start_s, settings.presence.max_frame_gap_s)
-        self.groups = PendingGroups(zones, settings.groups_per_day, start_s) if settings.groups_per_day else None
+        self.groups = self._new_groups(settings, start_s)
 
     def observe(self, stamp_s: float, points: list[TrackPoint]) -> list[Totals]:
         points = [p for p in points if not any(area.contains(p.x_m, p.y_m) for area in self.exclusions)]
@@ -102,11 +102,19 @@ class TrueTotals:
         """Shutdown: every open segment ends now."""
         return self._with_group_offers(self.presence.flush(now_s)) + self.events.flush(now_s)
 
+    def _new_groups(self, settings: TotalsSettings, start_s: float) -> PendingGroups | None:
+        """Strict mode's groups span whole windows of the public grid: the first starts at its window's start."""
+        if not settings.groups_per_day:
+            return None
+        return PendingGroups(self.zones, settings.groups_per_day, settings.grid.period_start("window", start_s))
+
     def _with_group_offers(self, closed: list[PresenceTotals]) -> list[Totals]:
-        """Strict mode: every closed window (end) offers each zone's pending group to the sparse-vector test."""
+        """Strict mode: every closed window (its period's end, also for a partial one) offers each zone's pending
+        group to the sparse-vector test."""
         offers: list[Totals] = []
         if self.groups is not None:
-            for end in sorted({t.segment_end_s for t in closed if t.tier == "window"}):
+            window = self.settings.grid.window_s
+            for end in sorted({t.period_start_s + window for t in closed if t.tier == "window"}):
                 offers += self.groups.offers(end)
         return [*closed, *offers]
 
@@ -123,7 +131,7 @@ class TrueTotals:
             closed = self.events.new_bound_instance(now_s)
             self.events.settings = settings.events
         if settings.groups_per_day != self.settings.groups_per_day:
-            self.groups = PendingGroups(self.zones, settings.groups_per_day, now_s) if settings.groups_per_day else None
+            self.groups = self._new_groups(settings, now_s)
         self.settings = settings
         return closed
 

@@ -1,0 +1,172 @@
+"""Chaos benchmark: the graph under `ros2 launch` on a looping clip, kill -9 of random nodes (launch respawns them),
+then a corrupt-file phase, then a clean Ctrl-C; the same checks as test/test_chaos.py over many more faults,
+printed as figures. (Full disks are faults of the tests: test_uplink_faults and the aggregator's refusal test.)
+
+    .venv/bin/python bench/chaos.py                      # 100 kills, then the corrupt-file phase
+    .venv/bin/python bench/chaos.py --kills 20 --seed 3  # a shorter run
+
+Checks: every release recorded in the release store is in the ingest or still queued (nothing lost, nothing
+invented), none stored twice, no span of time released twice, the ledger's charges are the audit log's, the audit
+log verifies. Corrupt file: the release store is replaced by garbage while the aggregator is down (it must refuse to
+release, loudly, until restored from the audit log; the releases that were only in that file are counted apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO))
+
+from ros2cliutil import Ros2Session, StateDir, launch_arguments, processes_of, stop_group  # noqa: E402
+
+from privacy_vision.core.audit import AuditLog, entries_of, verify  # noqa: E402
+from privacy_vision.core.graph import STATE_STORES, pipeline  # noqa: E402
+from privacy_vision.core.protocol import load_key_file  # noqa: E402
+from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT  # noqa: E402
+
+VIDEO = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
+
+
+def node_pid(tmp: Path, node: str) -> int | None:
+    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
+    return pids[0] if pids else None
+
+
+def check(state: StateDir, stopped_wall: float) -> dict:
+    store = state.path / STATE_STORES["releases"]
+    with sqlite3.connect(str(store)) as db:
+        spans = db.execute(
+            "SELECT release_id, kind, tier, zone, instance, segment_start, segment_end FROM released"
+        ).fetchall()
+        # Keys restored from the audit log after the corrupt-file phase: their values were only in the destroyed file.
+        restored = {row[0] for row in db.execute("SELECT release_id FROM released WHERE head_count = '{}'")}
+        queued = {row[0] for row in db.execute("SELECT release_id FROM outbox")}
+        charges = sorted(db.execute("SELECT instance, configuration, epsilon FROM charges").fetchall())
+    with sqlite3.connect(str(state.ingest_db)) as db:
+        stored = [r[0] for r in db.execute("SELECT release_id FROM releases WHERE received_at <= ?", (stopped_wall,))]
+    released = {span[0] for span in spans}
+    overlapping = sum(
+        1
+        for i, a in enumerate(spans)
+        for b in spans[i + 1 :]
+        if a[1:5] == b[1:5] and not (a[6] <= b[5] or b[6] <= a[5])
+    )
+    key = load_key_file(state.path / "pki" / "audit.key")
+    audit_dir = state.path / STATE_STORES["audit"]
+    audited = sorted(
+        (e["data"]["instance"], e["data"]["configuration"], e["data"]["epsilon"])
+        for e in entries_of(AuditLog(audit_dir, key), {AUDIT_CHARGE_EVENT})
+    )
+    return {
+        "released": len(released),
+        "in_ingest": len(stored),
+        "still_queued": len(queued),
+        "restored_keys_without_values": len(restored - set(stored)),
+        "lost": len(released - set(stored) - queued - restored),
+        "invented": len(set(stored) - released),
+        "stored_twice": len(stored) - len(set(stored)),
+        "spans_released_twice": overlapping,
+        "charges": len(charges),
+        "charges_not_audited": len(set(charges) - set(audited)),
+        "audit_log": str(verify(audit_dir, key)),
+    }
+
+
+def kill_phase(session: Ros2Session, state: StateDir, kills: int, rng: random.Random, started: float) -> list[str]:
+    killed = []
+    nodes = list(pipeline("camera"))
+    for n in range(kills):
+        node = rng.choice(nodes)
+        pid = node_pid(session.tmp, node)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(node)
+        time.sleep(rng.uniform(3.0, 9.0))
+        if (n + 1) % 10 == 0:
+            print(
+                f"[chaos] {n + 1} of {kills} kills; {len(state.stored_since(started))} releases in the ingest",
+                flush=True,
+            )
+    return killed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=20261203)
+    parser.add_argument("--tmp", default=str(REPO / "bench_out" / "chaos"))
+    args = parser.parse_args()
+    tmp = Path(args.tmp) / time.strftime("%Y%m%d-%H%M%S")
+    tmp.mkdir(parents=True)
+    session = Ros2Session(tmp)
+    state = StateDir(session)
+    log = tmp / "launch.log"
+    started = time.time()
+    launch = session.popen(*launch_arguments(state, VIDEO, loop="true", fps="10", window_s="4", k="1"), log=log)
+    rng = random.Random(args.seed)
+    results: dict = {"seed": args.seed, "load_average_at_start": os.getloadavg()[0]}
+    try:
+        if not session.wait_for(lambda: len(state.stored_since(started)) >= 3, 300.0, 1.0):
+            print(log.read_text()[-4000:])
+            return 1
+        killed = kill_phase(session, state, args.kills, rng, started)
+        results["kills"] = {node: killed.count(node) for node in pipeline("camera")}
+        print(
+            "[chaos] corrupt-file phase: the release store replaced by garbage while the aggregator is down", flush=True
+        )
+        store = state.path / STATE_STORES["releases"]
+        pid = node_pid(session.tmp, "aggregator")
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)  # held, so that launch does not respawn it before the file is swapped
+            saved = store.read_bytes()
+            store.write_bytes(os.urandom(4096))
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(15.0)
+            aggregator_log = "\n".join(p.read_text(errors="replace") for p in tmp.rglob("aggregator*"))
+            results["corrupt_store_refused_loudly"] = "releasing is refused" in log.read_text() or (
+                "not intact" in log.read_text() or "not intact" in aggregator_log
+            )
+            restore = subprocess.run(
+                [
+                    str(REPO / ".venv/bin/python"),
+                    "-m",
+                    "privacy_vision.cli",
+                    "releases",
+                    "restore",
+                    "--store",
+                    str(store),
+                    "--audit-dir",
+                    str(state.path / STATE_STORES["audit"]),
+                    "--audit-key",
+                    str(state.path / "pki" / "audit.key"),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            results["restore"] = (restore.stdout + restore.stderr).strip()[-300:]
+            del saved
+    finally:
+        code = stop_group(launch, signal.SIGINT, 120.0)
+        stopped = time.time()
+        state.close()
+        session.close()
+    results["launch_exit_code"] = code
+    results.update(check(state, stopped))
+    print(json.dumps(results, indent=2))
+    return 0 if results["lost"] == results["stored_twice"] == results["spans_released_twice"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
