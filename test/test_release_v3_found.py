@@ -44,30 +44,3 @@ def test_a_day_with_an_unobserved_hour_still_uses_its_hours(tmp_path):
     (day,) = [outcome.release for totals, outcome in outcomes if totals.tier == "day"]
     # Its own draw and the 23 observed hours' noise: more than the one own term.
     assert len(day.values["occupancy"].terms) > 1
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Release.complete is `coverage >= 1 - 1e-9`, a numpy.bool_ when the stamps were numpy floats (a float "
-    "subclass, as a recording's time column gives them): the wire schema (strict) refuses it and the release raises "
-    "InvalidRelease; bool(...) in Release.complete mends it",
-)
-def test_numpy_stamps_release(tmp_path):
-    import numpy as np
-
-    from privacy_vision.core.release.lineage import TrackPoint
-    from privacy_vision.core.release.totals import TotalsSettings, TrueTotals
-
-    settings = TotalsSettings()
-    totals = TrueTotals([Zone("hall", box(0, 0, 10, 10))], [], settings, start_s=0.0)
-    closed = []
-    for stamp in np.arange(0.0, 30.0, 0.5):  # numpy.float64 stamps
-        closed += totals.observe(stamp, [TrackPoint(1, 5.0, 5.0, NO_DIRECTION)])
-    closed += totals.flush(np.float64(30.0))
-    store = ReleaseStore(tmp_path / "release.sqlite", 2.0)
-    counter = itertools.count()
-    releaser = Releaser(ReleaseSettings(), store, lambda: f"release-{next(counter)}")
-    try:
-        assert all(releaser.release(t, settings.context).status == RELEASED for t in closed)
-    finally:
-        store.close()
