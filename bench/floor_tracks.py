@@ -69,6 +69,15 @@ class Run:
     frames: list[Frame]
 
 
+def report(title: str, lines: list[str], markdown: Path | None) -> None:
+    """Print the report, and write it as Markdown under its title where asked."""
+    text = "\n".join(lines)
+    print(text)
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"# {title}\n\n{text}\n")
+
+
 def seq_info(sequence: str) -> tuple[float, int]:
     parser = configparser.ConfigParser()
     parser.read(MOT15 / sequence / "seqinfo.ini")

@@ -266,11 +266,7 @@ def main() -> int:
         statement(runs, tallies, DEFAULT_RADIUS),
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text("# The presence bound's assumption, measured\n\n" + text + "\n")
+    floor_tracks.report("The presence bound's assumption, measured", lines, args.markdown)
     return 0
 
 

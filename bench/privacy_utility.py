@@ -380,14 +380,7 @@ def tune(workloads: dict[str, wl.Workload], runs: int) -> list[str]:
     scored = []
     for tiers in TIER_SPLITS:
         for hours in HOUR_SPLITS:
-            settings = replace(
-                ReleaseSettings(),
-                epsilon_per_presence_hour=presence,
-                presence_tier_shares=tiers,
-                hour_metric_shares=hours,
-                epsilon_events_per_track_day=events,
-                daily_epsilon_cap=round(4 * events, 6),
-            )
+            settings = split(presence, tiers, hours, epsilon_events_per_track_day=events, daily_epsilon_cap=4 * events)
             row = Row(f"{tiers} {hours}", settings, zones_per_day=None)
             results = {name: run_row(workloads[name], row, runs, truth_cache) for name in TUNING_WORKLOADS}
             figures = {
@@ -427,12 +420,7 @@ def tune(workloads: dict[str, wl.Workload], runs: int) -> list[str]:
         for label, tiers, hours in (("chosen", *best[1:3]), (f"best for {name}", *favoured[1:3])):
             found = None
             for presence_hour in PRESENCE_GRID:
-                settings = replace(
-                    ReleaseSettings(),
-                    epsilon_per_presence_hour=presence_hour,
-                    presence_tier_shares=tiers,
-                    hour_metric_shares=hours,
-                )
+                settings = split(presence_hour, tiers, hours)
                 result = run_row(workloads[workload], Row(label, settings, zones_per_day=None), runs, truth_cache)
                 if (accuracy := mean_accuracy(result, tier)) >= target:
                     found = (presence_hour, accuracy)
@@ -443,6 +431,17 @@ def tune(workloads: dict[str, wl.Workload], runs: int) -> list[str]:
                 + (f"ε {found[0]:g} per presence-hour ({100 * found[1]:.1f}%)" if found else "not within the grid")
             )
     return lines
+
+
+def split(presence: float, tiers: tuple, hours: tuple, **events) -> ReleaseSettings:
+    """The default settings with this presence budget and split (and, where given, the events' ε and cap)."""
+    return replace(
+        ReleaseSettings(),
+        epsilon_per_presence_hour=presence,
+        presence_tier_shares=tiers,
+        hour_metric_shares=hours,
+        **events,
+    )
 
 
 def mean_accuracy(result: RowResult, tier: str) -> float:

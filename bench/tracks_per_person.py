@@ -187,11 +187,7 @@ def main() -> int:
         "",
         repr(by_bin),
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text("# Tracks and lineages per annotated person\n\n" + text + "\n")
+    floor_tracks.report("Tracks and lineages per annotated person", lines, args.markdown)
     return 0
 
 
