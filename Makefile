@@ -2,16 +2,24 @@
 PY := .venv/bin/python
 DEMO_ARGS ?= --fps 20 --set anonymizer.window_s=20
 
-.PHONY: setup demo test lock clean
+WITH ?=
 
+.PHONY: setup demo dashboard test lock clean
+
+# The demo's packages; WITH="ultralytics tflite postgres test" adds optional layers (requirements/*.in).
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh $(WITH)
 
 demo: setup
 	$(PY) -m privacy_vision.cli run $(DEMO_ARGS) $(ARGS)
 
+# The analyst dashboard on the demo's store (var/), read-only, after or while a demo runs.
+dashboard: setup
+	$(PY) -m privacy_vision.cli dashboard $(ARGS)
+
 # ruff lint and format check (ruff.toml) first: a finding fails the test command before pytest starts.
-test: setup
+test:
+	@bash scripts/setup.sh test $(WITH)
 	@start=$$(date +%s); $(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - start )) s"; exit $$rc
 
 lock:

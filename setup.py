@@ -15,7 +15,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.cloud": ["dashboard.html"]},
+    package_data={f"{PACKAGE}.cloud": ["dashboard.html"], f"{PACKAGE}.core": ["presence_calibration.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

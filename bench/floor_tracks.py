@@ -1,5 +1,5 @@
 """Confirmed tracks on the floor beside the annotated people, frame by frame, on the shared MOT15 sequences and on
-the PETS video: what bench/presence_assumption.py and bench/tracks_per_person.py measure on.
+the PETS video: what bench/presence_assumption.py and bench/lineages_per_person.py measure on.
 
 Tracks come from the project's tracker (core/tracking.py, default settings) fed either the sequence's official
 public detections (ACF; scored with YOLOX's tuned thresholds, as bench/perception.py's tracker benchmark does) or

@@ -29,19 +29,26 @@ from pathlib import Path
 from privacy_vision.cloud.ingest_store import ReleaseStore
 from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
-from privacy_vision.core.protocol import canonical_release_bytes, load_key_file
+from privacy_vision.core.protocol import canonical_release_bytes
 from privacy_vision.core.release_schema import example_release, validate_release
 from privacy_vision.core.uplink import Outbox, PinnedClient, Sender
-from testkit.ingest import IngestProcess, slow_connections  # shared with the tests (testkit/__init__.py says why)
+from testkit.ingest import (  # shared with the tests (testkit/__init__.py says why)
+    IngestProcess,
+    device_key,
+    slow_connections,
+)
 from testkit.postgres import postgres_bindir, postgres_server
+
+LATEST_PERIOD_S = (time.time() // 900 - 1) * 900  # every period in the past, as the ingest requires
 
 
 def release(index: int) -> bytes:
-    return canonical_release_bytes(example_release(f"zone-{index % 8}", 1_790_000_000.0 + 900 * index))
+    return canonical_release_bytes(example_release(f"zone-{index % 8}", LATEST_PERIOD_S - 900 * index))
 
 
 def client(pki: PkiPaths, url: str, device: str) -> PinnedClient:
-    return PinnedClient(url, read_pins(pki), str(pki.ca_cert), device, load_key_file(pki.device_key))
+    """The device's own key: the ingest refuses one key for two devices."""
+    return PinnedClient(url, read_pins(pki), str(pki.ca_cert), device, device_key(pki, device))
 
 
 def _device_process(pki_root: str, url: str, device: str, first: int, count: int, go, results) -> None:
@@ -148,7 +155,7 @@ def posts_under_readers(
     db = str(workdir / f"read-{uuid.uuid4().hex[:6]}.sqlite")
     store = ReleaseStore(db)  # a store with history, so every read returns a full page of 1,000
     for index in range(stored):
-        item = validate_release(example_release(f"zone-{index % 8}", 1_780_000_000.0 + 900 * index))
+        item = validate_release(example_release(f"zone-{index % 8}", LATEST_PERIOD_S - 10**7 - 900 * index))
         store.accept("history", f"{index:032x}", index + 1, item, item.model_dump_json(), time.time())
     store.close()
     token = issue_token(workdir / "analysts.sha256", workdir / "bench.token", "bench")

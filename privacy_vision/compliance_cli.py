@@ -37,6 +37,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if not Path(args.dir).is_dir():
         print(f"audit verify: {args.dir} is not a folder", file=sys.stderr)
         return 2
+    try:
+        recovered = AuditLog(args.dir, key).recover()  # a write cut short (full disk, crash), never an edit
+    except (OSError, ValueError) as error:
+        recovered = [f"nothing recovered: {error}"]
+    for line in recovered:
+        print(f"audit verify: {line}")
     result = verify(args.dir, key)
     print(result)
     return 0 if result.ok else 1
@@ -225,7 +231,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify_parser = audit_sub.add_parser("verify", help="check the chain and MACs; report the first broken entry")
+    verify_parser = audit_sub.add_parser(
+        "verify",
+        help="recover writes cut short (a torn last line, recorded in the log), then check the chain and MACs; "
+        "report the first broken entry",
+    )
     verify_parser.add_argument("--dir", default="var/audit")
     verify_parser.add_argument("--key", default="var/pki/audit.key")
     verify_parser.set_defaults(handler=cmd_audit_verify)

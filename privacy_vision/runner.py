@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from privacy_vision.core.analyst_tokens import issue_token
 from privacy_vision.core.graph import (
     DRAIN_TIMEOUT_S,
     NODE_NAMES,
+    RUN_ANALYST,
     SOURCE_PARAMETERS,
     STOP_MARGIN_S,
     UPSTREAM_WAIT_S,
@@ -33,13 +35,14 @@ from privacy_vision.core.graph import (
     source_node,
     state_paths,
 )
-from privacy_vision.core.pki import PkiPaths, create_pki, read_pins
-from privacy_vision.core.release_schema import noise_dominated
-from privacy_vision.monitor import GraphMonitor
+from privacy_vision.core.pki import PkiPaths, create_device_key, create_pki, read_pins
+from privacy_vision.monitor import TRANSITION_TARGETS, GraphMonitor
+from privacy_vision.node_main import CHECK_FAILED
+from privacy_vision.report import FrameCounts, format_summary
 
 _PR_SET_PDEATHSIG = 1
-DEMO_ANALYST = "analyst"  # the runner's own read-API token: var/pki/analyst-analyst.token
 EXIT_GRACE_S = 3.0  # a finalized node's process exits this quickly
+CHECK_TIMEOUT_S = 120.0  # the configuration check: one process configures every node (model and source included)
 START_TIMEOUT_S = 90.0  # for a node's ~/change_state service to appear and its configure transition to finish
 
 
@@ -182,6 +185,8 @@ class GraphRunner:
         self.log_dir = self.state["logs"] / time.strftime("%Y%m%d-%H%M%S")
         self.started_wall = 0.0
         self.monitor: GraphMonitor | None = None
+        self.final_frames: FrameCounts | None = None
+        self.per_node: dict[str, dict[str, str]] = {}  # each node's -p overrides of this run
         self.interrupted = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -199,9 +204,11 @@ class GraphRunner:
             self.console.message(
                 f"created device key, CA and ingest certificate in {pki.root} (pins {primary}, backup {backup})"
             )
-        if not pki.analyst_token(DEMO_ANALYST).is_file():
-            issue_token(pki.analyst_tokens, pki.analyst_token(DEMO_ANALYST), DEMO_ANALYST)
+        if not pki.analyst_token(RUN_ANALYST).is_file():
+            issue_token(pki.analyst_tokens, pki.analyst_token(RUN_ANALYST), RUN_ANALYST)
+        device_key = self._provision_device(pki)
         env = graph_environment(config, self.domain_id)
+        self.check_configuration(pki, device_key, env)
         self.started_wall = time.time()
         self.ingest = ManagedProcess(
             "ingest",
@@ -218,7 +225,7 @@ class GraphRunner:
                 "--db",
                 str(self.ingest_db),
                 "--device-key",
-                f"{self._device_id()}={pki.device_key}",
+                f"{self._device_id()}={device_key}",
                 "--analyst-tokens",
                 str(pki.analyst_tokens),
             ],
@@ -229,34 +236,10 @@ class GraphRunner:
         port = self._wait_for_ingest_port()
         self.console.message(
             f"dashboard while the graph runs: https://127.0.0.1:{port}/ (CA {pki.ca_cert}; "
-            f"analyst token in {pki.analyst_token(DEMO_ANALYST)})"
+            f"analyst token in {pki.analyst_token(RUN_ANALYST)})"
         )
-        pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
-        uplink = {
-            "ingest_url": f"https://127.0.0.1:{port}/v1/releases",
-            "pins": f"[{pins}]",
-            "ca_file": str(pki.ca_cert),
-            "key_file": str(pki.device_key),
-            "outbox_path": str(self.state["releases"]),
-        }
-        # Every state file lives under --var-dir: the release store (ledger) too, so separate runs never share a budget.
-        forced = {
-            "camera": {"source": self.options.source},
-            "uplink": uplink,
-            "aggregator": {"release_store": str(self.state["releases"])},
-        }
-        audit = {"audit_dir": str(self.state["audit"]), "audit_key_file": str(pki.audit_key)}
-        # One section per node in a params file of this run, on top of params.yaml: it serves one node per process
-        # and all of them in one process (composed) alike.
-        per_node = node_parameters(self.options, forced)
-        parameters = self.log_dir / "parameters.yaml"
-        parameters.write_text(
-            yaml.safe_dump(
-                {
-                    node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
-                    for node, values in per_node.items()
-                }
-            )
+        parameters = self._write_parameters(
+            self.log_dir / "parameters.yaml", pki, device_key, f"https://127.0.0.1:{port}/v1/releases", self.state
         )
         ros_args = ["--ros-args", "--params-file", str(config / "params.yaml"), "--params-file", str(parameters)]
         if self.options.composed:
@@ -270,7 +253,7 @@ class GraphRunner:
                 *ros_args,
             ]
             process = ManagedProcess("composed", command, env, self.log_dir / "composed.log", self.console.message)
-            self.processes = dict.fromkeys(per_node, process)
+            self.processes = dict.fromkeys(self.per_node, process)
         else:
             self.processes = {
                 node: ManagedProcess(
@@ -280,15 +263,88 @@ class GraphRunner:
                     self.log_dir / f"{node}.log",
                     self.console.message,
                 )
-                for node in per_node
+                for node in self.per_node
             }
         self.monitor = GraphMonitor(self.domain_id, config, self.options.capture)
         self._bring_up()
         layout = "in one process (composed)" if self.options.composed else "as separate processes"
         self.console.message(
-            f"graph started: ingest + {len(per_node)} nodes {layout} ({self.options.capture} capture) on "
+            f"graph started: ingest + {len(self.per_node)} nodes {layout} ({self.options.capture} capture) on "
             f"ROS_DOMAIN_ID={self.domain_id} (logs in {self.log_dir})"
         )
+
+    def _write_parameters(
+        self, path: Path, pki: PkiPaths, device_key: Path, ingest_url: str, state: dict[str, Path]
+    ) -> Path:
+        """One section per node on top of params.yaml: the source, the uplink's endpoint and keys, and every state
+        store under `state` (the run's --var-dir; a scratch folder for the configuration check). It serves one node
+        per process and all of them in one process (composed) alike."""
+        pins = ",".join(f'"{pin}"' for pin in read_pins(pki))
+        forced = {
+            "camera": {"source": self.options.source},
+            "uplink": {
+                "ingest_url": ingest_url,
+                "pins": f"[{pins}]",
+                "ca_file": str(pki.ca_cert),
+                "key_file": str(device_key),
+                "outbox_path": str(state["releases"]),
+            },
+            # Every state file lives under --var-dir: the release store (ledger) too, so separate runs never share a
+            # budget.
+            "aggregator": {"release_store": str(state["releases"])},
+        }
+        audit = {"audit_dir": str(state["audit"]), "audit_key_file": str(pki.audit_key)}
+        self.per_node = node_parameters(self.options, forced)
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    node: {"ros__parameters": {**audit, **{k: yaml.safe_load(v) for k, v in values.items()}}}
+                    for node, values in self.per_node.items()
+                }
+            )
+        )
+        return path
+
+    def check_configuration(self, pki: PkiPaths, device_key: Path, env: dict[str, str]) -> None:
+        """Before anything starts: every node configured once in one short process with this run's parameters
+        (types, ranges, settings, source opened and decoded, model, zones, homography, keys), its state stores in
+        a scratch folder. A failure is one line per node and a RunError (exit 2)."""
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="privacy-vision-check-") as scratch:
+            parameters = self._write_parameters(
+                Path(scratch) / "parameters.yaml",
+                pki,
+                device_key,
+                "https://127.0.0.1:9/v1/releases",
+                state_paths(scratch),
+            )
+            command = [sys.executable, "-m", "privacy_vision.node_main", "check", "--capture", self.options.capture]
+            command += ["--ros-args", "--params-file", str(self.options.config_dir / "params.yaml")]
+            command += ["--params-file", str(parameters), "--log-level", "fatal"]
+            log = self.log_dir / "check.log"
+            try:
+                result = subprocess.run(
+                    command,
+                    env={**env, "ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF"},  # the check's nodes meet nobody
+                    capture_output=True,
+                    text=True,
+                    timeout=CHECK_TIMEOUT_S,
+                    preexec_fn=_die_with_parent,
+                )
+            except subprocess.TimeoutExpired:
+                raise RunError(f"the configuration check took over {CHECK_TIMEOUT_S:.0f} s; see {log}") from None
+        log.write_text(result.stdout + result.stderr)
+        failures = [line for line in result.stdout.splitlines() if line.startswith(CHECK_FAILED)]
+        if failures or result.returncode != 0:
+            for line in failures:
+                self.console.message(f"[runner] {line}")
+            raise RunError(
+                f"nothing was started: fix the configuration above (check log: {log})"
+                if failures
+                else f"the configuration check failed (code {result.returncode}): "
+                f"{(result.stderr.strip().splitlines() or ['no output'])[-1][:300]} (check log: {log})"
+            )
+        self.console.message(f"configuration checked in {time.monotonic() - started:.1f} s")
 
     @property
     def source_node(self) -> str:
@@ -298,13 +354,41 @@ class GraphRunner:
     def _bring_up(self) -> None:
         """The lifecycle transitions the launch file drives: configure every node, then activate them from the last in
         the pipeline to the first, the source node last, so that no frame flows before its receivers are there. A node
-        that cannot be configured is reported (by the run loop, with its exit code) and the others go on."""
+        whose process exits meanwhile is reported (by the run loop, with its exit code); a node that cannot be configured
+        stops the run before anything is activated; a node that runs but never reaches active (a lifecycle reply lost
+        under load, a stuck transition) is a RunError naming it, never a "graph started" that produces nothing."""
         assert self.monitor is not None
         nodes = pipeline(self.options.capture)
-        configured = [node for node in nodes if self._transition(node, "configure", START_TIMEOUT_S)]
+        configured = [node for node in nodes if self._reach(node, "configure")]
+        failed = [node for node in nodes if node not in configured]
+        if failed and not self.interrupted.is_set():  # what the check could not see (a device gone since, a full disk)
+            for node in failed:
+                self.console.message(
+                    f"[runner] node '{node}' could not be configured: {self._last_error(self.processes[node])}"
+                )
+            raise RunError("nothing was activated; stopping (see the node logs in " + str(self.log_dir) + ")")
         for node in reversed(configured):
-            if not self._transition(node, "activate", START_TIMEOUT_S):
-                self.console.message(f"[runner] node '{node}' did not activate (see {self.processes[node].log_path})")
+            self._reach(node, "activate")
+
+    def _reach(self, node: str, transition: str) -> bool:
+        assert self.monitor is not None
+        process = self.processes[node]
+        if self.interrupted.is_set():
+            return False
+
+        def running() -> bool:  # a Ctrl-C ends the wait too
+            return process.poll() is None and not self.interrupted.is_set()
+
+        reached, state = self.monitor.reach(node, transition, START_TIMEOUT_S, running)
+        exits_by = time.monotonic() + EXIT_GRACE_S  # a node whose configuration fails exits (StartupError, code 2)
+        while not reached and process.poll() is None and time.monotonic() < exits_by:
+            time.sleep(0.1)
+        if reached or process.poll() is not None or self.interrupted.is_set():
+            return reached
+        raise RunError(
+            f"node '{node}' did not reach {TRANSITION_TARGETS[transition]} (start-up timeout {START_TIMEOUT_S:.0f} s; "
+            f"last state: {state or 'no answer to ~/get_state'}); the graph is stopped (log: {process.log_path})"
+        )
 
     def _transition(self, node: str, transition: str, timeout_s: float) -> bool:
         assert self.monitor is not None
@@ -315,6 +399,15 @@ class GraphRunner:
 
     def _device_id(self) -> str:
         return self.options.overrides.get("uplink", {}).get("device_id", "device-1")
+
+    def _provision_device(self, pki: PkiPaths) -> Path:
+        """The device's own key (pki/devices/DEVICE.key, kept across runs). No configuration is registered for it: the
+        local ingest checks plausible ranges only, so a runtime change made during the run (`ros2 param set`, audited)
+        is not refused; a fleet's ingest registers each device (docs/faults.md)."""
+        try:
+            return create_device_key(pki, self._device_id())[0]
+        except ValueError as error:
+            raise RunError(str(error)) from None
 
     def _wait_for_ingest_port(self, timeout_s: float = 20.0) -> int:
         assert self.ingest is not None
@@ -397,8 +490,8 @@ class GraphRunner:
             if code not in (0, None, -signal.SIGINT):
                 self.console.message(f"[runner] {process.name} stopped with code {code}")
         if self.monitor is not None:
-            self.monitor.spin_for(0.3)
-            self.console.progress(self.monitor.progress_line())
+            self.monitor.spin_for(0.5)  # the nodes' final reports
+            self.final_frames = self.monitor.frame_counts()
             self.monitor.close()
             self.monitor = None
         if self.ingest is not None:
@@ -415,78 +508,14 @@ class GraphRunner:
         return [json.loads(row[0]) for row in rows]
 
     def summary(self) -> str:
-        releases = self.stored_releases()
-        return format_summary(releases, self.ingest_db)
+        return format_summary(self.stored_releases(), self.ingest_db, self.final_frames, self.dashboard_command())
 
-
-def shown(estimate: dict, below_k: bool) -> str:
-    """A released value as a person reads it: value and 95% interval, "< k" or marked noise-dominated."""
-    if below_k:
-        return "< k"
-    text = f"{max(0.0, estimate['value']):.1f} [{estimate['low']:.1f}-{estimate['high']:.1f}]"
-    return text + (" ~noise" if noise_dominated(estimate) else "")
-
-
-def format_summary(releases: list[dict], store: Path) -> str:
-    """Per zone: people present on average over the run (day tier) and in the last hour, the hour's top heading,
-    the day's footfall; every value with its 95% interval."""
-    header = f"{'zone':<16}{'occupancy (run)':>24}{'occupancy (hour)':>24}  {'top heading':<12}{'footfall':>24}"
-    lines = [
-        "",
-        "Per-zone analytics received by the ingest (DP values with their 95% intervals; '~noise': the interval is "
-        "wider than the value; '< k': the noisy head count is below k):",
-        header,
-        "-" * len(header),
-    ]
-    zones = sorted({r["zone_id"] for r in releases})
-    for zone in zones:
-        mine = [r for r in releases if r["zone_id"] == zone]
-
-        def last(kind: str, tier: str, metric: str, rows: list[dict] = mine) -> str:
-            found = [r for r in rows if r["kind"] == kind and r["tier"] == tier and metric in r["values"]]
-            return shown(found[-1]["values"][metric], found[-1]["below_k"]) if found else "-"
-
-        hours = [r for r in mine if r["kind"] == "presence" and r["tier"] == "hour" and r["values"]]
-        headings = {
-            name.split(".", 1)[1]: value["value"]
-            for name, value in (hours[-1]["values"].items() if hours else ())
-            if name.startswith("heading.")
-        }
-        top = max(headings, key=headings.get) if headings else "-"
-        lines.append(
-            f"{zone:<16}{last('presence', 'day', 'occupancy'):>24}{last('presence', 'hour', 'occupancy'):>24}  "
-            f"{top:<12}{last('events', 'day', 'footfall'):>24}"
-        )
-        groups = [r for r in mine if r["tier"] == "group"]
-        if groups:
-            lines.append(
-                f"{'':<16}strict mode: {len(groups)} groups released: "
-                + ", ".join(
-                    f"{shown(r['values']['size'], False)} people over {r['period_end_s'] - r['period_start_s']:.0f} s"
-                    for r in groups
-                )
-            )
-    if not zones:
-        lines.append("(no releases reached the ingest)")
-    lines += [
-        "occupancy: people present on average over the observed part of the period (identity-free);",
-        "footfall: distinct stitched tracks seen in the zone that day (per track, so a broken track can count twice);",
-        "top heading: the hour's most frequent direction of movement ('none' = standing).",
-    ]
-    presence = next((r for r in releases if r["kind"] == "presence"), None)
-    events = next((r for r in releases if r["kind"] != "presence"), None)
-    if presence or events:
-        parts = []
-        if presence:
-            parts.append(f"ε={presence['epsilon_unit']:.3g} per presence-hour (identity-free)")
-        if events:
-            delta = f", δ={events['delta']:.3g}" if events["delta"] else ""
-            parts.append(f"ε={events['epsilon_unit']:.3g}{delta} per stitched-track-day")
-        first = presence or events
-        lines.append(
-            f"guarantee: {', '.join(parts)}; k={first['k']} shown on noisy values ({first['mode']} mode); "
-            f"ε per stitched-track-day charged today {max(r['epsilon_spent_today'] for r in releases):.3g} of "
-            f"{first['daily_epsilon_cap']:g}"
-        )
-    lines.append(f"analytics stored in {store} ({len(releases)} releases this run)")
-    return "\n".join(lines)
+    def dashboard_command(self) -> str:
+        """The command that opens this run's store in the dashboard (read-only), as a user would type it here."""
+        script = Path(sys.executable).parent / "privacy-vision"
+        try:
+            command = str(script.relative_to(Path.cwd())) if script.is_file() else "privacy-vision"
+        except ValueError:
+            command = str(script)
+        var_dir = "" if self.options.var_dir == Path("var") else f" --var-dir {self.options.var_dir}"
+        return f"{command} dashboard{var_dir}"

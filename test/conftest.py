@@ -64,7 +64,7 @@ def store_target(request, tmp_path):
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as db:
-        for table in ("releases", "nonces", "sequences"):
+        for table in ("releases", "nonces", "sequences", "spans", "device_zones", "device_days"):
             db.execute(f"DROP TABLE IF EXISTS {table}")
     return dsn
 
@@ -88,3 +88,18 @@ def ingest(pki, tmp_path):
     server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def small_audit_disk(tmp_path):
+    """tmp_path/audit on its own 64 KiB file system, to be filled up (testkit.core.fill_up); skipped with the reason
+    where this process may not mount one."""
+    from testkit.core import small_filesystem
+
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    try:
+        with small_filesystem(folder, 64):
+            yield folder
+    except PermissionError as error:
+        pytest.skip(str(error))

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from privacy_vision.core import graph
+from privacy_vision.core.intervals import format_value, release_intervals
 from testkit.core import REPO
 from testkit.graph import run_graph, stored_releases
 from testkit.ros import pixel_like_fields
@@ -61,15 +62,27 @@ def test_analytics_reach_the_ingest_over_tls(demo_run):
     assert {(r["zone_id"], r["kind"], r["tier"]) for r in releases if r["tier"] != "window"} >= {
         (z, kind, t) for z in zones for kind, t in (("presence", "hour"), ("presence", "day"), ("events", "day"))
     }
-    assert "Per-zone analytics received by the ingest" in output
-    assert "analytics stored in" in output
+    # the summary: frames, every value with its interval from the one function, what each metric means, the dashboard
+    assert re.search(r"Frames: 100 read, (\d+) inferred, (\d+) dropped", output), output
+    assert f"Released by this run and stored by the ingest: {len(releases)} releases of 4 zones" in output
+    for release in (r for r in releases if r["tier"] == "day" and not r["below_k"]):
+        name = "footfall" if release["kind"] == "events" else "occupancy"
+        assert format_value(release_intervals(release)[name]) in output
+    assert "occupancy  people present on average" in output
+    assert output.rstrip().endswith(
+        f"Open the dashboard on this run: .venv/bin/privacy-vision dashboard --var-dir {var}"
+    )
     assert any(r["kind"] == "presence" and r["values"]["occupancy"]["low"] > 0 for r in releases), releases
     uplink_log = next((var / "logs").glob("*/uplink.log")).read_text()
     assert "sending to https://127.0.0.1:" in uplink_log
     # the read side is open to the runner's analyst token only, and the runner says where it is
     assert "dashboard while the graph runs: https://127.0.0.1:" in output and "analyst-analyst.token" in output
     assert (var / "pki" / "analyst-analyst.token").read_text().startswith("pva_")
-    assert "read API and dashboard: https://" in next((var / "logs").glob("*/ingest.log")).read_text()
+    ingest_log = next((var / "logs").glob("*/ingest.log")).read_text()
+    assert "read API and dashboard: https://" in ingest_log
+    # finding 7: the runner's device posts with its own key (no registration: runtime changes stay possible)
+    assert "admitting 1 devices (0 with a registered privacy configuration)" in ingest_log
+    assert (var / "pki" / "devices" / "device-1.key").read_text() != (var / "pki" / "device.key").read_text()
 
 
 def test_the_running_graph_is_the_one_described(demo_run):
@@ -125,10 +138,17 @@ def test_in_process_capture_has_no_image_topic_at_all(tmp_path, vtest_video):
     assert not (logs / "camera.log").exists()
     detection_log = (logs / "detection.log").read_text()
     assert "in-process capture of a file source: no image topic" in detection_log
-    # every frame was read and inferred (the probe may join after the first detections under load)
-    assert "end of stream after 60 frames" in detection_log
-    assert len(probe.received.get("/detections", [])) > 10
-    assert len(probe.received.get("/anonymized_tracks", [])) > 10
+    # every source frame was inferred or, when inference fell a period behind the pace, dropped and counted; how many
+    # of each depends on the machine's load (42 of 60 were inferred on a busy one), so only the sum is asserted
+    assert frames_accounted_for(detection_log) == 60, detection_log[-2000:]
+    assert probe.received.get("/detections") and probe.received.get("/anonymized_tracks")  # the pipeline ran
+
+
+def frames_accounted_for(log: str) -> int:
+    """Frames the source delivered plus those dropped behind its pace, from its end-of-stream line."""
+    match = re.search(r"end of stream after (\d+) frames \((\d+) dropped behind the source's pace", log)
+    assert match, "no end-of-stream line"
+    return int(match.group(1)) + int(match.group(2))
 
 
 def test_strict_mode_releases_only_groups_and_restarts_them_through_the_analytics_topic(tmp_path, vtest_video):
@@ -191,7 +211,8 @@ def test_unreadable_video_is_a_clear_error(tmp_path):
     assert "Traceback" not in output
 
 
-def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
+def test_empty_zones_file_stops_the_run_before_it_starts(tmp_path, vtest_video):
+    """Once the graph ran on without the anonymizer; the configuration check now names the file before any start."""
     config = tmp_path / "config"
     config.mkdir()
     for name in ("params.yaml", "fastdds.xml", "homography_pets.yaml"):
@@ -200,23 +221,12 @@ def test_empty_zones_file_stops_only_the_anonymizer(tmp_path, vtest_video):
     code, output, probe = run_graph(
         tmp_path,
         str(vtest_video),
-        [
-            "--max-frames",
-            "80",
-            "--fps",
-            "20",
-            "--config-dir",
-            str(config),
-            "--set",
-            f"anonymizer.zones_file={config / 'zones.yaml'}",
-        ],
+        ["--max-frames", "80", "--config-dir", str(config), "--set", f"anonymizer.zones_file={config / 'zones.yaml'}"],
     )
-    assert code == 1
-    assert "node 'anonymizer' exited with code 2" in output
-    assert "no zones defined" in output
-    # Upstream nodes kept working after the anonymizer (which holds the release grid's zones) stopped.
-    counts = {topic: len(messages) for topic, messages in probe.received.items()}
-    assert counts.get("/tracks", 0) > 20, (counts, output)
+    assert code == 2, output
+    line = next(line for line in output.splitlines() if "configuration error: node 'anonymizer'" in line)
+    assert "no zones defined" in line and "nothing was started" in output
+    assert not any(probe.received.values()), "no node ran"
 
 
 def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_video):
@@ -240,7 +250,7 @@ def test_composed_graph_delivers_every_release_from_one_process(tmp_path, vtest_
     assert code == 0, output
     assert "6 nodes in one process (composed)" in output
     logs = next((tmp_path / "var" / "logs").glob("*"))
-    assert sorted(p.name for p in logs.glob("*.log")) == ["composed.log", "ingest.log"]
+    assert sorted(p.name for p in logs.glob("*.log")) == ["check.log", "composed.log", "ingest.log"]
     log = (logs / "composed.log").read_text()
     done = {
         m.group(2): (float(m.group(1)), m.group(3))

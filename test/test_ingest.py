@@ -166,6 +166,7 @@ def test_rotating_to_the_backup_key_keeps_devices_working(pki, tmp_path):
     (rotated.root / "device.key").chmod(0o600)
     (rotated.root / "server.crt").write_bytes(pki.backup_cert.read_bytes())
     (rotated.root / "server.key").write_bytes(pki.backup_key.read_bytes())
+    (rotated.root / "server.key").chmod(0o600)  # the ingest refuses a TLS key others can read
     server = IngestThread(rotated, str(tmp_path / "ingest.sqlite"), load_key_file(pki.device_key))
     try:
         result = PinnedClient(
@@ -186,3 +187,48 @@ def test_the_ingest_validates_v2_releases_without_the_device_stack():
     code = "import sys, privacy_vision.cloud.ingest; print(sorted({'cv2', 'shapely', 'opendp', 'numpy', 'rclpy'} & set(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def handshake(server: IngestThread, pki: PkiPaths, ciphers: str) -> str:
+    """The cipher a TLS 1.2 client offering only `ciphers` gets, or the handshake's error."""
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            return tls.cipher()[0]
+    except ssl.SSLError as error:
+        return f"refused: {error.reason}"
+
+
+def test_tls_1_2_offers_no_cbc_suite(pki, tmp_path):
+    """Low: TLS 1.2 still offered CBC suites."""
+    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
+    try:
+        assert handshake(server, pki, "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384").startswith("refused")
+        assert handshake(server, pki, "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    finally:
+        server.stop()
+
+
+def test_the_server_header_names_no_versions(pki, tmp_path):
+    """Low: `Server: Python/3.11 aiohttp/3.x`, on every answer, also to a request aiohttp cannot parse."""
+    server = IngestThread(pki, tmp_path / "ingest.sqlite", load_key_file(pki.device_key))
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    answers = []
+    try:
+        for request in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"):
+            with (
+                socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(request)
+                answers.append(tls.recv(65536).decode(errors="replace"))
+    finally:
+        server.stop()
+    assert answers[0].startswith("HTTP/1.1 200") and answers[1].startswith("HTTP/1.0 400"), answers
+    for answer in answers:
+        assert "\r\nServer: privacy_vision-ingest\r\n" in answer and "aiohttp" not in answer and "Python" not in answer

@@ -18,11 +18,11 @@ from privacy_vision.core.pki import PkiPaths, read_pins
 from privacy_vision.core.protocol import canonical_release_bytes, load_key_file, sign_request
 from privacy_vision.core.release_schema import example_release
 from privacy_vision.core.uplink import PinnedClient
-from testkit.ingest import IngestProcess, IngestThread, slow_connections
+from testkit.ingest import IngestProcess, IngestThread, device_key, slow_connections
 
 
 def post_on_a_new_connection(pki: PkiPaths, url: str, sequence: int) -> tuple[bool, float]:
-    client = PinnedClient(url, read_pins(pki), str(pki.ca_cert), "dev-1", load_key_file(pki.device_key), timeout_s=10)
+    client = PinnedClient(url, read_pins(pki), str(pki.ca_cert), "dev-1", device_key(pki, "dev-1"), timeout_s=10)
     started = time.perf_counter()
     result = client.send(canonical_release_bytes(example_release("hall", 900.0 * sequence)), sequence)
     client.close()
@@ -133,7 +133,7 @@ def test_a_body_must_follow_signed_headers_in_time_and_unsigned_ones_are_not_rea
 
     try:
         signed = sign_request(
-            load_key_file(pki.device_key), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), 1
+            device_key(pki, "dev-1"), "POST", RELEASES_PATH, "dev-1", body, int(time.time()), 1
         ).as_dict()
         status, reason, waited = answer_to_a_stalled_body(signed)
         assert status == 408 and "body not received" in reason and 0.8 < waited < 5.0, (status, reason, waited)

@@ -182,6 +182,35 @@ def test_detection_zeroes_the_frame_buffer_after_inference(vtest_frames, tmp_pat
         rclpy.shutdown()
 
 
+def test_detection_reports_its_counts_from_the_frames_when_its_timer_starves(vtest_frames, tmp_path):
+    """With HOG at 200 ms a frame the executor ran frame after frame and the 1 s report timer waited 20-30 s, so
+    the runner showed a frozen count. Here the executor never runs the timer at all: the counts still go out
+    with the frames, at most once a second, and a final one at the stop."""
+    from privacy_vision.nodes.detection import DetectionNode
+
+    rclpy.init(args=["test", "--ros-args", "-p", "backend:=hog", "-p", f"audit_dir:={tmp_path}"])
+    try:
+        node = DetectionNode()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        sent = []
+        node.publish_diagnostic = lambda level, message, values: sent.append(values["frames"])
+        node._on_image(Image(**frame_to_fields(vtest_frames[0])))
+        assert sent == [1]  # the first frame reports
+        node._reported_at = float("inf")  # the next ones fall within the same second, however slow the machine
+        for frame in vtest_frames[1:3]:
+            node._on_image(Image(**frame_to_fields(frame)))
+        assert sent == [1]
+        node._reported_at = float("-inf")  # a second later
+        node._on_image(Image(**frame_to_fields(vtest_frames[3])))
+        assert sent == [1, 4]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert sent[-1] == 4 and len(sent) == 3  # the final count, for the runner's summary
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
     import cv2
 
@@ -226,6 +255,26 @@ def test_in_process_capture_zeroes_every_frame_buffer(vtest_frames, tmp_path):
         rclpy.shutdown()
 
 
+@pytest.mark.parametrize("input_size, configured", [("640", True), ("100", False), ("4128", False)])
+def test_detection_input_size_is_a_validated_parameter(input_size, configured, tmp_path):
+    """A multiple of 32 re-shapes the shipped YOLOX-nano; anything else stops the node at start-up (rclpy checks
+    the declared range and step)."""
+    from privacy_vision.nodes.detection import DetectionNode
+
+    arguments = ["-p", "backend:=yolox", "-p", f"input_size:={input_size}", "-p", f"audit_dir:={tmp_path}"]
+    rclpy.init(args=["test", "--ros-args", *arguments])
+    try:
+        node = DetectionNode()
+        result = node.trigger_configure()
+        assert (result == TransitionCallbackReturn.SUCCESS) == configured
+        if configured:
+            assert node.detector._height == node.detector._width == int(input_size)
+            assert node.describe_parameters(["input_size"])[0].integer_range[0].step == 32
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
 def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_path):
     from privacy_vision.core.tracking import BACKEND_SCORE_THRESHOLDS
     from privacy_vision.nodes.tracking import TrackingNode
@@ -261,8 +310,13 @@ def test_tracking_reads_scores_on_the_scale_of_the_backend_that_sent_them(tmp_pa
             and node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         )
         assert node.get_parameter("track_thresh").value == -1.0
+        published = []
+        node.publisher.publish = published.append
         assert walk(node, "tflite", ssd_score, 0.0) == 1
         assert walk(node, "yolox", ssd_score, 10.0) == 0
+        # Not confirmed on YOLOX's scale, but counted: a tentative track carries its calibrated presence weight.
+        (track,) = published[-1].tracks
+        assert track.state == track.STATE_TENTATIVE and 0.0 < track.presence_weight < 1.0
         rejected = node.set_parameters([rclpy.parameter.Parameter("track_thresh", value=-0.5)])[0]
         assert not rejected.successful and "-1 (the value tuned for the detector backend)" in rejected.reason
         assert node.set_parameters([rclpy.parameter.Parameter("new_track_thresh", value=0.95)])[0].successful
@@ -504,3 +558,27 @@ def test_params_yaml_documents_what_the_nodes_declare(tmp_path, pki, vtest_video
             if documented[name][parameter] != description
         }
         assert not wrong, f"{name}: params.yaml comments should be the declared descriptions: {wrong}"
+
+
+def test_finding_10_an_unauditable_change_is_refused_and_a_broken_audit_log_is_a_clean_start_error(probe, tmp_path):
+    """The aggregator stays up and refuses a privacy change the audit log cannot record (before: a crash, under
+    launch's respawn a crash loop); started on a tampered log it ends with exit 2 and one line (never respawned)."""
+    store = {"release_store": str(tmp_path / "releases.sqlite")}
+    process = start_node("aggregator", probe.domain, store, tmp_path / "aggregator.log")
+    try:
+        params = ParameterClient(probe, "aggregator")
+        head = tmp_path / "audit" / "audit.head"
+        intact = head.read_text()
+        head.write_text(intact.replace('"seq": ', '"seq": 1'))  # edited: its MAC no longer matches
+        result = params.set("k", 7)
+        assert not result.successful and "audit log cannot record this change" in result.reason, result.reason
+        assert process.poll() is None and params.get("k") == 5
+        head.write_text(intact)  # repaired: the change is taken and audited
+        assert params.set("k", 7).successful and params.get("k") == 7
+    finally:
+        assert stop(process) == 0, (tmp_path / "aggregator.log").read_text()
+    head.write_text(intact.replace('"seq": ', '"seq": 1'))
+    process = start_node("aggregator", probe.domain, store, tmp_path / "again.log")
+    assert process.wait(timeout=60) == 2
+    log = (tmp_path / "again.log").read_text()
+    assert "audit log:" in log and "Traceback" not in log, log

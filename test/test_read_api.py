@@ -4,7 +4,9 @@ headers; reads have their own connection and a bounded share of worker threads."
 
 from __future__ import annotations
 
+import csv
 import http.client
+import io
 import json
 import ssl
 import subprocess
@@ -14,7 +16,9 @@ import time
 import pytest
 
 from privacy_vision.cloud.ingest import RELEASES_PATH
+from privacy_vision.cloud.ingest_store import ReleaseStore
 from privacy_vision.core.analyst_tokens import issue_token, revoke_token
+from privacy_vision.core.intervals import release_intervals
 from privacy_vision.core.pki import PkiPaths, create_pki
 from privacy_vision.core.protocol import load_key_file
 from privacy_vision.core.release_schema import example_release, validate_release
@@ -69,6 +73,21 @@ def test_newest_first_with_filters(ingest, pki):
     assert [r["period_start_s"] for r in rows] == [11700.0, 9900.0, 8100.0, 6300.0, 4500.0]
     _, _, rows = get(ingest, pki, f"{RELEASES_PATH}?device=dev-2")
     assert rows == []
+
+
+def test_several_zones_are_any_of_them_and_a_repeated_parameter_is_refused(ingest, pki):
+    """Low: `zone=a&zone=b` used to read zone a alone, silently."""
+    status, _, rows = get(ingest, pki, f"{RELEASES_PATH}?zone=z0&zone=z1&since=4500&until=9000")
+    assert status == 200 and [(r["zone_id"], r["period_start_s"]) for r in rows] == [
+        ("z1", 8100.0),
+        ("z0", 7200.0),
+        ("z1", 6300.0),
+        ("z0", 5400.0),
+        ("z1", 4500.0),
+    ]
+    for query, reason in (("since=1&since=2", "since: given 2 times"), ("zone=a&" * 51, "zone")):
+        status, _, answer = get(ingest, pki, f"{RELEASES_PATH}?{query}")
+        assert status == 400 and reason in answer["reason"], answer
 
 
 def test_cursor_pages_cover_everything_once(ingest, pki):
@@ -172,3 +191,99 @@ def test_the_pki_command_issues_and_revokes_without_touching_the_ca(pki, tmp_pat
     assert "carol" not in (tmp_path / "pki" / "analyst-tokens.sha256").read_text().split("\n", 1)[1]
     bad = subprocess.run([*command, "--analyst", "no spaces"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "analyst name" in bad.stderr
+
+
+def test_every_value_comes_with_its_interval_from_the_one_function(ingest, pki):
+    """The read API adds each row's intervals (core/intervals.py: the terminal summary's too) and when it arrived;
+    format=csv gives one line per value with the same numbers and no spreadsheet formula from a zone name."""
+    hostile = validate_release(example_release("=HYPERLINK(1)", 900.0 * 30, tier="hour"))
+    ingest.store.accept("dev-1", "n" + "9" * 20, 99, hostile, hostile.model_dump_json(), time.time())
+    status, _, rows = get(ingest, pki, f"{RELEASES_PATH}?limit=5")
+    assert status == 200 and rows[0]["zone_id"] == "=HYPERLINK(1)"
+    for row in rows:
+        stored = {k: v for k, v in row.items() if k not in ("intervals", "interval_level", "received_at")}
+        expected = {name: value.as_dict() for name, value in release_intervals(stored).items()}
+        assert row["intervals"] == expected and row["interval_level"] == 0.95 and row["received_at"] > 0
+    assert set(rows[0]["intervals"]) >= {"occupancy", "heading.E", "dwell.long"}
+    status, headers, text = get(ingest, pki, f"{RELEASES_PATH}?limit=5&format=csv")
+    lines = list(csv.DictReader(io.StringIO(text.decode())))
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    hour = [line for line in lines if line["zone_id"] == "'=HYPERLINK(1)"]  # quoted: a spreadsheet shows it as text
+    occupancy = next(line for line in hour if line["metric"] == "occupancy")
+    assert (float(occupancy["ci95_low"]), float(occupancy["ci95_high"])) == (
+        rows[0]["intervals"]["occupancy"]["low"],
+        rows[0]["intervals"]["occupancy"]["high"],
+    )
+    assert len(hour) == len(rows[0]["intervals"])  # one line per value
+    _, headers, _ = get(ingest, pki, f"{RELEASES_PATH}?limit=5&format=csv")
+    cursor = headers["X-Next-Cursor"]
+    _, _, second = get(ingest, pki, f"{RELEASES_PATH}?limit=5&format=csv&cursor={cursor}")
+    assert not second.startswith(b"zone_id,")  # the header once, on the first page
+
+
+def test_overlap_finds_the_day_cell_that_began_before_the_range(ingest, pki):
+    day = validate_release(example_release("z0", 0.0, tier="day"))
+    ingest.store.accept("dev-1", "n" + "8" * 20, 98, day, day.model_dump_json(), time.time())
+    _, _, starting = get(ingest, pki, f"{RELEASES_PATH}?since=3600&until=7200")
+    _, _, overlapping = get(ingest, pki, f"{RELEASES_PATH}?since=3600&until=7200&overlap=true")
+    assert "day" not in {r["tier"] for r in starting} and "day" in {r["tier"] for r in overlapping}
+    assert {r["release_id"] for r in starting} < {r["release_id"] for r in overlapping}
+
+
+def test_a_read_only_ingest_needs_no_device_key_and_writes_nothing(pki, tmp_path):
+    """What `privacy-vision dashboard` serves: the store opened for reading, POST not routed, no retention delete."""
+    store = tmp_path / "ingest.sqlite"
+    writer = ReleaseStore(store)
+    for index in range(5):
+        item = validate_release(example_release("z0", 900.0 * index))
+        writer.accept("dev-1", f"n{index:020d}", index + 1, item, item.model_dump_json(), time.time())
+    writer.close()
+    before = store.read_bytes()
+    command = [sys.executable, "-m", "privacy_vision.cloud.ingest", "--read-only", "--port", "0", "--db", str(store)]
+    command += [
+        "--cert",
+        str(pki.server_cert),
+        "--key",
+        str(pki.server_key),
+        "--analyst-tokens",
+        str(pki.analyst_tokens),
+    ]
+    command += ["--retention-days", "0.0001"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "read-only: no device may post" in line, line
+        port = int(line.split("https://127.0.0.1:", 1)[1].split("/", 1)[0])
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        connection.request("GET", f"{RELEASES_PATH}?limit=3", headers={"Authorization": f"Bearer {token(pki)}"})
+        response = connection.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())) == 3
+        connection.request("POST", RELEASES_PATH, body=b"{}")
+        assert connection.getresponse().status == 405
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert store.read_bytes() == before  # retention deletes nothing, nothing is written
+    missing = subprocess.run([*command[:-2], "--db", str(tmp_path / "absent.sqlite")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no release store at" in missing.stderr
+    both = subprocess.run([*command, "--device-key", f"d={pki.device_key}"], capture_output=True, text=True)
+    assert both.returncode == 2 and "--read-only takes no --device-key" in both.stderr
+
+
+def test_the_csv_guard_catches_every_formula_start_and_leaves_numbers_alone():
+    """Low (issue 20): a leading space, fullwidth ＝, no-break space, BOM, | and % used to pass the guard."""
+    from privacy_vision.cloud.release_views import _safe
+
+    texts = [" =1+1", "＝1+1", "\u00a0=1", "\ufeff=1", "|calc", "%macro", "=HYPERLINK(1)", "plaza west"]
+    assert [_safe(t) for t in texts] == [
+        "' =1+1",
+        "'＝1+1",
+        "'\u00a0=1",
+        "'\ufeff=1",
+        "'|calc",
+        "'%macro",
+        "'=HYPERLINK(1)",
+        "plaza west",
+    ]
+    assert _safe(-3.5) == -3.5

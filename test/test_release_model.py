@@ -264,3 +264,22 @@ def test_bad_release_settings_are_refused_and_the_old_ones_kept(tmp_path, change
 def test_bad_totals_settings_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         TotalsSettings(**changes).validate()
+
+
+def test_tentative_tracks_count_in_presence_by_their_weight_never_in_events_and_once_per_body():
+    totals = TrueTotals(ZONES, [], totals_settings(), DAY0)
+    closed = []
+    for t in np.arange(0, 61, 0.5):
+        closed += totals.observe(
+            DAY0 + t,
+            [
+                TrackPoint(1, 5, 5, "E", 0.9, True),
+                TrackPoint(2, 5.1, 5, "E", 0.6, False),  # the same body, tentative: the heavier one counts
+                TrackPoint(3, 15, 5, "none", 0.4, False),  # a person seen only at low scores
+            ],
+        )
+    closed += totals.flush(DAY0 + 61)
+    west, centre = presence(closed, "window", "west")[0], presence(closed, "window", "centre")[0]
+    assert west.units == 60 * 9 and centre.units == 60 * 4  # weights 0.9 and 0.4 at 10 steps, per tick
+    footfall = {e.zone_id: e.footfall for e in closed if hasattr(e, "footfall")}
+    assert footfall["west"] == 1 and footfall["centre"] == 0 and footfall[SITE_ZONE] == 1

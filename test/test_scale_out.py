@@ -12,9 +12,9 @@ import time
 
 from privacy_vision.cloud.ingest import RELEASES_PATH
 from privacy_vision.cloud.ingest_store import ReleaseStore
-from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, load_key_file, sign_request
+from privacy_vision.core.protocol import RequestRejected, canonical_release_bytes, sign_request
 from privacy_vision.core.release_schema import example_release, validate_release
-from testkit.ingest import IngestProcess
+from testkit.ingest import IngestProcess, device_key
 
 
 def at_once(*calls):
@@ -77,7 +77,7 @@ def _outcome(result) -> str:
 
 def test_the_same_signed_request_to_two_ingest_processes_is_accepted_once(pki, store_target, tmp_path):
     ingests = [IngestProcess(pki, store_target, ["dev-1"]) for _ in range(2)]
-    key = load_key_file(pki.device_key)
+    key = device_key(pki, "dev-1")
 
     def post(port: int, body: bytes, headers: dict[str, str]) -> int:
         connection = http.client.HTTPSConnection(

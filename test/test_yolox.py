@@ -92,10 +92,13 @@ def _pets_ground_truth(gt_path: Path) -> dict[int, np.ndarray]:
     }
 
 
-def test_yolox_finds_the_annotated_people_on_pets(pets_frames_dir, pets_gt):
+@pytest.mark.parametrize("input_size", [0, 640])
+def test_yolox_finds_the_annotated_people_on_pets(input_size, pets_frames_dir, pets_gt):
+    """The shipped 416 x 416 graph and the same weights re-shaped to a 640 x 640 input at load time."""
     import cv2
 
-    detector, _ = create_detector(DetectorSettings(backend="yolox", conf=0.3))
+    detector, _ = create_detector(DetectorSettings(backend="yolox", conf=0.3, input_size=input_size))
+    assert detector._height == detector._width == (input_size or 416)
     truth = _pets_ground_truth(pets_gt)
     matched = total = 0
     for frame in PETS_FRAMES:
@@ -129,3 +132,25 @@ def test_a_live_conf_change_reaches_the_backend(backend, vtest_frames, tflite_mo
     settings.max_det = 1
     settings.conf = 0.1
     assert len(detector.detect(frame)[1]) == 1
+
+
+def test_input_size_is_validated_and_a_graph_that_fixes_its_size_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    for size in (100, 16, 4096):
+        with pytest.raises(DetectorError, match="multiple of 32"):
+            create_detector(DetectorSettings(backend="yolox", input_size=size))
+    with pytest.raises(DetectorError, match="multiple of 32"):
+        create_detector(DetectorSettings(backend="hog", input_size=100))  # refused whatever the backend
+    fixed = tmp_path / "fixed.onnx"  # a graph whose Reshape hard-codes the 64 x 64 input it was exported for
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["output"])],
+        "fixed",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 12288])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 12288])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), fixed)
+    with pytest.raises(DetectorError, match="cannot be re-shaped to a 128x128 input"):
+        create_detector(DetectorSettings(backend="yolox", onnx_model=str(fixed), input_size=128))

@@ -3,11 +3,14 @@ this module (and the package's core), so they run where the ROS client libraries
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import random
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from privacy_vision.core.graph import graph_environment
@@ -69,6 +72,36 @@ def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_kib: int) -> Iterator[Path]:
+    """A tmpfs of `size_kib` mounted on the existing folder `path`, for a full disk on demand (with fill_up). Needs
+    the right to mount (root, as in CI): PermissionError with mount's reason otherwise."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=700", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        raise PermissionError(f"cannot mount a tmpfs on {path}: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def fill_up(folder: Path) -> Path:
+    """Fill the file system under `folder` until it refuses another byte (ENOSPC); delete the file returned to
+    give the space back."""
+    filler = folder / "filler.bin"
+    with open(filler, "wb", buffering=0) as handle:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    handle.write(b"\0" * size)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+    return filler
 
 
 def queue_releases(store_path: Path, releases: list[dict]) -> None:

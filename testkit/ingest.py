@@ -15,14 +15,22 @@ from pathlib import Path
 
 from aiohttp import web
 
+from privacy_vision.cloud.devices import DeviceRegistry
 from privacy_vision.cloud.ingest import RELEASES_PATH, build_app, server_ssl_context
 from privacy_vision.cloud.ingest_server import ServerLimits, start_tls_server
 from privacy_vision.cloud.ingest_store import ReleaseStore
+from privacy_vision.cloud.trust import IngestPolicy
 from privacy_vision.core.analyst_tokens import AnalystTokens
-from privacy_vision.core.pki import PkiPaths
+from privacy_vision.core.pki import PkiPaths, create_device_key
+from privacy_vision.core.protocol import load_key_file
 from testkit.core import REPO
 
 DEFAULT_LIMITS = ServerLimits()  # frozen: one shared default is safe
+
+
+def device_key(pki: PkiPaths, device_id: str) -> bytes:
+    """The device's own key (pki/devices/DEVICE.key, created on first use), as IngestProcess gives it to the ingest."""
+    return load_key_file(create_device_key(pki, device_id)[0])
 
 
 class IngestThread:
@@ -37,6 +45,7 @@ class IngestThread:
         response_delay_s: float = 0.0,
         analyst_tokens=None,
         limits: ServerLimits = DEFAULT_LIMITS,
+        policy: IngestPolicy | None = None,
     ) -> None:
         self.requests = 0
         self.seen: list[tuple[str, str, bool]] = []  # method, path with query, whether an Authorization header came
@@ -44,6 +53,7 @@ class IngestThread:
         self.store = None
         self._pki, self._db_path, self._key, self._port, self._delay = pki, db_path, device_key, port, response_delay_s
         self.limits = limits
+        self.policy = policy
         self.log: list[str] = []  # what the server would print
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -63,7 +73,13 @@ class IngestThread:
                 await asyncio.sleep(self._delay)  # stored, but the acknowledgement is late
             return response
 
-        app = build_app(self.store, {"dev-1": self._key}, self.analysts, self.limits.body_timeout_s)
+        app = build_app(
+            self.store,
+            DeviceRegistry.of_keys({"dev-1": self._key}),
+            self.analysts,
+            self.limits.body_timeout_s,
+            self.policy,
+        )
         app.middlewares.append(count)
         context = server_ssl_context(str(self._pki.server_cert), str(self._pki.server_key))
         self.server = self.loop.run_until_complete(
@@ -112,8 +128,8 @@ class IngestProcess:
             "0",
             *extra,
         ]
-        for device in devices:
-            command += ["--device-key", f"{device}={pki.device_key}"]
+        for device in devices:  # each device its own key, as the ingest requires
+            command += ["--device-key", f"{device}={create_device_key(pki, device)[0]}"]
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         self.process = subprocess.Popen(
             command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit

@@ -26,9 +26,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+
+# aiohttp's default Server header names Python and aiohttp with their versions, on every answer including those to
+# requests it cannot parse (which no application hook sees): the ingest names only itself.
+SERVER_NAME = "privacy_vision-ingest"
+web_response.SERVER_SOFTWARE = SERVER_NAME
 
 RESERVED_FDS = 64  # database, log, TLS and certificate files, the listener: never handed to clients
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

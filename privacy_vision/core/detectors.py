@@ -20,6 +20,7 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 SHARED_TFLITE_MODEL = REPOSITORY_ROOT.parent / "shared/models/ssd_mobilenet_v1_coco_quant/detect.tflite"
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD_VALUE = 114
+YOLOX_INPUT_SIZES = range(32, 2048 + 1, 32)  # input sides a YOLOX graph can be re-shaped to (stride 32 divides them)
 
 
 class DetectorError(RuntimeError):
@@ -40,6 +41,7 @@ class DetectorSettings:
     device: str = "cpu"
     max_det: int = 100
     num_threads: int = 2  # CPU threads of the onnxruntime and TFLite backends
+    input_size: int = 0  # YOLOX input side in pixels, a multiple of 32; 0 = the export's own (416 for YOLOX-nano)
 
 
 class PersonDetector(Protocol):
@@ -135,8 +137,9 @@ class YoloxDetector:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = settings.num_threads
         options.inter_op_num_threads = 1
+        model = reshaped_yolox(path, settings.input_size) if settings.input_size else str(path)
         try:
-            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except (
             ort_state.Fail,
             ort_state.InvalidProtobuf,
@@ -254,6 +257,46 @@ def yolox_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
 
+def validate_input_size(size: int) -> None:
+    """0 (the export's own input) or a side the strides 8, 16 and 32 all divide, within YOLOX_INPUT_SIZES."""
+    if size != 0 and size not in YOLOX_INPUT_SIZES:
+        raise DetectorError(
+            f"input_size must be 0 (the model's own) or a multiple of 32 from {YOLOX_INPUT_SIZES.start} to "
+            f"{YOLOX_INPUT_SIZES.stop - 1}, got {size}"
+        )
+
+
+def reshaped_yolox(path: Path, size: int) -> bytes:
+    """The YOLOX export at `path` with a size x size input, serialised for onnxruntime.
+
+    YOLOX is fully convolutional and its export takes no shape from the input (the three Reshapes use -1, the
+    two Resizes use scales), so only the declared input and output shapes change; ONNX's strict shape inference
+    checks that the whole graph agrees with the new input, and refuses a graph that hard-codes its size.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    validate_input_size(size)
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, OSError) as error:
+        raise DetectorError(f"cannot load the YOLOX ONNX model {path}: {error}") from error
+    graph = model.graph
+    if len(graph.input) != 1 or len(graph.output) != 1 or len(graph.input[0].type.tensor_type.shape.dim) != 4:
+        raise DetectorError(f"{path} is not a YOLOX export: expected one (1, 3, H, W) input and one output")
+    input_dims = graph.input[0].type.tensor_type.shape.dim
+    input_dims[2].dim_value = input_dims[3].dim_value = size
+    grid, _ = yolox_grid(size, size)
+    output_dims = graph.output[0].type.tensor_type.shape.dim
+    output_dims[1].dim_value = len(grid)
+    del graph.value_info[:]  # shapes inferred for the old size
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as error:
+        raise DetectorError(f"{path} cannot be re-shaped to a {size}x{size} input: {error}") from error
+    return model.SerializeToString()
+
+
 def bundled_onnx_model(repository_root: Path = REPOSITORY_ROOT) -> Path | None:
     """The shipped YOLOX-nano: the repository's models/ when run from source, else the package's share
     directory found through the ament index (colcon/setup.py install it there)."""
@@ -286,6 +329,8 @@ def resolve_onnx_model(configured: str) -> Path:
 
 
 def resolve_tflite_model(configured: str) -> Path:
+    if configured and not Path(configured).is_file():  # a path given and missing is an error, never a silent swap
+        raise DetectorError(f"TFLite model {configured!r} not found (parameter 'tflite_model')")
     candidates = [configured, os.environ.get("PRIVACY_VISION_TFLITE_MODEL", ""), str(SHARED_TFLITE_MODEL)]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
@@ -306,6 +351,7 @@ def create_detector(settings: DetectorSettings) -> tuple[PersonDetector, list[st
     }
     if settings.backend not in BACKENDS:
         raise DetectorError(f"backend must be one of {BACKENDS}, got {settings.backend!r}")
+    validate_input_size(settings.input_size)
     if settings.backend != "auto":
         return factories[settings.backend](settings), []
     skipped: list[str] = []

@@ -194,6 +194,8 @@ STATE_STORES = {
     "logs": "logs",  # node logs of `privacy-vision run`
 }
 
+RUN_ANALYST = "analyst"  # `privacy-vision run` issues this analyst's read-API token: <state>/pki/analyst-analyst.token
+
 # Camera parameters that the detection node takes in the in-process capture mode.
 SOURCE_PARAMETERS = ("source", "loop", "fps", "max_frames", "resize_width", "frame_id", "wait_for_subscriber_s")
 
@@ -282,5 +284,33 @@ def parse_overrides(items: list[str], params_file: Path) -> dict[str, dict[str, 
         known = (defaults.get(node_name) or {}).get("ros__parameters", {})
         if name not in known:
             raise ValueError(f"--set: node '{node_name}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
-        overrides.setdefault(node_name, {})[name] = value
+        overrides.setdefault(node_name, {})[name] = typed_override(f"{node_name}.{name}", value, known[name])
     return overrides
+
+
+def typed_override(name: str, text: str, default: object) -> str:
+    """The YAML text of an override with the type of the parameter's value in params.yaml, or ValueError. This check
+    cannot be left to the nodes: when a second params file gives a parameter another type, ROS's parser keeps the
+    first file's value without a word (`--set aggregator.k=abc` ran with k = 5). A string parameter takes any text."""
+    if isinstance(default, str):
+        return yaml.safe_dump(text, default_style='"').strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+
+    def fits(value: object, default: object) -> bool:
+        if isinstance(default, bool) or isinstance(value, bool):
+            return type(value) is type(default)
+        if isinstance(default, float):
+            return isinstance(value, (int, float))
+        if isinstance(default, list):
+            return isinstance(value, list) and all(fits(item, default[0]) for item in value) if default else True
+        return type(value) is type(default)
+
+    if not fits(value, default):
+        kind = {bool: "true or false", int: "an integer", float: "a number", list: "a list like [1, 2]"}
+        raise ValueError(
+            f"--set {name}={text}: expected {kind.get(type(default), type(default).__name__)} (params.yaml: {default!r})"
+        )
+    return text

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,18 @@ class PkiPaths:
     @property
     def device_key(self) -> Path:
         return self.root / "device.key"
+
+    @property
+    def devices(self) -> Path:
+        """One key per device (`privacy-vision pki --device NAME`): the folder the ingest's --devices reads."""
+        return self.root / "devices"
+
+    def device_key_for(self, device_id: str) -> Path:
+        return self.devices / f"{device_id}.key"
+
+    def device_registration(self, device_id: str) -> Path:
+        """The privacy configuration registered for the device (core/registration.py), beside its key."""
+        return self.devices / f"{device_id}.json"
 
     @property
     def audit_key(self) -> Path:
@@ -164,3 +177,34 @@ def create_pki(
 
 def read_pins(paths: PkiPaths) -> list[str]:
     return [line.strip() for line in paths.pins.read_text().splitlines() if line.strip()]
+
+
+# The device ids the signature header allows (core/protocol.py); no leading dot, so a name is never a hidden file.
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_:\-][A-Za-z0-9._:\-]{0,63}")
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise ValueError(f"device id must match {DEVICE_ID_PATTERN.pattern}, got {device_id!r}")
+    return device_id
+
+
+def create_device_key(paths: PkiPaths, device_id: str) -> tuple[Path, bool]:
+    """The device's own HMAC key (mode 600): created once, kept when it exists (a new key would lock the running
+    device out; revoke first to replace it). Returns its path and whether it was created now."""
+    path = paths.device_key_for(check_device_id(device_id))
+    if path.exists():
+        return path, False
+    paths.devices.mkdir(parents=True, exist_ok=True)
+    _write_private(path, (secrets.token_bytes(32).hex() + "\n").encode())
+    return path, True
+
+
+def revoke_device(paths: PkiPaths, device_id: str) -> bool:
+    """Delete the device's key and registration; an ingest reading the folder (--devices) refuses the device within
+    a second. Returns whether there was a key."""
+    key = paths.device_key_for(check_device_id(device_id))
+    existed = key.exists()
+    key.unlink(missing_ok=True)
+    paths.device_registration(device_id).unlink(missing_ok=True)
+    return existed

@@ -96,6 +96,15 @@ _HEADER_PATTERNS = {
     HEADER_SIGNATURE: re.compile(r"[0-9a-f]{64}"),
 }
 MAX_SEQUENCE = 2**63 - 1  # a signed 64-bit column in every database
+# A device's sequence never runs behind its clock in microseconds (core/uplink.py: Outbox.next_sequence), and its
+# clock is within MAX_CLOCK_SKEW_S of the ingest's: so no honest sequence is above this window past the ingest's
+# clock. One hostile request cannot push a device's counter out of reach (or past 2**63 - 1) for good.
+SEQUENCE_WINDOW = 10**6
+
+
+def highest_sequence(now_s: float) -> int:
+    """The largest sequence the ingest accepts at `now_s`: its clock in µs, plus the clock skew and the window."""
+    return int((now_s + MAX_CLOCK_SKEW_S) * 1e6) + SEQUENCE_WINDOW
 
 
 def parse_signed_headers(headers: Mapping[str, str]) -> SignedHeaders:

@@ -163,6 +163,23 @@ class WireRelease(BaseModel):
         return self
 
 
+# The privacy values every release states that must equal its device's registered configuration (registered at
+# provisioning: `privacy-vision pki --device NAME --config params.yaml`; the ingest refuses a release that differs),
+# each with the node parameter it states (by release kind where the kinds state different ones). The one list of
+# them: a renamed field or parameter is changed here only.
+REGISTERED_FIELDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
+    "epsilon_unit": {
+        PRESENCE_KIND: ("aggregator", "epsilon_per_presence_hour"),
+        EVENTS_KIND: ("aggregator", "epsilon_events_per_track_day"),
+        GROUP_KIND: ("aggregator", "strict_epsilon_per_track_day"),
+    },
+    "k": ("aggregator", "k"),
+    "mode": ("aggregator", "mode"),
+    "daily_epsilon_cap": ("aggregator", "daily_epsilon_cap"),
+    "window_s": ("anonymizer", "window_s"),
+}
+
+
 class InvalidRelease(ValueError):
     """A release that does not match the schema; the message names the fields and why."""
 

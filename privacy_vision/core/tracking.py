@@ -18,10 +18,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from privacy_vision.core.geometry import Homography
+from privacy_vision.core.presence import PresenceCurves, load_calibration
 
 
 class TrackState(IntEnum):
-    """A track's life cycle: only confirmed tracks are counted downstream."""
+    """A track's life cycle; a count from the tracks' presence weights (core/presence.py) takes every state."""
 
     TENTATIVE = 0
     CONFIRMED = 1
@@ -32,9 +33,10 @@ class TrackState(IntEnum):
 # the person scores on PETS and TUD-Campus: YOLOX-nano 0.45 / 0.82, the SSD 0.55 / 0.69, HOG's squashed SVM
 # margin 0.69 / 0.93), so each backend has its own pair (track_thresh, new_track_thresh); a pair tuned for one
 # scale confirms no track at all on another. yolox, tflite and hog were chosen by
-# `bench/tune_tracker.py --backend NAME` (docs/tracker_tuning_NAME.md) on PETS09-S2L1 and TUD-Campus only, the
-# shared MOT15 sequences with video: tuned on the data the PETS figures are reported on. ultralytics is not
-# tuned (no YOLO weights can be fetched where this was built) and takes YOLOX's pair: set both for your model.
+# `bench/tune_tracker.py --backend NAME` (docs/tracker_tuning_NAME.md) on PETS09-S2L1 and TUD-Campus together, the
+# shared MOT15 sequences with video: in-sample. The same tool chooses them on each video alone and scores them on
+# the other (held out); both figures are in that file and in docs/perception.md. ultralytics is not tuned (no
+# YOLO weights can be fetched where this was built) and takes YOLOX's pair: set both for your model.
 BACKEND_SCORE_THRESHOLDS: dict[str, tuple[float, float]] = {
     "yolox": (0.7, 0.8),
     "tflite": (0.6, 0.6),
@@ -49,11 +51,11 @@ class TrackerSettings:
     TUD-Campus only. The score thresholds default to None: the pair tuned for the backend whose scores arrive."""
 
     track_thresh: float | None = None  # detections at or above this score are "high" (first association)
-    low_thresh: float = 0.1  # detections below this are ignored entirely
-    new_track_thresh: float | None = None  # a high detection left unmatched starts a track above this score
+    low_thresh: float = 0.1  # detections below this are ignored; one at or above that no track takes starts a track
+    new_track_thresh: float | None = None  # confirmation starts with a detection at or above this score
     match_iou: float = 0.2  # minimum IoU for the first association
     low_match_iou: float = 0.5  # minimum IoU for the second (low-score) association
-    min_hits: int = 3  # consecutive matches before a track is confirmed
+    min_hits: int = 3  # consecutive high matches from a new_track_thresh one before a track is confirmed
     track_buffer_s: float = 3.0  # how long a lost track is kept for re-association
     velocity_window_s: float = 1.0  # floor velocity is the slope of positions over this window
     reassociation_m: float = 2.0  # a lost track takes an unmatched detection this close on the floor (0 = off)
@@ -187,7 +189,8 @@ class Track:
     kalman: _KalmanXYAH
     score: float
     state: TrackState = TrackState.TENTATIVE
-    hits: int = 1
+    streak: int = 0  # tentative: consecutive high matches since one at new_track_thresh (0 = confirmation not begun)
+    presence_weight: float = 0.0  # people this track stands for now, in [0, 1] (core/presence.py)
     age_frames: int = 1
     last_update_s: float = 0.0
     floor_history: deque = field(default_factory=lambda: deque(maxlen=64))
@@ -207,20 +210,35 @@ def unreused_first_id() -> int:
 
 
 class ByteTracker:
-    """Motion-only ByteTrack association with floor positions, so that people are counted without appearance features."""
+    """Motion-only ByteTrack association with floor positions, so that people are counted without appearance features.
 
-    def __init__(self, settings: TrackerSettings, homography: Homography, first_id: int = 1) -> None:
+    Starting a track is not confirming it: every detection at or above low_thresh that no track takes starts a
+    tentative track, which carries a presence weight (so a person whose scores stay low is still counted, by the
+    calibrated probability that a person is there) but is confirmed only by ByteTrack's rule: min_hits consecutive
+    matches at or above track_thresh, the first at or above new_track_thresh. Confirmed tracks (the tracker's MOT
+    output) are therefore the same as ByteTrack's; the extra tentative tracks only add to the count.
+    """
+
+    def __init__(
+        self,
+        settings: TrackerSettings,
+        homography: Homography,
+        first_id: int = 1,
+        presence: dict[str, PresenceCurves] | None = None,
+    ) -> None:
         settings.validate()
         self.settings = settings
         self.homography = homography
+        self.presence = load_calibration() if presence is None else presence
         self.tracks: list[Track] = []
         self._next_id = first_id
+        self._thresholds = (1.0, 1.0)
 
     def update(self, stamp_s: float, boxes: np.ndarray, scores: np.ndarray, backend: str = "yolox") -> list[Track]:
         """Advance one frame; boxes are (N, 4) x_min, y_min, x_max, y_max pixels, scores on the score scale of
         the detector `backend` (the shipped YOLOX-nano unless said), which picks the tuned thresholds."""
         s = self.settings
-        track_thresh, new_track_thresh = s.score_thresholds(backend)
+        track_thresh, _ = self._thresholds = s.score_thresholds(backend)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         high = scores >= track_thresh
@@ -246,14 +264,16 @@ class ByteTracker:
 
         # Second association: still-tracked (not lost) tracks take the low-score boxes (occlusions).
         remaining = [active[i] for i in unmatched_active if active[i].state == TrackState.CONFIRMED]
-        matches_low, unmatched_remaining, _ = _assign(remaining, low_boxes, s.low_match_iou)
+        matches_low, unmatched_remaining, unmatched_low = _assign(remaining, low_boxes, s.low_match_iou)
         for ti, di in matches_low:
             self._hit(remaining[ti], low_boxes[di], low_scores[di], stamp_s)
         for i in unmatched_remaining:
             remaining[i].state = TrackState.LOST
 
-        leftover_boxes = high_boxes[unmatched_high]
-        leftover_scores = high_scores[unmatched_high]
+        # Tentative tracks take what is left, high and low; a low match keeps a tentative track (and its weight)
+        # but restarts its confirmation (_hit), as ByteTrack would have dropped it and started anew later.
+        leftover_boxes = np.concatenate([high_boxes[unmatched_high], low_boxes[unmatched_low]])
+        leftover_scores = np.concatenate([high_scores[unmatched_high], low_scores[unmatched_low]])
         matches_new, unmatched_tentative, unmatched_left = _assign(tentative, leftover_boxes, s.match_iou)
         for ti, di in matches_new:
             self._hit(tentative[ti], leftover_boxes[di], leftover_scores[di], stamp_s)
@@ -266,9 +286,20 @@ class ByteTracker:
             and not (t.state == TrackState.LOST and stamp_s - t.last_update_s > s.track_buffer_s)
         ]
         for di in unmatched_left:
-            if leftover_scores[di] >= new_track_thresh:
-                self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
+            self._start(leftover_boxes[di], leftover_scores[di], stamp_s)
+        curves = self.presence.get(backend)
+        for track in self.tracks:
+            track.presence_weight = self._presence_weight(track, curves, stamp_s)
         return list(self.tracks)
+
+    @staticmethod
+    def _presence_weight(track: Track, curves: PresenceCurves | None, stamp_s: float) -> float:
+        """The calibrated weight; without curves for the backend, the count of old: 1 when confirmed, else 0."""
+        confirmed = track.state == TrackState.CONFIRMED
+        if curves is None:
+            return 1.0 if confirmed else 0.0
+        detected = track.last_update_s == stamp_s
+        return curves.weight(confirmed, track.score if detected else None, stamp_s - track.last_update_s)
 
     def _reassociate_on_floor(
         self,
@@ -317,7 +348,8 @@ class ByteTracker:
     def _start(self, box: np.ndarray, score: float, stamp_s: float) -> None:
         track = Track(self._next_id, _KalmanXYAH(_xyah(box)), float(score), last_update_s=stamp_s)
         self._next_id += 1
-        if self.settings.min_hits <= 1:
+        track.streak = int(score >= self._thresholds[1])
+        if track.streak and self.settings.min_hits <= 1:
             track.state = TrackState.CONFIRMED
         self._update_floor(track, stamp_s)
         self.tracks.append(track)
@@ -325,10 +357,15 @@ class ByteTracker:
     def _hit(self, track: Track, box: np.ndarray, score: float, stamp_s: float) -> None:
         track.kalman.update(_xyah(box))
         track.score = float(score)
-        track.hits += 1
         track.last_update_s = stamp_s
+        if track.state == TrackState.TENTATIVE:
+            track_thresh, new_track_thresh = self._thresholds
+            if track.streak and score >= track_thresh:
+                track.streak += 1
+            else:
+                track.streak = int(score >= new_track_thresh)
         if track.state == TrackState.LOST or (
-            track.state == TrackState.TENTATIVE and track.hits >= self.settings.min_hits
+            track.state == TrackState.TENTATIVE and track.streak >= self.settings.min_hits
         ):
             track.state = TrackState.CONFIRMED
         self._update_floor(track, stamp_s)

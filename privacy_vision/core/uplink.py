@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from privacy_vision.core.pki import spki_pin_of_certificate_der
-from privacy_vision.core.protocol import sign_request
+from privacy_vision.core.protocol import MAX_SEQUENCE, SEQUENCE_WINDOW, sign_request
 
 
 class PinMismatch(ssl.SSLError):
@@ -402,6 +402,7 @@ class Sender:
         self.dependency_failed = False
         self.last_error = ""
         self.in_outage = False
+        self._outage_entries: list[tuple[bool, str]] = []  # outage starts/ends whose hook (audit entry) is still due
         self._consecutive_failures = 0
 
     def drain_once(self) -> float:
@@ -432,10 +433,16 @@ class Sender:
                 self.last_error = f"release {item.release_id} rejected for good ({result.status}: {result.detail[:200]}); kept in the dead-letter table"
                 continue
             if result.status == 409 and (last := _last_sequence(result.detail)) is not None:
+                if last >= MAX_SEQUENCE - SEQUENCE_WINDOW:  # following it would overflow the counter's int64
+                    return self._failed(
+                        f"the ingest holds sequence {last} for this device, beyond any it can send above; "
+                        "the ingest must be updated (it now refuses such sequences and lets them lapse)"
+                    )
                 self.outbox.advance_sequence(last)
                 continue
             return self._failed(f"release {item.release_id}: status {result.status}: {result.detail[:200]}")
         self.dependency_failed = False
+        self._set_outage(False, "")  # nothing queued: no outage; writes any outage entry still due
         return 0.0
 
     def step(self) -> float:
@@ -455,12 +462,24 @@ class Sender:
         return delay
 
     def _set_outage(self, outage: bool, error: str) -> None:
-        """Report the start and the end of an outage once each (the hook writes the audit entry)."""
-        if outage == self.in_outage:
-            return
-        if self.on_outage is not None:
-            self.on_outage(outage, error)
-        self.in_outage = outage
+        """Report the start and the end of an outage once each (the hook writes the audit entry).
+
+        The hook is a dependency like any other: when it fails (the audit log is what is failing), the failure is
+        reported and the entry stays due, written before any later one once the hook works again. It never raises
+        here, inside the failure handling, where it used to end the sender thread."""
+        if outage != self.in_outage:
+            self.in_outage = outage
+            self._outage_entries.append((outage, error))
+        while self._outage_entries and self.on_outage is not None:
+            try:
+                self.on_outage(*self._outage_entries[0])
+            except Exception as hook_error:  # reported as ERROR by health() and tried again at the next step
+                self.dependency_failed = True
+                self.last_error = (
+                    f"{self.last_error}; outage not yet audit-logged: {type(hook_error).__name__}: {hook_error}"
+                )
+                return
+            self._outage_entries.pop(0)
 
     def run(self, stop: threading.Event, wake: threading.Event, log: Callable[[str, str], None]) -> None:
         """The sender thread's loop: one backoff for every failure, one log line per failed attempt."""

@@ -9,7 +9,13 @@ import time
 from collections import deque
 from typing import Any
 
-from privacy_vision.core.anonymizer import Anonymizer, AnonymizerSettings, TrackSample, round_time
+from privacy_vision.core.anonymizer import (
+    Anonymizer,
+    AnonymizerSettings,
+    TrackSample,
+    direction_sector,
+    round_time,
+)
 from privacy_vision.core.geometry import ConfigError, load_exclusions, load_zones
 from privacy_vision.core.graph import RELEASE_CELLS_SERVICE
 from privacy_vision.core.release.events import EventTotals
@@ -227,7 +233,23 @@ class AnonymizerNode(PrivacyVisionNode):
         ]
         self.frames += 1
         self.publisher.publish(out)
-        points = [TrackPoint(t.track_id, t.x_m, t.y_m, r.direction) for t, r in zip(confirmed, records)]
+        settings = self.anonymizer.settings
+        confirmed_tracks = [t for t in message.tracks if t.state == Track.STATE_CONFIRMED]
+        points = [
+            TrackPoint(t.track_id, t.x_m, t.y_m, r.direction, t.presence_weight, True)
+            for t, r in zip(confirmed_tracks, records)
+        ] + [  # tentative and lost tracks: in presence by their calibrated weight only (never on a topic, no event)
+            TrackPoint(
+                t.track_id,
+                t.x_m,
+                t.y_m,
+                direction_sector(t.vx_mps, t.vy_mps, settings.direction_sectors, settings.min_speed_mps),
+                t.presence_weight,
+                False,
+            )
+            for t in message.tracks
+            if t.state != Track.STATE_CONFIRMED and t.presence_weight > 0
+        ]
         with self._lock:
             if self.totals is None:
                 self._open_totals(stamp)

@@ -48,6 +48,7 @@ class CameraNode(PrivacyVisionNode):
 
     def deactivate(self) -> None:
         self.reader.stop()
+        self._report()  # the final counts, for whoever shows them (the runner's summary)
 
     def release(self) -> None:
         self.capture.close()

@@ -116,6 +116,7 @@ class PrivacyVisionNode(LifecycleNode):
     def __init__(self, name: str, **node_options: Any) -> None:
         super().__init__(name, **node_options)
         self.exit_code = 0
+        self.failure = ""  # why the last transition failed, in one line (the configuration check prints it)
         self.finished = threading.Event()  # finalized (or configuration failed): the process may exit
         self.source_ended = threading.Event()  # set by a node that reads a source when the recording ends
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -198,7 +199,10 @@ class PrivacyVisionNode(LifecycleNode):
         )
         try:
             self.audit = AuditLog.from_key_file(audit_dir, audit_key)
+            self.audit.check_writable()
         except KeyFileError as error:
+            raise StartupError(self.get_name(), f"audit log: {error}") from None
+        except (OSError, ValueError) as error:  # exit 2: a configuration error ends a launch, it is not respawned
             raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
         if graph.node(self.get_name()).answers_requests:
@@ -249,18 +253,22 @@ class PrivacyVisionNode(LifecycleNode):
                 )
 
     def _transition(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
-        """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)."""
+        """Run a transition's work; every failure is logged with its reason (rclpy would turn it into a silent ERROR)
+        and kept in `failure` as one line."""
         try:
             action()
             return TransitionCallbackReturn.SUCCESS
         except StartupError as error:
-            self.get_logger().error(str(error))
+            self.failure = str(error)
+            self.get_logger().error(self.failure)
             self.fail(EXIT_CONFIGURATION_ERROR)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             # A params file or -p override outside a parameter's declared type or range.
-            self.get_logger().error(f"invalid parameter at start-up: {error}; fix the params file or the override")
+            self.failure = f"invalid parameter at start-up: {error}; fix the params file or the override"
+            self.get_logger().error(self.failure)
             self.fail(EXIT_CONFIGURATION_ERROR)
-        except Exception:
+        except Exception as error:
+            self.failure = f"{what} failed: {type(error).__name__}: {error}"
             self.get_logger().error(f"{what} failed:\n{traceback.format_exc()}")
             self.fail(1)
         return TransitionCallbackReturn.FAILURE
@@ -390,13 +398,22 @@ class PrivacyVisionNode(LifecycleNode):
         respawn (post_set). Runtime changes kept from an earlier run of this node (a respawn) take the same path."""
         everything = {name: _plain(parameter.value) for name, parameter in self.get_parameters_by_prefix("").items()}
         relevant = sorted(self.privacy_parameters | self.dpia_parameters)
-        self.audit.append(
-            "configuration_at_start",
-            self.get_name(),
-            parameters={name: everything[name] for name in relevant},
-            all_parameters_sha256=configuration_digest(everything),
-            parameter_count=len(everything),
-        )
+        try:
+            self.audit.append(
+                "configuration_at_start",
+                self.get_name(),
+                parameters={name: everything[name] for name in relevant},
+                all_parameters_sha256=configuration_digest(everything),
+                parameter_count=len(everything),
+            )
+        except (OSError, ValueError) as error:  # a configuration error (exit 2): launch does not respawn it in a loop
+            raise StartupError(
+                self.get_name(),
+                f"the audit log cannot record the configuration at start ({error}); "
+                "repair it ('privacy-vision audit verify') or free its disk, then start again",
+            ) from None
+        self._unaudited: list[dict] = []  # runtime changes whose audit entry failed: written by _retry_audit
+        self.create_timer(2.0, self._retry_audit)
         self._audited = {
             name: everything[name] for name in self.privacy_parameters
         }  # in force: the 'old' of the next change
@@ -421,6 +438,11 @@ class PrivacyVisionNode(LifecycleNode):
     def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
         updates = {p.name: p.value for p in parameters}
         try:
+            if set(updates) & self.privacy_parameters:  # such a change must be audited: refused while it cannot be
+                try:
+                    self.audit.check_writable()
+                except (OSError, ValueError) as error:
+                    raise ValueError(f"the audit log cannot record this change ({error}): refused") from None
             self.validate_parameters(updates)
         except (ValueError, TypeError) as error:
             self.get_logger().warning(f"rejected parameter update {sorted(updates)}: {error}")
@@ -432,14 +454,26 @@ class PrivacyVisionNode(LifecycleNode):
         self.apply_parameters(updates)
         for name in sorted(set(updates) & self.privacy_parameters):
             new = _plain(updates[name])
-            self.audit.append(
-                "parameter_changed", self.get_name(), parameter=name, old=self._audited.get(name), new=new
-            )
+            self._unaudited.append({"parameter": name, "old": self._audited.get(name), "new": new})
             self._audited[name] = new
+        self._retry_audit()
         if self.runtime_parameters_file:
             store_runtime_parameters(
                 self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()}
             )
+
+    def _retry_audit(self) -> None:
+        """Write the audit entries of applied changes; a failure (a disk that filled after the check) is an ERROR on
+        the log and /diagnostics and is tried again every 2 s, never a crash."""
+        while self._unaudited:
+            try:
+                self.audit.append("parameter_changed", self.get_name(), **self._unaudited[0])
+            except (OSError, ValueError) as error:
+                message = f"audit log failing: {len(self._unaudited)} parameter change(s) not yet recorded ({error})"
+                self.get_logger().error(message, throttle_duration_sec=30.0)
+                self.publish_diagnostic(ERROR, message, {"unaudited_changes": len(self._unaudited)})
+                return
+            self._unaudited.pop(0)
 
     def _integers_as_doubles(self, parameters: list[Parameter]) -> list[Parameter]:
         return [
@@ -456,7 +490,9 @@ class PrivacyVisionNode(LifecycleNode):
         read_only: bool = False,
         minimum: float | None = None,
         maximum: float | None = None,
+        step: int = 0,
     ) -> Any:
+        """Declare with a descriptor; an integer range may have a step (values minimum + k * step only)."""
         descriptor = ParameterDescriptor(description=description, read_only=read_only)
         override = self._parameter_overrides.get(name)  # -p NAME:=2, a params file or launch: 2 for a double is 2.0
         if override is not None:
@@ -467,7 +503,7 @@ class PrivacyVisionNode(LifecycleNode):
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise TypeError(f"range given for non-numeric parameter {name}")
             if isinstance(default, int):
-                descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=int(maximum), step=0)]
+                descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=int(maximum), step=step)]
             else:
                 descriptor.floating_point_range = [
                     FloatingPointRange(from_value=float(minimum), to_value=float(maximum), step=0.0)
@@ -654,6 +690,27 @@ def run_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str] 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(exit_code)
+
+
+def check_nodes(factories: list[Callable[[], PrivacyVisionNode]], args: list[str]) -> dict[str, str]:
+    """Configure each node in this process and shut it down again: parameter types and ranges, settings, source,
+    model, zones, homography, keys. Returns why each node that failed did, in one line; nothing flows. The
+    caller points the state stores (audit log, ledger, outbox) at a scratch folder, so a check leaves no trace."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    failures: dict[str, str] = {}
+    try:
+        for factory in factories:
+            node = factory()
+            try:
+                if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    failures[node.get_name()] = node.failure or "configure failed (see the log above)"
+                elif node.trigger_shutdown() != TransitionCallbackReturn.SUCCESS:
+                    failures[node.get_name()] = node.failure or "shutdown after the check failed"
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    return failures
 
 
 def _die_with_parent() -> None:

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from privacy_vision.core.detectors import BACKENDS, DetectorError, DetectorSettings, create_detector, fallback_warning
+from privacy_vision.core.detectors import (
+    BACKENDS,
+    YOLOX_INPUT_SIZES,
+    DetectorError,
+    DetectorSettings,
+    create_detector,
+    fallback_warning,
+)
 from privacy_vision.core.imaging import ImageFormatError, buffer_as_bgr, zero_message_data
 from privacy_vision.nodes.common import (
     DETECTIONS_TOPIC,
@@ -30,6 +37,7 @@ from privacy_vision.nodes.common import (
 from privacy_vision_msgs.msg import Detection, Detections
 
 CAPTURE_MODES = ("topic", "in_process")
+REPORT_PERIOD_S = 1.0  # counters on /diagnostics at least this often while frames flow
 
 
 class DetectionNode(PrivacyVisionNode):
@@ -86,6 +94,16 @@ class DetectionNode(PrivacyVisionNode):
                 "device", defaults.device, "inference device for ultralytics: cpu, cuda:0, ...", read_only=True
             ),
             max_det=self.declare("max_det", defaults.max_det, "maximum people per frame", minimum=1, maximum=1000),
+            input_size=self.declare(
+                "input_size",
+                defaults.input_size,
+                "YOLOX input side in pixels, a multiple of 32 (0 = the model's own, 416 for the shipped YOLOX-nano); "
+                "larger finds more small people and costs time (docs/perception.md)",
+                minimum=0,
+                maximum=YOLOX_INPUT_SIZES.stop - 1,
+                step=YOLOX_INPUT_SIZES.step,
+                read_only=True,
+            ),
             num_threads=self.declare(
                 "num_threads",
                 defaults.num_threads,
@@ -146,7 +164,8 @@ class DetectionNode(PrivacyVisionNode):
         self.frames = 0
         self.rejected = 0
         self.inference_ms: collections.deque[float] = collections.deque(maxlen=100)
-        self.create_timer(1.0, self._report)
+        self._reported_at = 0.0
+        self.create_timer(REPORT_PERIOD_S, self._report)
         self.create_timer(audit_interval_s, self._audit_frames)
         if self.capture is None:
             self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
@@ -169,6 +188,7 @@ class DetectionNode(PrivacyVisionNode):
         self._destroy_retained()
         self.retention_frames = retention
         self._audit_frames()
+        self._report()  # the final counts, for whoever shows them (the runner's summary)
 
     def release(self) -> None:
         if self.capture is not None:
@@ -230,6 +250,10 @@ class DetectionNode(PrivacyVisionNode):
             for b, s in zip(boxes, scores)
         ]
         self.publisher.publish(out)
+        if time.monotonic() - self._reported_at >= REPORT_PERIOD_S:
+            # While frames keep the executor busy its 1 s timer can starve for tens of seconds (seen with HOG at
+            # 200 ms a frame): the counts then go out from here, so /diagnostics never shows a stale count.
+            self._report()
 
     def _retain_or_zero(self, buffers: tuple[np.ndarray, ...]) -> None:
         self.last_buffers = buffers
@@ -257,7 +281,9 @@ class DetectionNode(PrivacyVisionNode):
         return {"frames_destroyed": count}
 
     def _report(self) -> None:
-        median_ms = float(np.median(self.inference_ms)) if self.inference_ms else 0.0
+        self._reported_at = time.monotonic()
+        samples = list(self.inference_ms)  # one C-level copy: the capture thread may append meanwhile
+        median_ms = float(np.median(samples)) if samples else 0.0
         level = WARN if self.rejected or self.fallback else OK
         message = f"backend {self.detector.name}" + (f": {self.fallback}" if self.fallback else "")
         self.publish_diagnostic(

@@ -34,16 +34,25 @@ TRACKER_PARAMETERS = {
         -1.0,
         1.0,
     ),
-    "low_thresh": ("detections below this score are ignored", 0.0, 1.0),
+    "low_thresh": (
+        "detections below this score are ignored; one at or above it that no track takes starts a tentative track",
+        0.0,
+        1.0,
+    ),
     "new_track_thresh": (
-        "an unmatched detection starts a track at or above this score; "
+        "a track's confirmation starts with a detection at or above this score; "
         "-1 = the value tuned for the detector backend named on /detections",
         -1.0,
         1.0,
     ),
     "match_iou": ("minimum IoU of the first association", 0.01, 0.99),
     "low_match_iou": ("minimum IoU of the low-score association", 0.01, 0.99),
-    "min_hits": ("matches before a track is confirmed (tentative tracks are never counted)", 1, 100),
+    "min_hits": (
+        "consecutive high matches, the first at new_track_thresh, before a track is confirmed "
+        "(every track, tentative ones too, carries a presence_weight on /tracks)",
+        1,
+        100,
+    ),
     "track_buffer_s": ("seconds a lost track is kept for re-association", 0.0, 60.0),
     "velocity_window_s": ("floor velocity is fitted over this many seconds of positions", 0.1, 10.0),
     "reassociation_m": (
@@ -133,6 +142,7 @@ class TrackingNode(PrivacyVisionNode):
                 vy_mps=t.floor_velocity[1],
                 box=[float(v) for v in t.box],
                 age_frames=t.age_frames,
+                presence_weight=t.presence_weight,
             )
             for t in tracks
         ]
@@ -163,6 +173,11 @@ class TrackingNode(PrivacyVisionNode):
         if self.backend:
             report["score_thresholds"] = "track {} / new track {} for {}".format(
                 *self.tracker.settings.score_thresholds(self.backend), self.backend
+            )
+            report["presence_weights"] = (
+                f"calibrated for {self.backend}"
+                if self.backend in self.tracker.presence
+                else f"no calibration for {self.backend}: confirmed tracks count 1, others 0"
             )
         self.publish_diagnostic(ERROR if self.unreadable_frames else OK, "tracking", report)
 

@@ -47,7 +47,8 @@ class TrackPoint:
     x_m: float
     y_m: float
     heading: str
-    weight: float = 1.0  # how sure the tracker is that this is a person now, in [0, 1]
+    weight: float = 1.0  # how sure the tracker is that this is a person now, in [0, 1] (Track.presence_weight)
+    confirmed: bool = True  # tentative and lost tracks count in presence by their weight, never in events
 
 
 @dataclass

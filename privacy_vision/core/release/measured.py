@@ -52,7 +52,7 @@ SAME_BODY = {
     "command": ".venv/bin/python bench/presence_assumption.py (2026-12-03; tables in docs/release-model.md)",
 }
 
-# Lineages (stitched tracks) per annotated person, by time in view, from `bench/tracks_per_person.py`.
+# Lineages (stitched tracks) per annotated person, by time in view, from `bench/lineages_per_person.py`.
 # Pooled over the five MOT15 sequences with public detections and the PETS video with YOLOX-nano, each with the
 # project's tracker and the release model's Lineages at the default LineageSettings; a person is matched to a track
 # per frame (Hungarian, IoU ≥ 0.5). Clips of 3 s to 2 minutes: the longest time in view measured is 82 s, so the
@@ -77,6 +77,6 @@ LINEAGES_PER_PERSON: dict = {
     },
     # Extra lineages per minute in view, people in view ≥ 20 s (32 people): a rate, not a bound.
     "extra_lineages_per_minute": {"p50": 2.27, "p90": 5.11, "max": 8.51},
-    "command": ".venv/bin/python bench/tracks_per_person.py",
+    "command": ".venv/bin/python bench/lineages_per_person.py",
     "date": "2026-12-03",
 }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from privacy_vision.core.geometry import Zone, overlapping_zones
 from privacy_vision.core.release.events import EventCounter, EventSettings, EventTotals
-from privacy_vision.core.release.grid import Context, Grid
+from privacy_vision.core.release.grid import DWELL_LABELS, Context, Grid
 from privacy_vision.core.release.lineage import Lineages, LineageSettings, TrackPoint
 from privacy_vision.core.release.presence import Body, PresenceIntegrator, PresenceSettings, PresenceTotals
 from privacy_vision.core.release.strict import GroupTotals, PendingGroups
@@ -82,16 +82,25 @@ class TrueTotals:
         self.groups = self._new_groups(settings, start_s)
 
     def observe(self, stamp_s: float, points: list[TrackPoint]) -> list[Totals]:
+        """One frame's tracks: confirmed ones are stitched into lineages (events, dwell); every track counts in
+        presence by its weight (tentative and lost ones too: that is what makes the count unbiased), one per body."""
         points = [p for p in points if not any(area.contains(p.x_m, p.y_m) for area in self.exclusions)]
-        observations = self.lineages.observe(stamp_s, points)
+        observations = self.lineages.observe(stamp_s, [p for p in points if p.confirmed])
         bodies = [
             Body(o.point.x_m, o.point.y_m, o.zone_id, o.point.heading, o.dwell, o.point.weight) for o in observations
+        ] + [
+            Body(p.x_m, p.y_m, self._zone_of(p), p.heading, DWELL_LABELS[0], p.weight)
+            for p in points
+            if not p.confirmed
         ]
         closed = self._with_group_offers(self.presence.observe(stamp_s, bodies))
         closed += self.events.observe(stamp_s, observations)
         if self.groups is not None:
             self.groups.observe(stamp_s, observations)
         return closed
+
+    def _zone_of(self, point: TrackPoint) -> str | None:
+        return next((zone.zone_id for zone in self.zones if zone.contains(point.x_m, point.y_m)), None)
 
     def advance(self, now_s: float) -> list[Totals]:
         """The clock moved on (no frame needed): close what ended."""
