@@ -1,11 +1,14 @@
-"""Confirmed tracks on the floor beside the annotated people, frame by frame, on the shared MOT15 sequences and on
-the PETS video: what bench/presence_assumption.py and bench/lineages_per_person.py measure on.
+"""Tracks on the floor beside the annotated people, frame by frame, on the shared MOT15 sequences and on the PETS
+video: what bench/presence_assumption.py, bench/lineages_per_person.py and the PETS workload of
+bench/privacy_utility.py measure on.
 
 Tracks come from the project's tracker (core/tracking.py, default settings) fed either the sequence's official
 public detections (ACF; scored with YOLOX's tuned thresholds, as bench/perception.py's tracker benchmark does) or
-the shipped YOLOX-nano on vtest.avi (frame k of the video is frame k + 1 of PETS09-S2L1). A track counts at a frame
-when it is confirmed there, i.e. updated by a detection in that frame: exactly what the tracking node publishes as
-confirmed and the anonymizer feeds to the release model.
+the shipped YOLOX-nano on vtest.avi (frame k of the video is frame k + 1 of PETS09-S2L1). Every live track is kept
+with its state and its presence weight, as the tracking node publishes them: the anonymizer stitches the confirmed
+ones into lineages (events) and counts every track in presence by its weight. A track's floor point is where its
+last detection put it (Track.floor_xy: a lost track stays where it was last seen); the weights are calibrated for
+the scores of the backend named (YOLOX-nano), not for the public detections' ACF scores.
 
 Floor coordinates (metres), for the tracks' foot points (bottom centre of the box) and for the people:
 - sequences whose gt.txt carries ground-plane columns (PETS09-S2L1, ETH-Sunnyday): people stand where the gt says;
@@ -54,7 +57,11 @@ class Frame:
     number: int  # MOT frame number (1-based)
     stamp_s: float
     people: np.ndarray  # (n, 7): id, x1, y1, x2, y2, floor x, floor y
-    tracks: np.ndarray  # (m, 7): track id, x1, y1, x2, y2, floor x, floor y
+    tracks: np.ndarray  # (m, 9): track id, x1, y1, x2, y2, floor x, floor y, TrackState, presence weight
+
+    @property
+    def confirmed(self) -> np.ndarray:
+        return self.tracks[self.tracks[:, 7] == TrackState.CONFIRMED]
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Run:
     fps: float
     floor: str  # how floor coordinates were obtained, in words
     frames: list[Frame]
+    weights_calibrated: bool = False  # the presence weights fit these scores (a shipped detector's own curve)
 
 
 def report(title: str, lines: list[str], markdown: Path | None) -> None:
@@ -170,13 +178,19 @@ def track(
     homography: Homography,
     backend: str = "yolox",
 ) -> dict[int, np.ndarray]:
-    """Confirmed tracks per frame: (m, 5) track id, x1, y1, x2, y2."""
+    """Every live track per frame: (m, 9) track id, x1, y1, x2, y2, foot pixel at its last detection (u, v), state,
+    presence weight."""
     tracker = ByteTracker(TrackerSettings(), homography)
+    last_foot: dict[int, tuple[float, float]] = {}
     out = {}
     for frame in range(1, n_frames + 1):
         boxes, scores = detections.get(frame, (np.zeros((0, 4)), np.zeros(0)))
-        confirmed = [t for t in tracker.update(frame / fps, boxes, scores, backend) if t.state == TrackState.CONFIRMED]
-        out[frame] = np.array([[t.track_id, *t.box] for t in confirmed], dtype=float).reshape(-1, 5)
+        rows = []
+        for t in tracker.update(frame / fps, boxes, scores, backend):
+            if t.last_update_s == frame / fps or t.track_id not in last_foot:
+                last_foot[t.track_id] = ((t.box[0] + t.box[2]) / 2, t.box[3])
+            rows.append([t.track_id, *t.box, *last_foot[t.track_id], int(t.state), t.presence_weight])
+        out[frame] = np.array(rows, dtype=float).reshape(-1, 9)
     return out
 
 
@@ -188,9 +202,10 @@ def assemble(name: str, label: str, sequence: str, tracks: dict[int, np.ndarray]
     for frame in range(1, n_frames + 1):
         rows = gt[gt[:, 0] == frame]
         people = np.column_stack([rows[:, 1], xyxy(rows), floor.people(frame, rows)]) if len(rows) else np.zeros((0, 7))
-        found = tracks.get(frame, np.zeros((0, 5)))
-        on_floor = floor.project(frame, feet(found[:, 1:5]))
-        frames.append(Frame(frame, (frame - 1) / fps, people, np.column_stack([found, on_floor]).reshape(-1, 7)))
+        found = tracks.get(frame, np.zeros((0, 9)))
+        on_floor = floor.project(frame, found[:, 5:7])
+        columns = [found[:, :5], on_floor, found[:, 7:9]]
+        frames.append(Frame(frame, (frame - 1) / fps, people, np.column_stack(columns).reshape(-1, 9)))
     return Run(name, label, sequence, fps, floor.description, frames)
 
 
@@ -231,6 +246,8 @@ def pets_video_run(backend: str = "yolox") -> Run:
     fps, n_frames = seq_info(sequence)
     floor = FloorMap(sequence, ground_truth(sequence))
     tracks = track(detections, n_frames, fps, tracker_homography(floor), backend)
-    return assemble(
+    run = assemble(
         f"PETS09-S2L1 video (vtest.avi), {backend} + tracker", f"PETS video with {backend}", sequence, tracks
     )
+    run.weights_calibrated = True
+    return run

@@ -55,7 +55,7 @@ def per_person(run: floor_tracks.Run) -> tuple[list[tuple[float, int, int]], dic
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for frame in run.frames:
-        found = frame.tracks
+        found = frame.confirmed  # lineages are stitched from confirmed tracks only
         points = [TrackPoint(int(t[0]), float(t[5]), float(t[6]), NO_DIRECTION) for t in found]
         lineage_of = [seen.lineage_id for seen in lineages.observe(frame.stamp_s, points)]
         for key in found[:, 0].astype(int):

@@ -48,9 +48,13 @@ def observed(frames: list[wl.Frame], workload: wl.Workload) -> list[wl.Frame]:
 
 
 def points(frame: wl.Frame) -> list[TrackPoint]:
+    weights = frame.weights.tolist() if frame.weights is not None else [1.0] * len(frame.keys)
+    confirmed = frame.confirmed.tolist() if frame.confirmed is not None else [True] * len(frame.keys)
     return [
-        TrackPoint(int(k), float(x), float(y), h)
-        for k, x, y, h in zip(frame.keys.tolist(), frame.x.tolist(), frame.y.tolist(), frame.headings)
+        TrackPoint(int(k), float(x), float(y), h, float(w), bool(c))
+        for k, x, y, h, w, c in zip(
+            frame.keys.tolist(), frame.x.tolist(), frame.y.tolist(), frame.headings, weights, confirmed
+        )
     ]
 
 
@@ -97,8 +101,8 @@ def cached_totals(workload: wl.Workload, side: str, settings: TotalsSettings) ->
         digest.update(path.read_bytes())
     for frame in frames:  # the input itself, types included (a numpy stamp is not a float stamp)
         digest.update(repr((frame.stamp_s, frame.headings)).encode())
-        for array in (frame.keys, frame.x, frame.y):
-            digest.update(array.tobytes())
+        for array in (frame.keys, frame.x, frame.y, frame.weights, frame.confirmed):
+            digest.update(b"-" if array is None else array.tobytes())
     cache = wl.OUT / f"totals_{digest.hexdigest()[:20]}.pickle"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())

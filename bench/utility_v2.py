@@ -1,4 +1,5 @@
-"""The comparison row of bench/privacy_utility.py: release model v2 (bench/release_v2, frozen) at its defaults, scored
+"""The comparison row of bench/privacy_utility.py: release model v2 (bench/release_v2, frozen) at its defaults, fed
+the confirmed tracks (as its anonymizer was), scored
 as its own benchmark scored it: per cell, the distinct people (tracks) admitted (v2's "occupancy": a head count per
 cell, not people present on average), against the exact distinct people in the cell (no bound, no hysteresis).
 v2 states no intervals, so it has no coverage; "< k" cells count as released 0.
@@ -40,7 +41,12 @@ def records(frames: list[Frame], device: bool) -> list[tuple[float, list[tuple[i
     out = []
     for frame in frames:
         row = []
-        for pid, x, y, heading in zip(frame.keys.tolist(), frame.x.tolist(), frame.y.tolist(), frame.headings):
+        confirmed = frame.confirmed if frame.confirmed is not None else np.ones(len(frame.keys), dtype=bool)
+        for pid, x, y, heading, counted in zip(
+            frame.keys.tolist(), frame.x.tolist(), frame.y.tolist(), frame.headings, confirmed.tolist()
+        ):
+            if not counted:
+                continue  # v2 took confirmed tracks only
             if device:
                 key.rotate_if_due(frame.stamp_s)
                 x, y, name = quantize(x, settings.grid_size_m), quantize(y, settings.grid_size_m), key.pseudonym(pid)

@@ -40,13 +40,16 @@ HOUR = 3600.0
 
 @dataclass
 class Frame:
-    """One instant: keys (person ids for the truth, track ids for the device), floor positions and headings."""
+    """One instant: keys (person ids for the truth, track ids for the device), floor positions, headings, and what
+    the tracker says of each (its presence weight; confirmed or not: only confirmed tracks make events)."""
 
     stamp_s: float
     keys: np.ndarray
     x: np.ndarray
     y: np.ndarray
     headings: list[str]
+    weights: np.ndarray | None = None  # None: every key at weight 1
+    confirmed: np.ndarray | None = None  # None: every key confirmed
 
 
 @dataclass
@@ -67,12 +70,13 @@ class Workload:
     simulated_device: bool = True  # the device is fed the true trajectories
 
 
-def with_headings(raw: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -> list[Frame]:
-    """Frames with each key's heading from its floor velocity over the last VELOCITY_WINDOW_S."""
+def with_headings(raw: list[tuple]) -> list[Frame]:
+    """Frames with each key's heading from its floor velocity over the last VELOCITY_WINDOW_S; raw rows are (time,
+    keys, x, y) or (time, keys, x, y, weights, confirmed)."""
     min_speed = AnonymizerSettings().min_speed_mps
     history: dict[int, list[tuple[float, float, float]]] = {}
     frames = []
-    for t, keys, xs, ys in raw:
+    for t, keys, xs, ys, *tracker in raw:
         headings = []
         for key, x, y in zip(keys.tolist(), xs.tolist(), ys.tolist()):
             trail = history.setdefault(key, [])
@@ -82,7 +86,7 @@ def with_headings(raw: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]) -
             t0, x0, y0 = trail[0]
             vx, vy = ((x - x0) / (t - t0), (y - y0) / (t - t0)) if t > t0 else (0.0, 0.0)
             headings.append(direction_sector(vx, vy, 8, min_speed))
-        frames.append(Frame(float(t), np.asarray(keys), np.asarray(xs), np.asarray(ys), headings))
+        frames.append(Frame(float(t), np.asarray(keys), np.asarray(xs), np.asarray(ys), headings, *tracker))
     return frames
 
 
@@ -125,7 +129,8 @@ def shop_workload(layout_name: str, hours: float, arrivals_per_hour: float, staf
 
 
 def pets_workload() -> Workload:
-    """Annotated floor positions against YOLOX-nano + the tracker on vtest.avi."""
+    """Annotated floor positions against YOLOX-nano + the tracker on vtest.avi: every live track, at its presence
+    weight, as the tracking node publishes them (only confirmed ones make lineages and events)."""
     import floor_tracks
 
     run = floor_tracks.pets_video_run("yolox")
@@ -134,8 +139,15 @@ def pets_workload() -> Workload:
     def frames(column: str) -> list[Frame]:
         raw = []
         for frame in run.frames:
-            rows = frame.people if column == "people" else frame.tracks
-            raw.append((opens + frame.stamp_s, rows[:, 0].astype(np.int64), rows[:, 5], rows[:, 6]))
+            if column == "people":
+                rows = frame.people
+                raw.append((opens + frame.stamp_s, rows[:, 0].astype(np.int64), rows[:, 5], rows[:, 6]))
+            else:
+                rows = frame.tracks
+                confirmed = rows[:, 7] == floor_tracks.TrackState.CONFIRMED
+                raw.append(
+                    (opens + frame.stamp_s, rows[:, 0].astype(np.int64), rows[:, 5], rows[:, 6], rows[:, 8], confirmed)
+                )
         return with_headings(raw)
 
     truth, device = frames("people"), frames("tracks")
@@ -145,7 +157,7 @@ def pets_workload() -> Workload:
         Zone("plaza_east", box(0.2, -12.2, 6.2, 4.2)),
     ]
     people = len({int(k) for f in truth for k in f.keys})
-    tracks = len({int(k) for f in device for k in f.keys})
+    tracks = len({int(k) for f in device for k, c in zip(f.keys, f.confirmed) if c})
     return Workload(
         "PETS09-S2L1, YOLOX-nano + tracker on vtest.avi",
         f"{people} people, {tracks} confirmed tracks, {run.frames[-1].stamp_s:.0f} s at {run.fps:g} fps, 3 zones",
