@@ -25,7 +25,9 @@ EVENT_METRICS = ("footfall", "entries", "exits")
 class EventSettings:
     """The per-lineage bound of the event metrics."""
 
-    zones_per_day: int = 2  # m: zones one lineage may count in per day (the site counts once besides)
+    zones_per_day: int = 3  # m: zones one lineage may count in per day (the site counts once besides); a visitor
+    # crossing more zones than m drops out of the later zones' footfall (an undercount): m = 3 covers a small shop's
+    # entrance, shelves and checkout, a store with more zones per visit needs its own m (docs/privacy_utility.md)
 
     def validate(self) -> None:
         if not isinstance(self.zones_per_day, int) or not 1 <= self.zones_per_day <= 100:

@@ -171,7 +171,7 @@ class TotalsValues:
     stitch_window_s: float = 3.0
     boundary_hysteresis_m: float = 0.25
     dwell_thresholds_s: tuple[float, float] = (30.0, 120.0)
-    zones_per_day: int = 2
+    zones_per_day: int = 3
     groups_per_day: int = 0
 
     def settings(self) -> TotalsSettings:
