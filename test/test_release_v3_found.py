@@ -1,11 +1,9 @@
-"""What the issue-19 benchmarks found in the release core, as tests (marked xfail until the core is mended; strict, so
-the mend shows up as an unexpected pass to remove the marker)."""
+"""What the issue-19 benchmarks found in the release core, as tests (mended)."""
 
 from __future__ import annotations
 
 import itertools
 
-import pytest
 from shapely.geometry import box
 
 from privacy_vision.core.geometry import Zone
@@ -16,12 +14,6 @@ from privacy_vision.core.release.releaser import RELEASED, Releaser
 from privacy_vision.core.release.store import ReleaseStore
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Releaser._finer_head_count drops the finer tier when one finer span observed nothing (its head count has "
-    "no noise terms): a day with a camera outage is released from its own draw alone, although the hours still tile "
-    "it and an unobserved hour is exactly 0 (bench/privacy_utility.py, 24-hour day: no post-processing gain there)",
-)
 def test_a_day_with_an_unobserved_hour_still_uses_its_hours(tmp_path):
     grid, presence = Grid(window_s=900.0, tick_s=60.0), PresenceSettings(max_frame_gap_s=120.0)
     integrator = PresenceIntegrator([Zone("hall", box(0, 0, 10, 10))], grid, presence, start_s=0.0)

@@ -203,7 +203,10 @@ class Releaser:
         parts = [_estimate(item) for item in stored]
         if sum(item["units_observed"] for item in stored) != totals.observed_ticks * context.weight_steps:
             return None  # the finer spans did not observe the same ticks (a finer release was lost): not nested
-        return total(parts) if all(part.terms for part in parts) else None
+        # An unobserved finer span holds exactly 0 (no draw, no terms); an observed one without terms was restored
+        # from the audit log without its values: then the finer tier does not tile this segment.
+        observed = [part for part, item in zip(parts, stored) if item["units_observed"]]
+        return total(parts) if all(part.terms for part in observed) else None
 
     # -- events ----------------------------------------------------------------------------------------
     def _events(self, totals: EventTotals, context: Context) -> Outcome:
