@@ -335,9 +335,10 @@ def default_statement(settings: ReleaseSettings, totals: TotalsSettings) -> dict
         },
         "k": {
             "k": settings.k,
-            "rule": "a display rule on noisy values (post-processing, no δ): a release whose noisy head count "
-            "(occupancy, footfall) is below k is shown as '< k' by the terminal summary and the dashboard; its values "
-            "and intervals still travel so that sums stay unbiased. This is not k-anonymity (strict mode is)",
+            "rule": "a display rule on noisy values (post-processing, no δ): a footfall release whose noisy head count "
+            "is below k is shown as '< k' by the terminal summary and the dashboard; its values and intervals still "
+            "travel so that sums stay unbiased (presence values are people present on average, not head counts, and "
+            "are shown with their intervals). This is not k-anonymity (strict mode is)",
         },
         "daily_epsilon_cap": settings.daily_epsilon_cap,
         "exactly_once": "each released span's key is stored with its ledger charge in one transaction before the "
