@@ -133,7 +133,9 @@ def test_parameter_reconfigure_takes_a_valid_value_and_shows_the_nodes_reason_fo
         graph, tmp_path, "rqt_reconfigure_probe.py", "/aggregator", "daily_epsilon_cap", f"{valid},{invalid}", str(shot)
     )
     taken, refused = typed
-    assert "successful" in taken and "successful" in refused, f"the plugin sent no request: {typed}"
+    assert "successful" in taken and "successful" in refused, (
+        f"no answer from the node to the plugin's request: {typed}"
+    )
     assert taken["successful"] and float(taken["shown"]) == valid, typed
     assert not refused["successful"], typed
     assert f"daily_epsilon_cap ({invalid:g}) must be ≥ the ε per stitched-track-day" in refused["reason"], typed
