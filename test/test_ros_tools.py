@@ -24,7 +24,7 @@ from mcap_ros2.decoder import DecoderFactory
 from privacy_vision.core.graph import RECORD_NEVER, TOPICS, recordable
 from privacy_vision.core.recordings import recordings
 from testkit.core import REPO
-from testkit.graph import serving_graph
+from testkit.graph import serving_graph, stored_releases
 
 pytestmark = pytest.mark.graph
 ALLOWED = {topic.name for topic in recordable()}
