@@ -1,10 +1,12 @@
 """Run rqt's Parameter Reconfigure (rqt_reconfigure's ParamClientWidget: the node's editors over the plugin's own
 ParamClient) against one node of the running graph, and type values into a parameter's field as a user does (text,
 then Enter). Prints, per value, what the node answered through the plugin's client (taken, or refused with the node's
-reason) and what the field shows afterwards, as JSON. Run by test_rqt.py under Xvfb; saves a screenshot.
+reason) and what the field shows afterwards, and the node's log lines that rqt Console (rqt_console's plugin, on the
+same node) shows meanwhile, as JSON. Run by test_rqt.py under Xvfb; saves a screenshot.
 
 rqt_reconfigure 1.6.2's editors discard the node's answer (EditorWidget.update_remote ignores set_parameters' result),
-so the probe records the answers where the plugin receives them: its ParamClient.set_parameters.
+so the probe records the answers where the plugin receives them: its ParamClient.set_parameters. A user reads the
+reason in rqt Console, where the node logs it as a WARN.
 
 Usage: rqt_reconfigure_probe.py NODE PARAMETER VALUE[,VALUE...] SCREENSHOT"""
 
@@ -12,6 +14,7 @@ import json
 import sys
 
 from python_qt_binding.QtWidgets import QLineEdit
+from rqt_console.console import Console
 from rqt_reconfigure.param_api import find_nodes_with_params
 from rqt_reconfigure.param_client_widget import ParamClientWidget
 
@@ -21,6 +24,7 @@ node_name, parameter, values, shot = sys.argv[1], sys.argv[2], sys.argv[3].split
 with qt_and_ros("rqt_reconfigure_probe") as (app, node):
     # The node list on the plugin's left: a node can be opened once discovery has found its parameter services.
     assert pump(app, 30.0, lambda: node_name in find_nodes_with_params(node)), find_nodes_with_params(node)
+    console = Console(ProbeContext(node))  # subscribes to /rosout, as when opened next to Parameter Reconfigure
     widget = ParamClientWidget(ProbeContext(node), node_name)  # lists, reads and describes the node's parameters
     client = widget._param_client
     answers = []
@@ -45,6 +49,14 @@ with qt_and_ros("rqt_reconfigure_probe") as (app, node):
         pump(app, 10.0, lambda before=before: len(answers) > before)
         pump(app, 1.0)  # the parameter event of a taken value updates the field
         typed.append({"typed": value, **(answers[before] if len(answers) > before else {}), "shown": field().text()})
+
+    def logged() -> list[str]:
+        """The node's lines in rqt Console's list ('node' is the logger's name, without the slash)."""
+        return [m.message for m in console._model._messages if m.node == node_name.lstrip("/")]
+
+    reasons = [t["reason"] for t in typed if t.get("reason")]
+    pump(app, 10.0, lambda: all(any(r in line for line in logged()) for r in reasons))
     screenshot(app, widget, shot, size=(700, 600))
-    print(json.dumps(typed))
+    print(json.dumps({"typed": typed, "console": logged()}))
+    console.shutdown_plugin()
     widget.close()

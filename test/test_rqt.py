@@ -2,7 +2,8 @@
 (test/rqt_*_probe.py) as a user drives the GUI: the Topic Monitor (rqt_topic) shows /anonymized_tracks and
 /zone_analytics with their fields; the Node Graph (rqt_graph) draws the graph's nodes (core.graph.pipeline) and, in
 in-process capture, no image topic; Parameter Reconfigure (rqt_reconfigure) sets a valid value on the aggregator
-(taken: `ros2 param get` reads it) and an invalid one (refused with the node's own reason, the node keeps its value).
+(taken: `ros2 param get` reads it) and an invalid one (refused with the node's own reason, which rqt Console shows;
+the node keeps its value).
 Each saves a screenshot; `make rqt-screenshots` copies them to docs/img/ (PV_RQT_SCREENSHOTS=DIR).
 Skipped with a reason where ../shared/rqt (the rqt bundle) or Xvfb is absent; scripts/setup.sh installs both."""
 
@@ -129,9 +130,10 @@ def test_parameter_reconfigure_takes_a_valid_value_and_shows_the_nodes_reason_fo
     budget = float(ros2_param_get("epsilon_events_per_track_day").split()[-1])  # the cap may not go below it
     valid, invalid = float(ros2_param_get("daily_epsilon_cap").split()[-1]) + budget, budget / 2  # a change, a refusal
     shot = tmp_path / "parameter_reconfigure.png"
-    typed = probe(
+    shown = probe(
         graph, tmp_path, "rqt_reconfigure_probe.py", "/aggregator", "daily_epsilon_cap", f"{valid},{invalid}", str(shot)
     )
+    typed = shown["typed"]
     taken, refused = typed
     assert "successful" in taken and "successful" in refused, (
         f"no answer from the node to the plugin's request: {typed}"
@@ -139,5 +141,6 @@ def test_parameter_reconfigure_takes_a_valid_value_and_shows_the_nodes_reason_fo
     assert taken["successful"] and float(taken["shown"]) == valid, typed
     assert not refused["successful"], typed
     assert f"daily_epsilon_cap ({invalid:g}) must be ≥ the ε per stitched-track-day" in refused["reason"], typed
+    assert any(refused["reason"] in line for line in shown["console"]), shown["console"]  # rqt Console shows it
     assert ros2_param_get("daily_epsilon_cap") == f"Double value is: {valid}", "the refused value was taken"
     keep_screenshot(shot, "rqt_parameter_reconfigure.png")
