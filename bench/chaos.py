@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
 
-from ros2cliutil import Ros2Session, StateDir, launch_arguments, processes_of, stop_group  # noqa: E402
+from ros2cliutil import Ros2Session, StateDir, launch_arguments, node_pid, stop_group  # noqa: E402
 
 from privacy_vision.core.audit import AuditLog, entries_of, verify  # noqa: E402
 from privacy_vision.core.graph import STATE_STORES, pipeline  # noqa: E402
@@ -41,11 +41,6 @@ from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT  # noqa: E402
 from testkit.core import fill_up, small_filesystem  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
-
-
-def node_pid(tmp: Path, node: str) -> int | None:
-    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
-    return pids[0] if pids else None
 
 
 def check(state: StateDir, stopped_wall: float) -> dict:

@@ -221,3 +221,9 @@ def tracebacks_in(*roots: Path) -> list[str]:
             if "Traceback" in text:
                 hits.append(f"{path}: {text[text.index('Traceback') :][:1500]}")
     return hits
+
+
+def node_pid(tmp: Path, node: str) -> int | None:
+    """The pid of this test's process of `node` (launch names its executable NODE_node), if one runs."""
+    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
+    return pids[0] if pids else None
