@@ -566,8 +566,15 @@ def test_finding_10_an_unauditable_change_is_refused_and_a_broken_audit_log_is_a
     store = {"release_store": str(tmp_path / "releases.sqlite")}
     process = start_node("aggregator", probe.domain, store, tmp_path / "aggregator.log")
     try:
-        params = ParameterClient(probe, "aggregator")
+        params = ParameterClient(probe, "aggregator")  # its services appear before configure writes the audit log
         head = tmp_path / "audit" / "audit.head"
+        assert probe.spin_until(
+            lambda: (
+                head.exists()
+                and any('"configuration_at_start"' in p.read_text() for p in head.parent.glob("audit-*.jsonl"))
+            ),
+            60.0,
+        ), (tmp_path / "aggregator.log").read_text()
         intact = head.read_text()
         head.write_text(intact.replace('"seq": ', '"seq": 1'))  # edited: its MAC no longer matches
         result = params.set("k", 7)
