@@ -185,6 +185,9 @@ def test_tf_static_places_the_camera_above_the_floor_from_the_homography(session
     assert "key: frames_lost_upstream" in diagnostics and "key: frames_lost_recent_fraction" in diagnostics, diagnostics
     refused = session.run("param", "set", "/tracking", "frame_loss_warn_fraction", "1.5", check=False).output
     assert "Setting parameter failed" in refused and "out of range" in refused, refused
+    assert (
+        "Set parameter successful" in session.run("param", "set", "/tracking", "frame_loss_warn_fraction", "0.2").output
+    )
 
 
 def test_param_set_takes_an_integer_for_a_double_and_refuses_with_the_real_reason(session, running):
