@@ -6,7 +6,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import Quaternion, TransformStamped, Vector3
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
@@ -154,13 +154,8 @@ class TrackingNode(PrivacyVisionNode):
         transform.header.frame_id = FLOOR_FRAME
         transform.header.stamp = self.get_clock().now().to_msg()
         x, y, z = (float(v) for v in self.camera.position_m)
-        transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = (
-            x,
-            y,
-            z,
-        )
-        q = transform.transform.rotation
-        q.x, q.y, q.z, q.w = self.camera.quaternion_xyzw()
+        transform.transform.translation = Vector3(x=x, y=y, z=z)
+        transform.transform.rotation = Quaternion(**dict(zip("xyzw", self.camera.quaternion_xyzw())))
         self.tf_static = self.create_publisher(TFMessage, TF_STATIC_TOPIC, TF_STATIC_QOS)
         self.tf_static.publish(TFMessage(transforms=[transform]))
         self.get_logger().info(
