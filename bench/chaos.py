@@ -1,13 +1,15 @@
 """Chaos benchmark: the graph under `ros2 launch` on a looping clip, kill -9 of random nodes (launch respawns them),
-then a corrupt-file phase, then a clean Ctrl-C; the same checks as test/test_chaos.py over many more faults,
-printed as figures. (Full disks are faults of the tests: test_uplink_faults and the aggregator's refusal test.)
+then a full-disk phase, then a corrupt-file phase, then a clean Ctrl-C; the same checks as test/test_chaos.py over
+many more faults, printed as figures. The device's state (release store, outbox, audit log, keys) lies on its own
+tmpfs (root only; without the right to mount, the full-disk phase is skipped and says so).
 
     .venv/bin/python bench/chaos.py                      # 100 kills, then the corrupt-file phase
     .venv/bin/python bench/chaos.py --kills 20 --seed 3  # a shorter run
 
 Checks: every release recorded in the release store is in the ingest or still queued (nothing lost, nothing
 invented), none stored twice, no span of time released twice, the ledger's charges are the audit log's, the audit
-log verifies. Corrupt file: the release store is replaced by garbage while the aggregator is down (it must refuse to
+log verifies. Full disk: the state's file system filled while the graph runs (writes fail with ENOSPC in every
+node), held, then freed: nothing may be lost once space returns. Corrupt file: the release store is replaced by garbage while the aggregator is down (it must refuse to
 release, loudly, until restored from the audit log; the releases that were only in that file are counted apart).
 """
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -101,15 +104,44 @@ def kill_phase(session: Ros2Session, state: StateDir, kills: int, rng: random.Ra
     return killed
 
 
+def mount_state_disk(path: Path, size_mb: int) -> bool:
+    """The device's state on its own file system, so that filling it fills nothing else."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True
+    )
+    return mounted.returncode == 0
+
+
+def full_disk_phase(session: Ros2Session, state: StateDir, hold_s: float, started: float) -> dict:
+    """Fill the state's file system, hold it full while the graph runs, free it and let the backlog drain."""
+    filler = state.path / "filler"
+    before = len(state.stored_since(started))
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+        except OSError:
+            pass  # ENOSPC: the disk is full, which is the point
+    time.sleep(hold_s)
+    during = len(state.stored_since(started)) - before
+    filler.unlink()
+    time.sleep(hold_s)
+    return {"held_full_s": hold_s, "ingest_gained_while_full": during, "free_again": True}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20261203)
+    parser.add_argument("--full-disk-s", type=float, default=30.0, help="how long the state's disk is held full")
     parser.add_argument("--tmp", default=str(REPO / "bench_out" / "chaos"))
     args = parser.parse_args()
     tmp = Path(args.tmp) / time.strftime("%Y%m%d-%H%M%S")
     tmp.mkdir(parents=True)
     session = Ros2Session(tmp)
+    own_disk = mount_state_disk(tmp / "state", 64)
     state = StateDir(session)
     log = tmp / "launch.log"
     started = time.time()
@@ -122,6 +154,11 @@ def main() -> int:
             return 1
         killed = kill_phase(session, state, args.kills, rng, started)
         results["kills"] = {node: killed.count(node) for node in pipeline("camera")}
+        if own_disk:
+            print(f"[chaos] full-disk phase: the state's file system full for {args.full_disk_s:.0f} s", flush=True)
+            results["full_disk"] = full_disk_phase(session, state, args.full_disk_s, started)
+        else:
+            results["full_disk"] = "skipped: mounting a tmpfs needs root"
         print(
             "[chaos] corrupt-file phase: the release store replaced by garbage while the aggregator is down", flush=True
         )
@@ -129,7 +166,6 @@ def main() -> int:
         pid = node_pid(session.tmp, "aggregator")
         if pid is not None:
             os.kill(pid, signal.SIGSTOP)  # held, so that launch does not respawn it before the file is swapped
-            saved = store.read_bytes()
             store.write_bytes(os.urandom(4096))
             os.kill(pid, signal.SIGKILL)
             os.kill(pid, signal.SIGCONT)
@@ -156,12 +192,17 @@ def main() -> int:
                 text=True,
             )
             results["restore"] = (restore.stdout + restore.stderr).strip()[-300:]
-            del saved
+            time.sleep(15.0)  # the aggregator looks at a refused store again every 10 s
     finally:
         code = stop_group(launch, signal.SIGINT, 120.0)
         stopped = time.time()
         state.close()
         session.close()
+        if own_disk:
+            check_state = tmp / "state-copy"
+            shutil.copytree(state.path, check_state)
+            subprocess.run(["umount", str(state.path)], check=False)
+            state.path = check_state
     results["launch_exit_code"] = code
     results.update(check(state, stopped))
     print(json.dumps(results, indent=2))

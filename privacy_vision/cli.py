@@ -120,15 +120,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"the certificate is signed by this run's own CA ({pki.ca_cert}): import it, or accept the browser's warning")
     print("Ctrl-C stops the dashboard; the run's store is not changed", flush=True)
     command = ["--read-only", "--host", args.host, "--port", str(args.port), "--db", str(state["ingest"])]
-    command += [
-        "--cert",
-        str(pki.server_cert),
-        "--key",
-        str(pki.server_key),
-        "--analyst-tokens",
-        str(pki.analyst_tokens),
-    ]
-    return ingest.main(command)
+    return ingest.main(command + pki.reader_arguments())
 
 
 def cmd_pki(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 import pytest
+import yaml
 
 from privacy_vision import cli
 from privacy_vision.cloud.ingest_store import Quotas, ReleaseStore
@@ -143,7 +144,8 @@ def test_finding_9_stated_values_must_equal_the_registered_configuration(tmp_pat
         assert post(ingest.url, pki, example_release("hall", day, tier="day"), "cam-1", key)[0] == 200  # events
         status, answer = post(ingest.url, pki, stating("b", epsilon_unit=0.001), "cam-1", key)
         assert status == 422, answer
-        assert "epsilon_unit: stated 0.001, registered 3.0" in answer["reason"]
+        registered = yaml.safe_load((CONFIG / "params.yaml").read_text())["aggregator"]["ros__parameters"]
+        assert f"epsilon_unit: stated 0.001, registered {registered['epsilon_per_presence_hour']}" in answer["reason"]
         assert "privacy-vision pki --device cam-1 --config" in answer["reason"]
         status, answer = post(ingest.url, pki, stating("b", k=2), "cam-1", key)
         assert status == 422 and "k: stated 2, registered 5" in answer["reason"], answer

@@ -470,19 +470,19 @@ def test_a_rejected_parameter_batch_leaves_no_trace(tmp_path):
 
         batch = [
             Parameter("grid_size_m", value=1.0),
-            Parameter("zones_per_day", value=3),
+            Parameter("zones_per_day", value=4),
             Parameter("direction_sectors", value=6),
         ]
         result = node.set_parameters_atomically(batch)
         assert not result.successful and "4 or 8" in result.reason
         assert node.anonymizer.settings == anonymizer and node.totals_settings == totals
-        assert [node.get_parameter(p.name).value for p in batch] == [0.5, 2, 8]
+        assert [node.get_parameter(p.name).value for p in batch] == [0.5, 3, 8]
         assert audited("parameter_changed") == []
         assert node.set_parameters_atomically(batch[:2]).successful
-        assert node.anonymizer.settings.grid_size_m == 1.0 and node.totals_settings.events.zones_per_day == 3
+        assert node.anonymizer.settings.grid_size_m == 1.0 and node.totals_settings.events.zones_per_day == 4
         assert [(d["parameter"], d["old"], d["new"]) for d in audited("parameter_changed")] == [
             ("grid_size_m", 0.5, 1.0),
-            ("zones_per_day", 2, 3),
+            ("zones_per_day", 3, 4),
         ]
         node.destroy_node()
     finally:

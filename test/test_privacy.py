@@ -31,6 +31,7 @@ from privacy_vision.core.release.store import (
     StoreMismatch,
 )
 from privacy_vision.core.release.strict import GroupTotals
+from privacy_vision.core.uplink import OutboxUnavailable
 
 DAY0 = 1_790_000_000.0 - 1_790_000_000.0 % DAY_S
 
@@ -190,3 +191,20 @@ def test_strict_mode_never_releases_a_group_below_k_and_states_the_proofs_delta(
     releaser = Releaser(settings, store, lambda: str(uuid.uuid4()))
     statuses = [releaser.release(group(settings.k - 1, instance=f"i{n}:day"), context).status for n in range(200)]
     assert RELEASED not in statuses and set(statuses) <= {PENDING, CAP}
+
+
+def test_a_full_disk_refuses_the_release_and_charges_nothing_until_space_returns(tmp_path):
+    """Issue 20 finding 10: a charge that cannot be written is a refusal (OutboxUnavailable: the aggregator answers
+    "failed", stays up, and the anonymizer keeps the totals), never a crash and never a release without its charge.
+    SQLite's own page limit stands in for the disk: it fails the write with SQLITE_FULL, as a full disk does."""
+    store = release_store(tmp_path)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    key = SpanKey("presence", "window", "hall", DAY0, DAY0, DAY0 + 900)
+    body = b"{" + b" " * 20_000 + b"}"  # more than the pages left
+    with pytest.raises(OutboxUnavailable, match="full"):
+        store.record(key, "r-1", body, {}, "conf", [Charge("a", "conf", 0.5)])
+    assert store.spent_today()[1] == 0 and store.released_count() == 0 and store.released_until() == 0
+    store._db.execute(f"PRAGMA max_page_count = {pages + 1000}")  # space returns: the same release goes through
+    assert store.record(key, "r-1", body, {}, "conf", [Charge("a", "conf", 0.5)]).stored
+    assert store.spent_today()[1] == pytest.approx(0.5)

@@ -240,15 +240,7 @@ def test_a_read_only_ingest_needs_no_device_key_and_writes_nothing(pki, tmp_path
     writer.close()
     before = store.read_bytes()
     command = [sys.executable, "-m", "privacy_vision.cloud.ingest", "--read-only", "--port", "0", "--db", str(store)]
-    command += [
-        "--cert",
-        str(pki.server_cert),
-        "--key",
-        str(pki.server_key),
-        "--analyst-tokens",
-        str(pki.analyst_tokens),
-    ]
-    command += ["--retention-days", "0.0001"]
+    command += [*pki.reader_arguments(), "--retention-days", "0.0001"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline()

@@ -73,6 +73,11 @@ class PkiPaths:
         """SHA-256 hashes of the analyst tokens: what the ingest's --analyst-tokens reads."""
         return self.root / "analyst-tokens.sha256"
 
+    def reader_arguments(self) -> list[str]:
+        """The ingest's TLS and analyst-token arguments: what a read-only ingest (the dashboard) needs of this PKI."""
+        tls = ["--cert", str(self.server_cert), "--key", str(self.server_key)]
+        return [*tls, "--analyst-tokens", str(self.analyst_tokens)]
+
     def analyst_token(self, name: str) -> Path:
         """The token itself (mode 600), for the analyst; never copied to the ingest."""
         return self.root / f"analyst-{name}.token"
