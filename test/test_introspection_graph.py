@@ -8,7 +8,7 @@ import time
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from privacy_vision.core.graph import DIAGNOSTICS_TOPIC
+from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, TF_STATIC_TOPIC
 from privacy_vision.nodes.common import RELIABLE_QOS, seconds_to_stamp
 from privacy_vision_msgs.msg import Detections
 from testkit.core import CONFIG, free_domain_id, start_node, stop
@@ -64,6 +64,27 @@ def test_frames_left_out_of_detections_are_counted_and_warned_about(tmp_path):
         reports.clear()
         assert probe.spin_until(lambda: tracking_status(reports) is not None, 30.0)
         assert tracking_status(reports).level == DiagnosticStatus.OK, tracking_status(reports)
+    finally:
+        code = stop(process)
+        probe.close()
+    assert code == 0, log.read_text()
+
+
+def test_a_homography_without_a_camera_pose_publishes_no_tf_and_says_why(tmp_path):
+    """The default identity homography (pixels are metres) determines no camera: no /tf_static, and the reason on
+    /diagnostics; tracking goes on."""
+    domain = free_domain_id()
+    probe = RosProbe(domain)
+    log = tmp_path / "tracking.log"
+    process = start_node("tracking", domain, {"homography_file": '""'}, log)
+    reports: list[DiagnosticArray] = []
+    try:
+        probe.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, reports.append, 50)
+        assert probe.spin_until(lambda: tracking_status(reports) is not None, 90.0), log.read_text()
+        status = tracking_status(reports)
+        assert status.level == DiagnosticStatus.OK and "no /tf_static: " in status.message, status
+        assert "set the tracking node's camera_focal_px" in status.message, status.message
+        assert probe.node.count_publishers(TF_STATIC_TOPIC) == 0
     finally:
         code = stop(process)
         probe.close()
