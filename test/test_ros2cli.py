@@ -169,9 +169,13 @@ def test_tf_static_places_the_camera_above_the_floor_from_the_homography(session
     translation, rotation = transform["transform"]["translation"], transform["transform"]["rotation"]
     assert [translation[a] for a in "xyz"] == pytest.approx([-28.88, -20.01, 7.03], abs=0.01), echoed
     assert [rotation[a] for a in "xyzw"] == pytest.approx([0.6975, -0.3961, 0.2703, -0.5325], abs=1e-4), echoed
-    info = session.run("topic", "info", "-v", "/tf_static").output
-    assert "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087" in info, info
-    assert "TRANSIENT_LOCAL" in info, info
+    upstream_hash = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+
+    def info() -> str:  # through the ros2 daemon, which may not have discovered the topic yet ("Unknown topic")
+        return session.run("topic", "info", "-v", "/tf_static", check=False).output
+
+    assert session.wait_for(lambda: upstream_hash in info(), 60.0), info()
+    assert "Durability: TRANSIENT_LOCAL" in info(), info()
     diagnostics = session.run(
         "topic",
         "echo",
