@@ -6,7 +6,7 @@ DEMO_ARGS ?= --fps 20 --set anonymizer.window_s=20 --set aggregator.epsilon_per_
 
 WITH ?=
 
-.PHONY: setup demo dashboard test lock clean
+.PHONY: setup demo dashboard test rqt-screenshots lock clean
 
 # The demo's packages; WITH="ultralytics tflite postgres test" adds optional layers (requirements/*.in).
 setup:
@@ -23,6 +23,11 @@ dashboard: setup
 test:
 	@bash scripts/setup.sh test $(WITH)
 	@start=$$(date +%s); $(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; echo "[test] finished in $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# The rqt screenshots in docs/img/ (docs/ros-tools.md), taken by test/test_rqt.py under Xvfb on a running graph.
+rqt-screenshots:
+	@bash scripts/setup.sh test
+	PV_RQT_SCREENSHOTS=docs/img $(PY) -m pytest test/test_rqt.py -q -p no:cacheprovider
 
 lock:
 	rm -rf build/lock-venv && python3.11 -m venv build/lock-venv

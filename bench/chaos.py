@@ -16,6 +16,7 @@ release, loudly, until restored from the audit log; the releases that were only 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,19 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
 
-from ros2cliutil import Ros2Session, StateDir, launch_arguments, processes_of, stop_group  # noqa: E402
+from ros2cliutil import Ros2Session, StateDir, launch_arguments, node_pid, stop_group  # noqa: E402
 
 from privacy_vision.core.audit import AuditLog, entries_of, verify  # noqa: E402
 from privacy_vision.core.graph import STATE_STORES, pipeline  # noqa: E402
 from privacy_vision.core.protocol import load_key_file  # noqa: E402
 from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT  # noqa: E402
+from testkit.core import fill_up, small_filesystem  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
-
-
-def node_pid(tmp: Path, node: str) -> int | None:
-    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
-    return pids[0] if pids else None
 
 
 def check(state: StateDir, stopped_wall: float) -> dict:
@@ -104,26 +101,10 @@ def kill_phase(session: Ros2Session, state: StateDir, kills: int, rng: random.Ra
     return killed
 
 
-def mount_state_disk(path: Path, size_mb: int) -> bool:
-    """The device's state on its own file system, so that filling it fills nothing else."""
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True
-    )
-    return mounted.returncode == 0
-
-
 def full_disk_phase(session: Ros2Session, state: StateDir, hold_s: float, started: float) -> dict:
     """Fill the state's file system, hold it full while the graph runs, free it and let the backlog drain."""
-    filler = state.path / "filler"
     before = len(state.stored_since(started))
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * (1 << 20))
-                handle.flush()
-        except OSError:
-            pass  # ENOSPC: the disk is full, which is the point
+    filler = fill_up(state.path)
     time.sleep(hold_s)
     during = len(state.stored_since(started)) - before
     filler.unlink()
@@ -141,7 +122,14 @@ def main() -> int:
     tmp = Path(args.tmp) / time.strftime("%Y%m%d-%H%M%S")
     tmp.mkdir(parents=True)
     session = Ros2Session(tmp)
-    own_disk = mount_state_disk(tmp / "state", 64)
+    (tmp / "state").mkdir()
+    disk = contextlib.ExitStack()
+    try:
+        disk.enter_context(small_filesystem(tmp / "state", 64 * 1024))
+        own_disk = True
+    except PermissionError as error:
+        print(f"[chaos] {error}: the full-disk phase is skipped", flush=True)
+        own_disk = False
     state = StateDir(session)
     log = tmp / "launch.log"
     started = time.time()
@@ -193,7 +181,10 @@ def main() -> int:
             )
             results["restore"] = (restore.stdout + restore.stderr).strip()[-300:]
             time.sleep(15.0)  # the aggregator looks at a refused store again every 10 s
+        else:
+            results["corrupt_store_refused_loudly"] = "not run: no aggregator process"
     finally:
+        results["launch_ended_before_the_stop"] = launch.poll() is not None
         code = stop_group(launch, signal.SIGINT, 120.0)
         stopped = time.time()
         state.close()
@@ -201,7 +192,7 @@ def main() -> int:
         if own_disk:
             check_state = tmp / "state-copy"
             shutil.copytree(state.path, check_state)
-            subprocess.run(["umount", str(state.path)], check=False)
+            disk.close()
             state.path = check_state
     results["launch_exit_code"] = code
     results.update(check(state, stopped))

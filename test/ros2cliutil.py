@@ -31,6 +31,10 @@ def require_ros2cli() -> Path:
     return ROS2
 
 
+SERVICE_WAIT_TIMED_OUT = "Wait for service timed out"
+SERVICE_WAIT_TRIES = 4
+
+
 class Ros2Session:
     """One ROS domain, log folder and state folder; runs `ros2 ...` commands with a user's environment."""
 
@@ -54,9 +58,14 @@ class Ros2Session:
         self.env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)  # let the wheels' bootstrapper set LD_LIBRARY_PATH itself
 
     def run(self, *args: str, timeout_s: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
-        """`ros2 ARGS...`; the result's `output` is stdout and stderr together (the CLI prints failures on stderr)."""
-        result = subprocess.run([str(ROS2), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
-        result.output = result.stdout + result.stderr
+        """`ros2 ARGS...`; the result's `output` is stdout and stderr together (the CLI prints failures on stderr).
+        `ros2 param` waits a fixed 5 s for a node's parameter services; on a loaded machine discovery can take longer,
+        so that wait (never the node's answer) is tried again, as a user would."""
+        for _ in range(SERVICE_WAIT_TRIES):
+            result = subprocess.run([str(ROS2), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
+            result.output = result.stdout + result.stderr
+            if SERVICE_WAIT_TIMED_OUT not in result.output:
+                break
         if check and result.returncode != 0:
             raise AssertionError(f"ros2 {' '.join(args)} failed ({result.returncode}):\n{result.output}")
         return result
@@ -212,3 +221,9 @@ def tracebacks_in(*roots: Path) -> list[str]:
             if "Traceback" in text:
                 hits.append(f"{path}: {text[text.index('Traceback') :][:1500]}")
     return hits
+
+
+def node_pid(tmp: Path, node: str) -> int | None:
+    """The pid of this test's process of `node` (launch names its executable NODE_node), if one runs."""
+    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
+    return pids[0] if pids else None

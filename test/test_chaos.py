@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 import pytest
-from ros2cliutil import Ros2Session, StateDir, launch_arguments, processes_of, stop_group
+from ros2cliutil import Ros2Session, StateDir, launch_arguments, node_pid, stop_group
 
 from privacy_vision.core.audit import AuditLog, entries_of, verify
 from privacy_vision.core.graph import STATE_STORES, pipeline
@@ -21,11 +21,6 @@ from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT
 
 pytestmark = pytest.mark.graph
 KILLS = 8
-
-
-def node_pid(tmp, node: str) -> int | None:
-    pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
-    return pids[0] if pids else None
 
 
 def released_spans(store) -> list[tuple]:

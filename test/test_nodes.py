@@ -22,7 +22,7 @@ from privacy_vision.core.imaging import frame_to_fields
 from privacy_vision.core.pki import read_pins
 from privacy_vision_msgs.msg import Detections
 from privacy_vision_msgs.srv import GenerateDpia
-from testkit.core import CONFIG, free_domain_id, start_node, stop
+from testkit.core import CONFIG, fill_up, free_domain_id, start_node, stop
 from testkit.ros import ParameterClient, RosProbe
 
 pytestmark = pytest.mark.graph
@@ -582,3 +582,22 @@ def test_finding_10_an_unauditable_change_is_refused_and_a_broken_audit_log_is_a
     assert process.wait(timeout=60) == 2
     log = (tmp_path / "again.log").read_text()
     assert "audit log:" in log and "Traceback" not in log, log
+
+
+def test_a_full_audit_disk_at_start_is_a_fault_that_a_respawn_retries_not_a_configuration_error(
+    probe, tmp_path, small_audit_disk
+):
+    """A node that cannot audit its configuration because the disk is full exits 1 with one line, so that launch
+    starts it again and it comes back once there is space (before: exit 2, which ended the whole launch)."""
+    filler = fill_up(small_audit_disk)
+    process = start_node("tracking", probe.domain, {}, tmp_path / "full.log")
+    assert process.wait(timeout=60) == 1
+    log = (tmp_path / "full.log").read_text()
+    assert "No space left on device" in log and "launch starts it again" in log and "Traceback" not in log, log
+    filler.unlink()
+    process = start_node("tracking", probe.domain, {}, tmp_path / "again.log")
+    try:
+        assert ParameterClient(probe, "tracking").get("match_iou") is not None
+        assert process.poll() is None
+    finally:
+        assert stop(process) == 0, (tmp_path / "again.log").read_text()

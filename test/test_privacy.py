@@ -208,3 +208,33 @@ def test_a_full_disk_refuses_the_release_and_charges_nothing_until_space_returns
     store._db.execute(f"PRAGMA max_page_count = {pages + 1000}")  # space returns: the same release goes through
     assert store.record(key, "r-1", body, {}, "conf", [Charge("a", "conf", 0.5)]).stored
     assert store.spent_today()[1] == pytest.approx(0.5)
+
+
+class CheckpointOnAFullDisk:
+    """The store's connection, except that a WAL checkpoint fails as on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.full = db, True
+
+    def execute(self, sql: str, *args):
+        if self.full and "wal_checkpoint" in sql:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_checkpoint_on_a_full_disk_fails_nothing_committed_and_is_reported_until_it_succeeds(tmp_path):
+    """Found by bench/chaos.py's full-disk phase: the aggregator's checkpoint after a batch raised and the node
+    crashed. What was committed is durable in the WAL; the failed checkpoint is reported (the aggregator's ERROR)."""
+    store = release_store(tmp_path)
+    store._db = CheckpointOnAFullDisk(store._db)
+    key = SpanKey("presence", "window", "hall", DAY0, DAY0, DAY0 + 900)
+    assert store.record(key, "r-1", b"{}", {}, "conf", [Charge("a", "conf", 0.5)]).stored
+    assert "checkpoint failed" in store.checkpoint_error and store.released_count() == 1
+    store.checkpoint()
+    assert store.checkpoint_error
+    store._db.full = False
+    store.checkpoint()
+    assert store.checkpoint_error == ""

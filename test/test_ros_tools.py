@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from mcap_ros2.decoder import DecoderFactory
 
 from privacy_vision.core.graph import RECORD_NEVER, TOPICS, recordable
 from privacy_vision.core.recordings import recordings
-from testkit.core import REPO, free_domain_id
-from testkit.graph import stored_releases
+from testkit.core import REPO
+from testkit.graph import serving_graph, stored_releases
 
 pytestmark = pytest.mark.graph
 ALLOWED = {topic.name for topic in recordable()}
@@ -42,28 +41,9 @@ def cli(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, vtest_video):
-    """The whole graph on the PETS video, looping, releasing every 4 s, until the module's tests are done."""
-    tmp = tmp_path_factory.mktemp("rostools")
-    domain = free_domain_id()
-    log = tmp / "run.log"
-    command = [sys.executable, "-m", "privacy_vision.cli", "run", "--source", str(vtest_video)]
-    command += ["--var-dir", str(tmp / "var"), "--domain-id", str(domain), "--quiet", "--fps", "10"]
-    command += ["--set", "camera.loop=true", "--set", "anonymizer.window_s=4", "--set", "aggregator.k=1"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while not released(tmp / "var") and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(1)
-    assert released(tmp / "var"), log.read_text()[-4000:]
-    yield {"tmp": tmp, "domain": str(domain), "var": tmp / "var", "log": log}
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=120)
-
-
-def released(var: Path) -> bool:
-    try:
-        return bool(stored_releases(var))
-    except sqlite3.Error:
-        return False
+    """The whole graph (camera capture) on the PETS video, until the module's tests are done."""
+    with serving_graph(tmp_path_factory.mktemp("rostools"), vtest_video) as running:
+        yield running
 
 
 def read_mcap(path: Path) -> tuple[dict[str, str], dict[str, list]]:

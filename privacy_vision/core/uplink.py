@@ -86,9 +86,32 @@ class Outbox:
                 self.recovered_from = self._move_aside()
         if not self.path.exists():
             self._db = self._create()
-        self._sequence = int(
-            (self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone() or (0,))[0]
-        )
+        self._file = self._identity()
+        self._sequence = self._stored_sequence()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def _stored_sequence(self) -> int:
+        return int((self._db.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone() or (0,))[0])
+
+    def reopen_if_replaced(self) -> bool:
+        """Another file now at this path (the aggregator moved a damaged store aside and started a new one, or it was
+        restored from the audit log): open that one, or this connection keeps reading the old file and what is queued
+        in the new one is never sent. OutboxCorrupt while the new file is not intact (the caller retries)."""
+        current = self._identity()
+        if current is None or current == self._file:
+            return False
+        with self._lock:
+            replaced = self._open_existing()
+            self._db.close()
+            self._db, self._file = replaced, current
+            self._sequence = max(self._sequence, self._stored_sequence())  # never back: the ingest wants it rising
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -407,6 +430,7 @@ class Sender:
 
     def drain_once(self) -> float:
         """Send what is queued; returns how long to wait before the next try (0 when empty)."""
+        self.outbox.reopen_if_replaced()
         while (item := self.outbox.oldest()) is not None:
             self.outbox.record_attempt(item.row_id)
             try:

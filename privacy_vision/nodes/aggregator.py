@@ -198,7 +198,7 @@ class AggregatorNode(PrivacyVisionNode):
         problem = self._store_problem(store)
         if problem:
             self.get_logger().error(problem)
-            self.audit.append("release_store_refused", self.get_name(), reason=problem[:500])
+            self.audit_or_retry("release_store_refused", reason=problem[:500])
         return problem
 
     def _store_problem(self, store: ReleaseStore) -> str:
@@ -280,21 +280,23 @@ class AggregatorNode(PrivacyVisionNode):
             return
         self._cap_logged_day = day
         cap = self.releaser.settings.daily_epsilon_cap
+        self.audit_or_retry("budget_cap_reached", day=day, daily_epsilon_cap=cap)
         self.get_logger().error(
             f"daily epsilon cap {cap:g} reached for {day}: events of further bound instances (restarts, forget "
             "requests, changed bounds) are not released today"
         )
-        self.audit.append("budget_cap_reached", self.get_name(), day=day, daily_epsilon_cap=cap)
 
     def _tick(self) -> None:
         """Write the audit entries of what was committed (retried until the audit log takes them), look again at a
         refused store every 10 s (restored, releasing resumes), then report."""
         self._ticks += 1
-        if self.refusing and self._ticks % 10 == 0 and not self._store_problem(self.releaser.store):
-            self.refusing = ""
-            self.get_logger().info("the release store agrees with the audit log again: releasing resumes")
-            self.audit.append("release_store_accepted", self.get_name())
+        if self.releaser.store.checkpoint_error:
+            self.releaser.store.checkpoint()  # tried again each second until the disk takes it
         try:
+            if self.refusing and self._ticks % 10 == 0 and not self._store_problem(self.releaser.store):
+                self.refusing = ""
+                self.get_logger().info("the release store agrees with the audit log again: releasing resumes")
+                self.audit_or_retry("release_store_accepted")
             for event, data in self.releaser.store.unaudited():
                 self.audit.append(event, self.get_name(), **data)
                 self.releaser.store.mark_audited(event, data)
@@ -309,8 +311,9 @@ class AggregatorNode(PrivacyVisionNode):
         values |= {"device_day": day, "epsilon_spent_today": f"{spent:.4g}"}
         if self.refusing:
             self.publish_diagnostic(ERROR, f"releasing refused: {self.refusing[:200]}", values)
-        elif self.store_error:
-            self.publish_diagnostic(ERROR, f"release store failing: {self.store_error[:200]}", values)
+        elif self.store_error or self.releaser.store.checkpoint_error:
+            problem = self.store_error or self.releaser.store.checkpoint_error
+            self.publish_diagnostic(ERROR, f"release store failing: {problem[:200]}", values)
         elif self.audit_error:
             self.publish_diagnostic(ERROR, f"audit log failing (retried): {self.audit_error[:200]}", values)
         elif self.strict_without_groups:

@@ -208,7 +208,7 @@ class AnonymizerNode(PrivacyVisionNode):
             return
         if self.anonymizer.key.rotate_if_due(now):
             self.get_logger().info(f"privacy key rotated on schedule (epoch {self.anonymizer.key.epoch})")
-            self.audit.append("key_rotated", self.get_name(), reason="schedule", epoch=self.anonymizer.key.epoch)
+            self.audit_or_retry("key_rotated", reason="schedule", epoch=self.anonymizer.key.epoch)
         height = max(message.image_height, 1)
         confirmed = [
             TrackSample(t.track_id, t.x_m, t.y_m, t.vx_mps, t.vy_mps, (t.box[3] - t.box[1]) / height)

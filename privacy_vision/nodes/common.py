@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import signal
 import sys
@@ -201,12 +202,15 @@ class PrivacyVisionNode(LifecycleNode):
         audit_key = self.declare(
             "audit_key_file", "var/pki/audit.key", "hex HMAC key of the audit log, mode 600", read_only=True
         )
+        self._unaudited: list[tuple[str, dict]] = []  # entries the audit log could not take yet: see _retry_audit
         try:
             self.audit = AuditLog.from_key_file(audit_dir, audit_key)
             self.audit.check_writable()
         except KeyFileError as error:
             raise StartupError(self.get_name(), f"audit log: {error}") from None
-        except (OSError, ValueError) as error:  # exit 2: a configuration error ends a launch, it is not respawned
+        except OSError as error:
+            raise startup_error_of(self.get_name(), f"audit log: {error}", error) from None
+        except ValueError as error:  # exit 2: a configuration error ends a launch, it is not respawned
             raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
         self._count_lost_frames()
@@ -250,6 +254,14 @@ class PrivacyVisionNode(LifecycleNode):
                 self.release()
 
         outcome = self._transition("shutdown", shut_down)
+        if state.label != "unconfigured":
+            self._retry_audit()
+            if self._unaudited:
+                events = sorted({event for event, _ in self._unaudited})
+                self.get_logger().error(
+                    f"{len(self._unaudited)} audit entries ({', '.join(events)}) could not be written before the stop: "
+                    "the audit log failed (a full disk?); they are not recorded"
+                )
         summary = self.summary() if state.label != "unconfigured" else ""  # a stop before configure: nothing to count
         self.get_logger().info(f"finalized{': ' + summary if summary else ''}")
         self.finished.set()
@@ -278,6 +290,10 @@ class PrivacyVisionNode(LifecycleNode):
         try:
             action()
             return TransitionCallbackReturn.SUCCESS
+        except StartupFault as error:
+            self.failure = str(error)
+            self.get_logger().error(f"{self.failure} (a fault, not the configuration: exit 1, launch starts it again)")
+            self.fail(1)
         except StartupError as error:
             self.failure = str(error)
             self.get_logger().error(self.failure)
@@ -429,12 +445,12 @@ class PrivacyVisionNode(LifecycleNode):
                 parameter_count=len(everything),
             )
         except (OSError, ValueError) as error:  # a configuration error (exit 2): launch does not respawn it in a loop
-            raise StartupError(
+            raise startup_error_of(
                 self.get_name(),
                 f"the audit log cannot record the configuration at start ({error}); "
                 "repair it ('privacy-vision audit verify') or free its disk, then start again",
+                error,
             ) from None
-        self._unaudited: list[dict] = []  # runtime changes whose audit entry failed: written by _retry_audit
         self.create_timer(2.0, self._retry_audit)
         self._audited = {
             name: everything[name] for name in self.privacy_parameters
@@ -476,7 +492,9 @@ class PrivacyVisionNode(LifecycleNode):
         self.apply_parameters(updates)
         for name in sorted(set(updates) & self.privacy_parameters):
             new = _plain(updates[name])
-            self._unaudited.append({"parameter": name, "old": self._audited.get(name), "new": new})
+            self._unaudited.append(
+                ("parameter_changed", {"parameter": name, "old": self._audited.get(name), "new": new})
+            )
             self._audited[name] = new
         self._retry_audit()
         if self.runtime_parameters_file:
@@ -484,16 +502,23 @@ class PrivacyVisionNode(LifecycleNode):
                 self.runtime_parameters_file, {name: _plain(value) for name, value in updates.items()}
             )
 
+    def audit_or_retry(self, event: str, **data: Any) -> None:
+        """An audit entry written now, or, while the audit log cannot take it (a full disk), kept in order and tried
+        again every 2 s with an ERROR on the log and /diagnostics: never a crash of the node."""
+        self._unaudited.append((event, data))
+        self._retry_audit()
+
     def _retry_audit(self) -> None:
-        """Write the audit entries of applied changes; a failure (a disk that filled after the check) is an ERROR on
-        the log and /diagnostics and is tried again every 2 s, never a crash."""
+        """Write the audit entries kept (applied changes, events); a failure (a disk that filled after the check) is
+        an ERROR on the log and /diagnostics and is tried again every 2 s, never a crash."""
         while self._unaudited:
+            event, data = self._unaudited[0]
             try:
-                self.audit.append("parameter_changed", self.get_name(), **self._unaudited[0])
+                self.audit.append(event, self.get_name(), **data)
             except (OSError, ValueError) as error:
-                message = f"audit log failing: {len(self._unaudited)} parameter change(s) not yet recorded ({error})"
+                message = f"audit log failing: {len(self._unaudited)} entries not yet recorded ({error})"
                 self.get_logger().error(message, throttle_duration_sec=30.0)
-                self.publish_diagnostic(ERROR, message, {"unaudited_changes": len(self._unaudited)})
+                self.publish_diagnostic(ERROR, message, {"unaudited_entries": len(self._unaudited)})
                 return
             self._unaudited.pop(0)
 
@@ -758,6 +783,21 @@ class StartupError(RuntimeError):
     def __init__(self, node_name: str, message: str) -> None:
         super().__init__(message)
         self.node_name = node_name
+
+
+class StartupFault(StartupError):
+    """A fault of the device at start-up, not of its configuration (a full disk): the node exits 1, so that launch
+    starts it again after its respawn delay and the node comes back once the fault is gone."""
+
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def startup_error_of(node_name: str, message: str, error: Exception) -> StartupError:
+    """A full disk is a StartupFault (retried by a respawn); anything else a configuration error (exit 2)."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return StartupFault(node_name, message)
+    return StartupError(node_name, message)
 
 
 def declare_capture(node: PrivacyVisionNode) -> CaptureLoop:

@@ -303,9 +303,8 @@ class DetectionNode(PrivacyVisionNode):
 
     def _audit_frames(self) -> None:
         if any(self._audit_counts.values()):
-            self.audit.append(
+            self.audit_or_retry(
                 "frames",
-                self.get_name(),
                 backend=self.detector.name,
                 retention_frames=self.retention_frames,
                 **self._audit_counts,

@@ -100,6 +100,7 @@ class ReleaseStore:
         self._db: sqlite3.Connection = self._outbox._db
         self._lock = threading.Lock()
         self.checkpoint_each_commit = True  # the aggregator turns it off around a batch and checkpoints once after
+        self.checkpoint_error = ""
         for statement in _TABLES:
             self._db.execute(statement)
 
@@ -180,7 +181,8 @@ class ReleaseStore:
             except OutboxFull:
                 self._db.execute("ROLLBACK")
                 raise
-            self._checkpoint()
+            if self.checkpoint_each_commit:
+                self._checkpoint()
         return Recorded(True, spent_today=spent, device_day=day)
 
     def _overlaps(self, key: SpanKey) -> bool:
@@ -218,8 +220,18 @@ class ReleaseStore:
 
     def _checkpoint(self) -> None:
         """Move the WAL into the main file, so that a copy of the main file alone is complete (when a reader holds
-        the WAL the checkpoint is partial and the next write completes it)."""
-        self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        the WAL the checkpoint is partial and the next write completes it). What was committed is durable in the WAL
+        already: a checkpoint that fails (a full disk) is kept in `checkpoint_error`, for the aggregator to report as
+        an ERROR and to try again, and fails nothing that was committed."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.Error as error:
+            self.checkpoint_error = (
+                f"checkpoint failed ({error}): the releases are committed in {self.path.name}-wal, and a copy of "
+                f"{self.path.name} alone lacks them until a checkpoint succeeds"
+            )
+        else:
+            self.checkpoint_error = ""
 
     def checkpoint(self) -> None:
         """After a batch recorded with checkpoint_each_commit off: one checkpoint for all of it."""
