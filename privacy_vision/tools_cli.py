@@ -172,7 +172,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_commands(sub) -> None:
     record = sub.add_parser(
         "record",
-        help="record what may leave the device (/zone_analytics, /diagnostics) to MCAP (Foxglove, rosbag2); "
+        help="record what may leave the device or holds no per-person data (/zone_analytics, /diagnostics, /tf_static) "
+        "to MCAP (Foxglove, rosbag2); "
         "pixels, detections, tracks and true totals are refused",
     )
     _common(record)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent, cached set-up: venv with pinned packages, the privacy_vision_msgs interfaces built
+# Idempotent, cached set-up: venv with pinned packages, the privacy_vision_msgs and tf2_msgs interfaces built
 # into the venv's ROS prefix, keys for the local ingest, and the demo video. A second run with
 # nothing changed installs nothing.
 #
@@ -169,25 +169,34 @@ for command in "privacy-vision privacy_vision.cli" "privacy-vision-ingest privac
   chmod +x "$VENV/bin/$1"
 done
 
-msgs_hash=$(hash_of msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv requirements.lock)
-if [ "$(cat "$VENV/.msgs.hash" 2>/dev/null)" != "$msgs_hash" ]; then
-  say "building interfaces privacy_vision_msgs into the venv's ROS prefix (CMake and g++, about 40 s on 2 cores)"
-  msgs_started=${EPOCHREALTIME%.*}
-  rm -rf build/privacy_vision_msgs && mkdir -p build/privacy_vision_msgs
+# An interface package built with CMake + rosidl into the venv's ROS prefix, again only when its sources or the lock
+# changed (the hash in .venv/.NAME.hash).
+build_interfaces() {
+  local name=$1 source=$2 imports=$3 hash
+  hash=$(hash_of "$source"/package.xml "$source"/CMakeLists.txt "$source"/msg/*.msg msg/cmake/*.cmake requirements.lock \
+    $(ls "$source"/srv/*.srv 2>/dev/null))
+  if [ "$(cat "$VENV/.$name.hash" 2>/dev/null)" = "$hash" ]; then
+    say "interfaces $name up to date"
+    return
+  fi
+  say "building interfaces $name into the venv's ROS prefix (CMake and g++, about 40 s on 2 cores)"
+  local built_started=${EPOCHREALTIME%.*}
+  rm -rf "build/$name" && mkdir -p "build/$name"
   (
-    cd build/privacy_vision_msgs
+    cd "build/$name"
     export AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" _ROS_WHEELS_BOOTSTRAP_COMPLETE=
-    cmake "$REPO/msg" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    cmake "$REPO/$source" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
       -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF > cmake.log 2>&1 \
       && make -j"$(nproc)" > make.log 2>&1 && make install > install.log 2>&1
-  ) || { echo "[setup] interface build failed; see build/privacy_vision_msgs/*.log" >&2; tail -20 build/privacy_vision_msgs/*.log >&2; exit 1; }
-  "$VENV/bin/python" -c "import privacy_vision_msgs.msg, privacy_vision_msgs.srv" \
-    || { echo "[setup] built interfaces do not import" >&2; exit 1; }
-  echo "$msgs_hash" > "$VENV/.msgs.hash"
-  say "  built in $(( ${EPOCHREALTIME%.*} - msgs_started )) s"
-else
-  say "interfaces up to date"
-fi
+  ) || { echo "[setup] interface build failed; see build/$name/*.log" >&2; tail -20 "build/$name"/*.log >&2; exit 1; }
+  "$VENV/bin/python" -c "import $imports" || { echo "[setup] built interfaces $name do not import" >&2; exit 1; }
+  echo "$hash" > "$VENV/.$name.hash"
+  say "  built in $(( ${EPOCHREALTIME%.*} - built_started )) s"
+}
+build_interfaces privacy_vision_msgs msg "privacy_vision_msgs.msg, privacy_vision_msgs.srv"
+# tf2_msgs (the type of /tf_static, which the tracking node publishes) is not on PyPI as a wheel: this copy of its
+# TFMessage, with upstream's definition and so its type hash, is built here, in the demo layer, because a node needs it.
+build_interfaces tf2_msgs interfaces/tf2_msgs tf2_msgs.msg
 
 # The real ROS 2 command line (ros2 launch/run/node/topic/param/service/lifecycle) from ../shared/ros2cli, offline:
 # its install.sh is idempotent (stamps in the venv), and ament_register.py makes this source tree a package that

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from ros2cliutil import (
     Ros2Session,
     StateDir,
@@ -146,6 +147,51 @@ def test_topic_echo_shows_anonymised_tracks_and_analytics(session, running):
     assert "zone_id:" in analytics and "mechanism: discrete_laplace" in analytics, analytics
     assert "privacy_unit: presence-hour" in analytics or "privacy_unit: stitched-track-day" in analytics, analytics
     assert "lows:" in analytics and "highs:" in analytics, analytics  # every value with its interval
+
+
+def test_tf_static_places_the_camera_above_the_floor_from_the_homography(session, running):
+    """The commands of docs/ros-tools.md "/tf": latched floor -> camera with config's PETS homography, upstream's type
+    hash; the tracking node's lost-frame count on /diagnostics and its validated limit."""
+    echoed = session.run(
+        "topic",
+        "echo",
+        "--once",
+        "--qos-durability",
+        "transient_local",
+        "--qos-reliability",
+        "reliable",
+        "/tf_static",
+        "tf2_msgs/msg/TFMessage",
+        timeout_s=120.0,
+    ).stdout
+    (transform,) = yaml.safe_load(echoed.split("---")[0])["transforms"]
+    assert (transform["header"]["frame_id"], transform["child_frame_id"]) == ("floor", "camera"), echoed
+    translation, rotation = transform["transform"]["translation"], transform["transform"]["rotation"]
+    assert [translation[a] for a in "xyz"] == pytest.approx([-28.88, -20.01, 7.03], abs=0.01), echoed
+    assert [rotation[a] for a in "xyzw"] == pytest.approx([0.6975, -0.3961, 0.2703, -0.5325], abs=1e-4), echoed
+    upstream_hash = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+
+    def info() -> str:  # through the ros2 daemon, which may not have discovered the topic yet ("Unknown topic")
+        return session.run("topic", "info", "-v", "/tf_static", check=False).output
+
+    assert session.wait_for(lambda: upstream_hash in info(), 60.0), info()
+    assert "Durability: TRANSIENT_LOCAL" in info(), info()
+    diagnostics = session.run(
+        "topic",
+        "echo",
+        "--once",
+        "--filter",
+        "m.status[0].name == 'privacy_vision/tracking'",
+        "/diagnostics",
+        "diagnostic_msgs/msg/DiagnosticArray",
+        timeout_s=120.0,
+    ).stdout
+    assert "key: frames_lost_upstream" in diagnostics and "key: frames_lost_recent_fraction" in diagnostics, diagnostics
+    refused = session.run("param", "set", "/tracking", "frame_loss_warn_fraction", "1.5", check=False).output
+    assert "Setting parameter failed" in refused and "out of range" in refused, refused
+    assert (
+        "Set parameter successful" in session.run("param", "set", "/tracking", "frame_loss_warn_fraction", "0.2").output
+    )
 
 
 def test_param_set_takes_an_integer_for_a_double_and_refuses_with_the_real_reason(session, running):

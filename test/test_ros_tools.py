@@ -67,7 +67,9 @@ def test_record_takes_only_what_may_leave_the_device_and_the_dpia_lists_it(graph
     )
     assert result.returncode == 0, result.output
     types, messages = read_mcap(out)
-    assert set(types) == ALLOWED == {"/zone_analytics", "/diagnostics"}, types
+    assert set(types) == ALLOWED == {"/zone_analytics", "/diagnostics", "/tf_static"}, types
+    (static,) = messages["/tf_static"]  # latched: published once at the tracking node's start, before the recorder
+    assert [(t.header.frame_id, t.child_frame_id) for t in static.transforms] == [("floor", "camera")]
     assert not set(types.values()) & REFUSED_TYPES
     analytics = messages["/zone_analytics"]
     assert analytics and all(m.privacy.mechanism for m in analytics), len(analytics)
@@ -80,7 +82,7 @@ def test_record_takes_only_what_may_leave_the_device_and_the_dpia_lists_it(graph
     entry = next(e for e in recordings(graph["var"] / "audit") if e.path == str(out))
     assert entry.messages == sum(counts.values()) and not entry.per_person and entry.expires_at is None
     dpia = cli("dpia", "--var-dir", str(graph["var"])).output
-    assert f"- {out}: /zone_analytics, /diagnostics; kept until no limit" in dpia, dpia
+    assert f"- {out}: /zone_analytics, /diagnostics, /tf_static; kept until no limit" in dpia, dpia
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,7 @@ class TopicSpec:
     leaves_device: str = ""  # how it leaves the device; "" = it never does
     recording: str = RECORD_NEVER
     latched: bool = False  # transient local: a late `ros2 topic echo`, rqt, recorder or viewer gets the last messages
+    per_frame: bool = False  # one message per camera frame, stamped with the frame's time: gaps are lost frames
 
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -113,6 +114,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "camera frames (pixels) from the camera node to the detection node; a local ROS topic, so any process on this device "
         "that joins the ROS domain can subscribe to it (e.g. `ros2 topic echo /camera/image_raw`); the detection node zeroes "
         "its copy after inference, copies held by the middleware or by other subscribers are outside its control",
+        per_frame=True,
     ),
     TopicSpec(
         DETECTIONS_TOPIC,
@@ -120,6 +122,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "detection",
         ("tracking",),
         "person boxes in image pixels, per frame",
+        per_frame=True,
     ),
     TopicSpec(
         TRACKS_TOPIC,
@@ -127,6 +130,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "tracking",
         ("anonymizer",),
         "motion-only tracks: tracker ID, floor position and velocity, box",
+        per_frame=True,
     ),
     TopicSpec(
         ANONYMIZED_TOPIC,
@@ -155,7 +159,8 @@ DIAGNOSTICS_CARRIES = (
     "it): among them the tracking node's exact count of confirmed tracks in view (a live people count), frame and "
     "release counters; no identifiers, positions or pixels"
 )
-# Topics of ROS's own conventions besides the pipeline's, for tools: what every node reports.
+TF_STATIC_TOPIC = "/tf_static"  # tf2's static transforms: latched, as tf2's StaticTransformBroadcaster publishes
+# Topics of ROS's own conventions besides the pipeline's, for tools: what every node reports, and where the camera is.
 TOOL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         DIAGNOSTICS_TOPIC,
@@ -164,6 +169,15 @@ TOOL_TOPICS: tuple[TopicSpec, ...] = (
         (),
         DIAGNOSTICS_CARRIES,
         recording=RECORD_ALLOWED,
+    ),
+    TopicSpec(
+        TF_STATIC_TOPIC,
+        "tf2_msgs/msg/TFMessage",
+        "tracking",
+        (),
+        "the floor -> camera transform derived from the homography (configuration, no person data)",
+        recording=RECORD_ALLOWED,
+        latched=True,
     ),
 )
 
@@ -242,6 +256,14 @@ def upstream_of(name: str, capture: str = "camera") -> str | None:
 def topics(capture: str = "camera") -> tuple[TopicSpec, ...]:
     """The topics of the running graph: in-process capture publishes no image topic."""
     return tuple(topic for topic in TOPICS if topic.publisher in pipeline(capture))
+
+
+def frame_topic_into(name: str, upstream: str | None) -> str | None:
+    """The per-frame topic that node `name` receives from its upstream node, whose gaps it counts as lost frames."""
+    for topic in TOPICS:
+        if topic.per_frame and topic.publisher == upstream and name in topic.subscribers:
+            return topic.name
+    return None
 
 
 def leaves_device() -> dict[str, str]:

@@ -40,6 +40,7 @@ from rclpy.subscription import RCLError  # rclpy's own error type (rclpy.excepti
 from privacy_vision.core import graph
 from privacy_vision.core.audit import AuditLog, configuration_digest
 from privacy_vision.core.config_check import EXIT_CONFIGURATION_ERROR
+from privacy_vision.core.frame_loss import WINDOW_FRAMES, FrameLossCounter
 from privacy_vision.core.graph import DIAGNOSTICS_TOPIC, UPSTREAM_WAIT_S, upstream_of
 from privacy_vision.core.protocol import KeyFileError
 from privacy_vision.core.sources import CaptureLoop, CaptureSettings, SourceError
@@ -86,6 +87,7 @@ RELIABLE_DEEP_QOS = QoSProfile(
 )  # a burst of closed cells
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+FRAME_LOSS_PARAMETER = "frame_loss_warn_fraction"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ class PrivacyVisionNode(LifecycleNode):
         self._upstream_seen = False  # listed in the ROS graph (or heard from) at least once
         self._upstream_checked_at = 0.0
         self.dropped_while_inactive = 0
+        self.frame_loss: FrameLossCounter | None = None  # frames lost on the per-frame topic from upstream, if any
+        self.frame_topic = ""
 
     # -- what each node implements -----------------------------------------------------------------
     def configure(self) -> None:
@@ -209,12 +213,28 @@ class PrivacyVisionNode(LifecycleNode):
         except ValueError as error:  # exit 2: a configuration error ends a launch, it is not respawned
             raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
+        self._count_lost_frames()
         if graph.node(self.get_name()).answers_requests:
             self.offer_personal_data_services()
         upstream = self.upstream()
         if upstream:
             self.create_subscription(TransitionEvent, f"/{upstream}/transition_event", self._on_upstream_transition, 10)
         self.accept_parameter_updates()
+
+    def _count_lost_frames(self) -> None:
+        """A node fed frame by frame (core/graph.py) counts the frames its link lost, on /diagnostics."""
+        topic = graph.frame_topic_into(self.get_name(), self.upstream())
+        if topic is None:
+            return
+        self.declare(
+            FRAME_LOSS_PARAMETER,
+            0.05,
+            f"/diagnostics turns WARN when more than this fraction of the frames of {topic} was lost over the last "
+            f"{WINDOW_FRAMES} frames (gaps in the frames' stamps)",
+            minimum=0.0,
+            maximum=1.0,
+        )
+        self.frame_loss, self.frame_topic = FrameLossCounter(), topic
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         outcome = super().on_activate(state)  # lifecycle publishers first: the flow may start at once
@@ -298,6 +318,8 @@ class PrivacyVisionNode(LifecycleNode):
         """Messages are processed while the node is active; one that arrives otherwise is counted and dropped
         (in the ordered stop none does: the upstream node finished first)."""
         if self.state_label() == "active":
+            if self.frame_loss is not None:
+                self.frame_loss.observe(stamp_to_seconds(message.header.stamp))
             return True
         self.dropped_while_inactive += 1
         if self.dropped_while_inactive == 1:
@@ -564,7 +586,19 @@ class PrivacyVisionNode(LifecycleNode):
         return updates[name] if name in updates else self.get_parameter(name).value
 
     def publish_diagnostic(self, level: int, message: str, values: dict[str, Any]) -> None:
-        """Health and counters on /diagnostics (the live DPIA reads parameters through the parameter services)."""
+        """Health and counters on /diagnostics (the live DPIA reads parameters through the parameter services); a
+        node fed frame by frame adds its lost-frame counts, and WARN while the recent lost fraction is over its limit."""
+        if self.frame_loss is not None:
+            fraction, limit = self.frame_loss.lost_fraction(), self.get_parameter(FRAME_LOSS_PARAMETER).value
+            values = {
+                **values,
+                "frames_lost_upstream": self.frame_loss.lost,
+                "frames_lost_recent_fraction": f"{fraction:.3f}",
+                "frame_stream_breaks": self.frame_loss.breaks,
+            }
+            if fraction > limit:
+                level = max(level, WARN)
+                message = f"{message}; {fraction:.0%} of the recent frames on {self.frame_topic} lost (over {limit:g})"
         status = DiagnosticStatus(
             level=level,
             name=f"privacy_vision/{self.get_name()}",

@@ -6,8 +6,13 @@ from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import Quaternion, TransformStamped, Vector3
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
 
+from privacy_vision.core.camera_pose import CAMERA_FRAME, FLOOR_FRAME, CameraPose, camera_pose
 from privacy_vision.core.geometry import ConfigError, Homography, load_homography
+from privacy_vision.core.graph import TF_STATIC_TOPIC
 from privacy_vision.core.tracking import ByteTracker, TrackerSettings, TrackState, unreused_first_id
 from privacy_vision.nodes.common import (
     DETECTIONS_TOPIC,
@@ -21,6 +26,14 @@ from privacy_vision.nodes.common import (
     stamp_to_seconds,
 )
 from privacy_vision_msgs.msg import Detections, Track, Tracks
+
+# What tf2's StaticTransformBroadcaster offers: a late rviz, Foxglove or `ros2 topic echo` gets the transform at once.
+TF_STATIC_QOS = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 
 # ROS parameters cannot be unset: this value of a score threshold stands for None in TrackerSettings,
 # i.e. the pair tuned for the backend that produced the detections.
@@ -88,6 +101,7 @@ class TrackingNode(PrivacyVisionNode):
             )
         except ConfigError as error:
             raise StartupError(self.get_name(), str(error)) from None
+        self._publish_camera_pose(homography)
         defaults = TrackerSettings()
         values = {}
         for f in fields(TrackerSettings):
@@ -107,6 +121,47 @@ class TrackingNode(PrivacyVisionNode):
         self.create_subscription(Detections, DETECTIONS_TOPIC, self._on_detections, RELIABLE_QOS)
         self.frames = 0
         self.create_timer(1.0, self._report)
+
+    def _publish_camera_pose(self, homography: Homography) -> None:
+        """floor -> camera on /tf_static, where the homography and the intrinsics determine it (otherwise the reason
+        is on /diagnostics and the log: the tracks do not need it)."""
+        principal_point = self.declare(
+            "camera_principal_point_px",
+            [384.0, 288.0],
+            "image pixel [u, v] of the optical axis, for the floor -> camera transform on /tf_static (the image centre; "
+            "the default is that of the 768x576 PETS frames of config/homography_pets.yaml)",
+            read_only=True,
+        )
+        focal_px = self.declare(
+            "camera_focal_px",
+            0.0,
+            "focal length in pixels for the floor -> camera transform on /tf_static; 0 = estimated from the homography "
+            "(square pixels, no skew)",
+            minimum=0.0,
+            maximum=100000.0,
+            read_only=True,
+        )
+        if len(principal_point) != 2:
+            raise StartupError(self.get_name(), f"camera_principal_point_px needs [u, v], got {list(principal_point)}")
+        try:
+            self.camera: CameraPose | None = camera_pose(homography, tuple(principal_point), focal_px)
+            self.no_camera_pose = ""
+        except ConfigError as error:
+            self.camera, self.no_camera_pose = None, f"no {TF_STATIC_TOPIC}: {error}"
+            self.get_logger().warning(self.no_camera_pose)
+            return
+        transform = TransformStamped(child_frame_id=CAMERA_FRAME)
+        transform.header.frame_id = FLOOR_FRAME
+        transform.header.stamp = self.get_clock().now().to_msg()
+        x, y, z = (float(v) for v in self.camera.position_m)
+        transform.transform.translation = Vector3(x=x, y=y, z=z)
+        transform.transform.rotation = Quaternion(**dict(zip("xyzw", self.camera.quaternion_xyzw())))
+        self.tf_static = self.create_publisher(TFMessage, TF_STATIC_TOPIC, TF_STATIC_QOS)
+        self.tf_static.publish(TFMessage(transforms=[transform]))
+        self.get_logger().info(
+            f"{TF_STATIC_TOPIC}: camera at ({x:.2f}, {y:.2f}, {z:.2f}) m in the floor frame, focal "
+            f"{self.camera.focal_px:.0f} px ({'estimated from the homography' if self.camera.estimated_focal else 'set'})"
+        )
 
     def _settings_after(self, updates: dict[str, Any]) -> TrackerSettings:
         known = {k: v for k, v in updates.items() if k in TRACKER_PARAMETERS}
@@ -170,6 +225,9 @@ class TrackingNode(PrivacyVisionNode):
         report = {"frames": self.frames, "confirmed_tracks": confirmed, "all_tracks": len(self.tracker.tracks)}
         if self.unreadable_frames:
             report["frames_dropped_unknown_backend"] = self.unreadable_frames
+        if self.camera is not None:
+            report["camera_height_m"] = f"{self.camera.position_m[2]:.2f}"
+            report["camera_focal_px"] = f"{self.camera.focal_px:.0f}"
         if self.backend:
             report["score_thresholds"] = "track {} / new track {} for {}".format(
                 *self.tracker.settings.score_thresholds(self.backend), self.backend
@@ -179,7 +237,11 @@ class TrackingNode(PrivacyVisionNode):
                 if self.backend in self.tracker.presence
                 else f"no calibration for {self.backend}: confirmed tracks count 1, others 0"
             )
-        self.publish_diagnostic(ERROR if self.unreadable_frames else OK, "tracking", report)
+        self.publish_diagnostic(
+            ERROR if self.unreadable_frames else OK,
+            f"tracking{'; ' + self.no_camera_pose if self.no_camera_pose else ''}",
+            report,
+        )
 
 
 def settings_values(parameters: dict[str, Any]) -> dict[str, Any]:
