@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from privacy_vision.core.audit import AuditBroken, entries_of
+from privacy_vision.core.camera_pose import FLOOR_FRAME
 from privacy_vision.core.release.events import EventTotals
 from privacy_vision.core.release.grid import EVENTS_KIND, GROUP_KIND, PRESENCE_KIND, Context, Grid
 from privacy_vision.core.release.mechanisms import MODES, ReleaseSettings
@@ -116,7 +117,7 @@ def message_from_release(release: Release) -> ZoneAnalytics:
         highs=[v["high"] for v in values.values()],
         interval=wire["interval"],
     )
-    message.header.frame_id = "floor"
+    message.header.frame_id = FLOOR_FRAME
     message.privacy = PrivacyParameters(
         mechanism=release.mechanism,
         privacy_unit=release.privacy_unit,

@@ -16,6 +16,7 @@ from privacy_vision.core.anonymizer import (
     direction_sector,
     round_time,
 )
+from privacy_vision.core.camera_pose import FLOOR_FRAME
 from privacy_vision.core.geometry import ConfigError, load_exclusions, load_zones
 from privacy_vision.core.graph import RELEASE_CELLS_SERVICE
 from privacy_vision.core.release.events import EventTotals
@@ -219,7 +220,7 @@ class AnonymizerNode(PrivacyVisionNode):
         out = AnonymizedTracks(
             key_epoch=self.anonymizer.key.epoch, grid_size_m=float(self.anonymizer.settings.grid_size_m)
         )
-        out.header.frame_id = "floor"
+        out.header.frame_id = FLOOR_FRAME
         seconds_to_stamp(round_time(stamp, self.anonymizer.settings.time_precision_s), out.header.stamp)
         out.tracks = [
             AnonymizedTrack(
