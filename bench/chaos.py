@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,55 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
 
-from ros2cliutil import Ros2Session, StateDir, launch_arguments, node_pid, stop_group  # noqa: E402
+from ros2cliutil import Ros2Session, StateDir, chaos_figures, launch_arguments, node_pid, stop_group  # noqa: E402
 
-from privacy_vision.core.audit import AuditLog, entries_of, verify  # noqa: E402
 from privacy_vision.core.graph import STATE_STORES, pipeline  # noqa: E402
-from privacy_vision.core.protocol import load_key_file  # noqa: E402
-from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT  # noqa: E402
 from testkit.core import fill_up, small_filesystem  # noqa: E402
 
 VIDEO = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
-
-
-def check(state: StateDir, stopped_wall: float) -> dict:
-    store = state.path / STATE_STORES["releases"]
-    with sqlite3.connect(str(store)) as db:
-        spans = db.execute(
-            "SELECT release_id, kind, tier, zone, instance, segment_start, segment_end FROM released"
-        ).fetchall()
-        # Keys restored from the audit log after the corrupt-file phase: their values were only in the destroyed file.
-        restored = {row[0] for row in db.execute("SELECT release_id FROM released WHERE head_count = '{}'")}
-        queued = {row[0] for row in db.execute("SELECT release_id FROM outbox")}
-        charges = sorted(db.execute("SELECT instance, configuration, epsilon FROM charges").fetchall())
-    with sqlite3.connect(str(state.ingest_db)) as db:
-        stored = [r[0] for r in db.execute("SELECT release_id FROM releases WHERE received_at <= ?", (stopped_wall,))]
-    released = {span[0] for span in spans}
-    overlapping = sum(
-        1
-        for i, a in enumerate(spans)
-        for b in spans[i + 1 :]
-        if a[1:5] == b[1:5] and not (a[6] <= b[5] or b[6] <= a[5])
-    )
-    key = load_key_file(state.path / "pki" / "audit.key")
-    audit_dir = state.path / STATE_STORES["audit"]
-    audited = sorted(
-        (e["data"]["instance"], e["data"]["configuration"], e["data"]["epsilon"])
-        for e in entries_of(AuditLog(audit_dir, key), {AUDIT_CHARGE_EVENT})
-    )
-    return {
-        "released": len(released),
-        "in_ingest": len(stored),
-        "still_queued": len(queued),
-        "restored_keys_without_values": len(restored - set(stored)),
-        "lost": len(released - set(stored) - queued - restored),
-        "invented": len(set(stored) - released),
-        "stored_twice": len(stored) - len(set(stored)),
-        "spans_released_twice": overlapping,
-        "charges": len(charges),
-        "charges_not_audited": len(set(charges) - set(audited)),
-        "audit_log": str(verify(audit_dir, key)),
-    }
 
 
 def kill_phase(session: Ros2Session, state: StateDir, kills: int, rng: random.Random, started: float) -> list[str]:
@@ -109,7 +65,7 @@ def full_disk_phase(session: Ros2Session, state: StateDir, hold_s: float, starte
     during = len(state.stored_since(started)) - before
     filler.unlink()
     time.sleep(hold_s)
-    return {"held_full_s": hold_s, "ingest_gained_while_full": during, "free_again": True}
+    return {"held_full_s": hold_s, "ingest_gained_while_full": during}
 
 
 def main() -> int:
@@ -195,7 +151,7 @@ def main() -> int:
             disk.close()
             state.path = check_state
     results["launch_exit_code"] = code
-    results.update(check(state, stopped))
+    results.update(chaos_figures(state, stopped))
     print(json.dumps(results, indent=2))
     return 0 if results["lost"] == results["stored_twice"] == results["spans_released_twice"] == 0 else 1
 

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from privacy_vision.core.audit import AuditLog, entries_of, verify
 from privacy_vision.core.graph import STATE_STORES
+from privacy_vision.core.protocol import load_key_file
+from privacy_vision.core.release.store import AUDIT_CHARGE_EVENT
 from testkit.core import CONFIG, REPO, free_domain_id
 
 VENV = REPO / ".venv"
@@ -227,3 +230,50 @@ def node_pid(tmp: Path, node: str) -> int | None:
     """The pid of this test's process of `node` (launch names its executable NODE_node), if one runs."""
     pids = [pid for pid, command in processes_of(tmp) if f"{node}_node" in command]
     return pids[0] if pids else None
+
+
+def chaos_figures(state: StateDir, stopped_wall: float) -> dict:
+    """What a chaos run left, as figures (test_chaos asserts them, bench/chaos.py prints them): every release recorded
+    in the release store is in the ingest or still queued (keys restored from the audit log after a destroyed store
+    are counted apart: their values were only in that file), none invented or stored twice, no span of time released
+    twice, the ledger's charges equal the audit log's, and the audit log verifies."""
+    store = state.path / STATE_STORES["releases"]
+    with sqlite3.connect(str(store)) as db:
+        spans = db.execute(
+            "SELECT release_id, kind, tier, zone, instance, segment_start, segment_end FROM released"
+        ).fetchall()
+        restored = {row[0] for row in db.execute("SELECT release_id FROM released WHERE head_count = '{}'")}
+        queued = {row[0] for row in db.execute("SELECT release_id FROM outbox")}
+        charges = sorted(db.execute("SELECT instance, configuration, epsilon FROM charges").fetchall())
+    with sqlite3.connect(str(state.ingest_db)) as db:
+        stored = [r[0] for r in db.execute("SELECT release_id FROM releases WHERE received_at <= ?", (stopped_wall,))]
+    released = {span[0] for span in spans}
+    overlapping = sum(
+        1
+        for i, a in enumerate(spans)
+        for b in spans[i + 1 :]
+        if a[1:5] == b[1:5] and not (a[6] <= b[5] or b[6] <= a[5])
+    )
+    key = load_key_file(state.path / "pki" / "audit.key")
+    audit_dir = state.path / STATE_STORES["audit"]
+    audited = sorted(
+        (e["data"]["instance"], e["data"]["configuration"], e["data"]["epsilon"])
+        for e in entries_of(AuditLog(audit_dir, key), {AUDIT_CHARGE_EVENT})
+    )
+    verdict = verify(audit_dir, key)
+    return {
+        "released": len(released),
+        "in_ingest": len(stored),
+        "still_queued": len(queued),
+        "in_ingest_and_queued": len(set(stored) & queued),
+        "restored_keys_without_values": len(restored - set(stored)),
+        "lost": len(released - set(stored) - queued - restored),
+        "invented": len(set(stored) - released),
+        "stored_twice": len(stored) - len(set(stored)),
+        "spans_released_twice": overlapping,
+        "charges": len(charges),
+        "charges_not_audited": len(set(charges) - set(audited)),
+        "ledger_equals_audit_log": charges == audited,
+        "audit_log_ok": verdict.ok,
+        "audit_log": str(verdict),
+    }

@@ -312,8 +312,7 @@ class AggregatorNode(PrivacyVisionNode):
         values |= {"device_day": day, "epsilon_spent_today": f"{spent:.4g}"}
         if self.refusing:
             self.publish_diagnostic(ERROR, f"releasing refused: {self.refusing[:200]}", values)
-        elif self.store_error or self.releaser.store.checkpoint_error:
-            problem = self.store_error or self.releaser.store.checkpoint_error
+        elif problem := self.store_error or self.releaser.store.checkpoint_error:
             self.publish_diagnostic(ERROR, f"release store failing: {problem[:200]}", values)
         elif self.audit_error:
             self.publish_diagnostic(ERROR, f"audit log failing (retried): {self.audit_error[:200]}", values)

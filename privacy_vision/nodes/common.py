@@ -208,10 +208,8 @@ class PrivacyVisionNode(LifecycleNode):
             self.audit.check_writable()
         except KeyFileError as error:
             raise StartupError(self.get_name(), f"audit log: {error}") from None
-        except OSError as error:
+        except (OSError, ValueError) as error:  # exit 2 ends a launch; a full disk exits 1 and is respawned
             raise startup_error_of(self.get_name(), f"audit log: {error}", error) from None
-        except ValueError as error:  # exit 2: a configuration error ends a launch, it is not respawned
-            raise StartupError(self.get_name(), f"audit log: {error}") from None
         self.configure()
         self._count_lost_frames()
         if graph.node(self.get_name()).answers_requests:
@@ -444,7 +442,7 @@ class PrivacyVisionNode(LifecycleNode):
                 all_parameters_sha256=configuration_digest(everything),
                 parameter_count=len(everything),
             )
-        except (OSError, ValueError) as error:  # a configuration error (exit 2): launch does not respawn it in a loop
+        except (OSError, ValueError) as error:  # exit 2 ends a launch; a full disk exits 1 and is respawned
             raise startup_error_of(
                 self.get_name(),
                 f"the audit log cannot record the configuration at start ({error}); "
