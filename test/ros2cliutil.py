@@ -65,7 +65,18 @@ class Ros2Session:
         `ros2 param` waits a fixed 5 s for a node's parameter services; on a loaded machine discovery can take longer,
         so that wait (never the node's answer) is tried again, as a user would."""
         for _ in range(SERVICE_WAIT_TRIES):
-            result = subprocess.run([str(ROS2), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
+            try:
+                result = subprocess.run(
+                    [str(ROS2), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s
+                )
+            except subprocess.TimeoutExpired:
+                if check:
+                    raise
+                # A CLI call that hangs (seen under load: `ros2 lifecycle get` stuck for 60 s) is a failed call, so
+                # that a poll (wait_for) tries again within its own deadline.
+                result = subprocess.CompletedProcess(
+                    args, returncode=-9, stdout="", stderr=f"ros2 timed out after {timeout_s:g} s"
+                )
             result.output = result.stdout + result.stderr
             if SERVICE_WAIT_TIMED_OUT not in result.output:
                 break
