@@ -62,13 +62,20 @@ class Launch:
         return self.log.read_text()
 
     def wait_for_nodes(self) -> None:
-        assert self.session.wait_for(lambda: self.session.node_names() >= NODE_PATHS, 180.0), self.text()[-4000:]
+        self._expect(self.session.wait_for(lambda: self.session.node_names() >= NODE_PATHS, 180.0))
 
     def wait_for_releases(self, count: int) -> None:
         """Until the ingest stored this many releases of this launch (the graph runs and delivers)."""
-        assert self.session.wait_for(
-            lambda: len(self.session.state.stored_since(self.started_wall)) >= count, 180.0, 0.5
-        ), self.text()[-4000:]
+        self._expect(
+            self.session.wait_for(lambda: len(self.session.state.stored_since(self.started_wall)) >= count, 180.0, 0.5)
+        )
+
+    def _expect(self, happened: bool) -> None:
+        """A launch that failed its test is stopped at once: left running, it shared the state directory with the next
+        tests' launches and failed them too (stop 24's CI: one failure became five)."""
+        if not happened:
+            stop_group(self.process, signal.SIGINT, 60.0)
+        assert happened, self.text()[-4000:]
 
     def stop(self, sig: int, whole_group: bool) -> tuple[int, float]:
         started = time.monotonic()

@@ -221,3 +221,29 @@ def test_a_store_replaced_under_the_sender_is_opened_again(ingest, pki, tmp_path
     assert sender.step() == 0 and replacement.size() == 0
     assert outbox.next_sequence() > sequence
     assert sorted(canonical_release_bytes(r) for r in ingest.store.releases()) == sorted(first + later)
+
+
+def _open_at_once(path: str, as_store: bool, barrier) -> bool:
+    """One process's start (the aggregator's store or the uplink's outbox): did it take the file for damaged?"""
+    from privacy_vision.core.release.store import ReleaseStore
+
+    barrier.wait()
+    opened = ReleaseStore(path, 2.0) if as_store else Outbox(path, 10)
+    return opened.recovered_from is not None
+
+
+def test_aggregator_and_uplink_starting_together_never_see_a_half_made_outbox(tmp_path):
+    """Both create the file when it is missing. Built in place, one could open the other's half-made file (header
+    written, a table not yet), move it aside as damaged and split the store in two: the CI run of stop 24 saw it,
+    and none of that launch's releases reached the ingest. Now each start sees a whole outbox or none."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool, context.Manager() as manager:
+        for round_ in range(12):
+            path = str(tmp_path / f"releases-{round_}.sqlite")
+            barrier = manager.Barrier(4)
+            damaged = pool.starmap(_open_at_once, [(path, i % 2 == 0, barrier) for i in range(4)])
+            assert not any(damaged), (round_, damaged)
+            assert not list(tmp_path.glob(f"releases-{round_}.sqlite.corrupt-*"))
+            assert not list(tmp_path.glob(f".releases-{round_}.sqlite.new-*"))  # no draft left behind

@@ -48,6 +48,13 @@ class OutboxItem:
 # Written into the SQLite header (PRAGMA application_id, 'PVOB'): a file without it is not an outbox.
 OUTBOX_APPLICATION_ID = 0x50564F42
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUTBOX_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, release_id TEXT UNIQUE NOT NULL,"
+    " body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
+    " reason TEXT NOT NULL, failed_at REAL NOT NULL)",
+)
 _OUTBOX_TABLES = {"outbox", "counters", "dead_letter"}
 
 
@@ -65,7 +72,9 @@ class Outbox:
     it; a fresh outbox is then created, so a respawning node does not crash-loop.
     """
 
-    def __init__(self, path: str | Path, max_items: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path, max_items: int, clock: Callable[[], float] = time.time, schema: tuple[str, ...] = ()
+    ) -> None:
         if max_items < 1:
             raise ValueError("max_items must be ≥ 1")
         self.max_items = max_items
@@ -85,7 +94,7 @@ class Outbox:
                 self.corruption = str(error)
                 self.recovered_from = self._move_aside()
         if not self.path.exists():
-            self._db = self._create()
+            self._db = self._create(schema)
         self._file = self._identity()
         self._sequence = self._stored_sequence()
 
@@ -113,8 +122,8 @@ class Outbox:
             self._sequence = max(self._sequence, self._stored_sequence())  # never back: the ingest wants it rising
         return True
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+    def _connect(self, path: Path | None = None) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path or self.path), check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         return db
@@ -156,18 +165,36 @@ class Outbox:
                 os.replace(source, f"{target}{suffix}")
         return target
 
-    def _create(self) -> sqlite3.Connection:
-        db = self._connect()
+    def _create(self, schema: tuple[str, ...]) -> sqlite3.Connection:
+        """Build the whole schema (ours and the caller's) in a private file, then link it into place: a process that
+        opens the path sees a complete outbox or none. Built in place, the aggregator's and the uplink's starts raced:
+        one found the other's half-made file (header written, a table missing), moved it aside as damaged, and what
+        the aggregator then queued in it was never sent."""
+        if str(self.path) == ":memory:":  # SQLite's private in-memory database (tests, benchmarks): no one to race
+            return self._built(self._connect(), schema)
+        draft = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            self._built(self._connect(draft), schema).close()  # closing folds the WAL into the file and removes it
+            os.link(draft, self.path)  # never replaces: a file another process linked first is the one opened
+        except FileExistsError:
+            pass
+        finally:
+            for suffix in ("", "-wal", "-shm"):  # also after a failure (a full disk): no draft is left behind
+                Path(f"{draft}{suffix}").unlink(missing_ok=True)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the new name survives a power cut
+        finally:
+            os.close(directory)
+        return self._open_existing()
+
+    @staticmethod
+    def _built(db: sqlite3.Connection, schema: tuple[str, ...]) -> sqlite3.Connection:
+        db.execute("BEGIN IMMEDIATE")
         db.execute(f"PRAGMA application_id = {OUTBOX_APPLICATION_ID}")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, release_id TEXT UNIQUE NOT NULL,"
-            " body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL)"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS dead_letter (release_id TEXT PRIMARY KEY, body BLOB NOT NULL,"
-            " reason TEXT NOT NULL, failed_at REAL NOT NULL)"
-        )
+        for statement in _OUTBOX_SCHEMA + schema:
+            db.execute(statement)
+        db.execute("COMMIT")
         return db
 
     def put(self, release_id: str, body: bytes) -> bool:

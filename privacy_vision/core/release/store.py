@@ -94,14 +94,14 @@ class ReleaseStore:
     ) -> None:
         self.daily_epsilon_cap = daily_epsilon_cap
         self._clock = clock
-        self._outbox = Outbox(path, max_outbox, clock)  # opens, or moves a damaged file aside and starts anew
+        self._outbox = Outbox(path, max_outbox, clock, _TABLES)  # opens, or moves a damaged file aside and starts anew
         self.recovered_from, self.corruption = self._outbox.recovered_from, self._outbox.corruption
         self.path = Path(path)
         self._db: sqlite3.Connection = self._outbox._db
         self._lock = threading.Lock()
         self.checkpoint_each_commit = True  # the aggregator turns it off around a batch and checkpoints once after
         self.checkpoint_error = ""
-        for statement in _TABLES:
+        for statement in _TABLES:  # a new file has them already; one the uplink created first gets them here
             self._db.execute(statement)
 
     # -- recording ------------------------------------------------------------------------------------
