@@ -325,7 +325,8 @@ class ReleaseStore:
 
     def check_against_audit(self, entries: list[dict]) -> None:
         """Raise StoreMismatch when an audited release or charge is missing here (or its charge was lowered)."""
-        missing_releases, missing_charges = 0, 0
+        missing_releases: set[str] = set()  # each key once: an entry can be in the log twice (its append succeeded,
+        missing_charges: set[tuple[str, str]] = set()  # marking it audited did not, and the tick wrote it again)
         with self._lock:
             for entry in entries:
                 data = entry["data"]
@@ -333,16 +334,18 @@ class ReleaseStore:
                     found = self._db.execute(
                         "SELECT 1 FROM released WHERE release_id = ?", (data["release_id"],)
                     ).fetchone()
-                    missing_releases += found is None
+                    if found is None:
+                        missing_releases.add(data["release_id"])
                 elif entry["event"] == AUDIT_CHARGE_EVENT:
                     found = self._db.execute(
                         "SELECT epsilon FROM charges WHERE instance = ? AND configuration = ?",
                         (data["instance"], data["configuration"]),
                     ).fetchone()
-                    missing_charges += found is None or found[0] < data["epsilon"] * (1 - 1e-9)
+                    if found is None or found[0] < data["epsilon"] * (1 - 1e-9):
+                        missing_charges.add((data["instance"], data["configuration"]))
         if missing_releases or missing_charges:
             raise StoreMismatch(
-                f"the release store {self.path} lacks {missing_releases} release(s) and {missing_charges} budget "
+                f"the release store {self.path} lacks {len(missing_releases)} release(s) and {len(missing_charges)} budget "
                 "charge(s) that the audit log records (deleted, emptied, edited or copied without its WAL): releasing "
                 f"is refused; restore it with `privacy-vision releases restore --store {self.path}` (rebuilds the "
                 "released spans and charges from the audit log)"
@@ -376,7 +379,9 @@ class ReleaseStore:
                     restored[0] += cursor.rowcount
                 elif entry["event"] == AUDIT_CHARGE_EVENT:
                     cursor = self._db.execute(
-                        "INSERT OR REPLACE INTO charges VALUES (?, ?, ?, ?, ?, 1)",
+                        "INSERT INTO charges VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (instance, configuration) DO UPDATE"
+                        " SET device_day = excluded.device_day, epsilon = excluded.epsilon, recorded_at ="
+                        " excluded.recorded_at, audited = 1 WHERE excluded.epsilon > charges.epsilon",  # missing or lowered
                         (data["instance"], data["configuration"], data["device_day"], data["epsilon"], now),
                     )
                     restored[1] += cursor.rowcount
