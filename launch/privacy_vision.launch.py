@@ -283,7 +283,7 @@ def unless_stopping(context, call, *args) -> None:
 
 class StoppableLifecycleNode(LifecycleNode):
     """launch_ros's lifecycle node action, with its transition requests ended quietly by a stop (unless_stopping):
-    a Ctrl-C 2 s into start-up ended the launch with exit 1 (the stop-25 CI run; 1 in 8 early stops here)."""
+    a Ctrl-C 2 s into start-up ended the launch with exit 1 (a fresh-clone CI run; 4 of 29 random early stops here)."""
 
     def _call_change_state(self, request, context) -> None:
         unless_stopping(context, super()._call_change_state, request, context)

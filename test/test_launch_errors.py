@@ -108,7 +108,7 @@ def test_finding_3_a_configuration_error_ends_the_launch_once_instead_of_respawn
     no_process_left(session)
 
 
-# 1-3 s: transitions still in flight (before StoppableLifecycleNode, 3 of 13 such stops here ended with exit 1)
+# 1-3 s: transitions still in flight (before StoppableLifecycleNode, 4 of 29 such stops here ended with exit 1)
 @pytest.mark.parametrize("after_s", [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0])
 def test_finding_2_a_stop_during_start_up_exits_0_without_a_traceback(session, vtest_video, after_s):
     process, log = launch(session, f"early-stop-{after_s:g}", vtest_video, loop="true", fps="10")

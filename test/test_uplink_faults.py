@@ -247,3 +247,15 @@ def test_aggregator_and_uplink_starting_together_never_see_a_half_made_outbox(tm
             assert not any(damaged), (round_, damaged)
             assert not list(tmp_path.glob(f"releases-{round_}.sqlite.corrupt-*"))
             assert not list(tmp_path.glob(f".releases-{round_}.sqlite.new-*"))  # no draft left behind
+
+
+def test_an_in_memory_outbox_leaves_a_file_named_memory_alone(tmp_path, monkeypatch):
+    """':memory:' is SQLite's private database: a file of that name in the working directory was taken for a damaged
+    outbox and moved aside (one ended up committed to the repository)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ":memory:").write_bytes(b"someone else's file")
+    outbox = Outbox(":memory:", 10)
+    assert outbox.recovered_from is None and outbox.put("r-1", b"{}") and outbox.size() == 1
+    assert not outbox.reopen_if_replaced()
+    assert (tmp_path / ":memory:").read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [":memory:"]

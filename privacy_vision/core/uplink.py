@@ -87,18 +87,26 @@ class Outbox:
         self._acknowledged: set[int] = set()
         self._lock = threading.Lock()
         self._sequence = 0
-        if self.path.exists():
+        if self._in_memory:  # SQLite's private database (tests, benchmarks): no file to check, no one to race
+            self._db = self._built(self._connect(), schema)
+        elif self.path.exists():
             try:
                 self._db = self._open_existing()
             except OutboxCorrupt as error:
                 self.corruption = str(error)
                 self.recovered_from = self._move_aside()
-        if not self.path.exists():
+        if not self._in_memory and not self.path.exists():
             self._db = self._create(schema)
         self._file = self._identity()
         self._sequence = self._stored_sequence()
 
+    @property
+    def _in_memory(self) -> bool:
+        return str(self.path) == ":memory:"
+
     def _identity(self) -> tuple[int, int] | None:
+        if self._in_memory:  # a file named ':memory:' in the working directory is not this database
+            return None
         try:
             status = os.stat(self.path)
         except FileNotFoundError:
@@ -170,8 +178,6 @@ class Outbox:
         opens the path sees a complete outbox or none. Built in place, the aggregator's and the uplink's starts raced:
         one found the other's half-made file (header written, a table missing), moved it aside as damaged, and what
         the aggregator then queued in it was never sent."""
-        if str(self.path) == ":memory:":  # SQLite's private in-memory database (tests, benchmarks): no one to race
-            return self._built(self._connect(), schema)
         draft = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
         try:
             self._built(self._connect(draft), schema).close()  # closing folds the WAL into the file and removes it
